@@ -1,0 +1,99 @@
+/* dermal engine: runs an ONNX graph on the CPU.
+ *
+ * A dm_engine is built once from a parsed dm_onnx_model (which must outlive
+ * it: constant tensors point into the model's mapping).  Building does all the
+ * work that does not depend on input values: shape inference, constant
+ * folding, BatchNorm folding, fusion, dead-node removal, the memory plan and,
+ * for the oneDNN backend, primitive creation and weight reorders.
+ *
+ * Threading: a built dm_engine is read-only.  Each thread that runs it owns a
+ * dm_session (its activation arena and backend scratch); any number of
+ * sessions may run one engine at once.  Each run uses the engine's intra-op
+ * thread count (dm_engine_opts.threads). */
+#ifndef DERMAL_ENGINE_H
+#define DERMAL_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dermal/err.h"
+#include "dermal/onnx.h"
+
+#define DM_MAX_RANK 8
+
+typedef struct dm_engine dm_engine;
+typedef struct dm_session dm_session;
+
+typedef enum { DM_BACKEND_ONEDNN = 0, DM_BACKEND_REF = 1 } dm_backend_kind;
+
+typedef enum {
+  DM_PRECISION_FP32 = 0,
+  DM_PRECISION_BF16 = 1,
+  DM_PRECISION_AUTO = 2
+} dm_precision;
+
+typedef struct dm_engine_opts {
+  dm_backend_kind backend;
+  dm_precision precision;
+  int threads;  /* intra-op threads per run; <= 0 means 1 */
+  bool no_opt;  /* skip fusions (constant folding still runs); for tests */
+  /* Optional concrete shapes for the graph inputs (index i = i-th input of
+   * dm_engine_input), overriding symbolic dims in the file; static dims must
+   * agree.  data is ignored.  NULL: symbolic batch dims become 1. */
+  const struct dm_tensor *input_shapes;
+  size_t n_input_shapes;
+} dm_engine_opts;
+
+/* A tensor handed across the API.  data is borrowed. */
+typedef struct dm_tensor {
+  int32_t dtype; /* DM_ONNX_* */
+  int32_t rank;
+  int64_t dims[DM_MAX_RANK];
+  void *data;
+} dm_tensor;
+
+typedef struct dm_engine_stats {
+  size_t nodes_in;        /* nodes in the file */
+  size_t nodes_run;       /* nodes executed per run after optimisation */
+  size_t folded_const;    /* nodes removed by constant folding */
+  size_t folded_bn;       /* BatchNormalization folded into Conv */
+  size_t fused_act;       /* activations/adds fused into Conv/Gemm */
+  size_t dead;            /* nodes removed as dead */
+  size_t arena_bytes;     /* activation arena per session */
+  size_t weight_bytes;    /* constant bytes used by the plan */
+  size_t weight_copied;   /* constant bytes copied (folded, unaligned) */
+  double load_ms;         /* build time */
+} dm_engine_stats;
+
+/* Builds an engine for m.  Fails with DM_UNSUPPORTED naming node, op and
+ * attribute for anything the engine cannot run exactly. */
+dm_err dm_engine_new(const dm_onnx_model *m, const dm_engine_opts *opts,
+                     dm_engine **out, dm_errbuf *eb);
+void dm_engine_free(dm_engine *e);
+
+const dm_engine_stats *dm_engine_get_stats(const dm_engine *e);
+const char *dm_engine_backend_name(const dm_engine *e);
+const char *dm_engine_precision_name(const dm_engine *e);
+
+/* Graph inputs (without initializers) and outputs, with their shapes.  The
+ * returned tensors have data == NULL.  Index must be < the count. */
+size_t dm_engine_n_inputs(const dm_engine *e);
+size_t dm_engine_n_outputs(const dm_engine *e);
+dm_tensor dm_engine_input(const dm_engine *e, size_t i, const char **name);
+dm_tensor dm_engine_output(const dm_engine *e, size_t i, const char **name);
+
+dm_err dm_session_new(const dm_engine *e, dm_session **out, dm_errbuf *eb);
+void dm_session_free(dm_session *s);
+
+/* Runs once.  inputs[i] must match dm_engine_input(e, i) in dtype and shape.
+ * Outputs stay valid until the next run or dm_session_free. */
+dm_err dm_session_run(dm_session *s, const dm_tensor *inputs, size_t n_inputs,
+                      dm_errbuf *eb);
+dm_tensor dm_session_output(const dm_session *s, size_t i);
+
+/* Op types the engine runs (default domain), for the conformance runner and
+ * `dermal inspect`.  NULL-terminated static list. */
+const char *const *dm_engine_supported_ops(void);
+
+#endif

@@ -1,0 +1,570 @@
+/* main.c: the `dermal` command line.
+ *
+ * Only this folder parses argv, prints for the user and calls exit().  Each
+ * subcommand is a function taking (argc, argv) after the subcommand name and
+ * returning the process exit status: 0 success, 1 failure, 2 usage error.
+ * Commands that do not need a model (help, version) never open one. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "dermal/engine.h"
+#include "dermal/onnx.h"
+#include "npy.h"
+
+#define DERMAL_VERSION "0.1.0"
+
+/* ---------- small helpers ---------- */
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static double peak_rss_mb(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_maxrss / 1024.0; /* Linux: KiB */
+}
+
+static void json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      fprintf(f, "\\%c", *p);
+    else if (*p < 0x20)
+      fprintf(f, "\\u%04x", *p);
+    else
+      fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+static int parse_int(const char *flag, const char *s, long lo, long hi,
+                     int *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi) {
+    fprintf(stderr, "dermal: %s expects an integer in %ld..%ld, got '%s'\n",
+            flag, lo, hi, s);
+    return -1;
+  }
+  *out = (int)v;
+  return 0;
+}
+
+/* Common options: the model (--model M or first positional), backend,
+ * threads, precision. */
+typedef struct opts {
+  const char *model;
+  const char *input, *output;
+  dm_engine_opts eng;
+  int iters, warmup;
+  bool json;
+  bool help;
+} opts;
+
+static int need_value(int i, int argc, const char *flag) {
+  if (i + 1 >= argc) {
+    fprintf(stderr, "dermal: %s needs a value\n", flag);
+    return -1;
+  }
+  return 0;
+}
+
+/* Parses argv into o.  `allowed` is a space-separated list of flags the
+ * subcommand accepts.  Returns 0, or 2 on a usage error (message printed). */
+static int parse_opts(int argc, char **argv, const char *allowed, opts *o) {
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      o->help = true;
+      continue;
+    }
+    if (a[0] != '-') {
+      if (o->model) {
+        fprintf(stderr, "dermal: unexpected argument '%s'\n", a);
+        return 2;
+      }
+      o->model = a;
+      continue;
+    }
+    char key[64];
+    snprintf(key, sizeof key, " %s ", a);
+    char list[512];
+    snprintf(list, sizeof list, " %s ", allowed);
+    if (!strstr(list, key)) {
+      fprintf(stderr, "dermal: unknown option '%s' (see --help)\n", a);
+      return 2;
+    }
+    if (!strcmp(a, "--json")) {
+      o->json = true;
+      continue;
+    }
+    if (need_value(i, argc, a)) return 2;
+    const char *v = argv[++i];
+    if (!strcmp(a, "--model")) {
+      o->model = v;
+    } else if (!strcmp(a, "--input")) {
+      o->input = v;
+    } else if (!strcmp(a, "--output")) {
+      o->output = v;
+    } else if (!strcmp(a, "--backend")) {
+      if (!strcmp(v, "ref"))
+        o->eng.backend = DM_BACKEND_REF;
+      else if (!strcmp(v, "onednn"))
+        o->eng.backend = DM_BACKEND_ONEDNN;
+      else {
+        fprintf(stderr, "dermal: --backend is ref or onednn, not '%s'\n", v);
+        return 2;
+      }
+    } else if (!strcmp(a, "--precision")) {
+      if (!strcmp(v, "fp32"))
+        o->eng.precision = DM_PRECISION_FP32;
+      else if (!strcmp(v, "bf16"))
+        o->eng.precision = DM_PRECISION_BF16;
+      else if (!strcmp(v, "auto"))
+        o->eng.precision = DM_PRECISION_AUTO;
+      else {
+        fprintf(stderr, "dermal: --precision is fp32, bf16 or auto\n");
+        return 2;
+      }
+    } else if (!strcmp(a, "--threads")) {
+      if (parse_int(a, v, 1, 256, &o->eng.threads)) return 2;
+    } else if (!strcmp(a, "--iters")) {
+      if (parse_int(a, v, 1, 1000000, &o->iters)) return 2;
+    } else if (!strcmp(a, "--warmup")) {
+      if (parse_int(a, v, 0, 1000000, &o->warmup)) return 2;
+    }
+  }
+  return 0;
+}
+
+static int need_model(const opts *o, const char *cmd) {
+  if (o->model) return 0;
+  fprintf(stderr, "dermal %s: no model given (dermal %s --help)\n", cmd, cmd);
+  return 2;
+}
+
+static int fail(const char *what, dm_err rc, const dm_errbuf *eb) {
+  fprintf(stderr, "dermal: %s: %s: %s\n", what, dm_strerror(rc), eb->msg);
+  return 1;
+}
+
+static void fill_input(dm_tensor *t, size_t n) {
+  /* deterministic pseudo-random N(0,1)-ish data for benchmarks */
+  float *p = t->data;
+  uint32_t s = 12345;
+  for (size_t i = 0; i < n; i++) {
+    s = s * 1664525u + 1013904223u;
+    p[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 3.4f;
+  }
+}
+
+/* ---------- run ---------- */
+
+static const char run_help[] =
+    "usage: dermal run MODEL --input X.npy --output Y.npy [--backend "
+    "ref|onednn] [--threads N]\n"
+    "  Feeds the float32 .npy tensor X to the model's first input and writes\n"
+    "  its first output to Y.npy.  MODEL may also be given as --model M.\n";
+
+static int cmd_run(int argc, char **argv) {
+  opts o = {0};
+  int st = parse_opts(argc, argv,
+                      "--model --input --output --backend --threads --precision",
+                      &o);
+  if (st || o.help) {
+    fputs(run_help, st ? stderr : stdout);
+    return st;
+  }
+  if ((st = need_model(&o, "run"))) return st;
+  if (!o.input || !o.output) {
+    fprintf(stderr, "dermal run: --input and --output are required\n");
+    return 2;
+  }
+  dm_errbuf eb = {{0}};
+  dm_onnx_model *m = NULL;
+  dm_engine *e = NULL;
+  dm_session *s = NULL;
+  dm_tensor in = {0};
+  dm_err rc;
+  int ret = 1;
+  if ((rc = dm_onnx_open(o.model, &m, &eb))) {
+    ret = fail(o.model, rc, &eb);
+    goto out;
+  }
+  if ((rc = dm_engine_new(m, &o.eng, &e, &eb))) {
+    ret = fail(o.model, rc, &eb);
+    goto out;
+  }
+  if ((rc = dm_npy_read(o.input, &in, &eb))) {
+    ret = fail("input", rc, &eb);
+    goto out;
+  }
+  if (dm_engine_n_inputs(e) != 1) {
+    fprintf(stderr, "dermal run: the model has %zu inputs; run feeds one\n",
+            dm_engine_n_inputs(e));
+    goto out;
+  }
+  if ((rc = dm_session_new(e, &s, &eb)) || (rc = dm_session_run(s, &in, 1, &eb))) {
+    ret = fail("run", rc, &eb);
+    goto out;
+  }
+  dm_tensor y = dm_session_output(s, 0);
+  if ((rc = dm_npy_write(o.output, &y, &eb))) {
+    ret = fail("output", rc, &eb);
+    goto out;
+  }
+  ret = 0;
+out:
+  free(in.data);
+  dm_session_free(s);
+  dm_engine_free(e);
+  dm_onnx_free(m);
+  return ret;
+}
+
+/* ---------- inspect ---------- */
+
+static const char inspect_help[] =
+    "usage: dermal inspect MODEL [--json]\n"
+    "  Parses the ONNX file (builds no engine) and prints its inputs and\n"
+    "  outputs, op histogram, parameter count and bytes, metadata_props and\n"
+    "  the ops the engine does not support.\n";
+
+static bool op_supported(const char *op) {
+  for (const char *const *s = dm_engine_supported_ops(); *s; s++)
+    if (!strcmp(*s, op)) return true;
+  return false;
+}
+
+static void print_dims(FILE *f, const dm_onnx_value_info *v, bool json) {
+  fputc('[', f);
+  for (int d = 0; d < v->ndim; d++) {
+    if (d) fputs(json ? "," : "x", f);
+    if (v->dims[d] < 0)
+      fputs(json ? "null" : "?", f);
+    else
+      fprintf(f, "%lld", (long long)v->dims[d]);
+  }
+  fputc(']', f);
+}
+
+typedef struct hist {
+  const char *op;
+  const char *domain;
+  int count;
+} hist;
+
+static int cmd_inspect(int argc, char **argv) {
+  opts o = {0};
+  int st = parse_opts(argc, argv, "--model --json", &o);
+  if (st || o.help) {
+    fputs(inspect_help, st ? stderr : stdout);
+    return st;
+  }
+  if ((st = need_model(&o, "inspect"))) return st;
+  dm_errbuf eb = {{0}};
+  dm_onnx_model *m = NULL;
+  dm_err rc = dm_onnx_open(o.model, &m, &eb);
+  if (rc) return fail(o.model, rc, &eb);
+  const dm_onnx_graph *g = &m->graph;
+  hist *h = calloc(g->n_nodes + 1, sizeof *h);
+  if (!h) {
+    dm_onnx_free(m);
+    fprintf(stderr, "dermal: out of memory\n");
+    return 1;
+  }
+  size_t nh = 0;
+  for (size_t i = 0; i < g->n_nodes; i++) {
+    size_t k = 0;
+    while (k < nh && (strcmp(h[k].op, g->nodes[i].op_type) ||
+                      strcmp(h[k].domain, g->nodes[i].domain)))
+      k++;
+    if (k == nh) {
+      h[nh].op = g->nodes[i].op_type;
+      h[nh].domain = g->nodes[i].domain;
+      nh++;
+    }
+    h[k].count++;
+  }
+  int64_t params = 0;
+  size_t bytes = 0;
+  for (size_t i = 0; i < g->n_initializers; i++) {
+    params += g->initializers[i].numel;
+    bytes += g->initializers[i].nbytes;
+  }
+  FILE *f = stdout;
+  if (o.json) {
+    fprintf(f, "{\"model\":");
+    json_str(f, o.model);
+    fprintf(f, ",\"ir_version\":%lld,\"opset\":%lld,\"producer\":",
+            (long long)m->ir_version, (long long)m->opset);
+    json_str(f, m->producer_name);
+    fprintf(f, ",\"file_bytes\":%zu,\"inputs\":[", m->file_bytes);
+    size_t shown = 0;
+    for (size_t i = 0; i < g->n_inputs; i++) {
+      bool init = false;
+      for (size_t k = 0; k < g->n_initializers && !init; k++)
+        init = !strcmp(g->initializers[k].name, g->inputs[i].name);
+      if (init) continue;
+      fprintf(f, "%s{\"name\":", shown++ ? "," : "");
+      json_str(f, g->inputs[i].name);
+      fprintf(f, ",\"dtype\":\"%s\",\"shape\":", dm_onnx_dtype_name(g->inputs[i].dtype));
+      print_dims(f, &g->inputs[i], true);
+      fputc('}', f);
+    }
+    fprintf(f, "],\"outputs\":[");
+    for (size_t i = 0; i < g->n_outputs; i++) {
+      fprintf(f, "%s{\"name\":", i ? "," : "");
+      json_str(f, g->outputs[i].name);
+      fprintf(f, ",\"dtype\":\"%s\",\"shape\":", dm_onnx_dtype_name(g->outputs[i].dtype));
+      print_dims(f, &g->outputs[i], true);
+      fputc('}', f);
+    }
+    fprintf(f, "],\"nodes\":%zu,\"ops\":{", g->n_nodes);
+    for (size_t k = 0; k < nh; k++) {
+      if (k) fputc(',', f);
+      json_str(f, h[k].op);
+      fprintf(f, ":%d", h[k].count);
+    }
+    fprintf(f, "},\"parameters\":%lld,\"parameter_bytes\":%zu,\"metadata\":{",
+            (long long)params, bytes);
+    for (size_t i = 0; i < m->n_metadata; i++) {
+      if (i) fputc(',', f);
+      json_str(f, m->metadata[i].key);
+      fputc(':', f);
+      json_str(f, m->metadata[i].value);
+    }
+    fprintf(f, "},\"unsupported_ops\":[");
+    size_t nu = 0;
+    for (size_t k = 0; k < nh; k++)
+      if ((h[k].domain[0] && strcmp(h[k].domain, "ai.onnx")) ||
+          !op_supported(h[k].op)) {
+        if (nu++) fputc(',', f);
+        json_str(f, h[k].op);
+      }
+    fprintf(f, "]}\n");
+  } else {
+    fprintf(f, "model      %s\n", o.model);
+    fprintf(f, "format     ONNX IR %lld, opset %lld, producer %s %s, %zu bytes\n",
+            (long long)m->ir_version, (long long)m->opset, m->producer_name,
+            m->producer_version, m->file_bytes);
+    for (size_t i = 0; i < g->n_inputs; i++) {
+      bool init = false;
+      for (size_t k = 0; k < g->n_initializers && !init; k++)
+        init = !strcmp(g->initializers[k].name, g->inputs[i].name);
+      if (init) continue;
+      fprintf(f, "input      %s %s ", g->inputs[i].name,
+              dm_onnx_dtype_name(g->inputs[i].dtype));
+      print_dims(f, &g->inputs[i], false);
+      fputc('\n', f);
+    }
+    for (size_t i = 0; i < g->n_outputs; i++) {
+      fprintf(f, "output     %s %s ", g->outputs[i].name,
+              dm_onnx_dtype_name(g->outputs[i].dtype));
+      print_dims(f, &g->outputs[i], false);
+      fputc('\n', f);
+    }
+    fprintf(f, "parameters %lld (%.1f MB)\n", (long long)params,
+            (double)bytes / 1e6);
+    fprintf(f, "nodes      %zu\n", g->n_nodes);
+    for (size_t k = 0; k < nh; k++)
+      fprintf(f, "  %-24s %d%s\n", h[k].op, h[k].count,
+              (h[k].domain[0] && strcmp(h[k].domain, "ai.onnx")) ||
+                      !op_supported(h[k].op)
+                  ? "   UNSUPPORTED"
+                  : "");
+    for (size_t i = 0; i < m->n_metadata; i++)
+      fprintf(f, "meta       %s = %s\n", m->metadata[i].key,
+              m->metadata[i].value);
+  }
+  free(h);
+  dm_onnx_free(m);
+  return 0;
+}
+
+/* ---------- bench ---------- */
+
+static const char bench_help[] =
+    "usage: dermal bench MODEL [--threads N] [--iters N] [--warmup N]\n"
+    "                          [--backend ref|onednn] [--precision fp32] "
+    "[--json]\n"
+    "  Loads the model, runs it on deterministic random input and prints the\n"
+    "  load time, first-run time, p50/p90/p99 latency and peak RSS.\n"
+    "  Defaults: backend onednn, precision fp32, threads 1, iters 100,\n"
+    "  warmup 10.  --json prints one line holding one flat JSON object.\n";
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, int n, double p) {
+  int i = (int)ceil(p / 100.0 * n) - 1;
+  if (i < 0) i = 0;
+  if (i >= n) i = n - 1;
+  return v[i];
+}
+
+static int cmd_bench(int argc, char **argv) {
+  opts o = {0};
+  o.iters = 100;
+  o.warmup = 10;
+  int st = parse_opts(argc, argv,
+                      "--model --threads --iters --warmup --backend "
+                      "--precision --json",
+                      &o);
+  if (st || o.help) {
+    fputs(bench_help, st ? stderr : stdout);
+    return st;
+  }
+  if ((st = need_model(&o, "bench"))) return st;
+  if (o.eng.threads <= 0) o.eng.threads = 1;
+  dm_errbuf eb = {{0}};
+  dm_onnx_model *m = NULL;
+  dm_engine *e = NULL;
+  dm_session *s = NULL;
+  dm_tensor *ins = NULL;
+  double *lat = NULL;
+  int ret = 1;
+  dm_err rc;
+  double t0 = now_ms();
+  if ((rc = dm_onnx_open(o.model, &m, &eb)) ||
+      (rc = dm_engine_new(m, &o.eng, &e, &eb)) ||
+      (rc = dm_session_new(e, &s, &eb))) {
+    ret = fail(o.model, rc, &eb);
+    goto out;
+  }
+  double load_ms = now_ms() - t0;
+  size_t ni = dm_engine_n_inputs(e);
+  ins = calloc(ni + 1, sizeof *ins);
+  lat = calloc((size_t)o.iters, sizeof *lat);
+  if (!ins || !lat) goto out;
+  for (size_t i = 0; i < ni; i++) {
+    ins[i] = dm_engine_input(e, i, NULL);
+    size_t n = 1;
+    for (int d = 0; d < ins[i].rank; d++) n *= (size_t)ins[i].dims[d];
+    size_t es = dm_onnx_dtype_size(ins[i].dtype);
+    ins[i].data = calloc(n ? n : 1, es ? es : 1);
+    if (!ins[i].data) goto out;
+    if (ins[i].dtype == DM_ONNX_FLOAT) fill_input(&ins[i], n);
+  }
+  double t1 = now_ms();
+  if ((rc = dm_session_run(s, ins, ni, &eb))) {
+    ret = fail("run", rc, &eb);
+    goto out;
+  }
+  double first_ms = now_ms() - t1;
+  for (int i = 0; i < o.warmup; i++)
+    if ((rc = dm_session_run(s, ins, ni, &eb))) {
+      ret = fail("run", rc, &eb);
+      goto out;
+    }
+  for (int i = 0; i < o.iters; i++) {
+    double a = now_ms();
+    if ((rc = dm_session_run(s, ins, ni, &eb))) {
+      ret = fail("run", rc, &eb);
+      goto out;
+    }
+    lat[i] = now_ms() - a;
+  }
+  qsort(lat, (size_t)o.iters, sizeof *lat, cmp_double);
+  double mean = 0;
+  for (int i = 0; i < o.iters; i++) mean += lat[i];
+  mean /= o.iters;
+  const dm_engine_stats *es = dm_engine_get_stats(e);
+  if (o.json) {
+    printf("{\"model\":");
+    json_str(stdout, o.model);
+    printf(",\"backend\":\"%s\",\"precision\":\"%s\",\"threads\":%d,"
+           "\"iters\":%d,\"load_ms\":%.3f,\"build_ms\":%.3f,\"first_ms\":%.3f,"
+           "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"mean_ms\":%.3f,"
+           "\"min_ms\":%.3f,\"peak_rss_mb\":%.1f,\"nodes_in\":%zu,"
+           "\"nodes_run\":%zu,\"arena_bytes\":%zu}\n",
+           dm_engine_backend_name(e), dm_engine_precision_name(e),
+           o.eng.threads, o.iters, load_ms, es->load_ms, first_ms,
+           pct(lat, o.iters, 50), pct(lat, o.iters, 90), pct(lat, o.iters, 99),
+           mean, lat[0], peak_rss_mb(), es->nodes_in, es->nodes_run,
+           es->arena_bytes);
+  } else {
+    printf("model      %s\n", o.model);
+    printf("backend    %s (%s), %d thread%s\n", dm_engine_backend_name(e),
+           dm_engine_precision_name(e), o.eng.threads,
+           o.eng.threads == 1 ? "" : "s");
+    printf("graph      %zu nodes in file, %zu run (%zu folded, %zu BN folded, "
+           "%zu fused, %zu dead)\n",
+           es->nodes_in, es->nodes_run, es->folded_const, es->folded_bn,
+           es->fused_act, es->dead);
+    printf("load       %.2f ms (engine build %.2f ms)\n", load_ms, es->load_ms);
+    printf("first run  %.2f ms\n", first_ms);
+    printf("latency    p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  (%d iters)\n",
+           pct(lat, o.iters, 50), pct(lat, o.iters, 90),
+           pct(lat, o.iters, 99), o.iters);
+    printf("memory     peak RSS %.1f MB, arena %.1f MB\n", peak_rss_mb(),
+           (double)es->arena_bytes / 1e6);
+  }
+  ret = 0;
+out:
+  if (ins)
+    for (size_t i = 0; i < dm_engine_n_inputs(e); i++) free(ins[i].data);
+  free(ins);
+  free(lat);
+  dm_session_free(s);
+  dm_engine_free(e);
+  dm_onnx_free(m);
+  return ret;
+}
+
+/* ---------- version, help, dispatch ---------- */
+
+static int cmd_version(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  printf("dermal %s (model not opened)\n", DERMAL_VERSION);
+  return 0;
+}
+
+static const char main_help[] =
+    "usage: dermal COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  run       run a model on a .npy tensor, write the output as .npy\n"
+    "  inspect   show a model's inputs, outputs, ops and metadata\n"
+    "  bench     measure load time, latency and memory of a model\n"
+    "  version   print the version\n"
+    "\n"
+    "`dermal COMMAND --help` describes each command.\n";
+
+typedef struct cmd {
+  const char *name;
+  int (*fn)(int, char **);
+} cmd;
+
+static const cmd cmds[] = {
+    {"run", cmd_run},
+    {"inspect", cmd_inspect},
+    {"bench", cmd_bench},
+    {"version", cmd_version},
+};
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
+      !strcmp(argv[1], "-h")) {
+    fputs(main_help, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "--version")) return cmd_version(0, NULL);
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+    if (!strcmp(argv[1], cmds[i].name))
+      return cmds[i].fn(argc - 2, argv + 2);
+  fprintf(stderr, "dermal: unknown command '%s'\n\n%s", argv[1], main_help);
+  return 2;
+}

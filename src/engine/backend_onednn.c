@@ -1,0 +1,1894 @@
+/* backend_onednn.c: the fast path.  Runs a built dm_graph with oneDNN 2.6
+ * primitives (C API, v2 op descriptors), falling back to dm__ref_node for
+ * every node it does not map.
+ *
+ * prepare() walks g->nodes once, in order, and turns them into a flat list of
+ * steps:
+ *   PRIM  a oneDNN primitive (conv, inner product, matmul, pooling, eltwise,
+ *         binary, concat, softmax, batchnorm, or a reorder between layouts);
+ *   REF   dm__ref_node on plain row-major buffers;
+ *   COPY  memcpy (graph outputs already in plain layout).
+ * Each graph value is held in one or more "tensors": a layout (oneDNN memory
+ * descriptor; float32 only) over a "buffer".  A producer picks its output
+ * layout (Conv with format_tag_any; pools, eltwise and binary follow their
+ * input's layout), and a consumer that needs another layout gets a converted
+ * copy, made once per (value, layout) and shared by later consumers.  Plain
+ * copies are made only for REF nodes and graph outputs.  Tensors whose bytes
+ * coincide (e.g. [1,C,1,1] in NHWC and NCHW, or a Reshape of a plain tensor)
+ * share their buffer instead of being copied.
+ *
+ * Buffers are either in the session arena (offsets from our own liveness
+ * plan over steps, reusing memory), the caller's input/output buffers (bound
+ * per run), or constants (graph data used as is, or weights reordered once at
+ * prepare into the layout the primitive asked for).
+ *
+ * Fusions on top of the graph's: Conv post[] map to oneDNN post-ops
+ * (eltwise; a residual ADD becomes a `sum` post-op, computed in place in the
+ * addend's buffer when this is its last use, else on a copy of it); the SiLU
+ * pattern Mul(y, Sigmoid(y)) becomes an eltwise swish post-op of the Conv
+ * producing y (or a standalone swish eltwise).
+ *
+ * Threading: the engine state is read-only after prepare and shared by all
+ * sessions.  Primitives are created with omp_get_max_threads() == threads
+ * and run with the same ICV (set per run on the calling thread).  Everything
+ * mutable (memory objects bound to the arena, the stream, the scratchpad:
+ * primitives use dnnl_scratchpad_mode_user) belongs to a session, which one
+ * thread uses at a time.  Link with -fopenmp (or -lgomp) and -ldnnl. */
+#include <limits.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "internal.h"
+
+#define ALIGN 64
+
+/* ---------------------------------------------------------------- state -- */
+
+typedef enum { BUF_ARENA, BUF_INPUT, BUF_OUTPUT, BUF_CONST } buf_kind;
+
+typedef struct obuf {
+  buf_kind kind;
+  int ext;           /* INPUT/OUTPUT: index into run()'s arrays */
+  const void *konst; /* CONST: data (graph's, or owned when `own`) */
+  bool own;
+  size_t bytes;      /* ARENA: max bytes of the tensors stored here */
+  int first, last;   /* ARENA: first and last step touching it */
+  int last_node;     /* last node reading a value stored here */
+  size_t offset;     /* ARENA: byte offset in the session arena */
+} obuf;
+
+typedef struct otensor {
+  int value;   /* dm_value index */
+  int buf;
+  int next;    /* next tensor of the same value (another layout), or -1 */
+  bool has_md; /* float32, described by md */
+  bool plain;  /* dense row-major in the value's dims */
+  size_t bytes;
+  dnnl_memory_desc_t md;
+} otensor;
+
+typedef struct oarg {
+  int arg;    /* DNNL_ARG_* */
+  int tensor;
+} oarg;
+
+typedef enum { ST_PRIM, ST_REF, ST_COPY } step_kind;
+
+typedef struct ostep {
+  step_kind kind;
+  int node; /* node index, -1 for graph output copies */
+  dnnl_primitive_t prim;
+  int n_args;
+  oarg *args;
+  bool has_scratch;
+  dnnl_memory_desc_t scratch_md;
+  int *ref_in, *ref_out; /* REF: tensor per node input/output, -1 omitted */
+  int src, dst;          /* COPY */
+  size_t bytes;          /* COPY */
+} ostep;
+
+typedef struct oeng {
+  const dm_graph *g;
+  int threads;
+  bool verbose;
+  bool follow; /* conv: try the producer's layout before format_tag_any */
+  dnnl_engine_t eng;
+  dnnl_stream_t stream; /* prepare only (weight reorders) */
+  otensor *t;
+  int n_t, cap_t;
+  obuf *b;
+  int n_b, cap_b;
+  ostep *s;
+  int n_s, cap_s;
+  int *val_t;      /* per value: primary tensor, -1 */
+  int *last_use;   /* per value: last node reading it (n_nodes: output) */
+  int *n_uses;     /* per value: reads by nodes (+1 if a graph output) */
+  uint8_t *done;   /* per node: computed by a fusion, skip */
+  uint8_t *swish;  /* per node (Mul): compute as swish(in[swish-1]) */
+  int max_io;      /* max n_in/n_out over REF steps */
+  size_t arena_bytes, scratch_bytes;
+  int n_prim, n_ref, n_reorder;
+} oeng;
+
+typedef struct osess {
+  const oeng *e;
+  dnnl_stream_t stream;
+  void *arena, *scratch;
+  dnnl_memory_t *mem;      /* per tensor (NULL when !has_md) */
+  void **ptr;              /* per tensor: data address */
+  dnnl_exec_arg_t **args;  /* per step */
+  dnnl_memory_t *smem;     /* per step: scratchpad */
+  const void **ref_in;     /* max_io */
+  void **ref_out;          /* max_io */
+} osess;
+
+/* -------------------------------------------------------------- helpers -- */
+
+static bool grow(void **p, int *cap, int need, size_t elem) {
+  if (need <= *cap) return true;
+  int nc = *cap ? *cap * 2 : 64;
+  while (nc < need) nc *= 2;
+  void *q = realloc(*p, (size_t)nc * elem);
+  if (!q) return false;
+  *p = q;
+  *cap = nc;
+  return true;
+}
+
+static size_t align_up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
+
+static const dm_value *val(const oeng *e, int v) { return &e->g->values[v]; }
+
+static bool is_f32(const oeng *e, int v) {
+  return v >= 0 && val(e, v)->dtype == DM_ONNX_FLOAT;
+}
+
+static bool is_const(const oeng *e, int v) {
+  return val(e, v)->kind == DM_VAL_CONST;
+}
+
+static const char *nname(const dm_node *n) {
+  return n->name && n->name[0] ? n->name : "?";
+}
+
+/* Dense row-major descriptor of dims[0..nd) (nd 0 is a 1-element vector). */
+static dnnl_status_t md_plain_dims(dnnl_memory_desc_t *md, int nd,
+                                   const int64_t *dims) {
+  dnnl_dims_t d, st;
+  if (nd <= 0) {
+    nd = 1;
+    d[0] = 1;
+  } else {
+    for (int i = 0; i < nd; i++) d[i] = dims[i];
+  }
+  dnnl_dim_t s = 1;
+  for (int i = nd - 1; i >= 0; i--) {
+    st[i] = s;
+    s *= d[i] > 0 ? d[i] : 1;
+  }
+  return dnnl_memory_desc_init_by_strides(md, nd, d, dnnl_f32, st);
+}
+
+static dnnl_status_t md_plain(const oeng *e, int v, dnnl_memory_desc_t *md) {
+  return md_plain_dims(md, val(e, v)->rank, val(e, v)->dims);
+}
+
+static dnnl_status_t md_any(dnnl_memory_desc_t *md, int nd,
+                            const int64_t *dims) {
+  dnnl_dims_t d;
+  for (int i = 0; i < nd; i++) d[i] = dims[i];
+  return dnnl_memory_desc_init_by_tag(md, nd, d, dnnl_f32, dnnl_format_tag_any);
+}
+
+/* Same bytes at the same addresses for every element: same dims, no padding
+ * or inner blocks, and equal strides on every dim longer than 1. */
+static bool md_same_bytes(const dnnl_memory_desc_t *a,
+                          const dnnl_memory_desc_t *b) {
+  if (dnnl_memory_desc_equal(a, b)) return true;
+  if (a->ndims != b->ndims || a->data_type != b->data_type) return false;
+  if (a->format_kind != dnnl_blocked || b->format_kind != dnnl_blocked)
+    return false;
+  if (a->offset0 != 0 || b->offset0 != 0) return false;
+  if (a->extra.flags || b->extra.flags) return false;
+  const dnnl_blocking_desc_t *ba = &a->format_desc.blocking;
+  const dnnl_blocking_desc_t *bb = &b->format_desc.blocking;
+  if (ba->inner_nblks || bb->inner_nblks) return false;
+  for (int i = 0; i < a->ndims; i++) {
+    if (a->dims[i] != b->dims[i] || a->padded_dims[i] != a->dims[i] ||
+        b->padded_dims[i] != b->dims[i])
+      return false;
+    if (a->dims[i] > 1 && ba->strides[i] != bb->strides[i]) return false;
+  }
+  return dnnl_memory_desc_get_size(a) == dnnl_memory_desc_get_size(b);
+}
+
+static bool md_is_plain(const dnnl_memory_desc_t *md) {
+  dnnl_memory_desc_t p;
+  int64_t dims[DNNL_MAX_NDIMS];
+  for (int i = 0; i < md->ndims; i++) dims[i] = md->dims[i];
+  if (md_plain_dims(&p, md->ndims, dims) != dnnl_success) return false;
+  return md_same_bytes(md, &p);
+}
+
+static const char *pd_impl(const_dnnl_primitive_desc_t pd) {
+  const char *s = NULL;
+  if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) !=
+          dnnl_success ||
+      !s)
+    return "?";
+  return s;
+}
+
+static bool pd_is_ref(const_dnnl_primitive_desc_t pd) {
+  const char *s = pd_impl(pd);
+  return strncmp(s, "ref", 3) == 0 || strstr(s, ":ref") != NULL;
+}
+
+/* ---------------------------------------------------- buffers, tensors -- */
+
+static int new_buf(oeng *e, buf_kind k, int ext, const void *konst, bool own) {
+  if (!grow((void **)&e->b, &e->cap_b, e->n_b + 1, sizeof *e->b)) return -1;
+  obuf *b = &e->b[e->n_b];
+  memset(b, 0, sizeof *b);
+  b->kind = k;
+  b->ext = ext;
+  b->konst = konst;
+  b->own = own;
+  b->first = INT_MAX;
+  b->last = -1;
+  b->last_node = -1;
+  return e->n_b++;
+}
+
+/* A tensor of value v over buffer buf; md NULL for non-float32 data.  Linked
+ * into v's list when `link`. */
+static int new_tensor(oeng *e, int v, int buf, const dnnl_memory_desc_t *md,
+                      bool link) {
+  if (!grow((void **)&e->t, &e->cap_t, e->n_t + 1, sizeof *e->t)) return -1;
+  int ti = e->n_t++;
+  otensor *t = &e->t[ti];
+  memset(t, 0, sizeof *t);
+  t->value = v;
+  t->buf = buf;
+  t->next = -1;
+  if (md) {
+    t->has_md = true;
+    t->md = *md;
+    t->bytes = dnnl_memory_desc_get_size(md);
+    t->plain = md_is_plain(md);
+  } else {
+    t->plain = true;
+    t->bytes = val(e, v)->nbytes;
+  }
+  obuf *b = &e->b[buf];
+  if (t->bytes > b->bytes) b->bytes = t->bytes;
+  if (e->last_use[v] > b->last_node) b->last_node = e->last_use[v];
+  if (link) {
+    if (e->val_t[v] < 0) {
+      e->val_t[v] = ti;
+    } else {
+      int p = e->val_t[v];
+      while (e->t[p].next >= 0) p = e->t[p].next;
+      e->t[p].next = ti;
+    }
+  }
+  return ti;
+}
+
+/* A fresh arena tensor for value v (linked), md NULL for non-float32. */
+static int new_act(oeng *e, int v, const dnnl_memory_desc_t *md) {
+  int b = new_buf(e, BUF_ARENA, -1, NULL, false);
+  if (b < 0) return -1;
+  return new_tensor(e, v, b, md, true);
+}
+
+static dm_err nomem(dm_errbuf *eb, const dm_node *n) {
+  if (n)
+    return dm_errf(eb, DM_NOMEM, "node '%s' (%s): out of memory", nname(n),
+                   n->op_type);
+  return dm_errf(eb, DM_NOMEM, "onednn: out of memory");
+}
+
+static dm_err dnnl_fail(dm_errbuf *eb, const dm_node *n, const char *what,
+                        dnnl_status_t st) {
+  if (n)
+    return dm_errf(eb, DM_BACKEND, "node '%s' (%s): %s failed: status %d",
+                   nname(n), n->op_type, what, (int)st);
+  return dm_errf(eb, DM_BACKEND, "onednn: %s failed: status %d", what,
+                 (int)st);
+}
+
+/* Primary tensor of v; constants get a plain tensor over their data. */
+static dm_err primary(oeng *e, int v, int *out, dm_errbuf *eb) {
+  if (e->val_t[v] >= 0) {
+    *out = e->val_t[v];
+    return DM_OK;
+  }
+  const dm_value *dv = val(e, v);
+  if (dv->kind != DM_VAL_CONST)
+    return dm_errf(eb, DM_BACKEND, "onednn: value '%s' used before produced",
+                   dv->name ? dv->name : "?");
+  int b = new_buf(e, BUF_CONST, -1, dv->data, false);
+  if (b < 0) return nomem(eb, NULL);
+  dnnl_memory_desc_t md;
+  if (dv->dtype == DM_ONNX_FLOAT && md_plain(e, v, &md) != dnnl_success)
+    return dm_errf(eb, DM_BACKEND, "onednn: constant '%s': bad shape",
+                   dv->name ? dv->name : "?");
+  int t = new_tensor(e, v, b, dv->dtype == DM_ONNX_FLOAT ? &md : NULL, true);
+  if (t < 0) return nomem(eb, NULL);
+  *out = t;
+  return DM_OK;
+}
+
+/* A tensor over the bytes of tensor `of` with another descriptor (same
+ * bytes at the same addresses); not linked. */
+static int view_of(oeng *e, int v, int of, const dnnl_memory_desc_t *md) {
+  return new_tensor(e, v, e->t[of].buf, md, false);
+}
+
+static dm_err add_step(oeng *e, const ostep *st, dm_errbuf *eb) {
+  if (!grow((void **)&e->s, &e->cap_s, e->n_s + 1, sizeof *e->s))
+    return nomem(eb, NULL);
+  e->s[e->n_s++] = *st;
+  return DM_OK;
+}
+
+static dnnl_status_t user_attr(dnnl_primitive_attr_t *attr) {
+  dnnl_status_t st = dnnl_primitive_attr_create(attr);
+  if (st != dnnl_success) return st;
+  st = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+  if (st != dnnl_success) {
+    dnnl_primitive_attr_destroy(*attr);
+    *attr = NULL;
+  }
+  return st;
+}
+
+/* Creates the primitive of pd (not consumed) and appends a PRIM step with
+ * args (copied). */
+static dm_err emit_prim(oeng *e, int node, const_dnnl_primitive_desc_t pd,
+                        const oarg *args, int n_args, dm_errbuf *eb) {
+  const dm_node *n = node >= 0 ? &e->g->nodes[node] : NULL;
+  ostep st;
+  memset(&st, 0, sizeof st);
+  st.kind = ST_PRIM;
+  st.node = node;
+  st.src = st.dst = -1;
+  st.args = malloc((size_t)n_args * sizeof *st.args);
+  if (!st.args) return nomem(eb, n);
+  memcpy(st.args, args, (size_t)n_args * sizeof *args);
+  st.n_args = n_args;
+  const dnnl_memory_desc_t *sp =
+      dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  if (sp && dnnl_memory_desc_get_size(sp) > 0) {
+    st.has_scratch = true;
+    st.scratch_md = *sp;
+    size_t sz = dnnl_memory_desc_get_size(sp);
+    if (sz > e->scratch_bytes) e->scratch_bytes = sz;
+  }
+  dnnl_status_t s = dnnl_primitive_create(&st.prim, pd);
+  if (s != dnnl_success) {
+    free(st.args);
+    return dnnl_fail(eb, n, "dnnl_primitive_create", s);
+  }
+  dm_err rc = add_step(e, &st, eb);
+  if (rc != DM_OK) {
+    dnnl_primitive_destroy(st.prim);
+    free(st.args);
+    return rc;
+  }
+  e->n_prim++;
+  if (e->verbose)
+    fprintf(stderr, "onednn: %-28s %-20s %s\n", n ? nname(n) : "(output)",
+            n ? n->op_type : "reorder", pd_impl(pd));
+  return DM_OK;
+}
+
+/* Runs a reorder once, now (prepare time; constants). */
+static dm_err reorder_now(oeng *e, const dm_node *n,
+                          const dnnl_memory_desc_t *smd, const void *src,
+                          const dnnl_memory_desc_t *dmd, void *dst,
+                          dm_errbuf *eb) {
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_t pr = NULL;
+  dnnl_memory_t ms = NULL, mdst = NULL;
+  dnnl_status_t s;
+  const char *what = "dnnl_reorder_primitive_desc_create";
+  if ((s = dnnl_reorder_primitive_desc_create(&pd, smd, e->eng, dmd, e->eng,
+                                              NULL)) != dnnl_success)
+    goto fail;
+  what = "dnnl_primitive_create(reorder)";
+  if ((s = dnnl_primitive_create(&pr, pd)) != dnnl_success) goto fail;
+  what = "dnnl_memory_create";
+  if ((s = dnnl_memory_create(&ms, smd, e->eng, (void *)src)) != dnnl_success)
+    goto fail;
+  if ((s = dnnl_memory_create(&mdst, dmd, e->eng, dst)) != dnnl_success)
+    goto fail;
+  dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, mdst}};
+  what = "dnnl_primitive_execute(reorder)";
+  if ((s = dnnl_primitive_execute(pr, e->stream, 2, a)) != dnnl_success)
+    goto fail;
+  if ((s = dnnl_stream_wait(e->stream)) != dnnl_success) goto fail;
+  dnnl_memory_destroy(mdst);
+  dnnl_memory_destroy(ms);
+  dnnl_primitive_destroy(pr);
+  dnnl_primitive_desc_destroy(pd);
+  return DM_OK;
+fail:
+  if (mdst) dnnl_memory_destroy(mdst);
+  if (ms) dnnl_memory_destroy(ms);
+  if (pr) dnnl_primitive_destroy(pr);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return dnnl_fail(eb, n, what, s);
+}
+
+/* A constant buffer holding src (layout smd) reordered into dmd; returns a
+ * tensor of value v with md dmd (linked when `link`). */
+static dm_err const_reordered(oeng *e, const dm_node *n, int v,
+                              const dnnl_memory_desc_t *smd, const void *src,
+                              const dnnl_memory_desc_t *dmd, bool link,
+                              int *out, dm_errbuf *eb) {
+  size_t sz = align_up(dnnl_memory_desc_get_size(dmd));
+  void *p = aligned_alloc(ALIGN, sz ? sz : ALIGN);
+  if (!p) return nomem(eb, n);
+  memset(p, 0, sz);
+  int b = new_buf(e, BUF_CONST, -1, p, true);
+  if (b < 0) {
+    free(p);
+    return nomem(eb, n);
+  }
+  dm_err rc = reorder_now(e, n, smd, src, dmd, p, eb);
+  if (rc != DM_OK) return rc; /* p is freed with the buffer list */
+  int t = new_tensor(e, v, b, dmd, link);
+  if (t < 0) return nomem(eb, n);
+  *out = t;
+  return DM_OK;
+}
+
+/* Emits a reorder step src tensor -> dst tensor. */
+static dm_err emit_reorder(oeng *e, int node, int src, int dst,
+                           dm_errbuf *eb) {
+  const dm_node *n = node >= 0 ? &e->g->nodes[node] : NULL;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t s = user_attr(&attr);
+  if (s != dnnl_success) return dnnl_fail(eb, n, "dnnl_primitive_attr_create", s);
+  s = dnnl_reorder_primitive_desc_create(&pd, &e->t[src].md, e->eng,
+                                         &e->t[dst].md, e->eng, attr);
+  dnnl_primitive_attr_destroy(attr);
+  if (s != dnnl_success)
+    return dnnl_fail(eb, n, "dnnl_reorder_primitive_desc_create", s);
+  oarg a[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
+  dm_err rc = emit_prim(e, node, pd, a, 2, eb);
+  dnnl_primitive_desc_destroy(pd);
+  if (rc == DM_OK) e->n_reorder++;
+  return rc;
+}
+
+/* A tensor of v in layout md: an existing one, a view of one with the same
+ * bytes, or a converted copy (reordered now for constants, by a step for
+ * activations). */
+static dm_err get_as(oeng *e, int node, int v, const dnnl_memory_desc_t *md,
+                     int *out, dm_errbuf *eb) {
+  int t0;
+  dm_err rc = primary(e, v, &t0, eb);
+  if (rc != DM_OK) return rc;
+  for (int t = t0; t >= 0; t = e->t[t].next)
+    if (e->t[t].has_md && dnnl_memory_desc_equal(&e->t[t].md, md)) {
+      *out = t;
+      return DM_OK;
+    }
+  for (int t = t0; t >= 0; t = e->t[t].next)
+    if (e->t[t].has_md && md_same_bytes(&e->t[t].md, md)) {
+      int nt = new_tensor(e, v, e->t[t].buf, md, true);
+      if (nt < 0) return nomem(eb, NULL);
+      *out = nt;
+      return DM_OK;
+    }
+  const dm_node *n = node >= 0 ? &e->g->nodes[node] : NULL;
+  if (!e->t[t0].has_md)
+    return dm_errf(eb, DM_BACKEND, "onednn: value '%s' is not float32",
+                   val(e, v)->name ? val(e, v)->name : "?");
+  if (is_const(e, v))
+    return const_reordered(e, n, v, &e->t[t0].md, e->b[e->t[t0].buf].konst,
+                           md, true, out, eb);
+  int nt = new_act(e, v, md);
+  if (nt < 0) return nomem(eb, n);
+  rc = emit_reorder(e, node, t0, nt, eb);
+  if (rc != DM_OK) return rc;
+  *out = nt;
+  return DM_OK;
+}
+
+static dm_err get_plain(oeng *e, int node, int v, int *out, dm_errbuf *eb) {
+  int t0;
+  dm_err rc = primary(e, v, &t0, eb);
+  if (rc != DM_OK) return rc;
+  if (!e->t[t0].has_md) {
+    *out = t0; /* non-float32 data is always plain */
+    return DM_OK;
+  }
+  for (int t = t0; t >= 0; t = e->t[t].next)
+    if (e->t[t].plain && e->t[t].md.ndims == (val(e, v)->rank ? val(e, v)->rank : 1)) {
+      *out = t;
+      return DM_OK;
+    }
+  dnnl_memory_desc_t md;
+  if (md_plain(e, v, &md) != dnnl_success)
+    return dm_errf(eb, DM_BACKEND, "onednn: value '%s': bad shape",
+                   val(e, v)->name ? val(e, v)->name : "?");
+  return get_as(e, node, v, &md, out, eb);
+}
+
+/* A plain view of v (made plain first) with dims[0..nd). */
+static dm_err plain_view(oeng *e, int node, int v, int nd, const int64_t *dims,
+                         int *out, dm_errbuf *eb) {
+  int t;
+  dm_err rc = get_plain(e, node, v, &t, eb);
+  if (rc != DM_OK) return rc;
+  dnnl_memory_desc_t md;
+  if (md_plain_dims(&md, nd, dims) != dnnl_success) return DM_UNSUPPORTED;
+  if (dnnl_memory_desc_equal(&md, &e->t[t].md)) {
+    *out = t;
+    return DM_OK;
+  }
+  int nt = view_of(e, v, t, &md);
+  if (nt < 0) return nomem(eb, NULL);
+  *out = nt;
+  return DM_OK;
+}
+
+/* ------------------------------------------------------------ post-ops -- */
+
+typedef struct act_map {
+  int n;
+  dnnl_alg_kind_t alg[2];
+  float alpha[2], beta[2];
+} act_map;
+
+static bool map_act(const dm_act *a, act_map *m) {
+  m->n = 1;
+  m->alpha[0] = 0.f;
+  m->beta[0] = 0.f;
+  switch (a->kind) {
+  case DM_UNARY_RELU: m->alg[0] = dnnl_eltwise_relu; break;
+  case DM_UNARY_LEAKYRELU:
+    m->alg[0] = dnnl_eltwise_relu;
+    m->alpha[0] = a->alpha;
+    break;
+  case DM_UNARY_CLIP:
+    m->alg[0] = dnnl_eltwise_clip_v2;
+    m->alpha[0] = a->alpha;
+    m->beta[0] = a->beta;
+    break;
+  case DM_UNARY_SIGMOID: m->alg[0] = dnnl_eltwise_logistic; break;
+  case DM_UNARY_HARDSIGMOID: /* 2.6 has no hardsigmoid: linear, clip */
+    m->n = 2;
+    m->alg[0] = dnnl_eltwise_linear;
+    m->alpha[0] = a->alpha;
+    m->beta[0] = a->beta;
+    m->alg[1] = dnnl_eltwise_clip_v2;
+    m->alpha[1] = 0.f;
+    m->beta[1] = 1.f;
+    break;
+  case DM_UNARY_HARDSWISH: m->alg[0] = dnnl_eltwise_hardswish; break;
+  case DM_UNARY_TANH: m->alg[0] = dnnl_eltwise_tanh; break;
+  case DM_UNARY_ELU:
+    m->alg[0] = dnnl_eltwise_elu;
+    m->alpha[0] = a->alpha;
+    break;
+  case DM_UNARY_SOFTPLUS: m->alg[0] = dnnl_eltwise_soft_relu; break;
+  case DM_UNARY_EXP: m->alg[0] = dnnl_eltwise_exp; break;
+  case DM_UNARY_LOG: m->alg[0] = dnnl_eltwise_log; break;
+  case DM_UNARY_SQRT: m->alg[0] = dnnl_eltwise_sqrt; break;
+  case DM_UNARY_ABS: m->alg[0] = dnnl_eltwise_abs; break;
+  case DM_UNARY_GELU: m->alg[0] = dnnl_eltwise_gelu_erf; break;
+  case DM_UNARY_NEG:
+    m->alg[0] = dnnl_eltwise_linear;
+    m->alpha[0] = -1.f;
+    break;
+  case DM_UNARY_RECIPROCAL:
+    m->alg[0] = dnnl_eltwise_pow;
+    m->alpha[0] = 1.f;
+    m->beta[0] = -1.f;
+    break;
+  default: return false;
+  }
+  return true;
+}
+
+/* Attributes of a Conv/Gemm/MatMul: user scratchpad and post[] (+ swish).
+ * *sum_value: the residual addend value (-1 if none).  DM_UNSUPPORTED when
+ * a post-op has no oneDNN equivalent. */
+static dm_err make_attr(const dm_node *n, bool swish,
+                        dnnl_primitive_attr_t *out, int *sum_value) {
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dm_err rc = DM_UNSUPPORTED;
+  *sum_value = -1;
+  if (user_attr(&attr) != dnnl_success) goto fail;
+  if (n->n_post > 0 || swish) {
+    if (dnnl_post_ops_create(&po) != dnnl_success) goto fail;
+    for (int i = 0; i < n->n_post; i++) {
+      const dm_post *p = &n->post[i];
+      if (p->kind == DM_POST_ACT) {
+        act_map m;
+        if (!map_act(&p->act, &m)) goto fail;
+        for (int j = 0; j < m.n; j++)
+          if (dnnl_post_ops_append_eltwise(po, 1.f, m.alg[j], m.alpha[j],
+                                           m.beta[j]) != dnnl_success)
+            goto fail;
+      } else if (p->kind == DM_POST_ADD) {
+        if (*sum_value >= 0) goto fail; /* one sum post-op only */
+        if (p->input < 0 || p->input >= n->n_in || n->in[p->input] < 0)
+          goto fail;
+        if (dnnl_post_ops_append_sum(po, 1.f) != dnnl_success) goto fail;
+        *sum_value = n->in[p->input];
+      } else {
+        goto fail;
+      }
+    }
+    if (swish && dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_swish,
+                                              1.f, 0.f) != dnnl_success)
+      goto fail;
+    if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success) goto fail;
+    dnnl_post_ops_destroy(po);
+  }
+  *out = attr;
+  return DM_OK;
+fail:
+  if (po) dnnl_post_ops_destroy(po);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  return rc;
+}
+
+/* The SiLU pattern around value y: Sigmoid node S (y -> s) whose only
+ * reader is Mul node M (y, s).  Returns M or -1; *sig = S. */
+static int swish_mul_of_sigmoid(const oeng *e, int si) {
+  const dm_graph *g = e->g;
+  const dm_node *s = &g->nodes[si];
+  if (s->op != DM_OP_UNARY || s->p.unary.kind != DM_UNARY_SIGMOID ||
+      s->n_in != 1 || s->n_out != 1)
+    return -1;
+  int y = s->in[0], sv = s->out[0];
+  if (!is_f32(e, y) || e->n_uses[sv] != 1 || val(e, sv)->is_output) return -1;
+  for (int mi = si + 1; mi < g->n_nodes; mi++) {
+    const dm_node *m = &g->nodes[mi];
+    if (m->n_in < 2) continue;
+    bool reads = m->in[0] == sv || m->in[1] == sv;
+    if (!reads) continue;
+    if (m->op != DM_OP_BINARY || m->p.binary.kind != DM_BINARY_MUL ||
+        m->n_in != 2 || m->n_out != 1)
+      return -1;
+    if (!((m->in[0] == y && m->in[1] == sv) ||
+          (m->in[1] == y && m->in[0] == sv)))
+      return -1;
+    const dm_value *a = val(e, y), *o = val(e, m->out[0]);
+    if (a->rank != o->rank || a->numel != o->numel) return -1;
+    return mi;
+  }
+  return -1;
+}
+
+/* For Conv node ci producing y: the Sigmoid node reading y when y is read
+ * only by that Sigmoid and its Mul (fusable swish); -1 otherwise. */
+static int conv_swish(const oeng *e, int ci, int *mul) {
+  const dm_graph *g = e->g;
+  const dm_node *c = &g->nodes[ci];
+  if (c->n_out != 1) return -1;
+  int y = c->out[0];
+  if (e->n_uses[y] != 2 || val(e, y)->is_output) return -1;
+  for (int si = ci + 1; si < g->n_nodes; si++) {
+    const dm_node *s = &g->nodes[si];
+    bool reads = false;
+    for (int i = 0; i < s->n_in; i++) reads |= s->in[i] == y;
+    if (!reads) continue;
+    int mi = swish_mul_of_sigmoid(e, si);
+    if (mi < 0 || e->done[si] || e->done[mi]) return -1;
+    *mul = mi;
+    return si;
+  }
+  return -1;
+}
+
+/* ---------------------------------------------------------- op mapping -- */
+
+/* Destination tensor for value y with layout md of a node whose post-ops
+ * may hold a sum: in place over the addend when this is the last read of
+ * its buffer, else a fresh tensor preloaded with a copy of the addend. */
+static dm_err dst_for(oeng *e, int ni, int y, const dnnl_memory_desc_t *md,
+                      int sum_value, const int *srcs, int n_srcs, int *out,
+                      dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (sum_value < 0) {
+    int t = new_act(e, y, md);
+    if (t < 0) return nomem(eb, n);
+    *out = t;
+    return DM_OK;
+  }
+  int ta;
+  dm_err rc = get_as(e, ni, sum_value, md, &ta, eb);
+  if (rc != DM_OK) return rc;
+  obuf *b = &e->b[e->t[ta].buf];
+  bool inplace = b->kind == BUF_ARENA && b->last_node <= ni;
+  for (int i = 0; i < n_srcs && inplace; i++)
+    if (srcs[i] >= 0 && e->t[srcs[i]].buf == e->t[ta].buf) inplace = false;
+  if (inplace) {
+    int t = new_tensor(e, y, e->t[ta].buf, md, true);
+    if (t < 0) return nomem(eb, n);
+    *out = t;
+    return DM_OK;
+  }
+  int t = new_act(e, y, md);
+  if (t < 0) return nomem(eb, n);
+  rc = emit_reorder(e, ni, ta, t, eb);
+  if (rc != DM_OK) return rc;
+  *out = t;
+  return DM_OK;
+}
+
+static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_graph *g = e->g;
+  const dm_node *n = &g->nodes[ni];
+  if (n->n_in < 2 || n->n_out != 1) return DM_UNSUPPORTED;
+  int x = n->in[0], w = n->in[1], bv = n->n_in > 2 ? n->in[2] : -1;
+  int y = n->out[0];
+  if (!is_f32(e, x) || !is_f32(e, w) || !is_f32(e, y)) return DM_UNSUPPORTED;
+  if (!is_const(e, w)) return DM_UNSUPPORTED;
+  if (bv >= 0 && (!is_f32(e, bv) || !is_const(e, bv))) return DM_UNSUPPORTED;
+  const dm_value *X = val(e, x), *W = val(e, w), *Y = val(e, y);
+  const dm_window *win = &n->p.conv.w;
+  int nsp = win->nsp, nd = 2 + nsp;
+  int64_t G = n->p.conv.group;
+  if (nsp < 1 || nsp > 3 || X->rank != nd || W->rank != nd || Y->rank != nd ||
+      G < 1)
+    return DM_UNSUPPORTED;
+  if (X->numel == 0 || Y->numel == 0) return DM_UNSUPPORTED;
+  int64_t OC = W->dims[0], ICg = W->dims[1];
+  if (OC % G) return DM_UNSUPPORTED;
+
+  int mul = -1;
+  int sig = conv_swish(e, ni, &mul);
+  int yo = sig >= 0 ? g->nodes[mul].out[0] : y; /* value computed here */
+
+  int64_t wdims[DNNL_MAX_NDIMS];
+  int wnd = nd;
+  if (G == 1) {
+    for (int i = 0; i < nd; i++) wdims[i] = W->dims[i];
+  } else {
+    wnd = nd + 1;
+    wdims[0] = G;
+    wdims[1] = OC / G;
+    wdims[2] = ICg;
+    for (int i = 0; i < nsp; i++) wdims[3 + i] = W->dims[2 + i];
+  }
+  dnnl_dims_t strides, dil, pl, pr;
+  for (int i = 0; i < nsp; i++) {
+    strides[i] = win->stride[i];
+    dil[i] = win->dil[i] - 1;
+    pl[i] = win->pad_b[i];
+    pr[i] = win->pad_e[i];
+  }
+  dnnl_memory_desc_t src_any, w_any, b_md, dst_any, w_plain;
+  if (md_any(&src_any, nd, X->dims) || md_any(&w_any, wnd, wdims) ||
+      md_any(&dst_any, nd, Y->dims) || md_plain_dims(&w_plain, wnd, wdims))
+    return DM_UNSUPPORTED;
+  if (bv >= 0 && md_plain_dims(&b_md, 1, &OC)) return DM_UNSUPPORTED;
+
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  int sum_value = -1, tx0;
+  dm_err rc = make_attr(n, sig >= 0, &attr, &sum_value);
+  if (rc != DM_OK) return rc;
+  if ((rc = primary(e, x, &tx0, eb)) != DM_OK) goto out;
+  for (int attempt = 0; attempt < 2 && !pd; attempt++) {
+    const dnnl_memory_desc_t *smd = &src_any;
+    if (attempt == 0) {
+      if (!e->follow || !e->t[tx0].has_md) continue;
+      smd = &e->t[tx0].md;
+    }
+    dnnl_convolution_desc_t cd;
+    if (dnnl_dilated_convolution_forward_desc_init(
+            &cd, dnnl_forward_inference, dnnl_convolution_direct, smd, &w_any,
+            bv >= 0 ? &b_md : NULL, &dst_any, strides, dil, pl, pr) !=
+        dnnl_success)
+      continue;
+    if (dnnl_primitive_desc_create(&pd, &cd, attr, e->eng, NULL) !=
+        dnnl_success) {
+      pd = NULL;
+      continue;
+    }
+    if (attempt == 0 && pd_is_ref(pd)) {
+      dnnl_primitive_desc_destroy(pd);
+      pd = NULL;
+    }
+  }
+  if (!pd) {
+    rc = DM_UNSUPPORTED;
+    goto out;
+  }
+  {
+    const dnnl_memory_desc_t *smd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *wmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *dmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    int tx, tw, tb = -1, ty;
+    if ((rc = get_as(e, ni, x, smd, &tx, eb)) != DM_OK) goto out_pd;
+    if ((rc = const_reordered(e, n, w, &w_plain, W->data, wmd, false, &tw,
+                              eb)) != DM_OK)
+      goto out_pd;
+    if (bv >= 0) {
+      int tb0;
+      if ((rc = primary(e, bv, &tb0, eb)) != DM_OK) goto out_pd;
+      tb = view_of(e, bv, tb0, &b_md);
+      if (tb < 0) {
+        rc = nomem(eb, n);
+        goto out_pd;
+      }
+    }
+    if ((rc = dst_for(e, ni, yo, dmd, sum_value, &tx, 1, &ty, eb)) != DM_OK)
+      goto out_pd;
+    oarg a[4] = {{DNNL_ARG_SRC, tx}, {DNNL_ARG_WEIGHTS, tw},
+                 {DNNL_ARG_DST, ty}, {DNNL_ARG_BIAS, tb}};
+    rc = emit_prim(e, ni, pd, a, tb >= 0 ? 4 : 3, eb);
+    if (rc == DM_OK && sig >= 0) {
+      e->done[sig] = 1;
+      e->done[mul] = 1;
+    }
+  }
+out_pd:
+  dnnl_primitive_desc_destroy(pd);
+out:
+  dnnl_primitive_attr_destroy(attr);
+  return rc;
+}
+
+static dm_err map_gemm(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (n->n_in < 2 || n->n_out != 1) return DM_UNSUPPORTED;
+  int a = n->in[0], bw = n->in[1], c = n->n_in > 2 ? n->in[2] : -1;
+  int y = n->out[0];
+  if (!is_f32(e, a) || !is_f32(e, bw) || !is_f32(e, y)) return DM_UNSUPPORTED;
+  if (!is_const(e, bw) || n->p.gemm.trans_a || n->p.gemm.alpha != 1.f)
+    return DM_UNSUPPORTED;
+  const dm_value *A = val(e, a), *B = val(e, bw), *Y = val(e, y);
+  if (A->rank != 2 || B->rank != 2 || Y->rank != 2) return DM_UNSUPPORTED;
+  int64_t M = A->dims[0], K = A->dims[1];
+  int64_t N = n->p.gemm.trans_b ? B->dims[0] : B->dims[1];
+  if (M == 0 || K == 0 || N == 0) return DM_UNSUPPORTED;
+  bool bias_plain = false;
+  if (c >= 0) {
+    const dm_value *C = val(e, c);
+    if (!is_f32(e, c) || !is_const(e, c)) return DM_UNSUPPORTED;
+    bool vec = C->numel == N && (C->rank == 1 || (C->rank == 2 && C->dims[0] == 1));
+    if (!vec && C->numel != 1) return DM_UNSUPPORTED;
+    bias_plain = vec && n->p.gemm.beta == 1.f;
+  }
+  int64_t wd[2] = {N, K}, bd[1] = {N};
+  dnnl_memory_desc_t src_md, w_any, w_src, b_md, dst_md;
+  dnnl_dims_t wdd = {N, K};
+  if (md_plain_dims(&src_md, 2, A->dims) || md_any(&w_any, 2, wd) ||
+      dnnl_memory_desc_init_by_tag(&w_src, 2, wdd, dnnl_f32,
+                                   n->p.gemm.trans_b ? dnnl_ab : dnnl_ba) ||
+      md_plain_dims(&b_md, 1, bd) || md_plain_dims(&dst_md, 2, Y->dims))
+    return DM_UNSUPPORTED;
+  dnnl_primitive_attr_t attr = NULL;
+  int sum_value = -1;
+  dm_err rc = make_attr(n, false, &attr, &sum_value);
+  if (rc != DM_OK) return rc;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_inner_product_desc_t ipd;
+  if (dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference,
+                                           &src_md, &w_any,
+                                           c >= 0 ? &b_md : NULL,
+                                           &dst_md) != dnnl_success ||
+      dnnl_primitive_desc_create(&pd, &ipd, attr, e->eng, NULL) !=
+          dnnl_success) {
+    pd = NULL;
+    rc = DM_UNSUPPORTED;
+    goto out;
+  }
+  {
+    const dnnl_memory_desc_t *wmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    int ta, tw, tb = -1, ty;
+    if ((rc = plain_view(e, ni, a, 2, A->dims, &ta, eb)) != DM_OK) goto out;
+    if ((rc = const_reordered(e, n, bw, &w_src, B->data, wmd, false, &tw,
+                              eb)) != DM_OK)
+      goto out;
+    if (c >= 0) {
+      int tc0;
+      if ((rc = primary(e, c, &tc0, eb)) != DM_OK) goto out;
+      if (bias_plain) {
+        tb = view_of(e, c, tc0, &b_md);
+        if (tb < 0) {
+          rc = nomem(eb, n);
+          goto out;
+        }
+      } else { /* beta * C broadcast to N, owned */
+        size_t sz = align_up((size_t)N * sizeof(float));
+        float *p = aligned_alloc(ALIGN, sz);
+        if (!p) {
+          rc = nomem(eb, n);
+          goto out;
+        }
+        const float *cd = val(e, c)->data;
+        for (int64_t i = 0; i < N; i++)
+          p[i] = n->p.gemm.beta * cd[val(e, c)->numel == 1 ? 0 : i];
+        int bb = new_buf(e, BUF_CONST, -1, p, true);
+        if (bb < 0) {
+          free(p);
+          rc = nomem(eb, n);
+          goto out;
+        }
+        tb = new_tensor(e, c, bb, &b_md, false);
+        if (tb < 0) {
+          rc = nomem(eb, n);
+          goto out;
+        }
+      }
+    }
+    if ((rc = dst_for(e, ni, y, &dst_md, sum_value, &ta, 1, &ty, eb)) != DM_OK)
+      goto out;
+    oarg args[4] = {{DNNL_ARG_SRC, ta}, {DNNL_ARG_WEIGHTS, tw},
+                    {DNNL_ARG_DST, ty}, {DNNL_ARG_BIAS, tb}};
+    rc = emit_prim(e, ni, pd, args, tb >= 0 ? 4 : 3, eb);
+  }
+out:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  dnnl_primitive_attr_destroy(attr);
+  return rc;
+}
+
+static dm_err map_matmul(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (n->n_in != 2 || n->n_out != 1) return DM_UNSUPPORTED;
+  int a = n->in[0], bw = n->in[1], y = n->out[0];
+  if (!is_f32(e, a) || !is_f32(e, bw) || !is_f32(e, y)) return DM_UNSUPPORTED;
+  const dm_value *A = val(e, a), *B = val(e, bw), *Y = val(e, y);
+  int r = Y->rank;
+  if (A->rank < 2 || B->rank < 2 || r < 2 || A->rank > r || B->rank > r ||
+      r > DNNL_MAX_NDIMS || Y->numel == 0 || A->numel == 0 || B->numel == 0)
+    return DM_UNSUPPORTED;
+  int64_t ad[DNNL_MAX_NDIMS], bd[DNNL_MAX_NDIMS];
+  for (int i = 0; i < r; i++) {
+    int ia = i - (r - A->rank), ib = i - (r - B->rank);
+    ad[i] = ia >= 0 ? A->dims[ia] : 1;
+    bd[i] = ib >= 0 ? B->dims[ib] : 1;
+  }
+  bool wconst = is_const(e, bw);
+  dnnl_memory_desc_t a_md, b_md, b_any, y_md;
+  if (md_plain_dims(&a_md, r, ad) || md_plain_dims(&b_md, r, bd) ||
+      md_any(&b_any, r, bd) || md_plain_dims(&y_md, r, Y->dims))
+    return DM_UNSUPPORTED;
+  dnnl_primitive_attr_t attr = NULL;
+  int sum_value = -1;
+  dm_err rc = make_attr(n, false, &attr, &sum_value);
+  if (rc != DM_OK) return rc;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_matmul_desc_t md;
+  if (dnnl_matmul_desc_init(&md, &a_md, wconst ? &b_any : &b_md, NULL,
+                            &y_md) != dnnl_success ||
+      dnnl_primitive_desc_create(&pd, &md, attr, e->eng, NULL) !=
+          dnnl_success) {
+    pd = NULL;
+    rc = DM_UNSUPPORTED;
+    goto out;
+  }
+  {
+    int ta, tb, ty;
+    if ((rc = plain_view(e, ni, a, r, ad, &ta, eb)) != DM_OK) goto out;
+    if (wconst) {
+      const dnnl_memory_desc_t *wmd =
+          dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+      rc = const_reordered(e, n, bw, &b_md, B->data, wmd, false, &tb, eb);
+    } else {
+      rc = plain_view(e, ni, bw, r, bd, &tb, eb);
+    }
+    if (rc != DM_OK) goto out;
+    int srcs[2] = {ta, tb};
+    if ((rc = dst_for(e, ni, y, &y_md, sum_value, srcs, 2, &ty, eb)) != DM_OK)
+      goto out;
+    oarg args[3] = {{DNNL_ARG_SRC, ta}, {DNNL_ARG_WEIGHTS, tb},
+                    {DNNL_ARG_DST, ty}};
+    rc = emit_prim(e, ni, pd, args, 3, eb);
+  }
+out:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  dnnl_primitive_attr_destroy(attr);
+  return rc;
+}
+
+/* Creates pd from an op descriptor with a plain user-scratchpad attr. */
+static bool make_pd(oeng *e, const_dnnl_op_desc_t d,
+                    dnnl_primitive_desc_t *pd) {
+  dnnl_primitive_attr_t attr = NULL;
+  if (user_attr(&attr) != dnnl_success) return false;
+  dnnl_status_t s = dnnl_primitive_desc_create(pd, d, attr, e->eng, NULL);
+  dnnl_primitive_attr_destroy(attr);
+  if (s != dnnl_success) *pd = NULL;
+  return s == dnnl_success;
+}
+
+/* src -> dst primitive on a tensor whose layout the op follows. */
+static dm_err emit_unary_like(oeng *e, int ni, dnnl_primitive_desc_t pd,
+                              int tx, int yo, dm_errbuf *eb) {
+  const dnnl_memory_desc_t *dmd =
+      dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+  int ty = new_act(e, yo, dmd);
+  if (ty < 0) return nomem(eb, &e->g->nodes[ni]);
+  oarg a[2] = {{DNNL_ARG_SRC, tx}, {DNNL_ARG_DST, ty}};
+  return emit_prim(e, ni, pd, a, 2, eb);
+}
+
+static dm_err map_pool(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (n->n_in < 1 || n->n_out != 1) return DM_UNSUPPORTED;
+  int x = n->in[0], y = n->out[0];
+  if (!is_f32(e, x) || !is_f32(e, y)) return DM_UNSUPPORTED;
+  const dm_value *X = val(e, x), *Y = val(e, y);
+  int nd = X->rank, nsp = nd - 2;
+  if (nsp < 1 || nsp > 3 || Y->rank != nd || X->numel == 0 || Y->numel == 0)
+    return DM_UNSUPPORTED;
+  dnnl_dims_t k, s, d, pl, pr;
+  dnnl_alg_kind_t alg;
+  if (n->op == DM_OP_GLOBALAVGPOOL || n->op == DM_OP_GLOBALMAXPOOL) {
+    alg = n->op == DM_OP_GLOBALMAXPOOL ? dnnl_pooling_max
+                                       : dnnl_pooling_avg_exclude_padding;
+    for (int i = 0; i < nsp; i++) {
+      k[i] = X->dims[2 + i];
+      s[i] = 1;
+      d[i] = 0;
+      pl[i] = pr[i] = 0;
+    }
+  } else {
+    const dm_window *w = &n->p.pool.w;
+    if (w->nsp != nsp || n->p.pool.storage_order != 0 || n->n_out != 1)
+      return DM_UNSUPPORTED;
+    if (n->op == DM_OP_MAXPOOL)
+      alg = dnnl_pooling_max;
+    else
+      alg = n->p.pool.count_include_pad ? dnnl_pooling_avg_include_padding
+                                        : dnnl_pooling_avg_exclude_padding;
+    for (int i = 0; i < nsp; i++) {
+      k[i] = w->kernel[i];
+      s[i] = w->stride[i];
+      d[i] = w->dil[i] - 1;
+      pl[i] = w->pad_b[i];
+      /* end pad so that the output size comes out as Y's (ceil_mode) */
+      int64_t ek = (w->kernel[i] - 1) * w->dil[i] + 1;
+      int64_t need = (Y->dims[2 + i] - 1) * w->stride[i] + ek -
+                     X->dims[2 + i] - w->pad_b[i];
+      pr[i] = need > w->pad_e[i] ? need : w->pad_e[i];
+      if (pr[i] != w->pad_e[i] && alg == dnnl_pooling_avg_include_padding)
+        return DM_UNSUPPORTED; /* ONNX divides by the unclipped-pad window */
+      if ((X->dims[2 + i] + pl[i] + pr[i] - ek) / s[i] + 1 != Y->dims[2 + i])
+        return DM_UNSUPPORTED;
+    }
+  }
+  int tx;
+  dm_err rc = primary(e, x, &tx, eb);
+  if (rc != DM_OK) return rc;
+  if (!e->t[tx].has_md) return DM_UNSUPPORTED;
+  dnnl_memory_desc_t dst_any;
+  if (md_any(&dst_any, nd, Y->dims)) return DM_UNSUPPORTED;
+  dnnl_pooling_v2_desc_t pdsc;
+  dnnl_primitive_desc_t pd = NULL;
+  if (dnnl_pooling_v2_forward_desc_init(&pdsc, dnnl_forward_inference, alg,
+                                        &e->t[tx].md, &dst_any, s, k, d, pl,
+                                        pr) != dnnl_success ||
+      !make_pd(e, &pdsc, &pd))
+    return DM_UNSUPPORTED;
+  rc = emit_unary_like(e, ni, pd, tx, y, eb);
+  dnnl_primitive_desc_destroy(pd);
+  return rc;
+}
+
+static dm_err map_batchnorm(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (n->n_in != 5 || n->n_out < 1) return DM_UNSUPPORTED;
+  for (int i = 1; i < n->n_out; i++)
+    if (n->out[i] >= 0) return DM_UNSUPPORTED; /* training outputs */
+  int x = n->in[0], y = n->out[0];
+  if (!is_f32(e, x) || !is_f32(e, y)) return DM_UNSUPPORTED;
+  const dm_value *X = val(e, x);
+  if (X->rank < 2 || X->rank > 5 || X->numel == 0) return DM_UNSUPPORTED;
+  for (int i = 1; i < 5; i++)
+    if (!is_f32(e, n->in[i]) || !is_const(e, n->in[i]) ||
+        val(e, n->in[i])->numel != X->dims[1])
+      return DM_UNSUPPORTED;
+  int tx;
+  dm_err rc = primary(e, x, &tx, eb);
+  if (rc != DM_OK) return rc;
+  dnnl_batch_normalization_desc_t bd;
+  dnnl_primitive_desc_t pd = NULL;
+  if (dnnl_batch_normalization_forward_desc_init(
+          &bd, dnnl_forward_inference, &e->t[tx].md, n->p.bn.eps,
+          dnnl_use_global_stats | dnnl_use_scale | dnnl_use_shift) !=
+          dnnl_success ||
+      !make_pd(e, &bd, &pd))
+    return DM_UNSUPPORTED;
+  int tp[4];
+  int64_t C = X->dims[1];
+  dnnl_memory_desc_t cmd;
+  if (md_plain_dims(&cmd, 1, &C)) {
+    dnnl_primitive_desc_destroy(pd);
+    return DM_UNSUPPORTED;
+  }
+  for (int i = 0; i < 4; i++) {
+    int t0;
+    if ((rc = primary(e, n->in[1 + i], &t0, eb)) != DM_OK) goto out;
+    tp[i] = view_of(e, n->in[1 + i], t0, &cmd);
+    if (tp[i] < 0) {
+      rc = nomem(eb, n);
+      goto out;
+    }
+  }
+  {
+    const dnnl_memory_desc_t *dmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    int ty = new_act(e, y, dmd);
+    if (ty < 0) {
+      rc = nomem(eb, n);
+      goto out;
+    }
+    oarg a[6] = {{DNNL_ARG_SRC, tx},      {DNNL_ARG_DST, ty},
+                 {DNNL_ARG_SCALE, tp[0]}, {DNNL_ARG_SHIFT, tp[1]},
+                 {DNNL_ARG_MEAN, tp[2]},  {DNNL_ARG_VARIANCE, tp[3]}};
+    rc = emit_prim(e, ni, pd, a, 6, eb);
+  }
+out:
+  dnnl_primitive_desc_destroy(pd);
+  return rc;
+}
+
+/* Eltwise of x (in its current layout) -> value yo; act NULL means swish. */
+static dm_err map_eltwise(oeng *e, int ni, int x, int yo, const dm_act *act,
+                          dm_errbuf *eb) {
+  if (!is_f32(e, x) || !is_f32(e, yo) || val(e, x)->numel == 0)
+    return DM_UNSUPPORTED;
+  act_map m;
+  if (act) {
+    if (!map_act(act, &m)) return DM_UNSUPPORTED;
+  } else {
+    m.n = 1;
+    m.alg[0] = dnnl_eltwise_swish;
+    m.alpha[0] = 1.f;
+    m.beta[0] = 0.f;
+  }
+  int tx;
+  dm_err rc = primary(e, x, &tx, eb);
+  if (rc != DM_OK) return rc;
+  dnnl_eltwise_desc_t ed;
+  if (dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_inference, m.alg[0],
+                                     &e->t[tx].md, m.alpha[0],
+                                     m.beta[0]) != dnnl_success)
+    return DM_UNSUPPORTED;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  rc = DM_UNSUPPORTED;
+  if (user_attr(&attr) != dnnl_success) goto out;
+  if (m.n > 1) {
+    if (dnnl_post_ops_create(&po) != dnnl_success) goto out;
+    for (int j = 1; j < m.n; j++)
+      if (dnnl_post_ops_append_eltwise(po, 1.f, m.alg[j], m.alpha[j],
+                                       m.beta[j]) != dnnl_success)
+        goto out;
+    if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success) goto out;
+  }
+  if (dnnl_primitive_desc_create(&pd, &ed, attr, e->eng, NULL) !=
+      dnnl_success) {
+    pd = NULL;
+    goto out;
+  }
+  rc = emit_unary_like(e, ni, pd, tx, yo, eb);
+out:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (po) dnnl_post_ops_destroy(po);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  return rc;
+}
+
+static dm_err map_binary(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (n->n_in != 2 || n->n_out != 1) return DM_UNSUPPORTED;
+  dnnl_alg_kind_t alg;
+  bool comm = true;
+  switch (n->p.binary.kind) {
+  case DM_BINARY_ADD: alg = dnnl_binary_add; break;
+  case DM_BINARY_MUL: alg = dnnl_binary_mul; break;
+  case DM_BINARY_MAX: alg = dnnl_binary_max; break;
+  case DM_BINARY_MIN: alg = dnnl_binary_min; break;
+  case DM_BINARY_SUB: alg = dnnl_binary_sub; comm = false; break;
+  case DM_BINARY_DIV: alg = dnnl_binary_div; comm = false; break;
+  default: return DM_UNSUPPORTED;
+  }
+  int a = n->in[0], b = n->in[1], y = n->out[0];
+  if (!is_f32(e, a) || !is_f32(e, b) || !is_f32(e, y)) return DM_UNSUPPORTED;
+  const dm_value *Y = val(e, y);
+  int r = Y->rank;
+  if (r < 1 || Y->numel == 0) return DM_UNSUPPORTED;
+  const dm_value *A = val(e, a), *B = val(e, b);
+  bool fa = A->rank == r && memcmp(A->dims, Y->dims, (size_t)r * sizeof *A->dims) == 0;
+  bool fb = B->rank == r && memcmp(B->dims, Y->dims, (size_t)r * sizeof *B->dims) == 0;
+  if (comm && ((!fa && fb) || (fa && fb && is_const(e, a) && !is_const(e, b)))) {
+    int t = a;
+    a = b;
+    b = t;
+    bool f = fa;
+    fa = fb;
+    fb = f;
+    A = val(e, a);
+    B = val(e, b);
+  }
+  if (!fa || B->rank > r) return DM_UNSUPPORTED;
+  int ta, tb;
+  dm_err rc = primary(e, a, &ta, eb);
+  if (rc != DM_OK) return rc;
+  dnnl_primitive_desc_t pd = NULL;
+  if (fb) {
+    int tb0;
+    if ((rc = primary(e, b, &tb0, eb)) != DM_OK) return rc;
+    if (e->t[ta].plain && !e->t[tb0].plain && !is_const(e, b)) {
+      tb = tb0;
+      if ((rc = get_as(e, ni, a, &e->t[tb].md, &ta, eb)) != DM_OK) return rc;
+    } else if ((rc = get_as(e, ni, b, &e->t[ta].md, &tb, eb)) != DM_OK) {
+      return rc;
+    }
+    dnnl_binary_desc_t bd;
+    if (dnnl_binary_desc_init(&bd, alg, &e->t[ta].md, &e->t[tb].md,
+                              &e->t[ta].md) != dnnl_success ||
+        !make_pd(e, &bd, &pd))
+      return DM_UNSUPPORTED;
+  } else {
+    /* broadcast src1: its own layout when it has rank r, else (or when
+     * that takes a ref implementation) a plain view padded to rank r */
+    int64_t bd_[DNNL_MAX_NDIMS];
+    for (int i = 0; i < r; i++) {
+      int ib = i - (r - B->rank);
+      bd_[i] = ib >= 0 ? B->dims[ib] : 1;
+      if (bd_[i] != 1 && bd_[i] != Y->dims[i]) return DM_UNSUPPORTED;
+    }
+    int cand[2] = {-1, -1};
+    int tb0;
+    if ((rc = primary(e, b, &tb0, eb)) != DM_OK) return rc;
+    if (B->rank == r && e->t[tb0].has_md && !e->t[tb0].plain) cand[0] = tb0;
+    for (int c = 0; c < 2 && !pd; c++) {
+      int tc = cand[c];
+      if (c == 1) {
+        if ((rc = plain_view(e, ni, b, r, bd_, &tc, eb)) != DM_OK) return rc;
+      }
+      if (tc < 0) continue;
+      dnnl_binary_desc_t bd;
+      if (dnnl_binary_desc_init(&bd, alg, &e->t[ta].md, &e->t[tc].md,
+                                &e->t[ta].md) != dnnl_success ||
+          !make_pd(e, &bd, &pd))
+        continue;
+      if (c == 0 && pd_is_ref(pd)) {
+        dnnl_primitive_desc_destroy(pd);
+        pd = NULL;
+        continue;
+      }
+      tb = tc;
+    }
+    if (!pd) return DM_UNSUPPORTED;
+  }
+  int ty = new_act(e, y, &e->t[ta].md);
+  if (ty < 0) {
+    dnnl_primitive_desc_destroy(pd);
+    return nomem(eb, n);
+  }
+  oarg args[3] = {{DNNL_ARG_SRC_0, ta}, {DNNL_ARG_SRC_1, tb},
+                  {DNNL_ARG_DST, ty}};
+  rc = emit_prim(e, ni, pd, args, 3, eb);
+  dnnl_primitive_desc_destroy(pd);
+  return rc;
+}
+
+static dm_err map_concat(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (n->n_in < 1 || n->n_out != 1) return DM_UNSUPPORTED;
+  int y = n->out[0];
+  if (!is_f32(e, y)) return DM_UNSUPPORTED;
+  const dm_value *Y = val(e, y);
+  int r = Y->rank, axis = n->p.concat.axis;
+  if (r < 1 || axis < 0 || axis >= r || Y->numel == 0) return DM_UNSUPPORTED;
+  for (int i = 0; i < n->n_in; i++)
+    if (n->in[i] < 0 || !is_f32(e, n->in[i]) || val(e, n->in[i])->rank != r ||
+        val(e, n->in[i])->numel == 0)
+      return DM_UNSUPPORTED;
+  dm_err rc = DM_NOMEM;
+  dnnl_memory_desc_t *mds = malloc((size_t)n->n_in * sizeof *mds);
+  int *ts = malloc((size_t)n->n_in * sizeof *ts);
+  oarg *args = malloc(((size_t)n->n_in + 1) * sizeof *args);
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_attr_t attr = NULL;
+  if (!mds || !ts || !args) {
+    rc = nomem(eb, n);
+    goto out;
+  }
+  for (int i = 0; i < n->n_in; i++) {
+    if ((rc = primary(e, n->in[i], &ts[i], eb)) != DM_OK) goto out;
+    mds[i] = e->t[ts[i]].md;
+  }
+  dnnl_memory_desc_t dst_any;
+  rc = DM_UNSUPPORTED;
+  if (md_any(&dst_any, r, Y->dims) || user_attr(&attr) != dnnl_success)
+    goto out;
+  if (dnnl_concat_primitive_desc_create(&pd, &dst_any, n->n_in, axis, mds,
+                                        attr, e->eng) != dnnl_success) {
+    pd = NULL;
+    goto out;
+  }
+  {
+    const dnnl_memory_desc_t *dmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    int ty = new_act(e, y, dmd);
+    if (ty < 0) {
+      rc = nomem(eb, n);
+      goto out;
+    }
+    for (int i = 0; i < n->n_in; i++)
+      args[i] = (oarg){DNNL_ARG_MULTIPLE_SRC + i, ts[i]};
+    args[n->n_in] = (oarg){DNNL_ARG_DST, ty};
+    rc = emit_prim(e, ni, pd, args, n->n_in + 1, eb);
+  }
+out:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  free(args);
+  free(ts);
+  free(mds);
+  return rc;
+}
+
+static dm_err map_softmax(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (n->n_in != 1 || n->n_out != 1) return DM_UNSUPPORTED;
+  int x = n->in[0], y = n->out[0];
+  if (!is_f32(e, x) || !is_f32(e, y)) return DM_UNSUPPORTED;
+  const dm_value *X = val(e, x);
+  int r = X->rank, axis = n->p.softmax.axis;
+  if (r < 1 || axis < 0 || axis >= r || X->numel == 0) return DM_UNSUPPORTED;
+  int64_t d[DNNL_MAX_NDIMS];
+  int nd = r;
+  if (n->p.softmax.legacy) { /* [prod(dims[:axis]), prod(dims[axis:])] */
+    d[0] = d[1] = 1;
+    for (int i = 0; i < r; i++) d[i < axis ? 0 : 1] *= X->dims[i];
+    nd = 2;
+    axis = 1;
+  } else {
+    for (int i = 0; i < r; i++) d[i] = X->dims[i];
+  }
+  int tx;
+  dm_err rc = plain_view(e, ni, x, nd, d, &tx, eb);
+  if (rc != DM_OK) return rc;
+  dnnl_softmax_v2_desc_t sd;
+  dnnl_primitive_desc_t pd = NULL;
+  if (dnnl_softmax_v2_forward_desc_init(
+          &sd, dnnl_forward_inference,
+          n->p.softmax.log ? dnnl_softmax_log : dnnl_softmax_accurate,
+          &e->t[tx].md, &e->t[tx].md, axis) != dnnl_success ||
+      !make_pd(e, &sd, &pd))
+    return DM_UNSUPPORTED;
+  /* output: plain in y's own dims, viewed as the softmax's dims */
+  dnnl_memory_desc_t ymd;
+  int ty, tyv;
+  if (md_plain(e, y, &ymd) != dnnl_success) {
+    dnnl_primitive_desc_destroy(pd);
+    return DM_UNSUPPORTED;
+  }
+  ty = new_act(e, y, &ymd);
+  tyv = ty >= 0 ? view_of(e, y, ty, &e->t[tx].md) : -1;
+  if (tyv < 0) {
+    dnnl_primitive_desc_destroy(pd);
+    return nomem(eb, n);
+  }
+  oarg a[2] = {{DNNL_ARG_SRC, tx}, {DNNL_ARG_DST, tyv}};
+  rc = emit_prim(e, ni, pd, a, 2, eb);
+  dnnl_primitive_desc_destroy(pd);
+  return rc;
+}
+
+/* Reshape-family: the output is a view of the plain input. */
+static dm_err map_reshape(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (n->n_in < 1 || n->n_out != 1 || n->in[0] < 0) return DM_UNSUPPORTED;
+  int x = n->in[0], y = n->out[0];
+  if (val(e, x)->dtype != val(e, y)->dtype ||
+      val(e, x)->nbytes != val(e, y)->nbytes)
+    return DM_UNSUPPORTED;
+  int tx;
+  dm_err rc = get_plain(e, ni, x, &tx, eb);
+  if (rc != DM_OK) return rc;
+  dnnl_memory_desc_t md;
+  bool f = is_f32(e, y);
+  if (f && md_plain(e, y, &md) != dnnl_success) return DM_UNSUPPORTED;
+  int ty = new_tensor(e, y, e->t[tx].buf, f ? &md : NULL, true);
+  if (ty < 0) return nomem(eb, n);
+  return DM_OK;
+}
+
+static dm_err map_ref(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  ostep st;
+  memset(&st, 0, sizeof st);
+  st.kind = ST_REF;
+  st.node = ni;
+  st.src = st.dst = -1;
+  st.ref_in = malloc(((size_t)n->n_in + 1) * sizeof *st.ref_in);
+  st.ref_out = malloc(((size_t)n->n_out + 1) * sizeof *st.ref_out);
+  dm_err rc = DM_OK;
+  if (!st.ref_in || !st.ref_out) {
+    rc = nomem(eb, n);
+    goto fail;
+  }
+  for (int i = 0; i < n->n_in; i++) {
+    st.ref_in[i] = -1;
+    if (n->in[i] >= 0 && (rc = get_plain(e, ni, n->in[i], &st.ref_in[i], eb)) != DM_OK)
+      goto fail;
+  }
+  for (int i = 0; i < n->n_out; i++) {
+    st.ref_out[i] = -1;
+    int y = n->out[i];
+    if (y < 0) continue;
+    dnnl_memory_desc_t md;
+    bool f = is_f32(e, y);
+    if (f && md_plain(e, y, &md) != dnnl_success) {
+      rc = dm_errf(eb, DM_BACKEND, "node '%s' (%s): bad output shape",
+                   nname(n), n->op_type);
+      goto fail;
+    }
+    st.ref_out[i] = new_act(e, y, f ? &md : NULL);
+    if (st.ref_out[i] < 0) {
+      rc = nomem(eb, n);
+      goto fail;
+    }
+  }
+  if ((rc = add_step(e, &st, eb)) != DM_OK) goto fail;
+  if (n->n_in > e->max_io) e->max_io = n->n_in;
+  if (n->n_out > e->max_io) e->max_io = n->n_out;
+  e->n_ref++;
+  if (e->verbose)
+    fprintf(stderr, "onednn: %-28s %-20s dm__ref_node\n", nname(n),
+            n->op_type);
+  return DM_OK;
+fail:
+  free(st.ref_in);
+  free(st.ref_out);
+  return rc;
+}
+
+static dm_err map_node(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_graph *g = e->g;
+  const dm_node *n = &g->nodes[ni];
+  dm_err rc = DM_UNSUPPORTED;
+  switch (n->op) {
+  case DM_OP_CONV: rc = map_conv(e, ni, eb); break;
+  case DM_OP_GEMM: rc = map_gemm(e, ni, eb); break;
+  case DM_OP_MATMUL: rc = map_matmul(e, ni, eb); break;
+  case DM_OP_MAXPOOL:
+  case DM_OP_AVGPOOL:
+  case DM_OP_GLOBALAVGPOOL:
+  case DM_OP_GLOBALMAXPOOL: rc = map_pool(e, ni, eb); break;
+  case DM_OP_BATCHNORM: rc = map_batchnorm(e, ni, eb); break;
+  case DM_OP_UNARY: {
+    int mi = swish_mul_of_sigmoid(e, ni);
+    if (mi >= 0 && !e->done[mi]) { /* computed at the Mul */
+      e->swish[mi] = (uint8_t)(1 + (g->nodes[mi].in[0] == n->in[0] ? 0 : 1));
+      return DM_OK;
+    }
+    if (n->n_in == 1 && n->n_out == 1)
+      rc = map_eltwise(e, ni, n->in[0], n->out[0], &n->p.unary, eb);
+    break;
+  }
+  case DM_OP_BINARY:
+    if (e->swish[ni]) {
+      const dm_node *m = n;
+      int y = m->in[e->swish[ni] - 1];
+      rc = map_eltwise(e, ni, y, m->out[0], NULL, eb);
+      if (rc == DM_UNSUPPORTED) { /* run the skipped Sigmoid, then the Mul */
+        int sv = m->in[e->swish[ni] == 1 ? 1 : 0];
+        int si = val(e, sv)->producer;
+        if (si < 0) return dm_errf(eb, DM_BACKEND, "onednn: swish lost");
+        if ((rc = map_ref(e, si, eb)) != DM_OK) return rc;
+        return map_ref(e, ni, eb);
+      }
+      return rc;
+    }
+    rc = map_binary(e, ni, eb);
+    break;
+  case DM_OP_CONCAT: rc = map_concat(e, ni, eb); break;
+  case DM_OP_SOFTMAX: rc = map_softmax(e, ni, eb); break;
+  case DM_OP_RESHAPE: rc = map_reshape(e, ni, eb); break;
+  default: break;
+  }
+  if (rc == DM_UNSUPPORTED) rc = map_ref(e, ni, eb);
+  return rc;
+}
+
+/* ---------------------------------------------------------- memory plan -- */
+
+static void touch(oeng *e, int t, int step) {
+  if (t < 0) return;
+  obuf *b = &e->b[e->t[t].buf];
+  if (step < b->first) b->first = step;
+  if (step > b->last) b->last = step;
+}
+
+typedef struct span {
+  size_t off, end;
+} span;
+
+static int cmp_span(const void *a, const void *b) {
+  const span *x = a, *y = b;
+  return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static dm_err plan_memory(oeng *e, dm_errbuf *eb) {
+  for (int s = 0; s < e->n_s; s++) {
+    const ostep *st = &e->s[s];
+    if (st->kind == ST_PRIM) {
+      for (int i = 0; i < st->n_args; i++) touch(e, st->args[i].tensor, s);
+    } else if (st->kind == ST_REF) {
+      const dm_node *n = &e->g->nodes[st->node];
+      for (int i = 0; i < n->n_in; i++) touch(e, st->ref_in[i], s);
+      for (int i = 0; i < n->n_out; i++) touch(e, st->ref_out[i], s);
+    } else {
+      touch(e, st->src, s);
+      touch(e, st->dst, s);
+    }
+  }
+  int *order = malloc(((size_t)e->n_b + 1) * sizeof *order);
+  span *sp = malloc(((size_t)e->n_b + 1) * sizeof *sp);
+  if (!order || !sp) {
+    free(order);
+    free(sp);
+    return nomem(eb, NULL);
+  }
+  int n = 0;
+  for (int i = 0; i < e->n_b; i++)
+    if (e->b[i].kind == BUF_ARENA && e->b[i].last >= 0) order[n++] = i;
+  /* largest first; insertion sort keeps it dependency-free and stable */
+  for (int i = 1; i < n; i++) {
+    int k = order[i], j = i - 1;
+    while (j >= 0 && e->b[order[j]].bytes < e->b[k].bytes) {
+      order[j + 1] = order[j];
+      j--;
+    }
+    order[j + 1] = k;
+  }
+  size_t total = 0;
+  for (int i = 0; i < n; i++) {
+    obuf *b = &e->b[order[i]];
+    int ns = 0;
+    for (int j = 0; j < i; j++) {
+      const obuf *o = &e->b[order[j]];
+      if (o->first <= b->last && b->first <= o->last)
+        sp[ns++] = (span){o->offset, o->offset + align_up(o->bytes)};
+    }
+    qsort(sp, (size_t)ns, sizeof *sp, cmp_span);
+    size_t off = 0, need = align_up(b->bytes);
+    for (int j = 0; j < ns; j++) {
+      if (sp[j].off >= off + need) break;
+      if (sp[j].end > off) off = sp[j].end;
+    }
+    b->offset = off;
+    if (off + need > total) total = off + need;
+  }
+  e->arena_bytes = total;
+  free(order);
+  free(sp);
+  return DM_OK;
+}
+
+/* -------------------------------------------------------------- backend -- */
+
+static void onednn_release(void *state) {
+  oeng *e = state;
+  if (!e) return;
+  for (int i = 0; i < e->n_s; i++) {
+    if (e->s[i].prim) dnnl_primitive_destroy(e->s[i].prim);
+    free(e->s[i].args);
+    free(e->s[i].ref_in);
+    free(e->s[i].ref_out);
+  }
+  for (int i = 0; i < e->n_b; i++)
+    if (e->b[i].own) free((void *)e->b[i].konst);
+  if (e->stream) dnnl_stream_destroy(e->stream);
+  if (e->eng) dnnl_engine_destroy(e->eng);
+  free(e->s);
+  free(e->b);
+  free(e->t);
+  free(e->val_t);
+  free(e->last_use);
+  free(e->n_uses);
+  free(e->done);
+  free(e->swish);
+  free(e);
+}
+
+static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
+                             void **state, dm_errbuf *eb) {
+  dm_err rc = DM_NOMEM;
+  int threads = o && o->threads > 0 ? o->threads : 1;
+  int prev_threads = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  oeng *e = calloc(1, sizeof *e);
+  if (!e) goto fail;
+  e->g = g;
+  e->threads = threads;
+  const char *vb = getenv("DERMAL_ONEDNN_VERBOSE");
+  e->verbose = vb && vb[0] && vb[0] != '0';
+  const char *lay = getenv("DERMAL_ONEDNN_FOLLOW");
+  e->follow = lay && lay[0] == '1';
+  size_t nv = (size_t)g->n_values + 1, nn = (size_t)g->n_nodes + 1;
+  e->val_t = malloc(nv * sizeof *e->val_t);
+  e->last_use = calloc(nv, sizeof *e->last_use);
+  e->n_uses = calloc(nv, sizeof *e->n_uses);
+  e->done = calloc(nn, 1);
+  e->swish = calloc(nn, 1);
+  if (!e->val_t || !e->last_use || !e->n_uses || !e->done || !e->swish)
+    goto fail;
+  for (int v = 0; v < g->n_values; v++) {
+    e->val_t[v] = -1;
+    e->last_use[v] = -1;
+  }
+  for (int i = 0; i < g->n_nodes; i++) {
+    const dm_node *n = &g->nodes[i];
+    for (int j = 0; j < n->n_in; j++)
+      if (n->in[j] >= 0) {
+        e->last_use[n->in[j]] = i;
+        e->n_uses[n->in[j]]++;
+      }
+  }
+  for (int k = 0; k < g->n_outputs; k++) {
+    e->last_use[g->outputs[k]] = g->n_nodes;
+    e->n_uses[g->outputs[k]]++;
+  }
+
+  dnnl_status_t s;
+  if ((s = dnnl_engine_create(&e->eng, dnnl_cpu, 0)) != dnnl_success) {
+    e->eng = NULL;
+    rc = dnnl_fail(eb, NULL, "dnnl_engine_create", s);
+    goto fail;
+  }
+  if ((s = dnnl_stream_create(&e->stream, e->eng,
+                              dnnl_stream_default_flags)) != dnnl_success) {
+    e->stream = NULL;
+    rc = dnnl_fail(eb, NULL, "dnnl_stream_create", s);
+    goto fail;
+  }
+
+  for (int k = 0; k < g->n_inputs; k++) {
+    int v = g->inputs[k];
+    int b = new_buf(e, BUF_INPUT, k, NULL, false);
+    if (b < 0) goto fail;
+    dnnl_memory_desc_t md;
+    bool f = is_f32(e, v);
+    if (f && md_plain(e, v, &md) != dnnl_success) {
+      rc = dm_errf(eb, DM_BACKEND, "onednn: input '%s': bad shape",
+                   val(e, v)->name ? val(e, v)->name : "?");
+      goto fail;
+    }
+    if (new_tensor(e, v, b, f ? &md : NULL, true) < 0) goto fail;
+  }
+  for (int i = 0; i < g->n_nodes; i++) {
+    if (e->done[i]) continue;
+    if ((rc = map_node(e, i, eb)) != DM_OK) goto fail;
+  }
+  for (int k = 0; k < g->n_outputs; k++) {
+    int v = g->outputs[k], t0;
+    if ((rc = primary(e, v, &t0, eb)) != DM_OK) goto fail;
+    int b = new_buf(e, BUF_OUTPUT, k, NULL, false);
+    if (b < 0) goto fail;
+    rc = DM_NOMEM;
+    if (e->t[t0].has_md && !e->t[t0].plain) {
+      dnnl_memory_desc_t md;
+      if (md_plain(e, v, &md) != dnnl_success) goto fail;
+      int t = new_tensor(e, v, b, &md, false);
+      if (t < 0) goto fail;
+      if ((rc = emit_reorder(e, -1, t0, t, eb)) != DM_OK) goto fail;
+    } else {
+      int t = new_tensor(e, v, b, NULL, false);
+      if (t < 0) goto fail;
+      ostep st;
+      memset(&st, 0, sizeof st);
+      st.kind = ST_COPY;
+      st.node = -1;
+      st.src = t0;
+      st.dst = t;
+      st.bytes = val(e, v)->nbytes;
+      if ((rc = add_step(e, &st, eb)) != DM_OK) goto fail;
+    }
+  }
+  if ((rc = plan_memory(e, eb)) != DM_OK) goto fail;
+  dnnl_stream_destroy(e->stream);
+  e->stream = NULL;
+  if (e->verbose)
+    fprintf(stderr,
+            "onednn: %d steps (%d primitives, %d reorders, %d ref), "
+            "arena %zu B, scratchpad %zu B\n",
+            e->n_s, e->n_prim, e->n_reorder, e->n_ref, e->arena_bytes,
+            e->scratch_bytes);
+  omp_set_num_threads(prev_threads);
+  *state = e;
+  return DM_OK;
+fail:
+  if (rc == DM_NOMEM) nomem(eb, NULL);
+  onednn_release(e);
+  omp_set_num_threads(prev_threads);
+  return rc;
+}
+
+static void onednn_session_free(void *sess) {
+  osess *ss = sess;
+  if (!ss) return;
+  const oeng *e = ss->e;
+  if (ss->args)
+    for (int i = 0; i < e->n_s; i++) free(ss->args[i]);
+  if (ss->smem)
+    for (int i = 0; i < e->n_s; i++)
+      if (ss->smem[i]) dnnl_memory_destroy(ss->smem[i]);
+  if (ss->mem)
+    for (int i = 0; i < e->n_t; i++)
+      if (ss->mem[i]) dnnl_memory_destroy(ss->mem[i]);
+  if (ss->stream) dnnl_stream_destroy(ss->stream);
+  free(ss->args);
+  free(ss->smem);
+  free(ss->mem);
+  free(ss->ptr);
+  free(ss->ref_in);
+  free(ss->ref_out);
+  free(ss->arena);
+  free(ss->scratch);
+  free(ss);
+}
+
+static dm_err onednn_session_new(void *state, void **sess, dm_errbuf *eb) {
+  const oeng *e = state;
+  dm_err rc = DM_NOMEM;
+  dnnl_status_t s;
+  osess *ss = calloc(1, sizeof *ss);
+  if (!ss) goto fail;
+  ss->e = e;
+  ss->arena = aligned_alloc(4096, (e->arena_bytes + 4095) & ~(size_t)4095);
+  ss->scratch = aligned_alloc(4096, (e->scratch_bytes + 4095) & ~(size_t)4095);
+  if ((e->arena_bytes && !ss->arena) || (e->scratch_bytes && !ss->scratch))
+    goto fail;
+  ss->mem = calloc((size_t)e->n_t + 1, sizeof *ss->mem);
+  ss->ptr = calloc((size_t)e->n_t + 1, sizeof *ss->ptr);
+  ss->args = calloc((size_t)e->n_s + 1, sizeof *ss->args);
+  ss->smem = calloc((size_t)e->n_s + 1, sizeof *ss->smem);
+  ss->ref_in = calloc((size_t)e->max_io + 1, sizeof *ss->ref_in);
+  ss->ref_out = calloc((size_t)e->max_io + 1, sizeof *ss->ref_out);
+  if (!ss->mem || !ss->ptr || !ss->args || !ss->smem || !ss->ref_in ||
+      !ss->ref_out)
+    goto fail;
+  if ((s = dnnl_stream_create(&ss->stream, e->eng,
+                              dnnl_stream_default_flags)) != dnnl_success) {
+    ss->stream = NULL;
+    rc = dnnl_fail(eb, NULL, "dnnl_stream_create", s);
+    goto fail;
+  }
+  for (int i = 0; i < e->n_t; i++) {
+    const otensor *t = &e->t[i];
+    const obuf *b = &e->b[t->buf];
+    void *p = NULL;
+    if (b->kind == BUF_ARENA)
+      p = (char *)ss->arena + b->offset;
+    else if (b->kind == BUF_CONST)
+      p = (void *)b->konst;
+    ss->ptr[i] = p;
+    if (t->has_md) {
+      s = dnnl_memory_create(&ss->mem[i], &t->md, e->eng, p);
+      if (s != dnnl_success) {
+        ss->mem[i] = NULL;
+        rc = dnnl_fail(eb, NULL, "dnnl_memory_create", s);
+        goto fail;
+      }
+    }
+  }
+  for (int i = 0; i < e->n_s; i++) {
+    const ostep *st = &e->s[i];
+    if (st->kind != ST_PRIM) continue;
+    ss->args[i] = malloc(((size_t)st->n_args + 1) * sizeof **ss->args);
+    if (!ss->args[i]) goto fail;
+    for (int j = 0; j < st->n_args; j++)
+      ss->args[i][j] = (dnnl_exec_arg_t){st->args[j].arg,
+                                         ss->mem[st->args[j].tensor]};
+    if (st->has_scratch) {
+      s = dnnl_memory_create(&ss->smem[i], &st->scratch_md, e->eng,
+                             ss->scratch);
+      if (s != dnnl_success) {
+        ss->smem[i] = NULL;
+        rc = dnnl_fail(eb, NULL, "dnnl_memory_create(scratchpad)", s);
+        goto fail;
+      }
+      ss->args[i][st->n_args] =
+          (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, ss->smem[i]};
+    }
+  }
+  *sess = ss;
+  return DM_OK;
+fail:
+  if (rc == DM_NOMEM) nomem(eb, NULL);
+  onednn_session_free(ss);
+  return rc;
+}
+
+static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
+                         void *const *outputs, dm_errbuf *eb) {
+  const oeng *e = state;
+  osess *ss = sess;
+  const dm_graph *g = e->g;
+  dm_err rc = DM_OK;
+  int prev_threads = omp_get_max_threads();
+  if (prev_threads != e->threads) omp_set_num_threads(e->threads);
+  for (int i = 0; i < e->n_t; i++) {
+    const obuf *b = &e->b[e->t[i].buf];
+    void *p;
+    if (b->kind == BUF_INPUT)
+      p = (void *)inputs[b->ext];
+    else if (b->kind == BUF_OUTPUT)
+      p = outputs[b->ext];
+    else
+      continue;
+    ss->ptr[i] = p;
+    if (ss->mem[i]) {
+      dnnl_status_t s = dnnl_memory_set_data_handle(ss->mem[i], p);
+      if (s != dnnl_success) {
+        rc = dnnl_fail(eb, NULL, "dnnl_memory_set_data_handle", s);
+        goto out;
+      }
+    }
+  }
+  for (int i = 0; i < e->n_s; i++) {
+    const ostep *st = &e->s[i];
+    if (st->kind == ST_PRIM) {
+      dnnl_status_t s = dnnl_primitive_execute(
+          st->prim, ss->stream, st->n_args + (st->has_scratch ? 1 : 0),
+          ss->args[i]);
+      if (s != dnnl_success) {
+        rc = dnnl_fail(eb, st->node >= 0 ? &g->nodes[st->node] : NULL,
+                       "dnnl_primitive_execute", s);
+        goto out;
+      }
+    } else if (st->kind == ST_REF) {
+      const dm_node *n = &g->nodes[st->node];
+      for (int j = 0; j < n->n_in; j++)
+        ss->ref_in[j] = st->ref_in[j] >= 0 ? ss->ptr[st->ref_in[j]] : NULL;
+      for (int j = 0; j < n->n_out; j++)
+        ss->ref_out[j] = st->ref_out[j] >= 0 ? ss->ptr[st->ref_out[j]] : NULL;
+      rc = dm__ref_node(g, n, ss->ref_in, ss->ref_out, eb);
+      if (rc != DM_OK) goto out;
+    } else if (st->bytes) {
+      memcpy(ss->ptr[st->dst], ss->ptr[st->src], st->bytes);
+    }
+  }
+  {
+    dnnl_status_t s = dnnl_stream_wait(ss->stream);
+    if (s != dnnl_success) rc = dnnl_fail(eb, NULL, "dnnl_stream_wait", s);
+  }
+out:
+  if (prev_threads != e->threads) omp_set_num_threads(prev_threads);
+  return rc;
+}
+
+static const char *onednn_precision(void *state) {
+  (void)state;
+  return "fp32";
+}
+
+const dm_backend dm__backend_onednn = {
+    "onednn",           onednn_prepare,     onednn_release,
+    onednn_session_new, onednn_session_free, onednn_run,
+    onednn_precision,
+};

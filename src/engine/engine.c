@@ -1,0 +1,175 @@
+/* engine.c: the public engine API (include/dermal/engine.h) over the graph
+ * builder and the two backends.
+ *
+ * dm_engine owns the optimised graph and the backend's per-model state; both
+ * are read-only after dm_engine_new, so sessions on different threads share
+ * them without locks.  A dm_session owns the backend's per-run scratch and the
+ * output buffers handed back by dm_session_output. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+struct dm_engine {
+  dm_graph *g;
+  const dm_backend *be;
+  void *state;
+  dm_engine_opts opts;
+  dm_engine_stats stats;
+};
+
+struct dm_session {
+  const dm_engine *e;
+  void *sess;
+  void **outs;          /* one buffer per graph output */
+  const void **ins;     /* scratch for input pointers */
+};
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+dm_err dm_engine_new(const dm_onnx_model *m, const dm_engine_opts *opts,
+                     dm_engine **out, dm_errbuf *eb) {
+  double t0 = now_ms();
+  dm_err rc = DM_NOMEM;
+  dm_engine *e = calloc(1, sizeof *e);
+  if (!e) return dm_errf(eb, DM_NOMEM, "out of memory");
+  if (opts) e->opts = *opts;
+  if (e->opts.threads <= 0) e->opts.threads = 1;
+  e->be = e->opts.backend == DM_BACKEND_REF ? &dm__backend_ref
+                                            : &dm__backend_onednn;
+  dm_graph_opts go = {.fuse = !e->opts.no_opt,
+                      .alias_views = true,
+                      .input_shapes = e->opts.input_shapes,
+                      .n_input_shapes = e->opts.n_input_shapes};
+  if ((rc = dm__graph_build(m, &go, &e->g, eb)) != DM_OK) goto fail;
+  if ((rc = e->be->prepare(e->g, &e->opts, &e->state, eb)) != DM_OK) goto fail;
+  e->stats = e->g->stats;
+  e->stats.load_ms = now_ms() - t0;
+  *out = e;
+  return DM_OK;
+fail:
+  dm_engine_free(e);
+  return rc;
+}
+
+void dm_engine_free(dm_engine *e) {
+  if (!e) return;
+  if (e->state) e->be->release(e->state);
+  dm__graph_free(e->g);
+  free(e);
+}
+
+const dm_engine_stats *dm_engine_get_stats(const dm_engine *e) {
+  return &e->stats;
+}
+
+const char *dm_engine_backend_name(const dm_engine *e) { return e->be->name; }
+
+const char *dm_engine_precision_name(const dm_engine *e) {
+  return e->be->precision ? e->be->precision(e->state) : "fp32";
+}
+
+size_t dm_engine_n_inputs(const dm_engine *e) { return (size_t)e->g->n_inputs; }
+size_t dm_engine_n_outputs(const dm_engine *e) {
+  return (size_t)e->g->n_outputs;
+}
+
+static dm_tensor describe(const dm_value *v) {
+  dm_tensor t;
+  memset(&t, 0, sizeof t);
+  t.dtype = v->dtype;
+  t.rank = v->rank;
+  memcpy(t.dims, v->dims, sizeof t.dims);
+  return t;
+}
+
+dm_tensor dm_engine_input(const dm_engine *e, size_t i, const char **name) {
+  const dm_value *v = &e->g->values[e->g->inputs[i]];
+  if (name) *name = v->name;
+  return describe(v);
+}
+
+dm_tensor dm_engine_output(const dm_engine *e, size_t i, const char **name) {
+  const dm_value *v = &e->g->values[e->g->outputs[i]];
+  if (name) *name = v->name;
+  return describe(v);
+}
+
+dm_err dm_session_new(const dm_engine *e, dm_session **out, dm_errbuf *eb) {
+  dm_err rc = DM_NOMEM;
+  dm_session *s = calloc(1, sizeof *s);
+  if (!s) return dm_errf(eb, DM_NOMEM, "out of memory");
+  s->e = e;
+  s->outs = calloc((size_t)e->g->n_outputs + 1, sizeof *s->outs);
+  s->ins = calloc((size_t)e->g->n_inputs + 1, sizeof *s->ins);
+  if (!s->outs || !s->ins) goto nomem;
+  for (int i = 0; i < e->g->n_outputs; i++) {
+    size_t n = e->g->values[e->g->outputs[i]].nbytes;
+    s->outs[i] = aligned_alloc(64, n ? (n + 63) & ~(size_t)63 : 64);
+    if (!s->outs[i]) goto nomem;
+  }
+  if ((rc = e->be->session_new(e->state, &s->sess, eb)) != DM_OK) goto fail;
+  *out = s;
+  return DM_OK;
+nomem:
+  rc = dm_errf(eb, DM_NOMEM, "out of memory creating a session");
+fail:
+  dm_session_free(s);
+  return rc;
+}
+
+void dm_session_free(dm_session *s) {
+  if (!s) return;
+  if (s->sess) s->e->be->session_free(s->sess);
+  if (s->outs)
+    for (int i = 0; i < s->e->g->n_outputs; i++) free(s->outs[i]);
+  free(s->outs);
+  free(s->ins);
+  free(s);
+}
+
+dm_err dm_session_run(dm_session *s, const dm_tensor *inputs, size_t n_inputs,
+                      dm_errbuf *eb) {
+  const dm_graph *g = s->e->g;
+  if (n_inputs != (size_t)g->n_inputs)
+    return dm_errf(eb, DM_ARG, "model takes %d inputs, got %zu", g->n_inputs,
+                   n_inputs);
+  for (int i = 0; i < g->n_inputs; i++) {
+    const dm_value *v = &g->values[g->inputs[i]];
+    const dm_tensor *t = &inputs[i];
+    bool same = t->dtype == v->dtype && t->rank == v->rank;
+    for (int d = 0; same && d < v->rank; d++) same = t->dims[d] == v->dims[d];
+    if (!same) {
+      char want[128], got[128];
+      size_t o = 0;
+      for (int d = 0; d < v->rank && o < sizeof want; d++)
+        o += (size_t)snprintf(want + o, sizeof want - o, d ? "x%lld" : "%lld",
+                              (long long)v->dims[d]);
+      if (!v->rank) snprintf(want, sizeof want, "scalar");
+      o = 0;
+      for (int d = 0; d < t->rank && d < DM_MAX_RANK && o < sizeof got; d++)
+        o += (size_t)snprintf(got + o, sizeof got - o, d ? "x%lld" : "%lld",
+                              (long long)t->dims[d]);
+      if (t->rank <= 0) snprintf(got, sizeof got, "scalar");
+      return dm_errf(eb, DM_ARG, "input '%s' expects %s %s, got %s %s",
+                     v->name, dm_onnx_dtype_name(v->dtype), want,
+                     dm_onnx_dtype_name(t->dtype), got);
+    }
+    if (!t->data && v->nbytes)
+      return dm_errf(eb, DM_ARG, "input '%s' has no data", v->name);
+    s->ins[i] = t->data;
+  }
+  return s->e->be->run(s->e->state, s->sess, s->ins, s->outs, eb);
+}
+
+dm_tensor dm_session_output(const dm_session *s, size_t i) {
+  dm_tensor t = describe(&s->e->g->values[s->e->g->outputs[i]]);
+  t.data = s->outs[i];
+  return t;
+}

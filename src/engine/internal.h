@@ -1,0 +1,309 @@
+/* Private engine IR shared by graph.c (loading, shape inference, passes,
+ * memory plan), backend_ref.c (plain C kernels, the oracle) and
+ * backend_onednn.c (oneDNN fast path).
+ *
+ * Invariants after dm__graph_build:
+ *  - every value has a fully known static shape and dtype;
+ *  - nodes[0..n_nodes) are in topological order and all are live;
+ *  - CONST values have `data` aligned to their element size (copied when the
+ *    file's raw_data was unaligned) and are never written;
+ *  - node params are validated: kernels may trust them (no input checks in
+ *    the hot path beyond what the graph guarantees).
+ * Everything here is read-only after build and shared by all sessions. */
+#ifndef DERMAL_ENGINE_INTERNAL_H
+#define DERMAL_ENGINE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dermal/engine.h"
+#include "dermal/onnx.h"
+
+/* op enum, ONNX op_type */
+#define DM_OP_MAP(X)                                                           \
+  X(CONV, "Conv")                                                              \
+  X(BATCHNORM, "BatchNormalization")                                           \
+  X(UNARY, "(unary)") /* every elementwise one-input op, see dm_unary */       \
+  X(BINARY, "(binary)") /* elementwise two-input ops with broadcasting */     \
+  X(WHERE, "Where")                                                            \
+  X(MAXPOOL, "MaxPool")                                                        \
+  X(AVGPOOL, "AveragePool")                                                    \
+  X(GLOBALAVGPOOL, "GlobalAveragePool")                                        \
+  X(GLOBALMAXPOOL, "GlobalMaxPool")                                            \
+  X(REDUCE, "(reduce)") /* ReduceMean/Sum/Max/Min/Prod/L1/L2/SumSquare...*/   \
+  X(RESHAPE, "Reshape") /* also Flatten, Squeeze, Unsqueeze, Identity:    */   \
+                        /* a copy (or alias) whose out shape is known     */   \
+  X(TRANSPOSE, "Transpose")                                                    \
+  X(CONCAT, "Concat")                                                          \
+  X(SPLIT, "Split")                                                            \
+  X(SLICE, "Slice")                                                            \
+  X(PAD, "Pad")                                                                \
+  X(GEMM, "Gemm")                                                              \
+  X(MATMUL, "MatMul")                                                          \
+  X(SOFTMAX, "Softmax") /* also LogSoftmax (p.softmax.log) */                  \
+  X(SHAPE, "Shape")                                                            \
+  X(GATHER, "Gather")                                                          \
+  X(CAST, "Cast")                                                              \
+  X(EXPAND, "Expand")                                                          \
+  X(CONSTANTOFSHAPE, "ConstantOfShape")                                        \
+  X(RANGE, "Range")                                                            \
+  X(TILE, "Tile")                                                              \
+  X(LAYERNORM, "LayerNormalization")                                           \
+  X(INSTANCENORM, "InstanceNormalization")                                     \
+  X(PRELU, "PRelu")                                                            \
+  X(LRN, "LRN")
+
+typedef enum {
+#define X(e, s) DM_OP_##e,
+  DM_OP_MAP(X)
+#undef X
+      DM_OP_COUNT
+} dm_op;
+
+/* Elementwise one-input functions.  alpha/beta in dm_node.p.unary. */
+#define DM_UNARY_MAP(X)                                                        \
+  X(RELU, "Relu")                                                              \
+  X(LEAKYRELU, "LeakyRelu")   /* alpha */                                      \
+  X(CLIP, "Clip")             /* alpha=min, beta=max */                        \
+  X(SIGMOID, "Sigmoid")                                                        \
+  X(HARDSIGMOID, "HardSigmoid") /* max(0,min(1,alpha*x+beta)) */               \
+  X(HARDSWISH, "HardSwish")   /* x*max(0,min(1,x/6+0.5)) */                    \
+  X(TANH, "Tanh")                                                              \
+  X(ELU, "Elu")               /* alpha */                                      \
+  X(SELU, "Selu")             /* alpha, beta=gamma */                          \
+  X(SOFTPLUS, "Softplus")                                                      \
+  X(SOFTSIGN, "Softsign")                                                      \
+  X(ERF, "Erf")                                                                \
+  X(EXP, "Exp")                                                                \
+  X(LOG, "Log")                                                                \
+  X(SQRT, "Sqrt")                                                              \
+  X(NEG, "Neg")                                                                \
+  X(ABS, "Abs")                                                                \
+  X(RECIPROCAL, "Reciprocal")                                                  \
+  X(FLOOR, "Floor")                                                            \
+  X(CEIL, "Ceil")                                                              \
+  X(ROUND, "Round")                                                            \
+  X(SIGN, "Sign")                                                              \
+  X(SIN, "Sin")                                                                \
+  X(COS, "Cos")                                                                \
+  X(NOT, "Not") /* bool */                                                     \
+  X(GELU, "(gelu)") /* x*0.5*(1+erf(x/sqrt2)), from a fused Erf pattern */ \
+  X(SWISH, "(swish)") /* x*sigmoid(x), from a fused Sigmoid+Mul pattern */
+
+typedef enum {
+#define X(e, s) DM_UNARY_##e,
+  DM_UNARY_MAP(X)
+#undef X
+      DM_UNARY_COUNT
+} dm_unary;
+
+#define DM_BINARY_MAP(X)                                                       \
+  X(ADD, "Add")                                                                \
+  X(SUB, "Sub")                                                                \
+  X(MUL, "Mul")                                                                \
+  X(DIV, "Div") /* integer Div truncates toward zero */                        \
+  X(POW, "Pow")                                                                \
+  X(MAX, "Max")                                                                \
+  X(MIN, "Min")                                                                \
+  X(MOD, "Mod")                                                                \
+  X(EQUAL, "Equal") /* -> bool */                                              \
+  X(LESS, "Less")                                                              \
+  X(GREATER, "Greater")                                                        \
+  X(LESSEQ, "LessOrEqual")                                                     \
+  X(GREATEREQ, "GreaterOrEqual")                                               \
+  X(AND, "And")                                                                \
+  X(OR, "Or")                                                                  \
+  X(XOR, "Xor")
+
+typedef enum {
+#define X(e, s) DM_BINARY_##e,
+  DM_BINARY_MAP(X)
+#undef X
+      DM_BINARY_COUNT
+} dm_binary;
+
+#define DM_REDUCE_MAP(X)                                                       \
+  X(MEAN, "ReduceMean")                                                        \
+  X(SUM, "ReduceSum")                                                          \
+  X(MAX, "ReduceMax")                                                          \
+  X(MIN, "ReduceMin")                                                          \
+  X(PROD, "ReduceProd")                                                        \
+  X(L1, "ReduceL1")                                                            \
+  X(L2, "ReduceL2")                                                            \
+  X(SUMSQUARE, "ReduceSumSquare")                                              \
+  X(LOGSUMEXP, "ReduceLogSumExp")
+
+typedef enum {
+#define X(e, s) DM_REDUCE_##e,
+  DM_REDUCE_MAP(X)
+#undef X
+      DM_REDUCE_COUNT
+} dm_reduce;
+
+/* An activation fused into a producer, or a standalone unary. */
+typedef struct dm_act {
+  dm_unary kind;
+  float alpha, beta;
+} dm_act;
+
+#define DM_MAX_POST 4
+/* Post-operations of Conv/Gemm, applied in order to the output y:
+ *   DM_POST_ACT: y = act(y)
+ *   DM_POST_ADD: y = y + in[input]  (same shape as y; a residual Add)     */
+typedef enum { DM_POST_ACT = 1, DM_POST_ADD = 2 } dm_post_kind;
+typedef struct dm_post {
+  dm_post_kind kind;
+  dm_act act;  /* ACT */
+  int input;   /* ADD: index into dm_node.in */
+} dm_post;
+
+#define DM_MAX_SPATIAL 3
+typedef struct dm_window {   /* Conv and pooling geometry */
+  int nsp;                   /* spatial dims: 1, 2 or 3 */
+  int64_t kernel[DM_MAX_SPATIAL];
+  int64_t stride[DM_MAX_SPATIAL];
+  int64_t dil[DM_MAX_SPATIAL];    /* 1 when absent */
+  int64_t pad_b[DM_MAX_SPATIAL];  /* begin pads, auto_pad resolved */
+  int64_t pad_e[DM_MAX_SPATIAL];  /* end pads; for ceil_mode pooling these */
+                                  /* are the ONNX pads, not the overhang   */
+} dm_window;
+
+typedef struct dm_node {
+  dm_op op;
+  const char *name;     /* ONNX node name (or op_type#index), for messages */
+  const char *op_type;  /* ONNX op_type as written */
+  int n_in, n_out;
+  int *in;   /* value indices; -1 for an omitted optional input */
+  int *out;  /* value indices */
+  int n_post;
+  dm_post post[DM_MAX_POST]; /* CONV, GEMM */
+  union {
+    struct { dm_window w; int64_t group; } conv; /* in: X, W, [B], adds.. */
+    struct { float eps; } bn;     /* in: X, scale, B, mean, var */
+    dm_act unary;                 /* in: X */
+    struct { dm_binary kind; bool fmod; } binary; /* numpy broadcasting */
+    struct {
+      dm_window w;
+      bool ceil_mode, count_include_pad;
+      int64_t storage_order; /* only 0 */
+    } pool;
+    struct {
+      dm_reduce kind;
+      uint32_t axes_mask; /* bit i set: reduce dim i (empty = all unless */
+      bool keepdims;      /* noop_with_empty_axes; resolved at build)    */
+    } reduce;
+    struct { int64_t perm[DM_MAX_RANK]; } transpose;
+    struct { int axis; } concat;
+    struct { int axis; } split;      /* output sizes from the out shapes */
+    struct {
+      int64_t start[DM_MAX_RANK];    /* per input dim, normalised, clamped */
+      int64_t step[DM_MAX_RANK];     /* out dims give the counts */
+    } slice;
+    struct {
+      int mode; /* 0 constant, 1 reflect, 2 edge */
+      int64_t pads[2 * DM_MAX_RANK]; /* begins then ends, may be negative */
+      double value;
+    } pad;
+    struct { float alpha, beta; bool trans_a, trans_b; } gemm; /* C optional */
+    struct {
+      int axis;     /* normalised; opset < 13: coerced 2-D at axis */
+      bool legacy;  /* opset < 13 semantics (flatten at axis) */
+      bool log;     /* LogSoftmax */
+    } softmax;
+    struct { int64_t start, end; } shape; /* normalised slice of the shape */
+    struct { int axis; } gather;          /* indices may be negative */
+    struct { int32_t to; } cast;
+    struct { double value; } constantofshape; /* dtype from output value */
+    struct { int axis; float eps; } layernorm; /* in: X, scale, [B] */
+    struct { float eps; } instancenorm;        /* in: X, scale, B */
+    struct { int64_t size; float alpha, beta, bias; } lrn;
+  } p;
+} dm_node;
+
+typedef enum { DM_VAL_INPUT, DM_VAL_CONST, DM_VAL_ACT } dm_val_kind;
+
+typedef struct dm_value {
+  const char *name;
+  int32_t dtype;   /* DM_ONNX_* */
+  int rank;
+  int64_t dims[DM_MAX_RANK];
+  int64_t numel;
+  size_t nbytes;
+  dm_val_kind kind;
+  const void *data; /* CONST: aligned element data */
+  void *owned;      /* CONST: buffer owned by the graph, or NULL */
+  int producer;     /* node index, -1 for INPUT/CONST */
+  int n_consumers;  /* live nodes reading it (+1 if a graph output) */
+  bool is_output;   /* a graph output */
+  /* memory plan for INPUT/ACT values (set by dm__graph_plan) */
+  size_t offset;    /* byte offset in the session arena */
+  int alias_of;     /* value whose storage this one shares (views), or -1 */
+} dm_value;
+
+typedef struct dm_graph {
+  const dm_onnx_model *model;
+  int64_t opset;
+  dm_value *values;
+  int n_values, cap_values;
+  dm_node *nodes;
+  int n_nodes, cap_nodes;
+  int *inputs;  /* graph inputs (INPUT values) in file order */
+  int n_inputs;
+  int *outputs; /* graph outputs in file order */
+  int n_outputs;
+  size_t arena_bytes;
+  dm_engine_stats stats;
+  void *pool;   /* allocation list of the graph (names, params, buffers) */
+} dm_graph;
+
+typedef struct dm_graph_opts {
+  bool fuse;          /* BN folding, activation/add fusion */
+  bool alias_views;   /* Reshape-family outputs alias their input storage */
+  const dm_tensor *input_shapes; /* see dm_engine_opts */
+  size_t n_input_shapes;
+} dm_graph_opts;
+
+/* graph.c */
+dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
+                       dm_graph **out, dm_errbuf *eb);
+void dm__graph_free(dm_graph *g);
+/* Allocation tied to the graph's lifetime (zeroed, 64-byte aligned). */
+void *dm__graph_alloc(dm_graph *g, size_t n);
+/* Byte address of value v inside a session arena (INPUT/ACT) or its constant
+ * data. */
+void *dm__value_ptr(const dm_graph *g, int v, void *arena);
+const char *dm__op_name(dm_op op);
+size_t dm__dtype_size(int32_t dtype);
+
+/* backend_ref.c: one node on plain (row-major, NCHW) buffers.  in[i] is NULL
+ * for an omitted optional input.  Supports every dm_op and every dtype the
+ * graph builder lets through for it (float32 for math; int64/int32/bool and
+ * others for the data-movement and shape ops used in constant folding).
+ * Never allocates for float32 Conv/Gemm/MatMul beyond small stack use; may
+ * malloc for rare ops (returns DM_NOMEM on failure). */
+dm_err dm__ref_node(const dm_graph *g, const dm_node *n,
+                    const void *const *in, void *const *out, dm_errbuf *eb);
+
+/* A backend executes a built graph. */
+typedef struct dm_backend {
+  const char *name;
+  /* Builds per-engine state (primitives, reordered weights). */
+  dm_err (*prepare)(const dm_graph *g, const dm_engine_opts *o, void **state,
+                    dm_errbuf *eb);
+  void (*release)(void *state);
+  /* Per-session scratch. */
+  dm_err (*session_new)(void *state, void **sess, dm_errbuf *eb);
+  void (*session_free)(void *sess);
+  /* inputs: plain buffers of the graph inputs, in dm_graph.inputs order.
+   * outputs: where to write the graph outputs (plain layout, float32 or the
+   * output dtype), in dm_graph.outputs order. */
+  dm_err (*run)(void *state, void *sess, const void *const *inputs,
+                void *const *outputs, dm_errbuf *eb);
+  const char *(*precision)(void *state);
+} dm_backend;
+
+extern const dm_backend dm__backend_ref;
+extern const dm_backend dm__backend_onednn;
+
+#endif
