@@ -62,13 +62,19 @@ deps:
 	scripts/install-deps
 
 # Every test, one summary line at the end.  Installs missing packages first.
+# Builds three variants: release (build/), ASan+UBSan (build-asan/) and TSan
+# (build-tsan/, the concurrent-inference test only).
 check: deps
 	$(MAKE) all tests
+	$(MAKE) O=build-asan MODE=asan all tests
+	$(MAKE) O=build-tsan MODE=tsan build-tsan/tests/test_engine
 	tests/run-all.sh $(O)
 
 # Also the slow parity tests on all 13 torchvision architectures.
 check-all: deps
 	$(MAKE) all tests
+	$(MAKE) O=build-asan MODE=asan all tests
+	$(MAKE) O=build-tsan MODE=tsan build-tsan/tests/test_engine
 	ALL_ARCHS=1 tests/run-all.sh $(O)
 
 asan:

@@ -35,6 +35,7 @@ tally() { # name, logfile, exit status
 
 run() { # name, command...
   local name=$1; shift
+  echo "running $name" >&2
   local f="$log/$name.log"
   "$@" >"$f" 2>&1
   local st=$?
@@ -51,5 +52,20 @@ run conformance "$O/tests/conformance" --report "$O/conformance-report.tsv"
 for t in tests/integration/test_*.sh; do
   run "$(basename "$t" .sh)" bash "$t" "$O"
 done
+# Sanitizer variants (built by `make check`): ASan+UBSan over the unit
+# tests, the conformance runner and the CLI tests; TSan over concurrent
+# sessions sharing one engine.
+if [ -x build-asan/dermal ]; then
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  for t in build-asan/tests/test_*; do
+    [ -x "$t" ] || continue
+    run "asan.$(basename "$t")" "$t"
+  done
+  run asan.conformance build-asan/tests/conformance
+  DERMAL="$PWD/build-asan/dermal" run asan.test_cli bash tests/integration/test_cli.sh build-asan
+fi
+if [ -x build-tsan/tests/test_engine ]; then
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" run tsan.test_engine build-tsan/tests/test_engine
+fi
 echo "TOTAL: $pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

@@ -185,6 +185,7 @@ typedef struct builder {
   int cur_index;
   int n_out;                   /* outputs of cur, trailing unnamed ones cut */
   const char *bad_attr;        /* an attribute read with the wrong type */
+  bool legacy_axis;            /* opset < 7 broadcast axis already handled */
 } builder;
 
 static uint64_t hash_str(const char *s) {
@@ -345,7 +346,13 @@ static const dm_onnx_attr *attr_ints(const builder *b, const char *name) {
 static dm_err check_attrs(builder *b, const char *const *known) {
   for (size_t i = 0; i < b->cur->n_attrs; i++) {
     const dm_onnx_attr *a = &b->cur->attrs[i];
-    bool ok = false;
+    /* opset < 7 attributes handled in add_onnx_node or without effect on
+     * results: consumed_inputs (a memory hint), is_test (checked there),
+     * broadcast/axis of arithmetic ops (rewritten there). */
+    bool ok = b->g->opset < 7 && (!strcmp(a->name, "consumed_inputs") ||
+                                  !strcmp(a->name, "is_test") ||
+                                  !strcmp(a->name, "broadcast") ||
+                                  (!strcmp(a->name, "axis") && b->legacy_axis));
     for (const char *const *k = known; *k; k++)
       if (strcmp(*k, a->name) == 0) ok = true;
     if (!ok)
@@ -780,7 +787,7 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     int64_t dims[DM_MAX_RANK];
     int nd = 0;
     if (sub == V_NONE) {
-      static const char *const k[] = {"allowzero", NULL};
+      const char *const k[] = {"allowzero", opset < 5 ? "shape" : NULL, NULL};
       if ((rc = check_attrs(b, k)) || (rc = need_inputs(b, n, 2, 2)) ||
           (rc = const_ints(b, n->in[1], dims, DM_MAX_RANK, &nd, "shape")))
         return rc;
@@ -1480,6 +1487,87 @@ static dm_err add_constant_node(builder *b) {
                   (int)a->type);
 }
 
+/* Emits an internal node that reads no attributes of the current node. */
+static dm_err emit_plain(builder *b, dm_op op, int sub, const int *ins,
+                         int n_in, int *out) {
+  const dm_onnx_node *saved = b->cur;
+  dm_onnx_node plain = *saved;
+  plain.n_attrs = 0;
+  b->cur = &plain;
+  dm_err rc = emit(b, op, sub, ins, n_in, NULL, 1, out);
+  b->cur = saved;
+  return rc;
+}
+
+/* Opset < 7 semantics that differ from today's: is_test (training mode is
+ * refused), Reshape's shape attribute (opset < 5), and arithmetic ops'
+ * broadcast=1 with an axis, where B's dims align with A's starting at axis
+ * (rewritten as a Reshape of B followed by numpy broadcasting). */
+static dm_err legacy_rewrite(builder *b, const op_entry *e, int *ins,
+                             int *n_in_io) {
+  dm_err rc;
+  int n_in = *n_in_io;
+  b->legacy_axis = false;
+  bool training_op = e->op == DM_OP_BATCHNORM ||
+                     (e->op == DM_OP_RESHAPE && e->sub == V_DROPOUT);
+  if (training_op && attr_i(b, "is_test", 0) == 0)
+    return NODE_ERR(b, DM_UNSUPPORTED,
+                    "training mode (attribute 'is_test' is 0 or absent)");
+  if (e->op == DM_OP_RESHAPE && e->sub == V_NONE && n_in == 1) {
+    const dm_onnx_attr *sa = attr_ints(b, "shape");
+    if (!sa) return NODE_ERR(b, DM_FORMAT, "missing shape");
+    int v;
+    int64_t len = (int64_t)sa->n_ints;
+    if ((rc = add_value(b, "", &v)) ||
+        (rc = set_shape(b, v, DM_ONNX_INT64, 1, &len)) ||
+        (rc = set_const(b, v, sa->ints, false)))
+      return rc;
+    ins[1] = v;
+    *n_in_io = 2;
+    return DM_OK;
+  }
+  if (e->op == DM_OP_PRELU && n_in == 2 && ins[0] >= 0 && ins[1] >= 0 &&
+      V(b, ins[1])->rank == 1 && V(b, ins[0])->rank > 2 &&
+      V(b, ins[1])->dims[0] == V(b, ins[0])->dims[1] &&
+      V(b, ins[1])->dims[0] != 1) {
+    /* opset < 7 PRelu: a [C] slope applies per channel (axis 1) */
+    int64_t shape[DM_MAX_RANK], r = V(b, ins[0])->rank - 1;
+    shape[0] = V(b, ins[1])->dims[0];
+    for (int i = 1; i < r; i++) shape[i] = 1;
+    int sv, ns;
+    if ((rc = add_value(b, "", &sv)) ||
+        (rc = set_shape(b, sv, DM_ONNX_INT64, 1, &r)) ||
+        (rc = set_const(b, sv, shape, false)))
+      return rc;
+    int pair[2] = {ins[1], sv};
+    if ((rc = emit_plain(b, DM_OP_RESHAPE, V_NONE, pair, 2, &ns))) return rc;
+    ins[1] = ns;
+    return DM_OK;
+  }
+  if (e->op != DM_OP_BINARY || e->sub < 0 || n_in != 2 ||
+      attr_i(b, "broadcast", 0) == 0)
+    return DM_OK;
+  const dm_onnx_attr *ax = attr(b, "axis", DM_ONNX_ATTR_INT);
+  b->legacy_axis = true;
+  if (!ax || ins[0] < 0 || ins[1] < 0) return DM_OK; /* suffix = numpy */
+  const dm_value *A = V(b, ins[0]), *B = V(b, ins[1]);
+  int axis = norm_axis(ax->i, A->rank);
+  if (axis < 0 || axis + B->rank > A->rank)
+    return NODE_ERR(b, DM_FORMAT, "broadcast axis %lld out of range",
+                    (long long)ax->i);
+  int64_t shape[DM_MAX_RANK], r = A->rank - axis;
+  for (int i = 0; i < r; i++) shape[i] = i < B->rank ? B->dims[i] : 1;
+  int sv, nb;
+  if ((rc = add_value(b, "", &sv)) ||
+      (rc = set_shape(b, sv, DM_ONNX_INT64, 1, &r)) ||
+      (rc = set_const(b, sv, shape, false)))
+    return rc;
+  int pair[2] = {ins[1], sv};
+  if ((rc = emit_plain(b, DM_OP_RESHAPE, V_NONE, pair, 2, &nb))) return rc;
+  ins[1] = nb;
+  return DM_OK;
+}
+
 static dm_err add_onnx_node(builder *b) {
   const dm_onnx_node *on = b->cur;
   dm_err rc = DM_OK;
@@ -1522,6 +1610,7 @@ static dm_err add_onnx_node(builder *b) {
     memset(V(b, v)->owned, 1, V(b, v)->nbytes);
     return DM_OK;
   }
+  if (b->g->opset < 7 && (rc = legacy_rewrite(b, e, ins, &n_in))) return rc;
   /* Variadic Sum/Mean/Max/Min: a chain of binary nodes. */
   bool variadic = e->op == DM_OP_BINARY &&
                   (e->sub < 0 || ((e->sub == DM_BINARY_MAX ||
@@ -1908,9 +1997,9 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
   b.eb = eb;
   g->model = m;
   g->opset = m->opset;
-  if (m->opset < 7 || m->opset > 18) {
+  if (m->opset < 1 || m->opset > 18) {
     rc = dm_errf(eb, DM_UNSUPPORTED,
-                 "default-domain opset %lld is not supported (7..18)",
+                 "default-domain opset %lld is not supported (1..18)",
                  (long long)m->opset);
     goto fail;
   }

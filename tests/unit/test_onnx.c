@@ -39,9 +39,10 @@ static bool msg_has(const char *msg, const char *part) {
 /* Checks rc and that the message contains `part` (NULL: any). */
 #define CHECK_ERR(rc, want, eb, part)                                          \
   do {                                                                         \
-    if ((rc) != (want) || !msg_has((eb).msg, (part))) {                       \
+    dm_err got_ = (rc); /* evaluated once: rc is often a call */               \
+    if (got_ != (want) || !msg_has((eb).msg, (part))) {                        \
       fprintf(stderr, "%s:%d: got %s '%s', want %s containing '%s'\n",         \
-              __FILE__, __LINE__, dm_strerror(rc), (eb).msg,                   \
+              __FILE__, __LINE__, dm_strerror(got_), (eb).msg,                 \
               dm_strerror(want), (part) ? (part) : "");                        \
       return false;                                                            \
     }                                                                          \
