@@ -601,6 +601,14 @@ static dm_err plain_view(oeng *e, int node, int v, int nd, const int64_t *dims,
 
 /* ------------------------------------------------------------ post-ops -- */
 
+/* in[i] of a Conv/Gemm is a fused residual addend (graph.c appends addends
+ * after the last input, so without a bias in[2] is an addend). */
+static bool is_addend(const dm_node *n, int i) {
+  for (int k = 0; k < n->n_post; k++)
+    if (n->post[k].kind == DM_POST_ADD && n->post[k].input == i) return true;
+  return false;
+}
+
 typedef struct act_map {
   int n;
   dnnl_alg_kind_t alg[2];
@@ -796,7 +804,8 @@ static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
   const dm_graph *g = e->g;
   const dm_node *n = &g->nodes[ni];
   if (n->n_in < 2 || n->n_out != 1) return DM_UNSUPPORTED;
-  int x = n->in[0], w = n->in[1], bv = n->n_in > 2 ? n->in[2] : -1;
+  int x = n->in[0], w = n->in[1];
+  int bv = n->n_in > 2 && !is_addend(n, 2) ? n->in[2] : -1;
   int y = n->out[0];
   if (!is_f32(e, x) || !is_f32(e, w) || !is_f32(e, y)) return DM_UNSUPPORTED;
   if (!is_const(e, w)) return DM_UNSUPPORTED;
@@ -913,7 +922,8 @@ out:
 static dm_err map_gemm(oeng *e, int ni, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   if (n->n_in < 2 || n->n_out != 1) return DM_UNSUPPORTED;
-  int a = n->in[0], bw = n->in[1], c = n->n_in > 2 ? n->in[2] : -1;
+  int a = n->in[0], bw = n->in[1];
+  int c = n->n_in > 2 && !is_addend(n, 2) ? n->in[2] : -1;
   int y = n->out[0];
   if (!is_f32(e, a) || !is_f32(e, bw) || !is_f32(e, y)) return DM_UNSUPPORTED;
   if (!is_const(e, bw) || n->p.gemm.trans_a || n->p.gemm.alpha != 1.f)

@@ -914,14 +914,27 @@ static dm_err k_unary(const kc *c) {
 
 /* ---------- binary ---------- */
 
-static bool is_cmp(dm_binary k) {
-  return k >= DM_BINARY_EQUAL && k <= DM_BINARY_GREATEREQ;
+/* Exhaustive on purpose (no default): a new dm_binary kind must be
+ * classified here before it can run. */
+typedef enum { BIN_ARITH, BIN_CMP, BIN_LOGIC, BIN_UNKNOWN } bin_class;
+static bin_class bin_classify(dm_binary k) {
+  switch (k) {
+  case DM_BINARY_ADD: case DM_BINARY_SUB: case DM_BINARY_MUL:
+  case DM_BINARY_DIV: case DM_BINARY_POW: case DM_BINARY_MAX:
+  case DM_BINARY_MIN: case DM_BINARY_MOD: return BIN_ARITH;
+  case DM_BINARY_EQUAL: case DM_BINARY_LESS: case DM_BINARY_GREATER:
+  case DM_BINARY_LESSEQ: case DM_BINARY_GREATEREQ: return BIN_CMP;
+  case DM_BINARY_AND: case DM_BINARY_OR: case DM_BINARY_XOR: return BIN_LOGIC;
+  case DM_BINARY_COUNT: break;
+  }
+  return BIN_UNKNOWN;
 }
-static bool is_logic(dm_binary k) {
-  return k == DM_BINARY_AND || k == DM_BINARY_OR || k == DM_BINARY_XOR;
-}
+static bool is_cmp(dm_binary k) { return bin_classify(k) == BIN_CMP; }
+static bool is_logic(dm_binary k) { return bin_classify(k) == BIN_LOGIC; }
 
-/* One broadcast row of a float32 binary op: y[i] = a[i*sa] op b[i*sb]. */
+/* One broadcast row of a float32 binary op: y[i] = a[i*sa] op b[i*sb].
+ * The switches below have no default: adding a dm_binary kind fails the
+ * build (-Wswitch) until every kernel handles or rejects it. */
 static void bin_f32_row(dm_binary k, const float *a, int64_t sa, const float *b,
                         int64_t sb, float *y, int64_t cnt) {
 #define ROW(EXPR)                                                              \
@@ -939,7 +952,9 @@ static void bin_f32_row(dm_binary k, const float *a, int64_t sa, const float *b,
   case DM_BINARY_MAX: ROW(u > v || u != u ? u : v); /* NaN propagates */
   case DM_BINARY_MIN: ROW(u < v || u != u ? u : v);
   case DM_BINARY_MOD: ROW(fmodf(u, v)); /* float Mod requires fmod=1 */
-  default: break;
+  case DM_BINARY_EQUAL: case DM_BINARY_LESS: case DM_BINARY_GREATER:
+  case DM_BINARY_LESSEQ: case DM_BINARY_GREATEREQ: case DM_BINARY_AND:
+  case DM_BINARY_OR: case DM_BINARY_XOR: case DM_BINARY_COUNT: break;
   }
 #undef ROW
 }
@@ -958,7 +973,10 @@ static void cmp_f32_row(dm_binary k, const float *a, int64_t sa, const float *b,
   case DM_BINARY_GREATER: ROW(u > v);
   case DM_BINARY_LESSEQ: ROW(u <= v);
   case DM_BINARY_GREATEREQ: ROW(u >= v);
-  default: break;
+  case DM_BINARY_ADD: case DM_BINARY_SUB: case DM_BINARY_MUL:
+  case DM_BINARY_DIV: case DM_BINARY_POW: case DM_BINARY_MAX:
+  case DM_BINARY_MIN: case DM_BINARY_MOD: case DM_BINARY_AND:
+  case DM_BINARY_OR: case DM_BINARY_XOR: case DM_BINARY_COUNT: break;
   }
 #undef ROW
 }
@@ -979,8 +997,10 @@ static double bin_d(dm_binary k, double u, double v) {
   case DM_BINARY_GREATER: return u > v;
   case DM_BINARY_LESSEQ: return u <= v;
   case DM_BINARY_GREATEREQ: return u >= v;
-  default: return NAN;
+  case DM_BINARY_AND: case DM_BINARY_OR: case DM_BINARY_XOR:
+  case DM_BINARY_COUNT: break;
   }
+  return NAN;
 }
 
 /* Integer power by squaring, wrapping; negative exponents truncate 1/u^-v. */
@@ -1025,8 +1045,10 @@ static bool bin_i(dm_binary k, bool c_fmod, int64_t u, int64_t v, int64_t *r) {
   case DM_BINARY_AND: *r = (u != 0) & (v != 0); return true;
   case DM_BINARY_OR: *r = (u != 0) | (v != 0); return true;
   case DM_BINARY_XOR: *r = (u != 0) ^ (v != 0); return true;
-  default: *r = 0; return true;
+  case DM_BINARY_COUNT: break;
   }
+  *r = 0;
+  return true;
 }
 
 static dm_err k_binary(const kc *c) {
@@ -1036,7 +1058,7 @@ static dm_err k_binary(const kc *c) {
   const dm_value *A = rin(c, 0), *B = rin(c, 1), *Y = rout(c, 0);
   dm_binary k = n->p.binary.kind;
   int32_t ta = A->dtype, tb = B->dtype, ty = Y->dtype;
-  if ((unsigned)k >= DM_BINARY_COUNT)
+  if (bin_classify(k) == BIN_UNKNOWN)
     return nerr(c->eb, DM_UNSUPPORTED, n, "binary kind %d", (int)k);
   bool ok_types;
   if (is_logic(k))
@@ -1192,7 +1214,8 @@ static dm_err k_reduce(const kc *c) {
             case DM_REDUCE_PROD: acc *= v; break;
             case DM_REDUCE_L1: acc += fabsf(v); break;
             case DM_REDUCE_L2: case DM_REDUCE_SUMSQUARE: acc += v * v; break;
-            default: acc += v; break; /* SUM, MEAN */
+            case DM_REDUCE_SUM: case DM_REDUCE_MEAN: acc += v; break;
+            case DM_REDUCE_COUNT: break; /* no default: see -Wswitch */
             }
           }
         if (k == DM_REDUCE_MEAN) acc /= (float)cnt;
@@ -1661,7 +1684,8 @@ static dm_err k_shape(const kc *c) {
   if (rc) return rc;
   const dm_value *X = rin(c, 0), *Y = rout(c, 0);
   int64_t s = c->n->p.shape.start;
-  if (Y->dtype != DM_ONNX_INT64 || s < 0 || s + Y->numel > X->rank)
+  if (Y->dtype != DM_ONNX_INT64 || s < 0 || s + Y->numel > X->rank ||
+      c->n->p.shape.end - s != Y->numel)
     return nerr(c->eb, DM_FORMAT, c->n, "shape slice out of range");
   int64_t *y = c->out[0];
   for (int64_t i = 0; i < Y->numel; i++) y[i] = X->dims[s + i];

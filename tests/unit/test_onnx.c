@@ -40,10 +40,11 @@ static bool msg_has(const char *msg, const char *part) {
 #define CHECK_ERR(rc, want, eb, part)                                          \
   do {                                                                         \
     dm_err got_ = (rc); /* evaluated once: rc is often a call */               \
-    if (got_ != (want) || !msg_has((eb).msg, (part))) {                        \
+    const char *part_ = (part);                                                \
+    if (got_ != (want) || !msg_has((eb).msg, part_)) {                         \
       fprintf(stderr, "%s:%d: got %s '%s', want %s containing '%s'\n",         \
               __FILE__, __LINE__, dm_strerror(got_), (eb).msg,                 \
-              dm_strerror(want), (part) ? (part) : "");                        \
+              dm_strerror(want), part_ ? part_ : "");                          \
       return false;                                                            \
     }                                                                          \
   } while (0)
@@ -420,6 +421,20 @@ static pb build_model(void) {
   pb_str(&t, 8, "I32");
   pb_int(&t, 5, -7); /* 10-byte negative varint */
   pb_msg(&g, 5, &t);
+  t = (pb){0};
+  t_dims(&t, dims2, 1);
+  pb_int(&t, 2, DM_ONNX_FLOAT);
+  pb_str(&t, 8, "F2");
+  pb_f32(&t, 4, 2.5f); /* unpacked float_data */
+  pb_f32(&t, 4, -4.0f);
+  pb_msg(&g, 5, &t);
+  t = (pb){0};
+  t_dims(&t, dims2, 1);
+  pb_int(&t, 2, DM_ONNX_DOUBLE);
+  pb_str(&t, 8, "D2");
+  pb_fixed64(&t, 10, 0x3ff0000000000000ull); /* unpacked double_data: 1.0 */
+  pb_bytes(&t, 10, &d, 8);                   /* then a packed chunk */
+  pb_msg(&g, 5, &t);
 
   t = vinfo("X", DM_ONNX_FLOAT, 4, x_dims);
   pb_msg(&g, 11, &t);
@@ -544,7 +559,7 @@ static bool check_model(const dm_onnx_model *m, const pb *b) {
   a = dm_onnx_attr_find(n, "many");
   CHECK(a && a->type == DM_ONNX_ATTR_TENSORS); /* inferred, skipped */
 
-  CHECK(g->n_initializers == 11);
+  CHECK(g->n_initializers == 13);
   t = find_init(m, "W");
   CHECK(t && t->dtype == DM_ONNX_FLOAT && t->ndim == 4 && t->numel == 18);
   CHECK(t->dims[0] == 2 && t->dims[3] == 3);
@@ -586,6 +601,15 @@ static bool check_model(const dm_onnx_model *m, const pb *b) {
   CHECK(t && t->nbytes == 4);
   memcpy(&i32, t->data, 4);
   CHECK(i32 == -7);
+  t = find_init(m, "F2");
+  CHECK(t && t->nbytes == 8 && f32_at(t->data, 0) == 2.5f &&
+        f32_at(t->data, 1) == -4.0f);
+  t = find_init(m, "D2");
+  CHECK(t && t->nbytes == 16);
+  memcpy(&d, t->data, 8);
+  CHECK(d == 1.0);
+  memcpy(&d, (const uint8_t *)t->data + 8, 8);
+  CHECK(d == 3.5);
 
   CHECK(g->n_inputs == 1 && !strcmp(g->inputs[0].name, "X"));
   CHECK(g->inputs[0].dtype == DM_ONNX_FLOAT && g->inputs[0].ndim == 4);
@@ -1339,6 +1363,11 @@ static int write_seeds(const char *dir) {
   snprintf(p, sizeof p, "%s/encoder_tensor.pb", dir);
   ok &= write_file(p, t.p, t.n);
   snprintf(p, sizeof p, "%s/encoder_nested.onnx", dir);
+  ok &= write_file(p, n.p, n.n);
+  pb_free(&n);
+  g = ext_tensor("e", 4, "weights.bin", "16", "16");
+  n = model_with_init(&g);
+  snprintf(p, sizeof p, "%s/encoder_external.onnx", dir);
   ok &= write_file(p, n.p, n.n);
   pb_free(&b);
   pb_free(&t);

@@ -1,0 +1,894 @@
+/* test_onednn.c: the oneDNN backend against the ref backend (the oracle) and,
+ * for convolutions, against a naive convolution written here.
+ *
+ * Small ONNX models are built in memory (pb_builder.h), one per case: every
+ * Conv geometry the backend maps (grouped, depthwise, dilated, asymmetric
+ * pads, 1-D), fused post-ops (activations, residual sums in place and on a
+ * copy, swish), pooling (ceil mode, padding modes), broadcasting binaries,
+ * concat, softmax (opset 13 and legacy), Gemm/MatMul, unfolded BatchNorm,
+ * every unary the backend maps, and ref-fallback ops between oneDNN ops
+ * (layout conversions both ways).  Each case runs on the ref backend without
+ * fusions (truth) and on oneDNN with and without fusions, 1 and 2 threads;
+ * outputs must agree within max|a-b| <= 1e-4 * max|a|.
+ *
+ * Then the real models in build/models (<name>.opset13.onnx with
+ * <name>.input.npy and <name>.opset13.torch.npy, exported by
+ * tools/export_torchvision.py) against ref and PyTorch; skipped, saying so,
+ * when absent.  Also concurrent sessions on one engine.
+ * Last line: `test_onednn: N passed, N failed`. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/npy.h"
+#include "dermal/engine.h"
+#include "dermal/onnx.h"
+#include "pb_builder.h"
+
+static int passed, failed;
+#define CHECK(cond, ...)                                                       \
+  do {                                                                         \
+    if (cond) {                                                                \
+      passed++;                                                                \
+    } else {                                                                   \
+      failed++;                                                                \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__);                              \
+      printf(__VA_ARGS__);                                                     \
+      printf("\n");                                                            \
+    }                                                                          \
+  } while (0)
+
+#define IN(...) ((const char *const[]){__VA_ARGS__, NULL})
+#define TOL 1e-4
+
+static uint32_t rng = 12345;
+static float frand(void) { /* uniform in [-1, 1) */
+  rng = rng * 1664525u + 1013904223u;
+  return (float)(rng >> 8) / 16777216.0f * 2.f - 1.f;
+}
+
+static size_t numel(const int64_t *d, int nd) {
+  size_t n = 1;
+  for (int i = 0; i < nd; i++) n *= (size_t)d[i];
+  return n;
+}
+
+/* A float initializer with values uniform in [lo, hi); returns a malloc'd
+ * copy of the data when `keep`, else NULL. */
+static float *init(pb *g, const char *name, const int64_t *dims, int nd,
+                   float lo, float hi, bool keep) {
+  size_t n = numel(dims, nd);
+  float *v = malloc((n ? n : 1) * sizeof *v);
+  if (!v) abort();
+  for (size_t i = 0; i < n; i++) v[i] = lo + (frand() + 1.f) * 0.5f * (hi - lo);
+  pb_tensor_f(g, 5, name, dims, nd, v);
+  if (keep) return v;
+  free(v);
+  return NULL;
+}
+
+static void init_scalar(pb *g, const char *name, float v) {
+  pb_tensor_f(g, 5, name, NULL, 0, &v);
+}
+
+static void init_i64(pb *g, const char *name, const int64_t *v, int64_t n) {
+  pb_tensor_i64(g, 5, name, &n, 1, v);
+}
+
+/* graph output: name and float element type, shape inferred */
+static void output(pb *g, const char *name) {
+  pb tt = {0}, type = {0}, vi = {0};
+  pb_int(&tt, 1, 1);
+  pb_msg(&type, 1, &tt);
+  pb_str(&vi, 1, name);
+  pb_msg(&vi, 2, &type);
+  pb_msg(g, 12, &vi);
+}
+
+static void add(pb *g, pb *n) { pb_msg(g, 1, n); }
+
+/* Conv node `name`: x -> y with weights "<name>.w" [oc, ic/group, k, k] and
+ * bias "<name>.b" (when bias). */
+static void conv(pb *g, const char *name, const char *x, const char *y,
+                 int64_t ic, int64_t oc, int64_t group, int64_t k, int64_t s,
+                 int64_t pad, bool bias) {
+  char wn[64], bn[64];
+  snprintf(wn, sizeof wn, "%s.w", name);
+  snprintf(bn, sizeof bn, "%s.b", name);
+  pb n = bias ? pb_node("Conv", name, IN(x, wn, bn), IN(y))
+              : pb_node("Conv", name, IN(x, wn), IN(y));
+  int64_t pads[4] = {pad, pad, pad, pad}, st[2] = {s, s}, ks[2] = {k, k};
+  pb_attr_ints(&n, "pads", pads, 4);
+  pb_attr_ints(&n, "strides", st, 2);
+  pb_attr_ints(&n, "kernel_shape", ks, 2);
+  if (group != 1) pb_attr_int(&n, "group", group);
+  add(g, &n);
+  int64_t wd[4] = {oc, ic / group, k, k};
+  float sc = 1.5f / sqrtf((float)(ic / group * k * k));
+  init(g, wn, wd, 4, -sc, sc, false);
+  if (bias) init(g, bn, &oc, 1, -0.2f, 0.2f, false);
+}
+
+static void unary(pb *g, const char *op, const char *x, const char *y) {
+  pb n = pb_node(op, y, IN(x), IN(y));
+  add(g, &n);
+}
+
+static void binary(pb *g, const char *op, const char *a, const char *b,
+                   const char *y) {
+  pb n = pb_node(op, y, IN(a, b), IN(y));
+  add(g, &n);
+}
+
+/* ------------------------------------------------------------ running -- */
+
+typedef struct result {
+  int n;
+  float *y[8];
+  size_t len[8];
+} result;
+
+static void result_free(result *r) {
+  for (int i = 0; i < r->n; i++) free(r->y[i]);
+  memset(r, 0, sizeof *r);
+}
+
+static dm_err run_model(const dm_onnx_model *m, dm_backend_kind be,
+                        bool no_opt, int threads, const dm_tensor *x,
+                        result *r, double *p50_ms, int iters,
+                        dm_errbuf *eb) {
+  dm_engine_opts o = {.backend = be, .threads = threads, .no_opt = no_opt};
+  dm_engine *e = NULL;
+  dm_session *s = NULL;
+  memset(r, 0, sizeof *r);
+  dm_err rc = dm_engine_new(m, &o, &e, eb);
+  if (!rc) rc = dm_session_new(e, &s, eb);
+  if (!rc) rc = dm_session_run(s, x, 1, eb);
+  if (!rc && iters > 0) {
+    double *t = malloc((size_t)iters * sizeof *t);
+    if (!t) abort();
+    for (int i = 0; i < iters && !rc; i++) {
+      struct timespec a, b;
+      clock_gettime(CLOCK_MONOTONIC, &a);
+      rc = dm_session_run(s, x, 1, eb);
+      clock_gettime(CLOCK_MONOTONIC, &b);
+      t[i] = (double)(b.tv_sec - a.tv_sec) * 1e3 +
+             (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    }
+    for (int i = 1; i < iters; i++) /* insertion sort */
+      for (int j = i; j > 0 && t[j - 1] > t[j]; j--) {
+        double u = t[j];
+        t[j] = t[j - 1];
+        t[j - 1] = u;
+      }
+    if (p50_ms) *p50_ms = t[iters / 2];
+    free(t);
+  }
+  if (!rc) {
+    size_t no = dm_engine_n_outputs(e);
+    r->n = no > 8 ? 8 : (int)no;
+    for (int i = 0; i < r->n; i++) {
+      dm_tensor t = dm_session_output(s, (size_t)i);
+      size_t n = 1;
+      for (int d = 0; d < t.rank; d++) n *= (size_t)t.dims[d];
+      r->len[i] = n;
+      r->y[i] = malloc((n ? n : 1) * sizeof(float));
+      if (!r->y[i]) abort();
+      memcpy(r->y[i], t.data, n * sizeof(float));
+    }
+  }
+  dm_session_free(s);
+  dm_engine_free(e);
+  return rc;
+}
+
+/* max|a-b| / max|ref| */
+static double rel_err(const float *a, const float *ref, size_t n) {
+  double d = 0, m = 0;
+  for (size_t i = 0; i < n; i++) {
+    double x = fabs((double)a[i] - (double)ref[i]);
+    if (!(x <= d)) d = x; /* NaN propagates */
+    if (fabs((double)ref[i]) > m) m = fabs((double)ref[i]);
+  }
+  return m > 0 ? d / m : d;
+}
+
+static void compare(const char *name, const char *what, const result *got,
+                    const result *ref, double tol) {
+  CHECK(got->n == ref->n, "%s (%s): %d outputs, ref %d", name, what, got->n,
+        ref->n);
+  for (int i = 0; i < got->n && i < ref->n; i++) {
+    CHECK(got->len[i] == ref->len[i], "%s (%s): output %d size", name, what,
+          i);
+    if (got->len[i] != ref->len[i]) continue;
+    double e = rel_err(got->y[i], ref->y[i], got->len[i]);
+    CHECK(e <= tol, "%s (%s): output %d rel err %.3g", name, what, i, e);
+  }
+}
+
+/* Builds the model from graph g (consumed), input "x" of dims xd, and checks
+ * oneDNN (fused and not, 1 and 2 threads) against ref.  When truth is not
+ * NULL it receives the ref result (caller frees); xdata the input. */
+static void check_case(const char *name, pb *g, int64_t opset,
+                       const int64_t *xd, int xr, result *truth,
+                       float **xdata) {
+  pb_value_info(g, 11, "x", xd, xr);
+  pb bytes = pb_model(g, opset);
+  dm_errbuf eb = {{0}};
+  dm_onnx_model *m = NULL;
+  dm_err rc = dm_onnx_parse(bytes.p, bytes.n, NULL, &m, &eb);
+  CHECK(rc == DM_OK, "%s: parse: %s", name, eb.msg);
+  if (rc) {
+    free(bytes.p);
+    return;
+  }
+  size_t n = numel(xd, xr);
+  float *x = malloc(n * sizeof *x);
+  if (!x) abort();
+  for (size_t i = 0; i < n; i++) x[i] = frand() * 2.f;
+  dm_tensor xt = {.dtype = DM_ONNX_FLOAT, .rank = xr, .data = x};
+  memcpy(xt.dims, xd, (size_t)xr * sizeof *xd);
+  result ref, got;
+  rc = run_model(m, DM_BACKEND_REF, true, 1, &xt, &ref, NULL, 0, &eb);
+  CHECK(rc == DM_OK, "%s: ref: %s", name, eb.msg);
+  if (rc == DM_OK) {
+    static const struct { bool no_opt; int threads; const char *what; } v[] = {
+        {false, 1, "fused"}, {true, 1, "no_opt"}, {false, 2, "2 threads"}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+      memset(&eb, 0, sizeof eb);
+      rc = run_model(m, DM_BACKEND_ONEDNN, v[i].no_opt, v[i].threads, &xt,
+                     &got, NULL, 0, &eb);
+      CHECK(rc == DM_OK, "%s (%s): onednn: %s", name, v[i].what, eb.msg);
+      if (rc == DM_OK) compare(name, v[i].what, &got, &ref, TOL);
+      result_free(&got);
+    }
+  }
+  if (truth)
+    *truth = ref;
+  else
+    result_free(&ref);
+  if (xdata)
+    *xdata = x;
+  else
+    free(x);
+  dm_onnx_free(m);
+  free(bytes.p);
+}
+
+/* ------------------------------------------------- conv vs naive conv -- */
+
+typedef struct conv_case {
+  int64_t ic, oc, group, h, w, kh, kw, sh, sw, dh, dw;
+  int64_t pt, pl, pb_, pr;
+  bool bias;
+} conv_case;
+
+static void naive_conv(const conv_case *c, const float *x, const float *wt,
+                       const float *b, float *y, int64_t oh, int64_t ow) {
+  int64_t icg = c->ic / c->group, ocg = c->oc / c->group;
+  for (int64_t o = 0; o < c->oc; o++) {
+    int64_t gi = o / ocg;
+    for (int64_t i = 0; i < oh; i++)
+      for (int64_t j = 0; j < ow; j++) {
+        double acc = b ? b[o] : 0.0;
+        for (int64_t ci = 0; ci < icg; ci++)
+          for (int64_t u = 0; u < c->kh; u++)
+            for (int64_t v = 0; v < c->kw; v++) {
+              int64_t yy = i * c->sh - c->pt + u * c->dh;
+              int64_t xx = j * c->sw - c->pl + v * c->dw;
+              if (yy < 0 || yy >= c->h || xx < 0 || xx >= c->w) continue;
+              acc += (double)x[((gi * icg + ci) * c->h + yy) * c->w + xx] *
+                     wt[((o * icg + ci) * c->kh + u) * c->kw + v];
+            }
+        y[(o * oh + i) * ow + j] = (float)acc;
+      }
+  }
+}
+
+static void test_conv_naive(void) {
+  static const conv_case cases[] = {
+      /* ic oc  g   h   w kh kw sh sw dh dw pt pl pb pr bias */
+      {3, 16, 1, 33, 31, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, true},   /* stem */
+      {3, 8, 1, 30, 30, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, false},   /* 7x7 */
+      {16, 32, 1, 14, 14, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, true},  /* 1x1 */
+      {24, 40, 1, 9, 9, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, true},    /* 1x1 s2 */
+      {32, 32, 32, 15, 15, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, true}, /* dw */
+      {24, 24, 24, 17, 17, 5, 5, 2, 2, 1, 1, 2, 2, 2, 2, true}, /* dw 5x5 */
+      {16, 32, 4, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, true},  /* grouped */
+      {8, 16, 1, 16, 16, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, true},   /* dilated */
+      {16, 16, 16, 12, 12, 3, 3, 1, 1, 3, 3, 3, 3, 3, 3, false},/* dw dil 3 */
+      {8, 12, 1, 11, 13, 3, 2, 2, 1, 1, 1, 0, 1, 1, 2, true},   /* asym */
+      {64, 1000, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, true},  /* 1x1x1 */
+      {5, 7, 1, 6, 6, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, true},      /* odd C */
+  };
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    const conv_case *c = &cases[ci];
+    pb g = {0};
+    pb n = c->bias ? pb_node("Conv", "conv", IN("x", "w", "b"), IN("y"))
+                   : pb_node("Conv", "conv", IN("x", "w"), IN("y"));
+    int64_t pads[4] = {c->pt, c->pl, c->pb_, c->pr}, st[2] = {c->sh, c->sw},
+            dl[2] = {c->dh, c->dw}, ks[2] = {c->kh, c->kw};
+    pb_attr_ints(&n, "pads", pads, 4);
+    pb_attr_ints(&n, "strides", st, 2);
+    pb_attr_ints(&n, "dilations", dl, 2);
+    pb_attr_ints(&n, "kernel_shape", ks, 2);
+    pb_attr_int(&n, "group", c->group);
+    add(&g, &n);
+    int64_t wd[4] = {c->oc, c->ic / c->group, c->kh, c->kw};
+    float *wt = init(&g, "w", wd, 4, -0.5f, 0.5f, true);
+    float *b = c->bias ? init(&g, "b", &c->oc, 1, -0.5f, 0.5f, true) : NULL;
+    output(&g, "y");
+    int64_t xd[4] = {1, c->ic, c->h, c->w};
+    int64_t oh = (c->h + c->pt + c->pb_ - (c->kh - 1) * c->dh - 1) / c->sh + 1;
+    int64_t ow = (c->w + c->pl + c->pr - (c->kw - 1) * c->dw - 1) / c->sw + 1;
+    char name[64];
+    snprintf(name, sizeof name, "conv case %zu", ci);
+    result ref = {0};
+    float *x = NULL;
+    check_case(name, &g, 13, xd, 4, &ref, &x);
+    if (x && ref.n == 1 && ref.len[0] == (size_t)(c->oc * oh * ow)) {
+      float *y = malloc(ref.len[0] * sizeof *y);
+      if (!y) abort();
+      naive_conv(c, x, wt, b, y, oh, ow);
+      double e = rel_err(ref.y[0], y, ref.len[0]);
+      CHECK(e <= TOL, "%s: ref vs naive conv: %.3g", name, e);
+      free(y);
+    } else {
+      CHECK(0, "%s: no reference result", name);
+    }
+    result_free(&ref);
+    free(x);
+    free(wt);
+    free(b);
+  }
+}
+
+/* oneDNN against the naive conv directly, with fused relu. */
+static void test_conv_naive_direct(void) {
+  conv_case c = {16, 24, 1, 20, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, true};
+  pb g = {0};
+  pb n = pb_node("Conv", "conv", IN("x", "w", "b"), IN("c"));
+  int64_t pads[4] = {1, 1, 1, 1};
+  pb_attr_ints(&n, "pads", pads, 4);
+  add(&g, &n);
+  unary(&g, "Relu", "c", "y");
+  int64_t wd[4] = {24, 16, 3, 3};
+  float *wt = init(&g, "w", wd, 4, -0.5f, 0.5f, true);
+  float *b = init(&g, "b", &c.oc, 1, -0.5f, 0.5f, true);
+  output(&g, "y");
+  int64_t xd[4] = {1, 16, 20, 20};
+  pb_value_info(&g, 11, "x", xd, 4);
+  pb bytes = pb_model(&g, 13);
+  dm_errbuf eb = {{0}};
+  dm_onnx_model *m = NULL;
+  dm_err rc = dm_onnx_parse(bytes.p, bytes.n, NULL, &m, &eb);
+  CHECK(rc == DM_OK, "parse: %s", eb.msg);
+  float *x = malloc(16 * 20 * 20 * sizeof *x), *y = malloc(24 * 20 * 20 * sizeof *y);
+  if (!x || !y) abort();
+  for (int i = 0; i < 16 * 20 * 20; i++) x[i] = frand();
+  naive_conv(&c, x, wt, b, y, 20, 20);
+  for (int i = 0; i < 24 * 20 * 20; i++) y[i] = y[i] > 0 ? y[i] : 0;
+  dm_tensor xt = {.dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, 16, 20, 20},
+                  .data = x};
+  result got;
+  if (rc == DM_OK) {
+    rc = run_model(m, DM_BACKEND_ONEDNN, false, 1, &xt, &got, NULL, 0, &eb);
+    CHECK(rc == DM_OK, "onednn: %s", eb.msg);
+    if (rc == DM_OK) {
+      double e = rel_err(got.y[0], y, got.len[0]);
+      CHECK(got.len[0] == 24 * 20 * 20 && e <= TOL,
+            "onednn conv+relu vs naive: %.3g", e);
+      result_free(&got);
+    }
+  }
+  dm_onnx_free(m);
+  free(bytes.p);
+  free(x);
+  free(y);
+  free(wt);
+  free(b);
+}
+
+/* --------------------------------------------------------- other cases -- */
+
+static void case_residual(void) {
+  /* addend used after the sum (copy path), addend == conv input, relu */
+  pb g = {0};
+  conv(&g, "c1", "x", "a", 16, 16, 1, 3, 1, 1, true);
+  unary(&g, "Relu", "a", "r");
+  conv(&g, "c2", "r", "b", 16, 16, 1, 3, 1, 1, true);
+  binary(&g, "Add", "b", "r", "s"); /* r is read again below */
+  unary(&g, "Relu", "s", "t");
+  conv(&g, "c3", "t", "c", 16, 16, 1, 1, 1, 0, true);
+  binary(&g, "Add", "r", "c", "u"); /* addend first */
+  conv(&g, "c4", "u", "d", 16, 16, 1, 3, 1, 1, false);
+  binary(&g, "Add", "d", "u", "y"); /* u: conv input and addend */
+  output(&g, "y");
+  int64_t xd[4] = {1, 16, 10, 10};
+  check_case("residual", &g, 13, xd, 4, NULL, NULL);
+}
+
+static void case_mobile_block(void) {
+  /* expand 1x1 + relu6 (Clip with inputs), dw + relu6, project, residual */
+  pb g = {0};
+  conv(&g, "e", "x", "e1", 24, 144, 1, 1, 1, 0, true);
+  pb n = pb_node("Clip", "clip1", IN("e1", "zero", "six"), IN("e2"));
+  add(&g, &n);
+  conv(&g, "dw", "e2", "d1", 144, 144, 144, 3, 1, 1, true);
+  n = pb_node("Clip", "clip2", IN("d1", "zero", "six"), IN("d2"));
+  add(&g, &n);
+  conv(&g, "p", "d2", "p1", 144, 24, 1, 1, 1, 0, true);
+  binary(&g, "Add", "x", "p1", "y");
+  init_scalar(&g, "zero", 0.f);
+  init_scalar(&g, "six", 6.f);
+  output(&g, "y");
+  int64_t xd[4] = {1, 24, 14, 14};
+  check_case("mobilenet block", &g, 13, xd, 4, NULL, NULL);
+}
+
+static void case_se_swish(void) {
+  /* efficientnet block: conv+swish, dw+swish, SE (GAP, conv, swish, conv,
+   * sigmoid, Mul broadcast), project; plus HardSwish and HardSigmoid */
+  pb g = {0};
+  conv(&g, "e", "x", "e1", 16, 96, 1, 1, 1, 0, true);
+  unary(&g, "Sigmoid", "e1", "e1s");
+  binary(&g, "Mul", "e1", "e1s", "e2");
+  conv(&g, "dw", "e2", "d1", 96, 96, 96, 3, 2, 1, true);
+  unary(&g, "Sigmoid", "d1", "d1s");
+  binary(&g, "Mul", "d1s", "d1", "d2");
+  unary(&g, "GlobalAveragePool", "d2", "gp");
+  conv(&g, "f1", "gp", "f1o", 96, 4, 1, 1, 1, 0, true);
+  unary(&g, "Sigmoid", "f1o", "f1s");
+  binary(&g, "Mul", "f1o", "f1s", "f1m");
+  conv(&g, "f2", "f1m", "f2o", 4, 96, 1, 1, 1, 0, true);
+  unary(&g, "Sigmoid", "f2o", "sc");
+  binary(&g, "Mul", "d2", "sc", "se");
+  conv(&g, "p", "se", "p1", 96, 24, 1, 1, 1, 0, true);
+  pb n = pb_node("HardSigmoid", "hs", IN("p1"), IN("p2"));
+  pb_attr_float(&n, "alpha", 0.2f);
+  pb_attr_float(&n, "beta", 0.4f);
+  add(&g, &n);
+  binary(&g, "Mul", "p1", "p2", "p3");
+  n = pb_node("HardSigmoid", "hs2", IN("p3"), IN("p4"));
+  pb_attr_float(&n, "alpha", 1.f / 6);
+  pb_attr_float(&n, "beta", 0.5f);
+  add(&g, &n);
+  binary(&g, "Mul", "p3", "p4", "y");
+  output(&g, "y");
+  int64_t xd[4] = {1, 16, 16, 16};
+  check_case("SE + swish", &g, 13, xd, 4, NULL, NULL);
+}
+
+static void case_pools(void) {
+  pb g = {0};
+  conv(&g, "c", "x", "c1", 8, 16, 1, 3, 1, 1, true);
+  pb n = pb_node("MaxPool", "mp", IN("c1"), IN("m1"));
+  int64_t k3[2] = {3, 3}, s2[2] = {2, 2}, p1[4] = {1, 1, 1, 1},
+          pa[4] = {0, 1, 1, 0}, d2[2] = {2, 2};
+  pb_attr_ints(&n, "kernel_shape", k3, 2);
+  pb_attr_ints(&n, "strides", s2, 2);
+  pb_attr_ints(&n, "pads", p1, 4);
+  add(&g, &n);
+  n = pb_node("MaxPool", "mpc", IN("c1"), IN("m2"));
+  pb_attr_ints(&n, "kernel_shape", k3, 2);
+  pb_attr_ints(&n, "strides", s2, 2);
+  pb_attr_int(&n, "ceil_mode", 1);
+  add(&g, &n);
+  n = pb_node("AveragePool", "ap", IN("c1"), IN("a1"));
+  pb_attr_ints(&n, "kernel_shape", k3, 2);
+  pb_attr_ints(&n, "strides", s2, 2);
+  pb_attr_ints(&n, "pads", p1, 4);
+  pb_attr_int(&n, "count_include_pad", 1);
+  add(&g, &n);
+  n = pb_node("AveragePool", "apc", IN("c1"), IN("a2"));
+  pb_attr_ints(&n, "kernel_shape", k3, 2);
+  pb_attr_ints(&n, "strides", s2, 2);
+  pb_attr_ints(&n, "pads", pa, 4);
+  pb_attr_int(&n, "ceil_mode", 1);
+  add(&g, &n);
+  n = pb_node("AveragePool", "api", IN("c1"), IN("a3"));
+  pb_attr_ints(&n, "kernel_shape", k3, 2);
+  pb_attr_ints(&n, "strides", s2, 2);
+  pb_attr_int(&n, "ceil_mode", 1);
+  pb_attr_int(&n, "count_include_pad", 1);
+  add(&g, &n);
+  n = pb_node("MaxPool", "mpd", IN("c1"), IN("m3"));
+  pb_attr_ints(&n, "kernel_shape", k3, 2);
+  pb_attr_ints(&n, "dilations", d2, 2);
+  add(&g, &n);
+  conv(&g, "c12", "x", "c2", 8, 16, 1, 2, 1, 0, true); /* 12x12 */
+  n = pb_node("AveragePool", "api2", IN("c2"), IN("a4")); /* overhang */
+  pb_attr_ints(&n, "kernel_shape", k3, 2);
+  pb_attr_ints(&n, "strides", s2, 2);
+  pb_attr_int(&n, "ceil_mode", 1);
+  pb_attr_int(&n, "count_include_pad", 1);
+  add(&g, &n);
+  n = pb_node("MaxPool", "mpc2", IN("c2"), IN("m4"));
+  pb_attr_ints(&n, "kernel_shape", k3, 2);
+  pb_attr_ints(&n, "strides", s2, 2);
+  pb_attr_int(&n, "ceil_mode", 1);
+  add(&g, &n);
+  binary(&g, "Add", "a4", "m4", "y4");
+  output(&g, "y4");
+  unary(&g, "GlobalMaxPool", "c1", "g1");
+  unary(&g, "GlobalAveragePool", "m3", "g2");
+  /* sum everything down to one tensor per family to keep 4 outputs */
+  binary(&g, "Add", "m1", "a1", "y1");
+  binary(&g, "Add", "m2", "a3", "y2");
+  binary(&g, "Add", "g1", "g2", "y3");
+  output(&g, "y1");
+  output(&g, "y2");
+  output(&g, "m3");
+  output(&g, "y3");
+  output(&g, "a2");
+  int64_t xd[4] = {1, 8, 13, 13};
+  check_case("pools", &g, 13, xd, 4, NULL, NULL);
+}
+
+static void case_binaries(void) {
+  pb g = {0};
+  conv(&g, "c", "x", "c1", 8, 16, 1, 3, 1, 1, true);
+  conv(&g, "d", "x", "d1", 8, 16, 1, 1, 1, 0, true);
+  int64_t cd[3] = {16, 1, 1}, c4[4] = {1, 16, 1, 1}, wd[1] = {9},
+          hw[2] = {9, 9};
+  init(&g, "k3", cd, 3, -1.f, 1.f, false);
+  init(&g, "k4", c4, 4, 0.5f, 1.5f, false);
+  init(&g, "kw", wd, 1, -1.f, 1.f, false);
+  init(&g, "khw", hw, 2, -1.f, 1.f, false);
+  init_scalar(&g, "two", 2.f);
+  binary(&g, "Add", "c1", "k3", "b1");  /* [C,1,1] const */
+  binary(&g, "Mul", "k4", "b1", "b2");  /* const first, commutes */
+  binary(&g, "Sub", "k4", "b2", "b3");  /* src0 broadcast: not commutative */
+  binary(&g, "Div", "b3", "two", "b4"); /* scalar */
+  binary(&g, "Max", "b4", "d1", "b5");  /* two activations */
+  binary(&g, "Min", "b5", "kw", "b6");  /* last-dim vector */
+  binary(&g, "Add", "b6", "khw", "b7"); /* [H,W] */
+  pb n = pb_node("Transpose", "tr", IN("d1"), IN("t1"));
+  int64_t perm[4] = {0, 1, 3, 2};
+  pb_attr_ints(&n, "perm", perm, 4);
+  add(&g, &n);
+  binary(&g, "Add", "t1", "b7", "b8"); /* plain + blocked */
+  binary(&g, "Pow", "b8", "two", "b9"); /* not mapped: ref */
+  binary(&g, "Mul", "b9", "c1", "y");
+  output(&g, "y");
+  int64_t xd[4] = {1, 8, 9, 9};
+  check_case("binaries", &g, 13, xd, 4, NULL, NULL);
+}
+
+static void case_unaries(void) {
+  static const char *ops[] = {"Relu",  "Sigmoid", "Tanh", "Elu",
+                              "Exp",   "Softplus", "Abs", "Neg",
+                              "Floor", "Erf",     "HardSwish", "Softsign"};
+  pb g = {0};
+  /* on the plain input, then on a conv output that is also a graph output
+   * (so nothing fuses) */
+  conv(&g, "c", "x", "c1", 8, 16, 1, 3, 1, 1, true);
+  output(&g, "c1");
+  char prev[32] = "c1", cur[32];
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+    snprintf(cur, sizeof cur, "u%zu", i);
+    if (!strcmp(ops[i], "Elu")) {
+      pb n = pb_node("Elu", cur, IN(prev), IN(cur));
+      pb_attr_float(&n, "alpha", 0.7f);
+      add(&g, &n);
+    } else {
+      unary(&g, ops[i], prev, cur);
+    }
+    memcpy(prev, cur, sizeof prev);
+  }
+  pb n = pb_node("LeakyRelu", "lr", IN("x"), IN("l1"));
+  pb_attr_float(&n, "alpha", 0.1f);
+  add(&g, &n);
+  unary(&g, "Abs", "l1", "l2");
+  unary(&g, "Sqrt", "l2", "l3");
+  unary(&g, "Exp", "l3", "l4");
+  unary(&g, "Log", "l4", "l5");
+  unary(&g, "Reciprocal", "l4", "l6");
+  binary(&g, "Add", "l5", "l6", "l7");
+  conv(&g, "c2", "l7", "c2o", 8, 16, 1, 1, 1, 0, true);
+  unary(&g, "Tanh", "c2o", "c2t");
+  binary(&g, "Add", prev, "c2t", "y");
+  output(&g, "y");
+  int64_t xd[4] = {1, 8, 7, 7};
+  check_case("unaries", &g, 13, xd, 4, NULL, NULL);
+}
+
+static void case_concat_softmax(void) {
+  pb g = {0};
+  conv(&g, "a", "x", "a1", 8, 24, 1, 3, 1, 1, true);
+  conv(&g, "b", "x", "b1", 8, 8, 1, 1, 1, 0, true);
+  unary(&g, "Relu", "a1", "a2");
+  pb n = pb_node("Concat", "cat", IN("a2", "b1", "x"), IN("c"));
+  pb_attr_int(&n, "axis", 1);
+  add(&g, &n);
+  conv(&g, "d", "c", "d1", 40, 16, 1, 3, 1, 1, true);
+  n = pb_node("Concat", "cat2", IN("d1", "d1"), IN("e"));
+  pb_attr_int(&n, "axis", 2);
+  add(&g, &n);
+  n = pb_node("Softmax", "sm", IN("e"), IN("y1"));
+  pb_attr_int(&n, "axis", 1);
+  add(&g, &n);
+  n = pb_node("LogSoftmax", "lsm", IN("d1"), IN("y2"));
+  pb_attr_int(&n, "axis", -1);
+  add(&g, &n);
+  output(&g, "y1");
+  output(&g, "y2");
+  int64_t xd[4] = {1, 8, 6, 6};
+  check_case("concat + softmax", &g, 13, xd, 4, NULL, NULL);
+
+  /* legacy softmax (opset 11): coerced to 2-D at axis 1 */
+  pb h = {0};
+  conv(&h, "a", "x", "a1", 8, 4, 1, 3, 1, 1, true);
+  n = pb_node("Softmax", "sm", IN("a1"), IN("y"));
+  pb_attr_int(&n, "axis", 1);
+  add(&h, &n);
+  output(&h, "y");
+  check_case("legacy softmax", &h, 11, xd, 4, NULL, NULL);
+}
+
+static void case_gemm_matmul(void) {
+  pb g = {0};
+  conv(&g, "c", "x", "c1", 8, 32, 1, 3, 1, 1, true);
+  unary(&g, "GlobalAveragePool", "c1", "gp");
+  pb n = pb_node("Flatten", "fl", IN("gp"), IN("f"));
+  add(&g, &n);
+  n = pb_node("Gemm", "g1", IN("f", "w1", "b1"), IN("h1"));
+  pb_attr_int(&n, "transB", 1);
+  add(&g, &n);
+  unary(&g, "Relu", "h1", "h2");
+  n = pb_node("Gemm", "g2", IN("h2", "w2", "b2"), IN("h3")); /* transB 0 */
+  pb_attr_float(&n, "beta", 0.5f);
+  add(&g, &n);
+  n = pb_node("Gemm", "g3", IN("h3", "w3", "b3"), IN("y1")); /* alpha: ref */
+  pb_attr_float(&n, "alpha", 2.f);
+  add(&g, &n);
+  int64_t w1[2] = {20, 32}, b1[2] = {1, 20}, w2[2] = {20, 10}, b2[1] = {10},
+          w3[2] = {10, 5}, b3[1] = {5};
+  init(&g, "w1", w1, 2, -0.3f, 0.3f, false);
+  init(&g, "b1", b1, 2, -0.3f, 0.3f, false);
+  init(&g, "w2", w2, 2, -0.3f, 0.3f, false);
+  init(&g, "b2", b2, 1, -0.3f, 0.3f, false);
+  init(&g, "w3", w3, 2, -0.3f, 0.3f, false);
+  init(&g, "b3", b3, 1, -0.3f, 0.3f, false);
+  /* MatMul: [1,32,H*W]^T-ish via Reshape + Transpose, const weights */
+  int64_t shp[3] = {1, 32, 36};
+  init_i64(&g, "shp", shp, 3);
+  n = pb_node("Reshape", "rs", IN("c1", "shp"), IN("r1"));
+  add(&g, &n);
+  n = pb_node("Transpose", "tr", IN("r1"), IN("r2"));
+  int64_t perm[3] = {0, 2, 1};
+  pb_attr_ints(&n, "perm", perm, 3);
+  add(&g, &n);
+  int64_t wm[2] = {32, 12};
+  init(&g, "wm", wm, 2, -0.3f, 0.3f, false);
+  binary(&g, "MatMul", "r2", "wm", "m1");
+  binary(&g, "MatMul", "r1", "m1", "y2"); /* two activations */
+  output(&g, "y1");
+  output(&g, "y2");
+  int64_t xd[4] = {1, 8, 6, 6};
+  check_case("gemm + matmul", &g, 13, xd, 4, NULL, NULL);
+}
+
+static void case_batchnorm_ref_ops(void) {
+  /* BN after a pool (cannot fold), ops that fall back to ref between oneDNN
+   * ops: Pad, Slice, Transpose, Reshape; a 1-D conv */
+  pb g = {0};
+  conv(&g, "c", "x", "c1", 8, 16, 1, 3, 1, 1, true);
+  pb n = pb_node("MaxPool", "mp", IN("c1"), IN("m"));
+  int64_t k2[2] = {2, 2};
+  pb_attr_ints(&n, "kernel_shape", k2, 2);
+  pb_attr_ints(&n, "strides", k2, 2);
+  add(&g, &n);
+  n = pb_node("BatchNormalization", "bn", IN("m", "s", "b", "mu", "var"),
+              IN("n1"));
+  pb_attr_float(&n, "epsilon", 1e-3f);
+  add(&g, &n);
+  int64_t c16[1] = {16};
+  init(&g, "s", c16, 1, 0.5f, 1.5f, false);
+  init(&g, "b", c16, 1, -0.5f, 0.5f, false);
+  init(&g, "mu", c16, 1, -0.5f, 0.5f, false);
+  init(&g, "var", c16, 1, 0.5f, 1.5f, false);
+  int64_t pads[8] = {0, 0, 1, 2, 0, 0, 2, 1};
+  init_i64(&g, "pads", pads, 8);
+  n = pb_node("Pad", "pad", IN("n1", "pads"), IN("p1"));
+  add(&g, &n);
+  conv(&g, "c2", "p1", "c2o", 16, 16, 16, 3, 1, 0, true);
+  int64_t st[1] = {1}, en[1] = {5}, ax[1] = {2};
+  init_i64(&g, "st", st, 1);
+  init_i64(&g, "en", en, 1);
+  init_i64(&g, "ax", ax, 1);
+  n = pb_node("Slice", "sl", IN("c2o", "st", "en", "ax"), IN("s1"));
+  add(&g, &n);
+  int64_t shp[3] = {1, 16, -1};
+  init_i64(&g, "shp", shp, 3);
+  n = pb_node("Reshape", "rs", IN("s1", "shp"), IN("r1"));
+  add(&g, &n);
+  /* 1-D conv on [1,16,L] */
+  n = pb_node("Conv", "c1d", IN("r1", "w1d", "b1d"), IN("q1"));
+  int64_t k3[1] = {3}, p1[2] = {1, 1};
+  pb_attr_ints(&n, "kernel_shape", k3, 1);
+  pb_attr_ints(&n, "pads", p1, 2);
+  add(&g, &n);
+  int64_t w1d[3] = {12, 16, 3}, b1d[1] = {12};
+  init(&g, "w1d", w1d, 3, -0.3f, 0.3f, false);
+  init(&g, "b1d", b1d, 1, -0.3f, 0.3f, false);
+  unary(&g, "Relu", "q1", "y");
+  output(&g, "y");
+  output(&g, "n1"); /* also read internally */
+  int64_t xd[4] = {1, 8, 12, 12};
+  check_case("batchnorm + ref ops", &g, 13, xd, 4, NULL, NULL);
+}
+
+/* ------------------------------------------------------ real models -- */
+
+static const char *const model_names[] = {"mobilenet_v2", "resnet50",
+                                          "efficientnet_b0", "resnet18",
+                                          "squeezenet1_1", "mobilenet_v3_small"};
+
+static void test_real_models(void) {
+  const char *dir = getenv("DERMAL_MODELS");
+  if (!dir) dir = "build/models";
+  const char *bench = getenv("DERMAL_ONEDNN_BENCH");
+  for (size_t mi = 0; mi < sizeof model_names / sizeof model_names[0]; mi++) {
+    const char *nm = model_names[mi];
+    char path[512], inp[512], tpath[512];
+    snprintf(path, sizeof path, "%s/%s.opset13.onnx", dir, nm);
+    snprintf(inp, sizeof inp, "%s/%s.input.npy", dir, nm);
+    snprintf(tpath, sizeof tpath, "%s/%s.opset13.torch.npy", dir, nm);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+      printf("skip %s: %s not found (tools/export_torchvision.py)\n", nm, path);
+      continue;
+    }
+    fclose(f);
+    dm_errbuf eb = {{0}};
+    dm_onnx_model *m = NULL;
+    dm_tensor x = {0}, t = {0};
+    dm_err rc = dm_onnx_open(path, &m, &eb);
+    CHECK(rc == DM_OK, "%s: open: %s", nm, eb.msg);
+    if (!rc) rc = dm_npy_read(inp, &x, &eb);
+    CHECK(rc == DM_OK, "%s: input: %s", nm, eb.msg);
+    if (rc) {
+      dm_onnx_free(m);
+      continue;
+    }
+    bool have_torch = dm_npy_read(tpath, &t, &eb) == DM_OK;
+    result ref = {0}, got = {0}, got2 = {0};
+    rc = run_model(m, DM_BACKEND_REF, false, 1, &x, &ref, NULL, 0, &eb);
+    CHECK(rc == DM_OK, "%s: ref: %s", nm, eb.msg);
+    double p50 = 0, p50b = 0;
+    int iters = bench ? 100 : 0;
+    dm_err rc1 = run_model(m, DM_BACKEND_ONEDNN, false, 1, &x, &got, &p50,
+                           iters, &eb);
+    CHECK(rc1 == DM_OK, "%s: onednn: %s", nm, eb.msg);
+    dm_err rc2 = run_model(m, DM_BACKEND_ONEDNN, false, 2, &x, &got2, &p50b,
+                           iters, &eb);
+    CHECK(rc2 == DM_OK, "%s: onednn 2 threads: %s", nm, eb.msg);
+    if (!rc && !rc1) compare(nm, "vs ref", &got, &ref, TOL);
+    if (!rc && !rc2) compare(nm, "2 threads vs ref", &got2, &ref, TOL);
+    if (have_torch && !rc1 && got.n == 1) {
+      size_t n = 1;
+      for (int d = 0; d < t.rank; d++) n *= (size_t)t.dims[d];
+      CHECK(n == got.len[0], "%s: torch output size", nm);
+      if (n == got.len[0]) {
+        double e = rel_err(got.y[0], t.data, n);
+        CHECK(e <= 1e-3, "%s: onednn vs torch rel err %.3g", nm, e);
+        printf("  %-20s vs ref %.2g, vs torch %.2g", nm,
+               !rc ? rel_err(got.y[0], ref.y[0], n) : -1.0, e);
+        if (bench) printf(", p50 %.3f ms (1t) %.3f ms (2t)", p50, p50b);
+        printf("\n");
+      }
+    }
+    result_free(&ref);
+    result_free(&got);
+    result_free(&got2);
+    free(x.data);
+    free(t.data);
+    dm_onnx_free(m);
+  }
+}
+
+/* ------------------------------------------------------- concurrency -- */
+
+typedef struct worker {
+  const dm_engine *e;
+  const dm_tensor *x;
+  const float *expect;
+  size_t n;
+  int bad;
+} worker;
+
+static void *work(void *arg) {
+  worker *w = arg;
+  dm_errbuf eb = {{0}};
+  dm_session *s = NULL;
+  if (dm_session_new(w->e, &s, &eb)) {
+    w->bad = 1000;
+    return NULL;
+  }
+  for (int i = 0; i < 20; i++) {
+    if (dm_session_run(s, w->x, 1, &eb)) {
+      w->bad++;
+      continue;
+    }
+    const float *y = dm_session_output(s, 0).data;
+    if (memcmp(y, w->expect, w->n * sizeof *y)) w->bad++;
+  }
+  dm_session_free(s);
+  return NULL;
+}
+
+static void test_concurrent(void) {
+  pb g = {0};
+  conv(&g, "a", "x", "a1", 8, 32, 1, 3, 1, 1, true);
+  unary(&g, "Relu", "a1", "a2");
+  conv(&g, "b", "a2", "b1", 32, 32, 32, 3, 1, 1, true);
+  binary(&g, "Add", "b1", "a2", "b2");
+  conv(&g, "c", "b2", "c1", 32, 16, 1, 1, 1, 0, true);
+  pb n = pb_node("Transpose", "tr", IN("c1"), IN("y"));
+  int64_t perm[4] = {0, 2, 3, 1};
+  pb_attr_ints(&n, "perm", perm, 4);
+  add(&g, &n);
+  output(&g, "y");
+  int64_t xd[4] = {1, 8, 24, 24};
+  pb_value_info(&g, 11, "x", xd, 4);
+  pb bytes = pb_model(&g, 13);
+  dm_errbuf eb = {{0}};
+  dm_onnx_model *m = NULL;
+  dm_engine *e = NULL;
+  dm_session *s = NULL;
+  size_t nx = numel(xd, 4), ny = 16 * 24 * 24;
+  float *x = malloc(nx * sizeof *x), *expect = malloc(ny * sizeof *expect);
+  if (!x || !expect) abort();
+  for (size_t i = 0; i < nx; i++) x[i] = frand();
+  dm_tensor xt = {.dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, 8, 24, 24},
+                  .data = x};
+  dm_engine_opts o = {.backend = DM_BACKEND_ONEDNN, .threads = 2};
+  dm_err rc = dm_onnx_parse(bytes.p, bytes.n, NULL, &m, &eb);
+  if (!rc) rc = dm_engine_new(m, &o, &e, &eb);
+  if (!rc) rc = dm_session_new(e, &s, &eb);
+  if (!rc) rc = dm_session_run(s, &xt, 1, &eb);
+  CHECK(rc == DM_OK, "concurrent: setup: %s", eb.msg);
+  if (!rc) {
+    memcpy(expect, dm_session_output(s, 0).data, ny * sizeof *expect);
+    worker w[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+      w[i] = (worker){e, &xt, expect, ny, 0};
+      pthread_create(&t[i], NULL, work, &w[i]);
+    }
+    int bad = 0;
+    for (int i = 0; i < 4; i++) {
+      pthread_join(t[i], NULL);
+      bad += w[i].bad;
+    }
+    CHECK(bad == 0, "concurrent sessions: %d runs differ or failed", bad);
+  }
+  dm_session_free(s);
+  dm_engine_free(e);
+  dm_onnx_free(m);
+  free(bytes.p);
+  free(x);
+  free(expect);
+}
+
+int main(void) {
+  test_conv_naive();
+  test_conv_naive_direct();
+  case_residual();
+  case_mobile_block();
+  case_se_swish();
+  case_pools();
+  case_binaries();
+  case_unaries();
+  case_concat_softmax();
+  case_gemm_matmul();
+  case_batchnorm_ref_ops();
+  test_concurrent();
+  test_real_models();
+  printf("test_onednn: %d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
