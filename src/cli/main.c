@@ -488,12 +488,13 @@ static int cmd_bench(int argc, char **argv) {
            "\"iters\":%d,\"load_ms\":%.3f,\"build_ms\":%.3f,\"first_ms\":%.3f,"
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"mean_ms\":%.3f,"
            "\"min_ms\":%.3f,\"peak_rss_mb\":%.1f,\"nodes_in\":%zu,"
-           "\"nodes_run\":%zu,\"arena_bytes\":%zu}\n",
+           "\"nodes_run\":%zu,\"arena_bytes\":%zu,\"weight_bytes\":%zu,"
+           "\"weight_copied_bytes\":%zu}\n",
            dm_engine_backend_name(e), dm_engine_precision_name(e),
            o.eng.threads, o.iters, load_ms, es->load_ms, first_ms,
            pct(lat, o.iters, 50), pct(lat, o.iters, 90), pct(lat, o.iters, 99),
            mean, lat[0], peak_rss_mb(), es->nodes_in, es->nodes_run,
-           es->arena_bytes);
+           es->arena_bytes, es->weight_bytes, es->weight_copied);
   } else {
     printf("model      %s\n", o.model);
     printf("backend    %s (%s), %d thread%s\n", dm_engine_backend_name(e),
@@ -508,8 +509,10 @@ static int cmd_bench(int argc, char **argv) {
     printf("latency    p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  (%d iters)\n",
            pct(lat, o.iters, 50), pct(lat, o.iters, 90),
            pct(lat, o.iters, 99), o.iters);
-    printf("memory     peak RSS %.1f MB, arena %.1f MB\n", peak_rss_mb(),
-           (double)es->arena_bytes / 1e6);
+    printf("memory     peak RSS %.1f MB, arena %.1f MB, weights %.1f MB "
+           "(%.1f MB copied from the file, the rest used in place)\n",
+           peak_rss_mb(), (double)es->arena_bytes / 1e6,
+           (double)es->weight_bytes / 1e6, (double)es->weight_copied / 1e6);
   }
   ret = 0;
 out:

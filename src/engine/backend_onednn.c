@@ -794,7 +794,18 @@ static dm_err dst_for(oeng *e, int ni, int y, const dnnl_memory_desc_t *md,
   }
   int t = new_act(e, y, md);
   if (t < 0) return nomem(eb, n);
-  rc = emit_reorder(e, ni, ta, t, eb);
+  if (dnnl_memory_desc_equal(&e->t[ta].md, md)) { /* plain copy */
+    ostep st;
+    memset(&st, 0, sizeof st);
+    st.kind = ST_COPY;
+    st.node = ni;
+    st.src = ta;
+    st.dst = t;
+    st.bytes = e->t[t].bytes;
+    rc = add_step(e, &st, eb);
+  } else {
+    rc = emit_reorder(e, ni, ta, t, eb);
+  }
   if (rc != DM_OK) return rc;
   *out = t;
   return DM_OK;

@@ -777,8 +777,9 @@ static dm_err k_layernorm(const kc *c) {
   if (!all_f32(X, Y) || S->dtype != DM_ONNX_FLOAT ||
       (B && B->dtype != DM_ONNX_FLOAT))
     return bad_dtype(c, X);
-  if (n->n_out > 1)
-    return nerr(c->eb, DM_UNSUPPORTED, n, "Mean/InvStdDev outputs");
+  /* optional outputs 1 (Mean) and 2 (InvStdDev): float, one per row */
+  float *mean_out = n->n_out > 1 ? c->out[1] : NULL;
+  float *inv_out = n->n_out > 2 ? c->out[2] : NULL;
   int ax = n->p.layernorm.axis, r = X->rank;
   if (ax < 0 || ax > r || S->rank > r - ax || (B && B->rank > r - ax))
     return nerr(c->eb, DM_FORMAT, n, "axis %d / scale rank mismatch", ax);
@@ -802,6 +803,8 @@ static dm_err k_layernorm(const kc *c) {
     for (int64_t j = 0; j < D; j++) var += (p[j] - mean) * (p[j] - mean);
     var /= (float)D;
     float inv = 1.0f / sqrtf(var + eps);
+    if (mean_out) mean_out[o] = mean;
+    if (inv_out) inv_out[o] = inv;
     it_reset(&sb);
     for (int64_t a = 0; a < sb.outer; a++, it_step(&sb))
       for (int64_t i = 0; i < sb.inner; i++) {

@@ -280,15 +280,28 @@ static dm_err set_const(builder *b, int v, const void *data, bool may_borrow) {
   dm_value *x = &b->g->values[v];
   size_t es = dm__dtype_size(x->dtype);
   x->kind = DM_VAL_CONST;
-  if (may_borrow && data && ((uintptr_t)data % es) == 0) {
-    x->data = data;
+  if (may_borrow && data) {
+    x->data = data; /* zero copy; aligned later only where a C reader needs */
+    x->unaligned = ((uintptr_t)data % es) != 0;
     return DM_OK;
   }
   x->owned = dm__graph_alloc(b->g, x->nbytes ? x->nbytes : 1);
   if (!x->owned) return dm_errf(b->eb, DM_NOMEM, "out of memory");
   if (data && x->nbytes) memcpy(x->owned, data, x->nbytes);
   x->data = x->owned;
-  if (may_borrow) b->g->stats.weight_copied += x->nbytes;
+  return DM_OK;
+}
+
+dm_err dm__graph_align_const(dm_graph *g, int v) {
+  dm_value *x = &g->values[v];
+  if (x->kind != DM_VAL_CONST || !x->unaligned) return DM_OK;
+  void *p = dm__graph_alloc(g, x->nbytes ? x->nbytes : 1);
+  if (!p) return DM_NOMEM;
+  memcpy(p, x->data, x->nbytes);
+  x->owned = p;
+  x->data = p;
+  x->unaligned = false;
+  g->stats.weight_copied += x->nbytes;
   return DM_OK;
 }
 
@@ -379,6 +392,7 @@ static dm_err const_ints(builder *b, int v, int64_t *dst, int max, int *n,
                     "input '%s' must be a constant (dynamic shapes are not "
                     "supported)",
                     what);
+  if (dm__graph_align_const(b->g, v)) return dm_errf(b->eb, DM_NOMEM, "out of memory");
   const dm_value *x = V(b, v);
   if (x->numel > max)
     return NODE_ERR(b, DM_UNSUPPORTED, "input '%s' has %lld values (max %d)",
@@ -398,6 +412,7 @@ static dm_err const_ints(builder *b, int v, int64_t *dst, int max, int *n,
 
 static dm_err const_scalar_f(builder *b, int v, double *out, const char *what) {
   if (v < 0) return DM_OK;
+  if (dm__graph_align_const(b->g, v)) return dm_errf(b->eb, DM_NOMEM, "out of memory");
   const dm_value *x = V(b, v);
   if (x->kind != DM_VAL_CONST)
     return NODE_ERR(b, DM_UNSUPPORTED, "input '%s' must be a constant", what);
@@ -1301,11 +1316,17 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     static const char *const k[] = {"axis", "epsilon", "stash_type", NULL};
     if ((rc = check_attrs(b, k)) || (rc = need_inputs(b, n, 2, 3))) return rc;
     if (!is_float(x->dtype)) return bad_dtype(b, x);
-    if (b->n_out > 1)
-      return NODE_ERR(b, DM_UNSUPPORTED, "Mean/InvStdDev outputs");
+    if (attr_i(b, "stash_type", 1) != 1)
+      return NODE_ERR(b, DM_UNSUPPORTED, "attribute 'stash_type' != 1");
     int ax = norm_axis(attr_i(b, "axis", -1), x->rank);
     if (ax < 0) return NODE_ERR(b, DM_FORMAT, "attribute 'axis' out of range");
     n->p.layernorm.axis = ax;
+    for (int i = 1; i < n->n_out; i++) { /* Mean, InvStdDev: [..., 1, 1] */
+      odt[i] = DM_ONNX_FLOAT;
+      orank[i] = x->rank;
+      memcpy(odims[i], x->dims, sizeof x->dims);
+      for (int d = ax; d < x->rank; d++) odims[i][d] = 1;
+    }
     n->p.layernorm.eps = attr_f(b, "epsilon", 1e-5f);
     return DM_OK;
   }
@@ -1411,6 +1432,14 @@ static dm_err emit(builder *b, dm_op op, int sub, const int *ins, int n_in,
     const void **ip = calloc((size_t)n.n_in + 1, sizeof *ip);
     void **op_ = calloc((size_t)n_out, sizeof *op_);
     if (!ip || !op_) {
+      free(ip);
+      free(op_);
+      rc = dm_errf(b->eb, DM_NOMEM, "out of memory");
+      goto out;
+    }
+    for (int i = 0; i < n.n_in && !rc; i++)
+      if (n.in[i] >= 0) rc = dm__graph_align_const(g, n.in[i]);
+    if (rc) {
       free(ip);
       free(op_);
       rc = dm_errf(b->eb, DM_NOMEM, "out of memory");
@@ -1656,7 +1685,8 @@ static dm_err add_onnx_node(builder *b) {
   /* Unused optional outputs beyond the first are refused by infer() for the
    * ops that have them; Split needs all. */
   return emit(b, e->op, e->sub, ins, n_in, (const char *const *)on->outputs,
-              e->op == DM_OP_SPLIT ? n_out : 1, NULL);
+              e->op == DM_OP_SPLIT || e->op == DM_OP_LAYERNORM ? n_out : 1,
+              NULL);
 }
 
 /* ---------- optimisation passes ---------- */
@@ -1715,6 +1745,11 @@ static dm_err fold_bn(dm_graph *g, bool *dead, dm_errbuf *eb) {
     for (int k = 1; k < 5; k++)
       cst = cst && g->values[bn->in[k]].kind == DM_VAL_CONST;
     if (!cst) continue;
+    for (int k = 1; k < 5; k++)
+      if (dm__graph_align_const(g, bn->in[k])) return dm_errf(eb, DM_NOMEM, "out of memory");
+    if (dm__graph_align_const(g, c->in[1]) ||
+        (c->n_in >= 3 && c->in[2] >= 0 && dm__graph_align_const(g, c->in[2])))
+      return dm_errf(eb, DM_NOMEM, "out of memory");
     const dm_value *w = &g->values[c->in[1]];
     int64_t oc = w->dims[0], per = w->numel / oc;
     const float *sc = g->values[bn->in[1]].data, *bb = g->values[bn->in[2]].data,
@@ -1755,6 +1790,7 @@ static dm_err fold_bn(dm_graph *g, bool *dead, dm_errbuf *eb) {
     B->producer = -1;
     B->alias_of = -1;
     g->stats.weight_copied += W->nbytes + B->nbytes;
+    W->unaligned = false;
     c->in[1] = vw;
     c->in[2] = vb;
     c->n_in = 3;

@@ -5,8 +5,13 @@
  * Invariants after dm__graph_build:
  *  - every value has a fully known static shape and dtype;
  *  - nodes[0..n_nodes) are in topological order and all are live;
- *  - CONST values have `data` aligned to their element size (copied when the
- *    file's raw_data was unaligned) and are never written;
+ *  - CONST values are never written.  Their `data` is aligned to the element
+ *    size, except initializers whose raw_data sits at an unaligned file
+ *    offset: those stay in place (zero copy, `unaligned` set) until
+ *    dm__graph_align_const copies them.  engine.c aligns every constant a
+ *    backend reads from C before the backend's prepare(); only weights that a
+ *    backend copies anyway (oneDNN reorders of Conv/Gemm weights) stay in
+ *    place, read byte-wise by oneDNN's reorder;
  *  - node params are validated: kernels may trust them (no input checks in
  *    the hot path beyond what the graph guarantees).
  * Everything here is read-only after build and shared by all sessions. */
@@ -231,7 +236,8 @@ typedef struct dm_value {
   int64_t numel;
   size_t nbytes;
   dm_val_kind kind;
-  const void *data; /* CONST: aligned element data */
+  const void *data; /* CONST: element data (see `unaligned`) */
+  bool unaligned;   /* CONST: data points into the file, not aligned */
   void *owned;      /* CONST: buffer owned by the graph, or NULL */
   int producer;     /* node index, -1 for INPUT/CONST */
   int n_consumers;  /* live nodes reading it (+1 if a graph output) */
@@ -268,6 +274,9 @@ typedef struct dm_graph_opts {
 dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
                        dm_graph **out, dm_errbuf *eb);
 void dm__graph_free(dm_graph *g);
+/* Copies an unaligned constant into an aligned buffer owned by the graph
+ * (no-op when aligned).  Build time only: not thread-safe. */
+dm_err dm__graph_align_const(dm_graph *g, int v);
 /* Allocation tied to the graph's lifetime (zeroed, 64-byte aligned). */
 void *dm__graph_alloc(dm_graph *g, size_t n);
 /* Byte address of value v inside a session arena (INPUT/ACT) or its constant
