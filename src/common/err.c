@@ -13,8 +13,7 @@
 const char *dm_strerror(dm_err e) {
   switch (e) {
 #define X(n, v, s)                                                             \
-  case DM_##n:                                                                 \
-    return s;
+  case DM_##n: return s;
     DM_ERR_MAP(X)
 #undef X
   }

@@ -189,13 +189,21 @@ static dm_err perr(const pctx *c, dm_err rc, const char *fmt, ...) {
   return rc;
 }
 
-static dm_err nomem(const pctx *c) { return perr(c, DM_NOMEM, "out of memory"); }
+static dm_err nomem(const pctx *c) {
+  return perr(c, DM_NOMEM, "out of memory");
+}
 
 /* ------------------------------------------------------------------------ */
 /* Wire format. */
 
-enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_SGROUP = 3, WT_EGROUP = 4,
-       WT_I32 = 5 };
+enum {
+  WT_VARINT = 0,
+  WT_I64 = 1,
+  WT_LEN = 2,
+  WT_SGROUP = 3,
+  WT_EGROUP = 4,
+  WT_I32 = 5
+};
 enum { VI_OK = 0, VI_TRUNC = 1, VI_OVER = 2 };
 
 typedef struct dm_rd {
@@ -417,7 +425,8 @@ static dm_err elem_count(pctx *c, const field *f, size_t *n) {
     *n = f->len / 8;
     return DM_OK;
   default: /* K_PVARINT: one terminating byte per varint */
-    for (i = 0; i < f->len; i++) k += !(f->data[i] & 0x80);
+    for (i = 0; i < f->len; i++)
+      k += !(f->data[i] & 0x80);
     if (f->len && (f->data[f->len - 1] & 0x80))
       return ferr(c, f, DM_FORMAT, "truncated varint in packed field");
     *n = k;
@@ -526,12 +535,9 @@ static const fdesc graph_f[16] = {
     [15] = {"sparse_initializer", K_LEN, REP_YES},
 };
 static const fdesc node_f[8] = {
-    [1] = {"input", K_LEN, REP_CAP},
-    [2] = {"output", K_LEN, REP_CAP},
-    [3] = {"name", K_LEN, REP_NO},
-    [4] = {"op_type", K_LEN, REP_NO},
-    [5] = {"attribute", K_LEN, REP_CAP},
-    [6] = {"doc_string", K_LEN, REP_NO},
+    [1] = {"input", K_LEN, REP_CAP},     [2] = {"output", K_LEN, REP_CAP},
+    [3] = {"name", K_LEN, REP_NO},       [4] = {"op_type", K_LEN, REP_NO},
+    [5] = {"attribute", K_LEN, REP_CAP}, [6] = {"doc_string", K_LEN, REP_NO},
     [7] = {"domain", K_LEN, REP_NO},
 };
 static const fdesc attr_f[24] = {
@@ -798,8 +804,7 @@ typedef struct extinfo {
   bool has_loc, has_len;
 } extinfo;
 
-static dm_err parse_ext_entry(pctx *c, const uint8_t *p, size_t n,
-                              extinfo *x) {
+static dm_err parse_ext_entry(pctx *c, const uint8_t *p, size_t n, extinfo *x) {
   msg_it it;
   field f, kf = {0}, vf = {0};
   bool more, has_k = false;
@@ -904,8 +909,7 @@ static bool int32_fits(int32_t dt, int32_t x) {
 /* Pass 2 of a typed tensor: decodes field `want` into dst (numel elements
  * of es bytes).  Pass 1 already counted exactly numel elements. */
 static dm_err fill_typed(pctx *c, const uint8_t *p, size_t n, int32_t dt,
-                         uint32_t want, size_t es, uint8_t *dst,
-                         size_t numel) {
+                         uint32_t want, size_t es, uint8_t *dst, size_t numel) {
   msg_it it;
   field f;
   bool more;
@@ -942,8 +946,8 @@ static dm_err fill_typed(pctx *c, const uint8_t *p, size_t n, int32_t dt,
       if (want == 5) {
         int32_t x = (int32_t)(uint32_t)v; /* protobuf int32 semantics */
         if (!int32_fits(dt, x))
-          return ferr(c, &f, DM_FORMAT, "value %d out of range for %s",
-                      (int)x, dm_onnx_dtype_name(dt));
+          return ferr(c, &f, DM_FORMAT, "value %d out of range for %s", (int)x,
+                      dm_onnx_dtype_name(dt));
         if (es == 1) {
           dst[k] = (uint8_t)x;
         } else if (es == 2) {
@@ -1041,8 +1045,10 @@ static dm_err parse_tensor(pctx *c, const uint8_t *p, size_t n,
   if (rc != DM_OK) return rc;
 
   if (t->dtype == DM_ONNX_STRING)
-    return perr(c, DM_UNSUPPORTED, "tensor '%s': STRING tensors are not "
-                "supported", t->name);
+    return perr(c, DM_UNSUPPORTED,
+                "tensor '%s': STRING tensors are not "
+                "supported",
+                t->name);
   if ((es = dm_onnx_dtype_size(t->dtype)) == 0) {
     if (t->dtype == DM_ONNX_UNDEFINED)
       return perr(c, DM_FORMAT, "tensor '%s': data_type missing", t->name);
@@ -1065,13 +1071,15 @@ static dm_err parse_tensor(pctx *c, const uint8_t *p, size_t n,
                 t->name, dm_onnx_dtype_name(t->dtype));
   if (location == 1) { /* EXTERNAL */
     if (has_raw || typed)
-      return perr(c, DM_FORMAT, "tensor '%s': external tensor also has "
-                  "inline data", t->name);
+      return perr(c, DM_FORMAT,
+                  "tensor '%s': external tensor also has "
+                  "inline data",
+                  t->name);
     return tensor_external(c, t, &x, nb);
   }
   if (location != 0)
-    return perr(c, DM_UNSUPPORTED, "tensor '%s': data_location %llu",
-                t->name, (unsigned long long)location);
+    return perr(c, DM_UNSUPPORTED, "tensor '%s': data_location %llu", t->name,
+                (unsigned long long)location);
   if (has_raw) {
     if (typed)
       return perr(c, DM_FORMAT, "tensor '%s': both raw_data and typed data",
@@ -1171,8 +1179,7 @@ static dm_err check_graph(pctx *c, const uint8_t *p, size_t n) {
 /* ------------------------------------------------------------------------ */
 /* AttributeProto. */
 
-static dm_err parse_attr(pctx *c, const uint8_t *p, size_t n,
-                         dm_onnx_attr *a) {
+static dm_err parse_attr(pctx *c, const uint8_t *p, size_t n, dm_onnx_attr *a) {
   msg_it it;
   field f;
   bool more, has_type = false, has_f = false, has_i = false, has_s = false;
@@ -1250,21 +1257,32 @@ static dm_err parse_attr(pctx *c, const uint8_t *p, size_t n,
 
   if (!a->name[0]) return perr(c, DM_FORMAT, "attribute without a name");
   if (!has_type) { /* IR v1 files have no type: infer from the field set */
-    if (a->n_floats) a->type = DM_ONNX_ATTR_FLOATS;
-    else if (a->n_ints) a->type = DM_ONNX_ATTR_INTS;
-    else if (a->n_strings) a->type = DM_ONNX_ATTR_STRINGS;
-    else if (n_tensors) a->type = DM_ONNX_ATTR_TENSORS;
-    else if (n_graphs) a->type = DM_ONNX_ATTR_GRAPHS;
-    else if (t) a->type = DM_ONNX_ATTR_TENSOR;
-    else if (has_g) a->type = DM_ONNX_ATTR_GRAPH;
-    else if (has_s) a->type = DM_ONNX_ATTR_STRING;
-    else if (has_i) a->type = DM_ONNX_ATTR_INT;
-    else if (has_f) a->type = DM_ONNX_ATTR_FLOAT;
+    if (a->n_floats)
+      a->type = DM_ONNX_ATTR_FLOATS;
+    else if (a->n_ints)
+      a->type = DM_ONNX_ATTR_INTS;
+    else if (a->n_strings)
+      a->type = DM_ONNX_ATTR_STRINGS;
+    else if (n_tensors)
+      a->type = DM_ONNX_ATTR_TENSORS;
+    else if (n_graphs)
+      a->type = DM_ONNX_ATTR_GRAPHS;
+    else if (t)
+      a->type = DM_ONNX_ATTR_TENSOR;
+    else if (has_g)
+      a->type = DM_ONNX_ATTR_GRAPH;
+    else if (has_s)
+      a->type = DM_ONNX_ATTR_STRING;
+    else if (has_i)
+      a->type = DM_ONNX_ATTR_INT;
+    else if (has_f)
+      a->type = DM_ONNX_ATTR_FLOAT;
   }
   /* 11..14: SPARSE_TENSOR, SPARSE_TENSORS, TYPE_PROTO, TYPE_PROTOS (kept by
    * type only, like GRAPH/TENSORS). */
   if (a->type <= DM_ONNX_ATTR_UNDEFINED || a->type > 14)
-    return perr(c, a->type == DM_ONNX_ATTR_UNDEFINED ? DM_FORMAT : DM_UNSUPPORTED,
+    return perr(c,
+                a->type == DM_ONNX_ATTR_UNDEFINED ? DM_FORMAT : DM_UNSUPPORTED,
                 "attribute '%s': %s", a->name,
                 a->type == DM_ONNX_ATTR_UNDEFINED ? "no value"
                                                   : "unknown attribute type");
@@ -1272,7 +1290,8 @@ static dm_err parse_attr(pctx *c, const uint8_t *p, size_t n,
     return perr(c, DM_FORMAT, "attribute '%s': TENSOR without t", a->name);
   if (a->type == DM_ONNX_ATTR_STRING && !has_s) a->s = EMPTY;
 
-  if (a->n_floats && !(floats = arena_alloc(c->ar, a->n_floats * sizeof *floats)))
+  if (a->n_floats &&
+      !(floats = arena_alloc(c->ar, a->n_floats * sizeof *floats)))
     return nomem(c);
   if (a->n_ints && !(ints = arena_alloc(c->ar, a->n_ints * sizeof *ints)))
     return nomem(c);
@@ -1318,8 +1337,7 @@ static dm_err parse_attr(pctx *c, const uint8_t *p, size_t n,
     }
     if (rc != DM_OK) return rc;
     if (nf != a->n_floats || ni != a->n_ints || ns != a->n_strings)
-      return perr(c, DM_FORMAT, "attribute '%s': value count changed",
-                  a->name);
+      return perr(c, DM_FORMAT, "attribute '%s': value count changed", a->name);
   }
   return DM_OK;
 }
@@ -1395,8 +1413,10 @@ static dm_err parse_dim(pctx *c, const uint8_t *p, size_t n, int64_t *d) {
   *d = -1;
   it_init(&it, p, n, &dim_s);
   FOR_FIELDS(c, it, f, more, rc) {
-    if (f.num == 1) *d = (int64_t)f.v >= 0 ? (int64_t)f.v : -1;
-    else if (f.num == 2) *d = -1; /* oneof: last one wins */
+    if (f.num == 1)
+      *d = (int64_t)f.v >= 0 ? (int64_t)f.v : -1;
+    else if (f.num == 2)
+      *d = -1; /* oneof: last one wins */
   }
   return rc;
 }
@@ -1470,7 +1490,8 @@ static dm_err parse_vinfo(pctx *c, const uint8_t *p, size_t n,
   memset(vi, 0, sizeof *vi);
   vi->name = EMPTY;
   vi->ndim = -1;
-  for (i = 0; i < DM_ONNX_MAX_DIMS; i++) vi->dims[i] = -1;
+  for (i = 0; i < DM_ONNX_MAX_DIMS; i++)
+    vi->dims[i] = -1;
   it_init(&it, p, n, &vinfo_s);
   FOR_FIELDS(c, it, f, more, rc) {
     if (f.num == 1) {
@@ -1645,8 +1666,8 @@ static dm_err parse_model(pctx *c, const uint8_t *p, size_t n,
     } else if (f.num == 14 && np < m->n_metadata) {
       props[np].key = props[np].value = EMPTY;
       if ((rc = enter(c, &f)) != DM_OK) return rc;
-      rc = parse_kv(c, f.data, f.len, &prop_s, &props[np].key,
-                    &props[np].value, NULL);
+      rc = parse_kv(c, f.data, f.len, &prop_s, &props[np].key, &props[np].value,
+                    NULL);
       leave(c);
       np++;
     }
@@ -1672,8 +1693,8 @@ static dm_err parse_model(pctx *c, const uint8_t *p, size_t n,
 typedef struct model_impl {
   dm_onnx_model pub;
   arena ar;
-  xmap *maps;     /* external data files */
-  void *map;      /* main file mapping (dm_onnx_open), NULL otherwise */
+  xmap *maps; /* external data files */
+  void *map;  /* main file mapping (dm_onnx_open), NULL otherwise */
   size_t map_len;
 } model_impl;
 
@@ -1766,8 +1787,7 @@ dm_err dm_onnx_open(const char *path, dm_onnx_model **out, dm_errbuf *eb) {
     goto fail;
   }
   if ((rc = map_path(path, &mi->map, &mi->map_len, eb)) != DM_OK) goto fail;
-  if ((rc = model_parse(mi, mi->map, mi->map_len, dir, eb)) != DM_OK)
-    goto fail;
+  if ((rc = model_parse(mi, mi->map, mi->map_len, dir, eb)) != DM_OK) goto fail;
   *out = &mi->pub;
   return DM_OK;
 fail:

@@ -8,9 +8,9 @@
  * Invariants: never aborts on input; errors must come with a message.
  * Threading: single-threaded, as libFuzzer runs it.
  *
- * Build: clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
- *        -Iinclude src/onnx/reader.c src/common/err.c tests/fuzz/fuzz_onnx.c
- * Seeds: tests/fuzz/corpus_onnx/ */
+ * Build: clang -std=c11 -D_GNU_SOURCE -g -O1
+ * -fsanitize=fuzzer,address,undefined -Iinclude src/onnx/reader.c
+ * src/common/err.c tests/fuzz/fuzz_onnx.c Seeds: tests/fuzz/corpus_onnx/ */
 #include "dermal/onnx.h"
 
 #include <stdint.h>
@@ -25,7 +25,8 @@ static void touch(const void *p, size_t n) {
   const uint8_t *b = p;
   uint64_t acc = 0;
   size_t i;
-  for (i = 0; i < n; i++) acc += b[i];
+  for (i = 0; i < n; i++)
+    acc += b[i];
   sink += acc;
 }
 
@@ -34,8 +35,8 @@ static void touch_str(const char *s) { touch(s, strlen(s) + 1); }
 static void touch_tensor(const dm_onnx_tensor *t) {
   touch_str(t->name);
   if (t->ndim < 0 || t->ndim > DM_ONNX_MAX_DIMS) abort();
-  if (t->numel && (!t->data ||
-                   t->nbytes != (size_t)t->numel * dm_onnx_dtype_size(t->dtype)))
+  if (t->numel && (!t->data || t->nbytes != (size_t)t->numel *
+                                                dm_onnx_dtype_size(t->dtype)))
     abort(); /* contract of dm_onnx_tensor */
   if (t->data) touch(t->data, t->nbytes);
 }
@@ -55,7 +56,8 @@ static void touch_model(const dm_onnx_model *m) {
   touch_str(m->producer_version);
   touch_str(m->domain);
   touch_str(m->doc_string);
-  for (i = 0; i < m->n_opsets; i++) touch_str(m->opsets[i].domain);
+  for (i = 0; i < m->n_opsets; i++)
+    touch_str(m->opsets[i].domain);
   for (i = 0; i < m->n_metadata; i++) {
     touch_str(m->metadata[i].key);
     touch_str(m->metadata[i].value);
@@ -67,8 +69,10 @@ static void touch_model(const dm_onnx_model *m) {
     touch_str(n->name);
     touch_str(n->op_type);
     touch_str(n->domain);
-    for (j = 0; j < n->n_inputs; j++) touch_str(n->inputs[j]);
-    for (j = 0; j < n->n_outputs; j++) touch_str(n->outputs[j]);
+    for (j = 0; j < n->n_inputs; j++)
+      touch_str(n->inputs[j]);
+    for (j = 0; j < n->n_outputs; j++)
+      touch_str(n->outputs[j]);
     for (j = 0; j < n->n_attrs; j++) {
       const dm_onnx_attr *a = &n->attrs[j];
       touch_str(a->name);
@@ -76,11 +80,13 @@ static void touch_model(const dm_onnx_model *m) {
       if (a->t) touch_tensor(a->t);
       touch(a->floats, a->n_floats * sizeof *a->floats);
       touch(a->ints, a->n_ints * sizeof *a->ints);
-      for (k = 0; k < a->n_strings; k++) touch_str(a->strings[k]);
+      for (k = 0; k < a->n_strings; k++)
+        touch_str(a->strings[k]);
       if (dm_onnx_attr_find(n, a->name) == NULL) abort();
     }
   }
-  for (i = 0; i < g->n_initializers; i++) touch_tensor(&g->initializers[i]);
+  for (i = 0; i < g->n_initializers; i++)
+    touch_tensor(&g->initializers[i]);
   touch_vi(g->inputs, g->n_inputs);
   touch_vi(g->outputs, g->n_outputs);
   touch_vi(g->value_info, g->n_value_info);

@@ -63,7 +63,8 @@ static void pb_put(pb *b, const void *d, size_t n) {
   if (b->n + n > b->cap) {
     size_t cap = b->cap ? b->cap : 64;
     uint8_t *q;
-    while (cap < b->n + n) cap *= 2;
+    while (cap < b->n + n)
+      cap *= 2;
     if (!(q = realloc(b->p, cap))) {
       perror("realloc");
       exit(2);
@@ -96,7 +97,9 @@ static void pb_uint(pb *b, uint32_t num, uint64_t v) {
   pb_varint(b, v);
 }
 
-static void pb_int(pb *b, uint32_t num, int64_t v) { pb_uint(b, num, (uint64_t)v); }
+static void pb_int(pb *b, uint32_t num, int64_t v) {
+  pb_uint(b, num, (uint64_t)v);
+}
 
 static void pb_bytes(pb *b, uint32_t num, const void *d, size_t n) {
   pb_tag(b, num, LEN);
@@ -104,7 +107,9 @@ static void pb_bytes(pb *b, uint32_t num, const void *d, size_t n) {
   pb_put(b, d, n);
 }
 
-static void pb_str(pb *b, uint32_t num, const char *s) { pb_bytes(b, num, s, strlen(s)); }
+static void pb_str(pb *b, uint32_t num, const char *s) {
+  pb_bytes(b, num, s, strlen(s));
+}
 
 static void pb_f32(pb *b, uint32_t num, float f) {
   pb_tag(b, num, I32);
@@ -126,7 +131,8 @@ static void pb_msg(pb *b, uint32_t num, pb *sub) {
 static void pb_packed_varints(pb *b, uint32_t num, const int64_t *v, size_t n) {
   pb body = {0};
   size_t i;
-  for (i = 0; i < n; i++) pb_varint(&body, (uint64_t)v[i]);
+  for (i = 0; i < n; i++)
+    pb_varint(&body, (uint64_t)v[i]);
   pb_msg(b, num, &body);
 }
 
@@ -152,7 +158,8 @@ static void pb_unknowns(pb *b) {
 
 static void t_dims(pb *t, const int64_t *dims, int nd) {
   int i;
-  for (i = 0; i < nd; i++) pb_int(t, 1, dims[i]);
+  for (i = 0; i < nd; i++)
+    pb_int(t, 1, dims[i]);
 }
 
 static pb tensor_raw(const char *name, int32_t dtype, const int64_t *dims,
@@ -205,8 +212,10 @@ static pb node(const char *op, const char *name, const char *const *ins,
                size_t n_in, const char *const *outs, size_t n_out) {
   pb n = {0};
   size_t i;
-  for (i = 0; i < n_in; i++) pb_str(&n, 1, ins[i]);
-  for (i = 0; i < n_out; i++) pb_str(&n, 2, outs[i]);
+  for (i = 0; i < n_in; i++)
+    pb_str(&n, 1, ins[i]);
+  for (i = 0; i < n_out; i++)
+    pb_str(&n, 2, outs[i]);
   if (name) pb_str(&n, 3, name);
   pb_str(&n, 4, op);
   return n;
@@ -492,7 +501,8 @@ static bool check_model(const dm_onnx_model *m, const pb *b) {
   CHECK(m->ir_version == 8);
   CHECK(m->opset == 13);
   CHECK(m->n_opsets == 2);
-  CHECK(!strcmp(m->opsets[1].domain, "ai.onnx.ml") && m->opsets[1].version == 3);
+  CHECK(!strcmp(m->opsets[1].domain, "ai.onnx.ml") &&
+        m->opsets[1].version == 3);
   CHECK(!strcmp(m->producer_name, "dermal-test"));
   CHECK(!strcmp(m->producer_version, "1.0"));
   CHECK(!strcmp(m->domain, "org.dermal"));
@@ -575,7 +585,8 @@ static bool check_model(const dm_onnx_model *m, const pb *b) {
   CHECK(i64[0] == 1 && i64[1] == -2 && i64[2] == 3);
   t = find_init(m, "I8");
   CHECK(t && t->nbytes == 3);
-  CHECK(((const int8_t *)t->data)[0] == -128 && ((const int8_t *)t->data)[2] == 127);
+  CHECK(((const int8_t *)t->data)[0] == -128 &&
+        ((const int8_t *)t->data)[2] == 127);
   t = find_init(m, "H");
   CHECK(t && t->nbytes == 4);
   memcpy(h, t->data, 4);
@@ -596,7 +607,8 @@ static bool check_model(const dm_onnx_model *m, const pb *b) {
   memcpy(&d, t->data, 8);
   CHECK(d == 3.5);
   t = find_init(m, "E");
-  CHECK(t && t->ndim == 2 && t->numel == 0 && t->data == NULL && t->nbytes == 0);
+  CHECK(t && t->ndim == 2 && t->numel == 0 && t->data == NULL &&
+        t->nbytes == 0);
   t = find_init(m, "I32");
   CHECK(t && t->nbytes == 4);
   memcpy(&i32, t->data, 4);
@@ -753,8 +765,9 @@ static bool test_length_past_end(void) {
   pb_msg(&g, 1, &n0);
   pb_msg(&g, 1, &n1);
   b = wrap_model(&g);
-  CHECK_ERR(parse_buf(&b, &eb), DM_FORMAT, eb,
-            "graph.node[1].attribute[0]: length 4000 exceeds remaining 3 bytes");
+  CHECK_ERR(
+      parse_buf(&b, &eb), DM_FORMAT, eb,
+      "graph.node[1].attribute[0]: length 4000 exceeds remaining 3 bytes");
   pb_free(&b);
   return true;
 }
@@ -781,7 +794,8 @@ static bool test_wire_types(void) {
   CHECK_ERR(parse_buf(&b, &eb), DM_FORMAT, eb, "invalid field tag");
   pb_free(&b);
   pb_str(&b, 1, "8"); /* ir_version as bytes */
-  CHECK_ERR(parse_buf(&b, &eb), DM_FORMAT, eb, "ir_version: unexpected wire type 2");
+  CHECK_ERR(parse_buf(&b, &eb), DM_FORMAT, eb,
+            "ir_version: unexpected wire type 2");
   pb_free(&b);
   pb_tag(&b, 2000, I64); /* truncated fixed64 */
   pb_put(&b, &x, 1);
@@ -861,7 +875,8 @@ static bool test_count_cap(void) {
   dm_errbuf eb = {{0}};
   size_t i;
   static const uint8_t empty_node[2] = {0x0a, 0x00}; /* field 1, length 0 */
-  for (i = 0; i <= DM_ONNX_MAX_COUNT; i++) pb_put(&g, empty_node, 2);
+  for (i = 0; i <= DM_ONNX_MAX_COUNT; i++)
+    pb_put(&g, empty_node, 2);
   b = wrap_model(&g);
   CHECK_ERR(parse_buf(&b, &eb), DM_RANGE, eb, "graph.node[1000000]: more than");
   pb_free(&b);
@@ -886,12 +901,14 @@ static bool test_tensor_errors(void) {
   static const int64_t neg[] = {-3};
 
   t = tensor_raw("w", DM_ONNX_FLOAT, huge, 2, W_DATA, 4);
-  CHECK_ERR(parse_tensor_model(&t, &eb), DM_RANGE, eb, "product of dims overflows");
+  CHECK_ERR(parse_tensor_model(&t, &eb), DM_RANGE, eb,
+            "product of dims overflows");
   t = tensor_raw("w", DM_ONNX_INT64, big, 2, W_DATA, 8);
   CHECK_ERR(parse_tensor_model(&t, &eb), DM_RANGE, eb, "byte size overflows");
   t = tensor_raw("w", DM_ONNX_FLOAT, d22, 2, W_DATA, 12);
-  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb,
-            "graph.initializer[0]: tensor 'w': raw_data has 12 bytes, expected 16");
+  CHECK_ERR(
+      parse_tensor_model(&t, &eb), DM_FORMAT, eb,
+      "graph.initializer[0]: tensor 'w': raw_data has 12 bytes, expected 16");
   t = tensor_raw("w", DM_ONNX_FLOAT, d9, 9, W_DATA, 4);
   CHECK_ERR(parse_tensor_model(&t, &eb), DM_RANGE, eb, "more than 8 dims");
   t = tensor_raw("w", DM_ONNX_FLOAT, neg, 1, W_DATA, 4);
@@ -903,13 +920,15 @@ static bool test_tensor_errors(void) {
   t = tensor_raw("w", 0, d2, 1, W_DATA, 8);
   CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb, "data_type missing");
   t = tensor_raw("", DM_ONNX_FLOAT, d2, 1, W_DATA, 8);
-  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb, "initializer without a name");
+  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb,
+            "initializer without a name");
 
   t = (pb){0}; /* no data */
   t_dims(&t, d2, 1);
   pb_int(&t, 2, DM_ONNX_FLOAT);
   pb_str(&t, 8, "w");
-  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb, "no data for 2 elements");
+  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb,
+            "no data for 2 elements");
   t = (pb){0}; /* typed count mismatch */
   t_dims(&t, d2, 1);
   pb_int(&t, 2, DM_ONNX_FLOAT);
@@ -935,11 +954,13 @@ static bool test_tensor_errors(void) {
   pb_str(&t, 8, "w");
   pb_int(&t, 5, 1);
   pb_int(&t, 5, 200);
-  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb, "value 200 out of range for int8");
+  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb,
+            "value 200 out of range for int8");
   t = tensor_raw("w", DM_ONNX_FLOAT, d2, 1, W_DATA, 8); /* raw + typed */
   pb_f32(&t, 4, 1.0f);
   pb_f32(&t, 4, 1.0f);
-  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb, "both raw_data and typed");
+  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb,
+            "both raw_data and typed");
   t = tensor_raw("w", DM_ONNX_FLOAT, d2, 1, W_DATA, 8); /* segment */
   {
     pb s = {0};
@@ -960,7 +981,8 @@ static bool test_tensor_errors(void) {
     uint8_t bad[2] = {0x01, 0x81};
     pb_bytes(&t, 7, bad, 2);
   }
-  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb, "truncated varint in packed");
+  CHECK_ERR(parse_tensor_model(&t, &eb), DM_FORMAT, eb,
+            "truncated varint in packed");
   return true;
 }
 
@@ -971,7 +993,8 @@ static bool test_model_errors(void) {
   static const char nul_name[] = {'a', '\0', 'b'};
 
   CHECK_ERR(parse_buf(&b, &eb), DM_FORMAT, eb, "model: ir_version missing");
-  CHECK(dm_onnx_parse(NULL, 0, NULL, &(dm_onnx_model *){NULL}, NULL) == DM_FORMAT);
+  CHECK(dm_onnx_parse(NULL, 0, NULL, &(dm_onnx_model *){NULL}, NULL) ==
+        DM_FORMAT);
   pb_int(&b, 1, 8);
   CHECK_ERR(parse_buf(&b, &eb), DM_FORMAT, eb, "model has no graph");
   pb_free(&b);
@@ -993,14 +1016,16 @@ static bool test_model_errors(void) {
   pb_str(&n, 1, "x");
   pb_msg(&g, 1, &n);
   b = wrap_model(&g);
-  CHECK_ERR(parse_buf(&b, &eb), DM_FORMAT, eb, "graph.node[0]: node without op_type");
+  CHECK_ERR(parse_buf(&b, &eb), DM_FORMAT, eb,
+            "graph.node[0]: node without op_type");
   pb_free(&b);
 
   n = node("Relu", NULL, NULL, 0, out, 1); /* NUL in a name */
   pb_bytes(&n, 3, nul_name, 3);
   pb_msg(&g, 1, &n);
   b = wrap_model(&g);
-  CHECK_ERR(parse_buf(&b, &eb), DM_FORMAT, eb, "graph.node[0].name: name contains a NUL");
+  CHECK_ERR(parse_buf(&b, &eb), DM_FORMAT, eb,
+            "graph.node[0].name: name contains a NUL");
   pb_free(&b);
 
   n = node("Relu", NULL, NULL, 0, out, 1); /* attribute without value */
@@ -1100,7 +1125,8 @@ static bool test_external(void) {
   int i;
   dm_err rc;
 
-  for (i = 0; i < 16; i++) w[i] = (float)i;
+  for (i = 0; i < 16; i++)
+    w[i] = (float)i;
   path_in(p, sizeof p, "weights.bin");
   CHECK(write_file(p, w, sizeof w));
   path_in(p, sizeof p, "sub");
@@ -1149,12 +1175,17 @@ static bool test_external(void) {
   pb_free(&b);
 
   /* refusals */
-  CHECK_ERR(open_ext("../x", NULL, NULL, 1, &eb), DM_FORMAT, eb, "must not contain '..'");
-  CHECK_ERR(open_ext("sub/../weights.bin", NULL, NULL, 1, &eb), DM_FORMAT, eb, "'..'");
-  CHECK_ERR(open_ext("/etc/passwd", NULL, NULL, 1, &eb), DM_FORMAT, eb, "relative");
+  CHECK_ERR(open_ext("../x", NULL, NULL, 1, &eb), DM_FORMAT, eb,
+            "must not contain '..'");
+  CHECK_ERR(open_ext("sub/../weights.bin", NULL, NULL, 1, &eb), DM_FORMAT, eb,
+            "'..'");
+  CHECK_ERR(open_ext("/etc/passwd", NULL, NULL, 1, &eb), DM_FORMAT, eb,
+            "relative");
   CHECK_ERR(open_ext("", NULL, NULL, 1, &eb), DM_FORMAT, eb, "relative");
-  CHECK_ERR(open_ext("missing.bin", NULL, NULL, 1, &eb), DM_IO, eb, "missing.bin");
-  CHECK_ERR(open_ext("sub", NULL, NULL, 1, &eb), DM_IO, eb, NULL); /* a directory */
+  CHECK_ERR(open_ext("missing.bin", NULL, NULL, 1, &eb), DM_IO, eb,
+            "missing.bin");
+  CHECK_ERR(open_ext("sub", NULL, NULL, 1, &eb), DM_IO, eb,
+            NULL); /* a directory */
   CHECK_ERR(open_ext("weights.bin", "60", NULL, 2, &eb), DM_FORMAT, eb,
             "offset+size 60+8 > file 64");
   CHECK_ERR(open_ext("weights.bin", "99999999999999999999999", NULL, 2, &eb),
@@ -1163,7 +1194,8 @@ static bool test_external(void) {
             "not a decimal number");
   CHECK_ERR(open_ext("weights.bin", "0", "12", 2, &eb), DM_FORMAT, eb,
             "external length 12 != 8 bytes");
-  CHECK_ERR(open_ext("weights.bin", "0", NULL, 17, &eb), DM_FORMAT, eb, "> file 64");
+  CHECK_ERR(open_ext("weights.bin", "0", NULL, 17, &eb), DM_FORMAT, eb,
+            "> file 64");
 
   /* a symlink leading out of the model's folder */
   snprintf(outside, sizeof outside, "%s.outside", tmpdir);
@@ -1207,7 +1239,8 @@ static bool test_tensor_file(void) {
   pb_int(&t, 7, 9);
   rc = dm_onnx_parse_tensor(t.p, t.n, &x, &eb);
   CHECK_ERR(rc, DM_OK, eb, NULL);
-  CHECK(x->ndim == 0 && x->numel == 1 && x->nbytes == 8 && !strcmp(x->name, ""));
+  CHECK(x->ndim == 0 && x->numel == 1 && x->nbytes == 8 &&
+        !strcmp(x->name, ""));
   dm_onnx_tensor_free(x);
   pb_free(&t);
   pb_int(&t, 1, 0);
@@ -1234,7 +1267,8 @@ static bool test_open_errors(void) {
   path_in(p, sizeof p, "does-not-exist.onnx");
   CHECK_ERR(dm_onnx_open(p, &m, &eb), DM_IO, eb, "does-not-exist.onnx");
   CHECK_ERR(dm_onnx_open(tmpdir, &m, &eb), DM_IO, eb, "not a regular file");
-  CHECK_ERR(dm_onnx_open("/dev/null", &m, &eb), DM_IO, eb, "not a regular file");
+  CHECK_ERR(dm_onnx_open("/dev/null", &m, &eb), DM_IO, eb,
+            "not a regular file");
   path_in(p, sizeof p, "empty.onnx");
   CHECK(write_file(p, "", 0));
   CHECK_ERR(dm_onnx_open(p, &m, &eb), DM_FORMAT, eb, "ir_version missing");
@@ -1408,8 +1442,10 @@ int main(int argc, char **argv) {
   int passed = 0, failed = 0;
   size_t i;
 
-  if (argc == 3 && !strcmp(argv[1], "--write-seeds")) return write_seeds(argv[2]);
-  snprintf(tmpdir, sizeof tmpdir, "%s/test_onnx.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  if (argc == 3 && !strcmp(argv[1], "--write-seeds"))
+    return write_seeds(argv[2]);
+  snprintf(tmpdir, sizeof tmpdir, "%s/test_onnx.XXXXXX",
+           tmp && *tmp ? tmp : "/tmp");
   if (!mkdtemp(tmpdir)) {
     perror("mkdtemp");
     return 1;
