@@ -1695,6 +1695,44 @@ static dm_err k_shape(const kc *c) {
   return DM_OK;
 }
 
+/* ArgMax/ArgMin along one axis; ties go to the first (or, with
+ * select_last_index, the last) index; NaN never wins. */
+static dm_err k_argmax(const kc *c) {
+  dm_err rc = need(c, 1, 1);
+  if (rc) return rc;
+  const dm_value *X = rin(c, 0);
+  const dm_node *n = c->n;
+  int ax = n->p.argmax.axis;
+  int64_t outer = prod(X->dims, 0, ax), D = X->dims[ax],
+          inner = prod(X->dims, ax + 1, X->rank);
+  int64_t *y = c->out[0];
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      int64_t best = 0;
+      double bv = 0;
+      for (int64_t j = 0; j < D; j++) {
+        int64_t at = (o * D + j) * inner + i;
+        double v = X->dtype == DM_ONNX_FLOAT ? ((const float *)c->in[0])[at]
+                   : X->dtype == DM_ONNX_INT64
+                       ? (double)((const int64_t *)c->in[0])[at]
+                       : ((const int32_t *)c->in[0])[at];
+        bool better;
+        if (j == 0)
+          better = true;
+        else if (n->p.argmax.min)
+          better = n->p.argmax.last ? v <= bv : v < bv;
+        else
+          better = n->p.argmax.last ? v >= bv : v > bv;
+        if (better) {
+          best = j;
+          bv = v;
+        }
+      }
+      y[o * inner + i] = best;
+    }
+  return DM_OK;
+}
+
 static dm_err k_constantofshape(const kc *c) {
   dm_err rc = need(c, 0, 1);
   if (rc) return rc;
@@ -1807,6 +1845,7 @@ dm_err dm__ref_node(const dm_graph *g, const dm_node *n,
   case DM_OP_INSTANCENORM: rc = k_instancenorm(&c); break;
   case DM_OP_PRELU: rc = k_prelu(&c); break;
   case DM_OP_LRN: rc = k_lrn(&c); break;
+  case DM_OP_ARGMAX: rc = k_argmax(&c); break;
   default:
     return nerr(eb, DM_UNSUPPORTED, n, "op %d has no reference kernel",
                 (int)n->op);

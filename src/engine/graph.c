@@ -89,7 +89,8 @@ typedef struct op_entry {
 } op_entry;
 
 enum { V_NONE = 0, V_FLATTEN, V_SQUEEZE, V_UNSQUEEZE, V_IDENTITY, V_DROPOUT,
-       V_LOGSOFTMAX, V_SUM, V_MEAN, V_VARMAX, V_VARMIN, V_CONSTANT };
+       V_LOGSOFTMAX, V_SUM, V_MEAN, V_VARMAX, V_VARMIN, V_CONSTANT, V_SIZE,
+       V_ARGMIN };
 
 static const op_entry op_table[] = {
     {"Conv", DM_OP_CONV, 0},
@@ -137,6 +138,9 @@ static const op_entry op_table[] = {
     {"Sum", DM_OP_BINARY, -V_SUM},
     {"Mean", DM_OP_BINARY, -V_MEAN},
     {"Constant", DM_OP_COUNT, V_CONSTANT},
+    {"Size", DM_OP_COUNT, V_SIZE},
+    {"ArgMax", DM_OP_ARGMAX, 0},
+    {"ArgMin", DM_OP_ARGMAX, V_ARGMIN},
 };
 
 static const op_entry *op_lookup(const char *type) {
@@ -1359,6 +1363,25 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     n->p.lrn.bias = attr_f(b, "bias", 1.0f);
     return DM_OK;
   }
+  case DM_OP_ARGMAX: {
+    static const char *const k[] = {"axis", "keepdims", "select_last_index",
+                                    NULL};
+    if ((rc = check_attrs(b, k)) || (rc = need_inputs(b, n, 1, 1))) return rc;
+    if (!is_float(x->dtype) && !is_int(x->dtype)) return bad_dtype(b, x);
+    int ax = norm_axis(attr_i(b, "axis", 0), x->rank);
+    if (ax < 0 || x->rank == 0 || x->dims[ax] == 0)
+      return NODE_ERR(b, DM_FORMAT, "attribute 'axis' out of range or empty");
+    n->p.argmax.axis = ax;
+    n->p.argmax.keepdims = attr_i(b, "keepdims", 1) != 0;
+    n->p.argmax.min = sub == V_ARGMIN;
+    n->p.argmax.last = attr_i(b, "select_last_index", 0) != 0;
+    odt[0] = DM_ONNX_INT64;
+    int r = 0;
+    for (int i = 0; i < x->rank; i++)
+      if (i != ax || n->p.argmax.keepdims) odims[0][r++] = i == ax ? 1 : x->dims[i];
+    orank[0] = r;
+    return DM_OK;
+  }
   default:
     return NODE_ERR(b, DM_UNSUPPORTED, "internal: op without shape rule");
   }
@@ -1597,6 +1620,28 @@ static dm_err legacy_rewrite(builder *b, const op_entry *e, int *ins,
   return DM_OK;
 }
 
+/* Size: the element count of a statically shaped input, a constant. */
+static dm_err add_size_node(builder *b) {
+  const dm_onnx_node *on = b->cur;
+  dm_err rc;
+  if ((rc = check_attrs(b, A_NONE))) return rc;
+  if (on->n_inputs != 1 || on->n_outputs != 1 || !on->inputs[0][0])
+    return NODE_ERR(b, DM_FORMAT, "needs one input and one output");
+  int x = find_value(b, on->inputs[0]), v;
+  if (x < 0)
+    return NODE_ERR(b, DM_FORMAT, "input '%s' is not defined", on->inputs[0]);
+  if (find_value(b, on->outputs[0]) >= 0)
+    return NODE_ERR(b, DM_FORMAT, "output '%s' is defined twice",
+                    on->outputs[0]);
+  int64_t numel = V(b, x)->numel;
+  if ((rc = add_value(b, on->outputs[0], &v)) ||
+      (rc = set_shape(b, v, DM_ONNX_INT64, 0, NULL)) ||
+      (rc = set_const(b, v, &numel, false)))
+    return rc;
+  b->g->stats.folded_const++;
+  return DM_OK;
+}
+
 static dm_err add_onnx_node(builder *b) {
   const dm_onnx_node *on = b->cur;
   dm_err rc = DM_OK;
@@ -1606,6 +1651,7 @@ static dm_err add_onnx_node(builder *b) {
   const op_entry *e = op_lookup(on->op_type);
   if (!e) return NODE_ERR(b, DM_UNSUPPORTED, "op is not supported");
   if (e->sub == V_CONSTANT && e->op == DM_OP_COUNT) return add_constant_node(b);
+  if (e->sub == V_SIZE && e->op == DM_OP_COUNT) return add_size_node(b);
   if (on->n_inputs > 4096 || on->n_outputs > 64)
     return NODE_ERR(b, DM_UNSUPPORTED, "too many inputs/outputs");
   int ins[4096];

@@ -57,7 +57,8 @@
   X(LAYERNORM, "LayerNormalization")                                           \
   X(INSTANCENORM, "InstanceNormalization")                                     \
   X(PRELU, "PRelu")                                                            \
-  X(LRN, "LRN")
+  X(LRN, "LRN")                                                                \
+  X(ARGMAX, "ArgMax") /* also ArgMin (p.argmax.min) */
 
 typedef enum {
 #define X(e, s) DM_OP_##e,
@@ -223,6 +224,7 @@ typedef struct dm_node {
     struct { int axis; float eps; } layernorm; /* in: X, scale, [B] */
     struct { float eps; } instancenorm;        /* in: X, scale, B */
     struct { int64_t size; float alpha, beta, bias; } lrn;
+    struct { int axis; bool keepdims, min, last; } argmax; /* -> int64 */
   } p;
 } dm_node;
 
