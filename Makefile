@@ -88,7 +88,8 @@ run: deps all
 	scripts/run-default
 
 bench: deps all
-	bench/compare.sh
+	test -d bench/node_modules/onnxruntime-node || (cd bench && npm ci --ignore-scripts)
+	bash bench/compare.sh
 
 fuzz:
 	$(MAKE) -C tests/fuzz

@@ -141,6 +141,7 @@ typedef struct oeng {
   int threads;
   bool verbose;
   bool follow; /* conv: try the producer's layout before format_tag_any */
+  bool wino;   /* conv: try Winograd (nChw16c) on eligible 3x3 convs */
   dnnl_engine_t eng;
   dnnl_stream_t stream; /* prepare only (weight reorders) */
   bigmem wmem;          /* reordered weights (virtual reservation) */
@@ -811,6 +812,29 @@ static dm_err dst_for(oeng *e, int ni, int y, const dnnl_memory_desc_t *md,
   return DM_OK;
 }
 
+/* Direct-conv FLOPs of a Conv node, and whether oneDNN's Winograd kernels
+ * (F(2x2,3x3)/F(4x4,3x3), nChw16c) can run it: 2-D 3x3, stride 1, no
+ * dilation, no groups, channels in whole 16-blocks. */
+static double conv_flops(const oeng *e, const dm_node *n) {
+  if (n->op != DM_OP_CONV || n->n_in < 2 || n->n_out < 1) return 0;
+  const dm_value *W = val(e, n->in[1]), *Y = val(e, n->out[0]);
+  double f = 2.0 * (double)W->numel;
+  for (int i = 2; i < Y->rank; i++) f *= (double)Y->dims[i];
+  return f * (double)(Y->rank > 0 ? Y->dims[0] : 1);
+}
+
+static bool conv_wino_ok(const oeng *e, const dm_node *n) {
+  if (n->op != DM_OP_CONV || n->n_in < 2 || n->n_out < 1) return false;
+  const dm_window *w = &n->p.conv.w;
+  const dm_value *W = val(e, n->in[1]), *X = val(e, n->in[0]);
+  if (w->nsp != 2 || n->p.conv.group != 1 || X->rank != 4 || W->rank != 4)
+    return false;
+  for (int i = 0; i < 2; i++)
+    if (w->kernel[i] != 3 || w->stride[i] != 1 || w->dil[i] != 1)
+      return false;
+  return W->dims[0] % 16 == 0 && W->dims[1] % 16 == 0;
+}
+
 static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
   const dm_graph *g = e->g;
   const dm_node *n = &g->nodes[ni];
@@ -866,16 +890,37 @@ static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
   dm_err rc = make_attr(n, sig >= 0, &attr, &sum_value);
   if (rc != DM_OK) return rc;
   if ((rc = primary(e, x, &tx0, eb)) != DM_OK) goto out;
-  for (int attempt = 0; attempt < 2 && !pd; attempt++) {
-    const dnnl_memory_desc_t *smd = &src_any;
+  /* attempts: 0 Winograd on nChw16c (blocked layout policy, eligible 3x3
+   * convs), 1 the producer's layout (blocked policy), 2 format_tag_any */
+  bool wino = e->wino && conv_wino_ok(e, n);
+  dnnl_memory_desc_t blk_src, blk_dst;
+  if (wino) {
+    dnnl_dims_t sd, dd;
+    for (int i = 0; i < 4; i++) {
+      sd[i] = X->dims[i];
+      dd[i] = Y->dims[i];
+    }
+    wino = dnnl_memory_desc_init_by_tag(&blk_src, 4, sd, dnnl_f32,
+                                        dnnl_nChw16c) == dnnl_success &&
+           dnnl_memory_desc_init_by_tag(&blk_dst, 4, dd, dnnl_f32,
+                                        dnnl_nChw16c) == dnnl_success;
+  }
+  for (int attempt = 0; attempt < 3 && !pd; attempt++) {
+    const dnnl_memory_desc_t *smd = &src_any, *dmd = &dst_any;
+    dnnl_alg_kind_t alg = dnnl_convolution_direct;
     if (attempt == 0) {
+      if (!wino) continue;
+      smd = &blk_src;
+      dmd = &blk_dst;
+      alg = dnnl_convolution_winograd;
+    } else if (attempt == 1) {
       if (!e->follow || !e->t[tx0].has_md) continue;
       smd = &e->t[tx0].md;
     }
     dnnl_convolution_desc_t cd;
     if (dnnl_dilated_convolution_forward_desc_init(
-            &cd, dnnl_forward_inference, dnnl_convolution_direct, smd, &w_any,
-            bv >= 0 ? &b_md : NULL, &dst_any, strides, dil, pl, pr) !=
+            &cd, dnnl_forward_inference, alg, smd, &w_any,
+            bv >= 0 ? &b_md : NULL, dmd, strides, dil, pl, pr) !=
         dnnl_success)
       continue;
     if (dnnl_primitive_desc_create(&pd, &cd, attr, e->eng, NULL) !=
@@ -883,7 +928,7 @@ static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
       pd = NULL;
       continue;
     }
-    if (attempt == 0 && pd_is_ref(pd)) {
+    if (attempt < 2 && pd_is_ref(pd)) {
       dnnl_primitive_desc_destroy(pd);
       pd = NULL;
     }
@@ -1710,8 +1755,29 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
   e->threads = threads;
   const char *vb = getenv("DERMAL_ONEDNN_VERBOSE");
   e->verbose = vb && vb[0] && vb[0] != '0';
-  const char *lay = getenv("DERMAL_ONEDNN_FOLLOW");
-  e->follow = lay && lay[0] == '1';
+  {
+    /* Layout policy.  oneDNN 2.6 on AVX-512 has two fp32 conv families:
+     * brgemm kernels on NHWC (what format_tag_any picks) and the older
+     * blocked nChw16c kernels, including Winograd, which runs 3x3 stride-1
+     * convs about twice as fast.  When such convs carry a good share of the
+     * FLOPs (ResNets, VGG) the whole graph goes blocked so they need no
+     * reorders; else NHWC.  DERMAL_ONEDNN_LAYOUT=any|blocked|wino
+     * overrides (benchmarks). */
+    double all = 0, w3 = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+      double f = conv_flops(e, &g->nodes[i]);
+      all += f;
+      if (conv_wino_ok(e, &g->nodes[i])) w3 += f;
+    }
+    e->wino = e->follow = all > 0 && w3 >= 0.25 * all;
+    const char *lay = getenv("DERMAL_ONEDNN_LAYOUT");
+    if (lay && !strcmp(lay, "any")) e->wino = e->follow = false;
+    if (lay && !strcmp(lay, "blocked")) {
+      e->follow = true;
+      e->wino = false;
+    }
+    if (lay && !strcmp(lay, "wino")) e->wino = e->follow = true;
+  }
   size_t nv = (size_t)g->n_values + 1, nn = (size_t)g->n_nodes + 1;
   e->val_t = malloc(nv * sizeof *e->val_t);
   e->last_use = calloc(nv, sizeof *e->last_use);
