@@ -23,8 +23,8 @@ tally() { # name, logfile, exit status
     echo "FAIL   $name: no summary line (exit $st)"; tail -n 20 "$f"
     fail=$((fail + 1)); return
   fi
-  p=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed.*/\1/')
-  x=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+  p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
+  x=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
   s=$(echo "$line" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+' || echo 0)
   pass=$((pass + p)); fail=$((fail + x)); skip=$((skip + ${s:-0}))
   if [ "$st" -ne 0 ] && [ "$x" -eq 0 ]; then

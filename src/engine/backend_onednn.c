@@ -22,19 +22,34 @@
  * per run), or constants (graph data used as is, or weights reordered once at
  * prepare into the layout the primitive asked for).
  *
- * Fusions on top of the graph's: Conv post[] map to oneDNN post-ops
+ * Layouts: activations stay in oneDNN's layout between oneDNN ops; NHWC
+ * (format_tag_any on AVX-512 picks the brgemm kernels) except that, when
+ * 3x3 stride-1 convs carry a large share of the FLOPs, those run Winograd on
+ * nChw16c (see the policy in prepare).  Plain NCHW only for REF nodes and
+ * graph outputs.
+ *
+ * Fusions on top of the graph's: Conv/Gemm post[] map to oneDNN post-ops
  * (eltwise; a residual ADD becomes a `sum` post-op, computed in place in the
  * addend's buffer when this is its last use, else on a copy of it); the SiLU
  * pattern Mul(y, Sigmoid(y)) becomes an eltwise swish post-op of the Conv
- * producing y (or a standalone swish eltwise).
+ * producing y (or a standalone swish eltwise) when graph.c left it.
+ *
+ * Load: operation descriptors are resolved in one pass; primitive creation
+ * (JIT) and weight reorders are queued and run at the end on all cores.
  *
  * Threading: the engine state is read-only after prepare and shared by all
  * sessions.  Primitives are created with omp_get_max_threads() == threads
- * and run with the same ICV (set per run on the calling thread).  Everything
- * mutable (memory objects bound to the arena, the stream, the scratchpad:
- * primitives use dnnl_scratchpad_mode_user) belongs to a session, which one
- * thread uses at a time.  Link with -fopenmp (or -lgomp) and -ldnnl. */
+ * and run with the same ICV (set per run on the calling thread, restored
+ * after).  Everything mutable (memory objects bound to the arena, the
+ * stream, the scratchpad: primitives use dnnl_scratchpad_mode_user) belongs
+ * to a session, which one thread uses at a time.  Links with -lgomp (the
+ * OpenMP runtime Debian's oneDNN uses) and -ldnnl.
+ *
+ * Debugging: DERMAL_ONEDNN_VERBOSE=1 prints the plan (implementation of each
+ * step, ref fallbacks) to stderr; nothing is logged otherwise. */
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +142,7 @@ typedef struct ostep {
   step_kind kind;
   int node; /* node index, -1 for graph output copies */
   dnnl_primitive_t prim;
+  dnnl_primitive_desc_t pd; /* until the primitive is created (jobs) */
   int n_args;
   oarg *args;
   bool has_scratch;
@@ -136,14 +152,26 @@ typedef struct ostep {
   size_t bytes;          /* COPY */
 } ostep;
 
+/* Deferred load work, run on all cores at the end of prepare: primitive
+ * creation (JIT) and weight reorders dominate load time. */
+typedef struct ojob {
+  int step; /* >= 0: create e->s[step].prim; -1: reorder below */
+  int node; /* for messages, -1 none */
+  dnnl_memory_desc_t smd, dmd;
+  const void *src;
+  void *dst;
+  dnnl_status_t status;
+  const char *what;
+} ojob;
+
 typedef struct oeng {
   const dm_graph *g;
   int threads;
   bool verbose;
   bool follow; /* conv: try the producer's layout before format_tag_any */
   bool wino;   /* conv: try Winograd (nChw16c) on eligible 3x3 convs */
+  int64_t wino_max; /* largest OC*IC for Winograd */
   dnnl_engine_t eng;
-  dnnl_stream_t stream; /* prepare only (weight reorders) */
   bigmem wmem;          /* reordered weights (virtual reservation) */
   otensor *t;
   int n_t, cap_t;
@@ -157,6 +185,10 @@ typedef struct oeng {
   uint8_t *done;   /* per node: computed by a fusion, skip */
   uint8_t *swish;  /* per node (Mul): compute as swish(in[swish-1]) */
   int max_io;      /* max n_in/n_out over REF steps */
+  ojob *jobs;
+  int n_jobs, cap_jobs;
+  int workers;     /* threads running jobs (1: inline) */
+  atomic_int next_job;
   size_t arena_bytes, scratch_bytes;
   int n_prim, n_ref, n_reorder;
 } oeng;
@@ -366,8 +398,22 @@ static dm_err primary(oeng *e, int v, int *out, dm_errbuf *eb) {
   if (dv->kind != DM_VAL_CONST)
     return dm_errf(eb, DM_BACKEND, "onednn: value '%s' used before produced",
                    dv->name ? dv->name : "?");
-  int b = new_buf(e, BUF_CONST, -1, dv->data, false);
-  if (b < 0) return nomem(eb, NULL);
+  const void *data = dv->data;
+  bool own = false;
+  size_t es = dv->numel > 0 ? dv->nbytes / (size_t)dv->numel : 1;
+  if (es > 1 && data && ((uintptr_t)data & (es - 1))) {
+    /* graph.c promises aligned constants; stay safe if one slips by */
+    void *p = aligned_alloc(ALIGN, align_up(dv->nbytes));
+    if (!p) return nomem(eb, NULL);
+    memcpy(p, data, dv->nbytes);
+    data = p;
+    own = true;
+  }
+  int b = new_buf(e, BUF_CONST, -1, data, own);
+  if (b < 0) {
+    if (own) free((void *)data);
+    return nomem(eb, NULL);
+  }
   dnnl_memory_desc_t md;
   if (dv->dtype == DM_ONNX_FLOAT && md_plain(e, v, &md) != dnnl_success)
     return dm_errf(eb, DM_BACKEND, "onednn: constant '%s': bad shape",
@@ -402,8 +448,25 @@ static dnnl_status_t user_attr(dnnl_primitive_attr_t *attr) {
   return st;
 }
 
-/* Creates the primitive of pd (not consumed) and appends a PRIM step with
- * args (copied). */
+static dm_err add_job(oeng *e, int step, int node,
+                      const dnnl_memory_desc_t *smd, const void *src,
+                      const dnnl_memory_desc_t *dmd, void *dst,
+                      dm_errbuf *eb) {
+  if (!grow((void **)&e->jobs, &e->cap_jobs, e->n_jobs + 1, sizeof *e->jobs))
+    return nomem(eb, node >= 0 ? &e->g->nodes[node] : NULL);
+  ojob *j = &e->jobs[e->n_jobs++];
+  memset(j, 0, sizeof *j);
+  j->step = step;
+  j->node = node;
+  if (smd) j->smd = *smd;
+  if (dmd) j->dmd = *dmd;
+  j->src = src;
+  j->dst = dst;
+  return DM_OK;
+}
+
+/* Appends a PRIM step with args (copied) for pd (cloned, not consumed); the
+ * primitive is created by the jobs at the end of prepare. */
 static dm_err emit_prim(oeng *e, int node, const_dnnl_primitive_desc_t pd,
                         const oarg *args, int n_args, dm_errbuf *eb) {
   const dm_node *n = node >= 0 ? &e->g->nodes[node] : NULL;
@@ -424,17 +487,19 @@ static dm_err emit_prim(oeng *e, int node, const_dnnl_primitive_desc_t pd,
     size_t sz = dnnl_memory_desc_get_size(sp);
     if (sz > e->scratch_bytes) e->scratch_bytes = sz;
   }
-  dnnl_status_t s = dnnl_primitive_create(&st.prim, pd);
+  dnnl_status_t s = dnnl_primitive_desc_clone(&st.pd, pd);
   if (s != dnnl_success) {
     free(st.args);
-    return dnnl_fail(eb, n, "dnnl_primitive_create", s);
+    return dnnl_fail(eb, n, "dnnl_primitive_desc_clone", s);
   }
   dm_err rc = add_step(e, &st, eb);
   if (rc != DM_OK) {
-    dnnl_primitive_destroy(st.prim);
+    dnnl_primitive_desc_destroy(st.pd);
     free(st.args);
     return rc;
   }
+  if ((rc = add_job(e, e->n_s - 1, node, NULL, NULL, NULL, NULL, eb)) != DM_OK)
+    return rc; /* the step's pd is released with the engine */
   e->n_prim++;
   if (e->verbose)
     fprintf(stderr, "onednn: %-28s %-20s %s\n", n ? nname(n) : "(output)",
@@ -442,42 +507,95 @@ static dm_err emit_prim(oeng *e, int node, const_dnnl_primitive_desc_t pd,
   return DM_OK;
 }
 
-/* Runs a reorder once, now (prepare time; constants). */
-static dm_err reorder_now(oeng *e, const dm_node *n,
-                          const dnnl_memory_desc_t *smd, const void *src,
-                          const dnnl_memory_desc_t *dmd, void *dst,
-                          dm_errbuf *eb) {
+/* Runs one reorder job (constants) on stream st. */
+static void job_reorder(oeng *e, ojob *j, dnnl_stream_t st) {
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t pr = NULL;
   dnnl_memory_t ms = NULL, mdst = NULL;
   dnnl_status_t s;
-  const char *what = "dnnl_reorder_primitive_desc_create";
-  if ((s = dnnl_reorder_primitive_desc_create(&pd, smd, e->eng, dmd, e->eng,
-                                              NULL)) != dnnl_success)
-    goto fail;
-  what = "dnnl_primitive_create(reorder)";
-  if ((s = dnnl_primitive_create(&pr, pd)) != dnnl_success) goto fail;
-  what = "dnnl_memory_create";
-  if ((s = dnnl_memory_create(&ms, smd, e->eng, (void *)src)) != dnnl_success)
-    goto fail;
-  if ((s = dnnl_memory_create(&mdst, dmd, e->eng, dst)) != dnnl_success)
-    goto fail;
+  j->what = "dnnl_reorder_primitive_desc_create";
+  s = dnnl_reorder_primitive_desc_create(&pd, &j->smd, e->eng, &j->dmd,
+                                         e->eng, NULL);
+  if (s != dnnl_success) goto out;
+  j->what = "dnnl_primitive_create(reorder)";
+  if ((s = dnnl_primitive_create(&pr, pd)) != dnnl_success) goto out;
+  j->what = "dnnl_memory_create";
+  if ((s = dnnl_memory_create(&ms, &j->smd, e->eng, (void *)j->src)) !=
+      dnnl_success)
+    goto out;
+  if ((s = dnnl_memory_create(&mdst, &j->dmd, e->eng, j->dst)) !=
+      dnnl_success)
+    goto out;
   dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, mdst}};
-  what = "dnnl_primitive_execute(reorder)";
-  if ((s = dnnl_primitive_execute(pr, e->stream, 2, a)) != dnnl_success)
-    goto fail;
-  if ((s = dnnl_stream_wait(e->stream)) != dnnl_success) goto fail;
-  dnnl_memory_destroy(mdst);
-  dnnl_memory_destroy(ms);
-  dnnl_primitive_destroy(pr);
-  dnnl_primitive_desc_destroy(pd);
-  return DM_OK;
-fail:
+  j->what = "dnnl_primitive_execute(reorder)";
+  if ((s = dnnl_primitive_execute(pr, st, 2, a)) != dnnl_success) goto out;
+  s = dnnl_stream_wait(st);
+out:
+  j->status = s;
   if (mdst) dnnl_memory_destroy(mdst);
   if (ms) dnnl_memory_destroy(ms);
   if (pr) dnnl_primitive_destroy(pr);
   if (pd) dnnl_primitive_desc_destroy(pd);
-  return dnnl_fail(eb, n, what, s);
+}
+
+static void *job_worker(void *arg) {
+  oeng *e = arg;
+  dnnl_stream_t st = NULL;
+  /* primitives are tuned for the run's thread count (per-thread ICV);
+   * reorders run once, on one thread each when several workers share the
+   * cores */
+  omp_set_num_threads(e->threads);
+  for (;;) {
+    int k = atomic_fetch_add(&e->next_job, 1);
+    if (k >= e->n_jobs) break;
+    ojob *j = &e->jobs[k];
+    if (j->step >= 0) {
+      ostep *sp = &e->s[j->step];
+      j->what = "dnnl_primitive_create";
+      j->status = dnnl_primitive_create(&sp->prim, sp->pd);
+      if (j->status != dnnl_success) sp->prim = NULL;
+      continue;
+    }
+    if (!st) {
+      j->what = "dnnl_stream_create";
+      if ((j->status = dnnl_stream_create(&st, e->eng,
+                                          dnnl_stream_default_flags)) !=
+          dnnl_success) {
+        st = NULL;
+        continue;
+      }
+    }
+    if (e->workers > 1) omp_set_num_threads(1);
+    job_reorder(e, j, st);
+    if (e->workers > 1) omp_set_num_threads(e->threads);
+  }
+  if (st) dnnl_stream_destroy(st);
+  return NULL;
+}
+
+/* Runs every job on up to `workers` threads (this one included). */
+static dm_err run_jobs(oeng *e, dm_errbuf *eb) {
+  pthread_t tid[8];
+  int spawned = 0;
+  atomic_store(&e->next_job, 0);
+  for (int i = 1; i < e->workers && i < 8; i++) {
+    if (pthread_create(&tid[spawned], NULL, job_worker, e) != 0) break;
+    spawned++;
+  }
+  job_worker(e);
+  for (int i = 0; i < spawned; i++) pthread_join(tid[i], NULL);
+  for (int k = 0; k < e->n_jobs; k++) {
+    const ojob *j = &e->jobs[k];
+    if (j->status != dnnl_success)
+      return dnnl_fail(eb, j->node >= 0 ? &e->g->nodes[j->node] : NULL,
+                       j->what ? j->what : "job", j->status);
+  }
+  for (int i = 0; i < e->n_s; i++)
+    if (e->s[i].pd) {
+      dnnl_primitive_desc_destroy(e->s[i].pd);
+      e->s[i].pd = NULL;
+    }
+  return DM_OK;
 }
 
 /* A constant buffer holding src (layout smd) reordered into dmd; returns a
@@ -499,7 +617,8 @@ static dm_err const_reordered(oeng *e, const dm_node *n, int v,
     if (own) free(p);
     return nomem(eb, n);
   }
-  dm_err rc = reorder_now(e, n, smd, src, dmd, p, eb);
+  dm_err rc = add_job(e, -1, n ? (int)(n - e->g->nodes) : -1, smd, src, dmd,
+                      p, eb);
   if (rc != DM_OK) return rc; /* p is freed with the buffer list */
   int t = new_tensor(e, v, b, dmd, link);
   if (t < 0) return nomem(eb, n);
@@ -832,7 +951,11 @@ static bool conv_wino_ok(const oeng *e, const dm_node *n) {
   for (int i = 0; i < 2; i++)
     if (w->kernel[i] != 3 || w->stride[i] != 1 || w->dil[i] != 1)
       return false;
-  return W->dims[0] % 16 == 0 && W->dims[1] % 16 == 0;
+  /* oneDNN 2.6 transforms Winograd weights with a slow reference reorder
+   * (~130 ms for 512x512x3x3, ~20 ms for 256x256) that gains little on 7x7
+   * maps: cap the size to keep load time reasonable */
+  return W->dims[0] % 16 == 0 && W->dims[1] % 16 == 0 &&
+         W->dims[0] * W->dims[1] <= e->wino_max;
 }
 
 static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
@@ -1283,6 +1406,11 @@ static dm_err map_eltwise(oeng *e, int ni, int x, int yo, const dm_act *act,
   act_map m;
   if (act) {
     if (!map_act(act, &m)) return DM_UNSUPPORTED;
+    /* A standalone two-step eltwise (HardSigmoid = linear + clip post-op)
+     * gave wrong results from oneDNN 2.6 on a 1-D [3] tensor (ONNX test
+     * test_hardsigmoid_example: 0 instead of 0.1); such nodes are rare
+     * outside Conv post-ops, so the reference kernel runs them. */
+    if (m.n > 1) return DM_UNSUPPORTED;
   } else {
     m.n = 1;
     m.alg[0] = dnnl_eltwise_swish;
@@ -1557,6 +1685,16 @@ static dm_err map_ref(oeng *e, int ni, dm_errbuf *eb) {
     rc = nomem(eb, n);
     goto fail;
   }
+  /* The reference kernel reads constants as typed C arrays: weights that
+   * engine.c left unaligned in the mapping (for oneDNN's reorder) get their
+   * aligned copy now.  Build time, single-threaded: the graph is not shared
+   * yet, hence the cast. */
+  for (int i = 0; i < n->n_in; i++)
+    if (n->in[i] >= 0 &&
+        dm__graph_align_const((dm_graph *)(uintptr_t)e->g, n->in[i]) != DM_OK) {
+      rc = nomem(eb, n);
+      goto fail;
+    }
   for (int i = 0; i < n->n_in; i++) {
     st.ref_in[i] = -1;
     if (n->in[i] >= 0 && (rc = get_plain(e, ni, n->in[i], &st.ref_in[i], eb)) != DM_OK)
@@ -1723,6 +1861,7 @@ static void onednn_release(void *state) {
   if (!e) return;
   for (int i = 0; i < e->n_s; i++) {
     if (e->s[i].prim) dnnl_primitive_destroy(e->s[i].prim);
+    if (e->s[i].pd) dnnl_primitive_desc_destroy(e->s[i].pd);
     free(e->s[i].args);
     free(e->s[i].ref_in);
     free(e->s[i].ref_out);
@@ -1730,8 +1869,8 @@ static void onednn_release(void *state) {
   for (int i = 0; i < e->n_b; i++)
     if (e->b[i].own) free((void *)e->b[i].konst);
   big_unmap(&e->wmem);
-  if (e->stream) dnnl_stream_destroy(e->stream);
   if (e->eng) dnnl_engine_destroy(e->eng);
+  free(e->jobs);
   free(e->s);
   free(e->b);
   free(e->t);
@@ -1757,19 +1896,25 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
   e->verbose = vb && vb[0] && vb[0] != '0';
   {
     /* Layout policy.  oneDNN 2.6 on AVX-512 has two fp32 conv families:
-     * brgemm kernels on NHWC (what format_tag_any picks) and the older
-     * blocked nChw16c kernels, including Winograd, which runs 3x3 stride-1
-     * convs about twice as fast.  When such convs carry a good share of the
-     * FLOPs (ResNets, VGG) the whole graph goes blocked so they need no
-     * reorders; else NHWC.  DERMAL_ONEDNN_LAYOUT=any|blocked|wino
-     * overrides (benchmarks). */
+     * brgemm kernels on NHWC (what format_tag_any picks; the fastest for
+     * 1x1, depthwise and strided convs here) and the older blocked nChw16c
+     * kernels, including Winograd, which runs 3x3 stride-1 convs about
+     * twice as fast.  When such convs carry a good share of the FLOPs
+     * (ResNets, VGG) they run Winograd on nChw16c, everything else stays
+     * NHWC, and reorders go between (measured on ResNet-50: 44 -> 38 ms;
+     * all-blocked was 42 ms).  DERMAL_ONEDNN_LAYOUT=any|blocked|wino|mixed
+     * overrides, for benchmarks. */
+    e->wino_max = 256 * 256;
+    const char *wm = getenv("DERMAL_ONEDNN_WINO_MAX");
+    if (wm) e->wino_max = atoll(wm);
     double all = 0, w3 = 0;
     for (int i = 0; i < g->n_nodes; i++) {
       double f = conv_flops(e, &g->nodes[i]);
       all += f;
       if (conv_wino_ok(e, &g->nodes[i])) w3 += f;
     }
-    e->wino = e->follow = all > 0 && w3 >= 0.25 * all;
+    e->wino = all > 0 && w3 >= 0.25 * all;
+    e->follow = false;
     const char *lay = getenv("DERMAL_ONEDNN_LAYOUT");
     if (lay && !strcmp(lay, "any")) e->wino = e->follow = false;
     if (lay && !strcmp(lay, "blocked")) {
@@ -1777,6 +1922,10 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
       e->wino = false;
     }
     if (lay && !strcmp(lay, "wino")) e->wino = e->follow = true;
+    if (lay && !strcmp(lay, "mixed")) {
+      e->wino = true;
+      e->follow = false;
+    }
   }
   size_t nv = (size_t)g->n_values + 1, nn = (size_t)g->n_nodes + 1;
   e->val_t = malloc(nv * sizeof *e->val_t);
@@ -1810,15 +1959,12 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     rc = dnnl_fail(eb, NULL, "dnnl_engine_create", s);
     goto fail;
   }
-  if ((s = dnnl_stream_create(&e->stream, e->eng,
-                              dnnl_stream_default_flags)) != dnnl_success) {
-    e->stream = NULL;
-    rc = dnnl_fail(eb, NULL, "dnnl_stream_create", s);
-    goto fail;
+  {
+    const char *lt = getenv("DERMAL_ONEDNN_LOAD_THREADS");
+    e->workers = lt ? atoi(lt) : omp_get_num_procs();
+    if (e->workers < 1) e->workers = 1;
+    if (e->workers > 8) e->workers = 8;
   }
-
-  if (e->verbose)
-    fprintf(stderr, "onednn: engine+stream %.3f ms\n", now_ms() - t_eng);
   { /* virtual reservation for reordered weights: blocked layouts pad, so
        twice the constants plus slack; only touched pages become resident */
     size_t cb = 0;
@@ -1871,9 +2017,8 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
       if ((rc = add_step(e, &st, eb)) != DM_OK) goto fail;
     }
   }
+  if ((rc = run_jobs(e, eb)) != DM_OK) goto fail;
   if ((rc = plan_memory(e, eb)) != DM_OK) goto fail;
-  dnnl_stream_destroy(e->stream);
-  e->stream = NULL;
   if (e->verbose)
     fprintf(stderr,
             "onednn: %d steps (%d primitives, %d reorders, %d ref), "
