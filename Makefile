@@ -25,9 +25,9 @@ LDOPT    := -fsanitize=thread
 endif
 WERROR   ?=
 CFLAGS   := $(STD) $(WARN) $(WERROR) $(OPT) -Iinclude -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS   := -ldnnl -lgomp -lm -lpthread
+LDLIBS   := -ldnnl -lgomp -lturbojpeg -lspng -lwebp -lm -lpthread
 
-LIB_SRC  := $(wildcard src/common/*.c src/onnx/*.c src/engine/*.c)
+LIB_SRC  := $(wildcard src/common/*.c src/onnx/*.c src/engine/*.c src/image/*.c)
 CLI_SRC  := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(O)/%.o)
