@@ -31,17 +31,19 @@ typedef struct pool_blk {
   size_t pad[7]; /* keeps the payload 64-byte aligned */
 } pool_blk;
 
-void *dm__graph_alloc(dm_graph *g, size_t n) {
+static void *pool_alloc(dm_graph *g, size_t n, bool zero) {
   size_t total;
   if (__builtin_add_overflow(n, sizeof(pool_blk), &total)) return NULL;
   total = (total + 63) & ~(size_t)63;
   pool_blk *b = aligned_alloc(64, total);
   if (!b) return NULL;
-  memset(b, 0, total);
+  if (zero) memset(b + 1, 0, total - sizeof *b);
   b->next = g->pool;
   g->pool = b;
   return b + 1;
 }
+
+void *dm__graph_alloc(dm_graph *g, size_t n) { return pool_alloc(g, n, true); }
 
 static char *pool_strdup(dm_graph *g, const char *s) {
   size_t n = strlen(s);
@@ -299,7 +301,7 @@ static dm_err set_const(builder *b, int v, const void *data, bool may_borrow) {
 dm_err dm__graph_align_const(dm_graph *g, int v) {
   dm_value *x = &g->values[v];
   if (x->kind != DM_VAL_CONST || !x->unaligned) return DM_OK;
-  void *p = dm__graph_alloc(g, x->nbytes ? x->nbytes : 1);
+  void *p = pool_alloc(g, x->nbytes ? x->nbytes : 1, false); /* overwritten */
   if (!p) return DM_NOMEM;
   memcpy(p, x->data, x->nbytes);
   x->owned = p;
