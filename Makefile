@@ -25,9 +25,11 @@ LDOPT    := -fsanitize=thread
 endif
 WERROR   ?=
 CFLAGS   := $(STD) $(WARN) $(WERROR) $(OPT) -Iinclude -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS   := -ldnnl -lgomp -lturbojpeg -lspng -lwebp -lm -lpthread
+LDLIBS   := -ldnnl -lgomp -lturbojpeg -lspng -lwebp -ljansson -lmicrohttpd \
+            -lsqlite3 -lm -lpthread
 
-LIB_SRC  := $(wildcard src/common/*.c src/onnx/*.c src/engine/*.c src/image/*.c)
+LIB_SRC  := $(wildcard src/common/*.c src/onnx/*.c src/engine/*.c src/image/*.c \
+              src/model/*.c src/explain/*.c src/store/*.c src/server/*.c)
 CLI_SRC  := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(O)/%.o)

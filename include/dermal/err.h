@@ -18,7 +18,9 @@
   X(DB, 6, "database error")                                                   \
   X(BUSY, 7, "busy")                                                           \
   X(ARG, 8, "invalid argument")                                                \
-  X(BACKEND, 9, "backend failure")
+  X(BACKEND, 9, "backend failure")                                             \
+  X(TOOBIG, 10, "too large")                                                   \
+  X(IMAGE_SIZE, 11, "image dimensions out of range")
 
 typedef enum {
 #define X(n, v, s) DM_##n = v,

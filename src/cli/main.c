@@ -4,60 +4,20 @@
  * subcommand is a function taking (argc, argv) after the subcommand name and
  * returning the process exit status: 0 success, 1 failure, 2 usage error.
  * Commands that do not need a model (help, version) never open one. */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
 #include "dermal/engine.h"
 #include "dermal/onnx.h"
 #include "npy.h"
+#include "predict.h"
+#include "util.h"
 
 #define DERMAL_VERSION "0.1.0"
 
 /* ---------- small helpers ---------- */
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static double peak_rss_mb(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_maxrss / 1024.0; /* Linux: KiB */
-}
-
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\')
-      fprintf(f, "\\%c", *p);
-    else if (*p < 0x20)
-      fprintf(f, "\\u%04x", *p);
-    else
-      fputc(*p, f);
-  }
-  fputc('"', f);
-}
-
-static int parse_int(const char *flag, const char *s, long lo, long hi,
-                     int *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < lo || v > hi) {
-    fprintf(stderr, "dermal: %s expects an integer in %ld..%ld, got '%s'\n",
-            flag, lo, hi, s);
-    return -1;
-  }
-  *out = (int)v;
-  return 0;
-}
 
 /* Common options: the model (--model M or first positional), backend,
  * threads, precision. */
@@ -136,11 +96,11 @@ static int parse_opts(int argc, char **argv, const char *allowed, opts *o) {
         return 2;
       }
     } else if (!strcmp(a, "--threads")) {
-      if (parse_int(a, v, 1, 256, &o->eng.threads)) return 2;
+      if (dm_cli_parse_int(a, v, 1, 256, &o->eng.threads)) return 2;
     } else if (!strcmp(a, "--iters")) {
-      if (parse_int(a, v, 1, 1000000, &o->iters)) return 2;
+      if (dm_cli_parse_int(a, v, 1, 1000000, &o->iters)) return 2;
     } else if (!strcmp(a, "--warmup")) {
-      if (parse_int(a, v, 0, 1000000, &o->warmup)) return 2;
+      if (dm_cli_parse_int(a, v, 0, 1000000, &o->warmup)) return 2;
     }
   }
   return 0;
@@ -304,10 +264,10 @@ static int cmd_inspect(int argc, char **argv) {
   FILE *f = stdout;
   if (o.json) {
     fprintf(f, "{\"model\":");
-    json_str(f, o.model);
+    dm_cli_json_str(f, o.model);
     fprintf(f, ",\"ir_version\":%lld,\"opset\":%lld,\"producer\":",
             (long long)m->ir_version, (long long)m->opset);
-    json_str(f, m->producer_name);
+    dm_cli_json_str(f, m->producer_name);
     fprintf(f, ",\"file_bytes\":%zu,\"inputs\":[", m->file_bytes);
     size_t shown = 0;
     for (size_t i = 0; i < g->n_inputs; i++) {
@@ -316,7 +276,7 @@ static int cmd_inspect(int argc, char **argv) {
         init = !strcmp(g->initializers[k].name, g->inputs[i].name);
       if (init) continue;
       fprintf(f, "%s{\"name\":", shown++ ? "," : "");
-      json_str(f, g->inputs[i].name);
+      dm_cli_json_str(f, g->inputs[i].name);
       fprintf(f, ",\"dtype\":\"%s\",\"shape\":", dm_onnx_dtype_name(g->inputs[i].dtype));
       print_dims(f, &g->inputs[i], true);
       fputc('}', f);
@@ -324,7 +284,7 @@ static int cmd_inspect(int argc, char **argv) {
     fprintf(f, "],\"outputs\":[");
     for (size_t i = 0; i < g->n_outputs; i++) {
       fprintf(f, "%s{\"name\":", i ? "," : "");
-      json_str(f, g->outputs[i].name);
+      dm_cli_json_str(f, g->outputs[i].name);
       fprintf(f, ",\"dtype\":\"%s\",\"shape\":", dm_onnx_dtype_name(g->outputs[i].dtype));
       print_dims(f, &g->outputs[i], true);
       fputc('}', f);
@@ -332,16 +292,16 @@ static int cmd_inspect(int argc, char **argv) {
     fprintf(f, "],\"nodes\":%zu,\"ops\":{", g->n_nodes);
     for (size_t k = 0; k < nh; k++) {
       if (k) fputc(',', f);
-      json_str(f, h[k].op);
+      dm_cli_json_str(f, h[k].op);
       fprintf(f, ":%d", h[k].count);
     }
     fprintf(f, "},\"parameters\":%lld,\"parameter_bytes\":%zu,\"metadata\":{",
             (long long)params, bytes);
     for (size_t i = 0; i < m->n_metadata; i++) {
       if (i) fputc(',', f);
-      json_str(f, m->metadata[i].key);
+      dm_cli_json_str(f, m->metadata[i].key);
       fputc(':', f);
-      json_str(f, m->metadata[i].value);
+      dm_cli_json_str(f, m->metadata[i].value);
     }
     fprintf(f, "},\"unsupported_ops\":[");
     size_t nu = 0;
@@ -349,7 +309,7 @@ static int cmd_inspect(int argc, char **argv) {
       if ((h[k].domain[0] && strcmp(h[k].domain, "ai.onnx")) ||
           !op_supported(h[k].op)) {
         if (nu++) fputc(',', f);
-        json_str(f, h[k].op);
+        dm_cli_json_str(f, h[k].op);
       }
     fprintf(f, "]}\n");
   } else {
@@ -436,14 +396,14 @@ static int cmd_bench(int argc, char **argv) {
   double *lat = NULL;
   int ret = 1;
   dm_err rc;
-  double t0 = now_ms();
+  double t0 = dm_cli_now_ms();
   if ((rc = dm_onnx_open(o.model, &m, &eb)) ||
       (rc = dm_engine_new(m, &o.eng, &e, &eb)) ||
       (rc = dm_session_new(e, &s, &eb))) {
     ret = fail(o.model, rc, &eb);
     goto out;
   }
-  double load_ms = now_ms() - t0;
+  double load_ms = dm_cli_now_ms() - t0;
   size_t ni = dm_engine_n_inputs(e);
   ins = calloc(ni + 1, sizeof *ins);
   lat = calloc((size_t)o.iters, sizeof *lat);
@@ -457,24 +417,24 @@ static int cmd_bench(int argc, char **argv) {
     if (!ins[i].data) goto out;
     if (ins[i].dtype == DM_ONNX_FLOAT) fill_input(&ins[i], n);
   }
-  double t1 = now_ms();
+  double t1 = dm_cli_now_ms();
   if ((rc = dm_session_run(s, ins, ni, &eb))) {
     ret = fail("run", rc, &eb);
     goto out;
   }
-  double first_ms = now_ms() - t1;
+  double first_ms = dm_cli_now_ms() - t1;
   for (int i = 0; i < o.warmup; i++)
     if ((rc = dm_session_run(s, ins, ni, &eb))) {
       ret = fail("run", rc, &eb);
       goto out;
     }
   for (int i = 0; i < o.iters; i++) {
-    double a = now_ms();
+    double a = dm_cli_now_ms();
     if ((rc = dm_session_run(s, ins, ni, &eb))) {
       ret = fail("run", rc, &eb);
       goto out;
     }
-    lat[i] = now_ms() - a;
+    lat[i] = dm_cli_now_ms() - a;
   }
   qsort(lat, (size_t)o.iters, sizeof *lat, cmp_double);
   double mean = 0;
@@ -483,7 +443,7 @@ static int cmd_bench(int argc, char **argv) {
   const dm_engine_stats *es = dm_engine_get_stats(e);
   if (o.json) {
     printf("{\"model\":");
-    json_str(stdout, o.model);
+    dm_cli_json_str(stdout, o.model);
     printf(",\"backend\":\"%s\",\"precision\":\"%s\",\"threads\":%d,"
            "\"iters\":%d,\"load_ms\":%.3f,\"build_ms\":%.3f,\"first_ms\":%.3f,"
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"mean_ms\":%.3f,"
@@ -493,7 +453,7 @@ static int cmd_bench(int argc, char **argv) {
            dm_engine_backend_name(e), dm_engine_precision_name(e),
            o.eng.threads, o.iters, load_ms, es->load_ms, first_ms,
            pct(lat, o.iters, 50), pct(lat, o.iters, 90), pct(lat, o.iters, 99),
-           mean, lat[0], peak_rss_mb(), es->nodes_in, es->nodes_run,
+           mean, lat[0], dm_cli_peak_rss_mb(), es->nodes_in, es->nodes_run,
            es->arena_bytes, es->weight_bytes, es->weight_copied);
   } else {
     printf("model      %s\n", o.model);
@@ -511,7 +471,7 @@ static int cmd_bench(int argc, char **argv) {
            pct(lat, o.iters, 99), o.iters);
     printf("memory     peak RSS %.1f MB, arena %.1f MB, weights %.1f MB "
            "(%.1f MB copied from the file, the rest used in place)\n",
-           peak_rss_mb(), (double)es->arena_bytes / 1e6,
+           dm_cli_peak_rss_mb(), (double)es->arena_bytes / 1e6,
            (double)es->weight_bytes / 1e6, (double)es->weight_copied / 1e6);
   }
   ret = 0;
@@ -539,6 +499,9 @@ static const char main_help[] =
     "usage: dermal COMMAND [options]\n"
     "\n"
     "commands:\n"
+    "  predict   classify images (default model: models/dermal-ham10000.onnx)\n"
+    "  eval      accuracy, balanced accuracy, confusion matrix on a labelled "
+    "folder\n"
     "  run       run a model on a .npy tensor, write the output as .npy\n"
     "  inspect   show a model's inputs, outputs, ops and metadata\n"
     "  bench     measure load time, latency and memory of a model\n"
@@ -552,6 +515,8 @@ typedef struct cmd {
 } cmd;
 
 static const cmd cmds[] = {
+    {"predict", dm_cli_predict},
+    {"eval", dm_cli_eval},
     {"run", cmd_run},
     {"inspect", cmd_inspect},
     {"bench", cmd_bench},

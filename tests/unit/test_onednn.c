@@ -429,6 +429,39 @@ static void case_mobile_block(void) {
   check_case("mobilenet block", &g, 13, xd, 4, NULL, NULL);
 }
 
+static void case_dw_fusion(void) {
+  /* 1x1 expansion + depthwise 3x3 on large maps (MobileNet-v2 shapes),
+   * NHWC input, stride 1 and 2, with and without biases, relu6 and swish.
+   * Guards against oneDNN 2.6's fused 1x1+dw kernel (dw post-op), which
+   * gives wrong results on NHWC and reads a missing 1x1 bias: the backend
+   * must not use it. */
+  pb g = {0};
+  conv(&g, "p0", "x", "a0", 24, 24, 1, 1, 1, 0, true); /* NHWC input */
+  conv(&g, "e1", "a0", "a1", 24, 144, 1, 1, 1, 0, true);
+  pb n = pb_node("Clip", "clip1", IN("a1", "zero", "six"), IN("a2"));
+  add(&g, &n);
+  conv(&g, "dw1", "a2", "b1", 144, 144, 144, 3, 1, 1, true);
+  n = pb_node("Clip", "clip2", IN("b1", "zero", "six"), IN("y"));
+  add(&g, &n);
+  init_scalar(&g, "zero", 0.f);
+  init_scalar(&g, "six", 6.f);
+  output(&g, "y");
+  int64_t xd[4] = {1, 24, 56, 56};
+  check_case("1x1 + dw, relu6", &g, 13, xd, 4, NULL, NULL);
+
+  pb h = {0};
+  conv(&h, "p0", "x", "c0", 16, 16, 1, 1, 1, 0, true); /* NHWC input */
+  conv(&h, "e2", "c0", "c1", 16, 96, 1, 1, 1, 0, false);
+  unary(&h, "Sigmoid", "c1", "c1s");
+  binary(&h, "Mul", "c1", "c1s", "c2");
+  conv(&h, "dw2", "c2", "d1", 96, 96, 96, 3, 2, 1, false);
+  unary(&h, "Sigmoid", "d1", "d1s");
+  binary(&h, "Mul", "d1", "d1s", "y");
+  output(&h, "y");
+  int64_t xd2[4] = {1, 16, 56, 56};
+  check_case("1x1 + dw, swish", &h, 13, xd2, 4, NULL, NULL);
+}
+
 static void case_se_swish(void) {
   /* efficientnet block: conv+swish, dw+swish, SE (GAP, conv, swish, conv,
    * sigmoid, Mul broadcast), project; plus HardSwish and HardSigmoid */
@@ -880,6 +913,7 @@ int main(void) {
   test_conv_naive_direct();
   case_residual();
   case_mobile_block();
+  case_dw_fusion();
   case_se_swish();
   case_pools();
   case_binaries();

@@ -1,0 +1,481 @@
+/* predict.c: `dermal predict` and `dermal eval`, the two commands that run a
+ * classifier on image files through the same dm_model path the server uses.
+ *
+ * predict prints one line per image (JSON with --json, the object the HTTP
+ * API returns).  eval runs a labelled folder and prints accuracy, balanced
+ * accuracy (mean recall over the classes present in the labels), per-class
+ * precision/recall/F1/support, macro F1, the confusion matrix (rows = truth)
+ * and the expected calibration error (15 equal-width confidence bins); an
+ * unreadable or undecodable image is skipped and counted, never fatal. */
+#include "predict.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dermal/model.h"
+#include "plot.h"
+#include "util.h"
+
+#define MAX_IMAGE_BYTES ((size_t)64 << 20)
+
+static int open_model(const char *path, const dm_model_opts *o, dm_model **m,
+                      dm_predictor **p) {
+  dm_errbuf eb = {{0}};
+  dm_err rc = dm_model_open(path, o, m, &eb);
+  if (!rc) rc = dm_predictor_new(*m, p, &eb);
+  if (rc) {
+    fprintf(stderr, "dermal: %s: %s: %s\n", path, dm_strerror(rc), eb.msg);
+    dm_model_release(*m);
+    *m = NULL;
+    return 1;
+  }
+  return 0;
+}
+
+static bool is_model_path(const char *s) {
+  size_t n = strlen(s);
+  return n > 5 && !strcmp(s + n - 5, ".onnx");
+}
+
+/* ---------- predict ---------- */
+
+static const char predict_help[] =
+    "usage: dermal predict [--model M] [--top K] [--json] [--threads N]\n"
+    "                      [--backend ref|onednn] IMAGE...\n"
+    "  Classifies each image (JPEG, PNG, WebP; EXIF orientation applied).\n"
+    "  --json prints one JSON object per image per line: image, label, top,\n"
+    "  probabilities, ms.  Without --model: the default model\n"
+    "  (models/dermal-ham10000.onnx, or $MODEL_PATH).  A first argument\n"
+    "  ending in .onnx is taken as the model.\n";
+
+int dm_cli_predict(int argc, char **argv) {
+  const char *model = NULL;
+  int top = 3;
+  bool json = false;
+  dm_model_opts mo = {0};
+  const char **images = calloc((size_t)argc + 1, sizeof *images);
+  int n_images = 0;
+  if (!images) return 1;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    bool has = i + 1 < argc;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(predict_help, stdout);
+      free(images);
+      return 0;
+    } else if (!strcmp(a, "--json")) {
+      json = true;
+    } else if (!strcmp(a, "--model") && has) {
+      model = argv[++i];
+    } else if (!strcmp(a, "--top") && has) {
+      if (dm_cli_parse_int(a, argv[++i], 1, DM_MAX_CLASSES, &top)) goto usage;
+    } else if (!strcmp(a, "--threads") && has) {
+      if (dm_cli_parse_int(a, argv[++i], 1, 256, &mo.threads)) goto usage;
+    } else if (!strcmp(a, "--backend") && has) {
+      const char *b = argv[++i];
+      if (!strcmp(b, "ref"))
+        mo.backend = DM_BACKEND_REF;
+      else if (strcmp(b, "onednn")) {
+        fprintf(stderr, "dermal: --backend is ref or onednn\n");
+        goto usage;
+      }
+    } else if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "dermal: unknown option '%s' (or missing value)\n", a);
+      goto usage;
+    } else if (!model && n_images == 0 && is_model_path(a)) {
+      model = a;
+    } else {
+      images[n_images++] = a;
+    }
+  }
+  if (n_images == 0) {
+    fprintf(stderr, "dermal predict: no image given\n");
+    goto usage;
+  }
+  if (!model) model = dm_cli_default_model();
+  dm_model *m = NULL;
+  dm_predictor *p = NULL;
+  if (open_model(model, &mo, &m, &p)) {
+    free(images);
+    return 1;
+  }
+  const dm_model_info *info = dm_model_get_info(m);
+  int failures = 0;
+  dm_prediction *r = malloc(sizeof *r);
+  for (int i = 0; r && i < n_images; i++) {
+    char err[256];
+    size_t len = 0;
+    void *bytes = dm_cli_read_file(images[i], MAX_IMAGE_BYTES, &len, err,
+                                   sizeof err);
+    dm_errbuf eb = {{0}};
+    dm_err rc = DM_IO;
+    if (bytes) rc = dm_predict(p, bytes, len, NULL, r, &eb);
+    free(bytes);
+    if (!bytes || rc) {
+      failures++;
+      const char *why = bytes ? eb.msg : err;
+      if (json) {
+        printf("{\"image\":");
+        dm_cli_json_str(stdout, images[i]);
+        printf(",\"error\":");
+        dm_cli_json_str(stdout, why);
+        printf("}\n");
+      } else {
+        fprintf(stderr, "dermal: %s: %s\n", images[i], why);
+      }
+      continue;
+    }
+    if (json) {
+      char *s = dm_prediction_json(m, r, images[i], top);
+      if (s) printf("%s\n", s);
+      free(s);
+    } else {
+      printf("%s: %s", images[i], info->labels[r->order[0]]);
+      printf(" (%s)", info->names[r->order[0]]);
+      for (int k = 0; k < top && (size_t)k < r->n_classes; k++)
+        printf("%s%s %.1f%%", k ? ", " : "  ", info->labels[r->order[k]],
+               100.0 * (double)r->prob[r->order[k]]);
+      printf("  [decode %.1f ms, preprocess %.1f ms, inference %.1f ms]\n",
+             r->ms_decode, r->ms_preprocess, r->ms_inference);
+    }
+  }
+  free(r);
+  dm_predictor_free(p);
+  dm_model_release(m);
+  free(images);
+  return failures ? 1 : 0;
+usage:
+  fputs(predict_help, stderr);
+  free(images);
+  return 2;
+}
+
+/* ---------- eval ---------- */
+
+static const char eval_help[] =
+    "usage: dermal eval [--model M] --images DIR --labels CSV [--json]\n"
+    "                   [--plot PNG] [--threads N] [--backend ref|onednn]\n"
+    "  CSV has a header naming the columns image_id and dx; each image is\n"
+    "  DIR/<image_id>.jpg or .png (or image_id itself when it has an\n"
+    "  extension).  Prints accuracy, balanced accuracy (mean per-class recall\n"
+    "  over the classes present), per-class precision/recall/F1/support,\n"
+    "  macro F1, the confusion matrix (rows = truth) and the expected\n"
+    "  calibration error.  Unreadable images are skipped and counted.\n";
+
+typedef struct row {
+  char *id, *dx;
+} row;
+
+/* Splits one CSV line in place (quotes allowed, no embedded newlines). */
+static int csv_fields(char *line, char **f, int max) {
+  int n = 0;
+  char *p = line;
+  while (n < max) {
+    if (*p == '"') {
+      char *w = ++p;
+      f[n++] = w;
+      while (*p && !(*p == '"' && p[1] != '"')) {
+        if (*p == '"') p++;
+        *w++ = *p++;
+      }
+      if (*p == '"') p++;
+      *w = 0;
+      if (*p == ',') p++;
+      else break;
+      continue;
+    }
+    f[n++] = p;
+    char *c = strchr(p, ',');
+    if (!c) break;
+    *c = 0;
+    p = c + 1;
+  }
+  for (int i = 0; i < n; i++) {
+    size_t l = strlen(f[i]);
+    while (l && (f[i][l - 1] == '\r' || f[i][l - 1] == '\n' || f[i][l - 1] == ' '))
+      f[i][--l] = 0;
+  }
+  return n;
+}
+
+static row *read_labels(const char *path, size_t *n_out) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    perror(path);
+    return NULL;
+  }
+  char line[4096];
+  char *fields[64];
+  int c_id = -1, c_dx = -1;
+  if (!fgets(line, sizeof line, f)) {
+    fprintf(stderr, "dermal: %s: empty\n", path);
+    fclose(f);
+    return NULL;
+  }
+  int nf = csv_fields(line, fields, 64);
+  for (int i = 0; i < nf; i++) {
+    if (!strcmp(fields[i], "image_id")) c_id = i;
+    if (!strcmp(fields[i], "dx")) c_dx = i;
+  }
+  if (c_id < 0 || c_dx < 0) {
+    fprintf(stderr, "dermal: %s: header must name columns image_id and dx\n",
+            path);
+    fclose(f);
+    return NULL;
+  }
+  size_t n = 0, cap = 256;
+  row *rows = malloc(cap * sizeof *rows);
+  while (rows && fgets(line, sizeof line, f)) {
+    nf = csv_fields(line, fields, 64);
+    if (nf <= c_id || nf <= c_dx || !fields[c_id][0]) continue;
+    if (n == cap) {
+      row *nr = realloc(rows, 2 * cap * sizeof *rows);
+      if (!nr) break;
+      rows = nr;
+      cap *= 2;
+    }
+    rows[n].id = strdup(fields[c_id]);
+    rows[n].dx = strdup(fields[c_dx]);
+    if (!rows[n].id || !rows[n].dx) break;
+    n++;
+  }
+  fclose(f);
+  *n_out = n;
+  return rows;
+}
+
+static char *image_path(const char *dir, const char *id) {
+  static const char *const exts[] = {"", ".jpg", ".jpeg", ".png", ".webp"};
+  size_t cap = strlen(dir) + strlen(id) + 8;
+  char *p = malloc(cap);
+  if (!p) return NULL;
+  for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+    snprintf(p, cap, "%s/%s%s", dir, id, exts[i]);
+    if (i == 0 && !strchr(id, '.')) continue;
+    if (access(p, R_OK) == 0) return p;
+  }
+  free(p);
+  return NULL;
+}
+
+int dm_cli_eval(int argc, char **argv) {
+  const char *model = NULL, *dir = NULL, *labels = NULL, *plot = NULL;
+  bool json = false;
+  dm_model_opts mo = {0};
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    bool has = i + 1 < argc;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(eval_help, stdout);
+      return 0;
+    } else if (!strcmp(a, "--json")) {
+      json = true;
+    } else if (!strcmp(a, "--model") && has) {
+      model = argv[++i];
+    } else if (!strcmp(a, "--images") && has) {
+      dir = argv[++i];
+    } else if (!strcmp(a, "--labels") && has) {
+      labels = argv[++i];
+    } else if (!strcmp(a, "--plot") && has) {
+      plot = argv[++i];
+    } else if (!strcmp(a, "--threads") && has) {
+      if (dm_cli_parse_int(a, argv[++i], 1, 256, &mo.threads)) return 2;
+    } else if (!strcmp(a, "--backend") && has) {
+      const char *b = argv[++i];
+      if (!strcmp(b, "ref"))
+        mo.backend = DM_BACKEND_REF;
+      else if (strcmp(b, "onednn")) {
+        fprintf(stderr, "dermal: --backend is ref or onednn\n");
+        return 2;
+      }
+    } else if (a[0] != '-' && !model) {
+      model = a;
+    } else {
+      fprintf(stderr, "dermal: unknown option '%s' (or missing value)\n%s", a,
+              eval_help);
+      return 2;
+    }
+  }
+  if (!dir || !labels) {
+    fprintf(stderr, "dermal eval: --images and --labels are required\n%s",
+            eval_help);
+    return 2;
+  }
+  if (!model) model = dm_cli_default_model();
+  size_t n_rows = 0;
+  row *rows = read_labels(labels, &n_rows);
+  if (!rows) return 1;
+  dm_model *m = NULL;
+  dm_predictor *p = NULL;
+  int ret = 1;
+  size_t *conf = NULL;
+  dm_prediction *r = NULL;
+  if (open_model(model, &mo, &m, &p)) goto out;
+  const dm_model_info *info = dm_model_get_info(m);
+  size_t K = info->n_classes;
+  conf = calloc(K * K, sizeof *conf);
+  r = malloc(sizeof *r);
+  if (!conf || !r) goto out;
+  enum { BINS = 15 };
+  double bin_conf[BINS] = {0}, bin_acc[BINS] = {0};
+  size_t bin_n[BINS] = {0}, skipped = 0, unknown = 0, done = 0;
+  bool tty = isatty(2);
+  double t0 = dm_cli_now_ms();
+  for (size_t i = 0; i < n_rows; i++) {
+    size_t truth = K;
+    for (size_t c = 0; c < K; c++)
+      if (!strcmp(info->labels[c], rows[i].dx)) truth = c;
+    if (truth == K) {
+      unknown++;
+      continue;
+    }
+    char *path = image_path(dir, rows[i].id);
+    char err[256];
+    size_t len = 0;
+    void *bytes = path ? dm_cli_read_file(path, MAX_IMAGE_BYTES, &len, err,
+                                          sizeof err)
+                       : NULL;
+    dm_errbuf eb = {{0}};
+    if (!bytes || dm_predict(p, bytes, len, NULL, r, &eb)) {
+      skipped++;
+      if (!json || tty)
+        fprintf(stderr, "%sdermal: skipped %s: %s\n", tty ? "\r" : "",
+                rows[i].id, !path ? "not found" : !bytes ? err : eb.msg);
+      free(bytes);
+      free(path);
+      continue;
+    }
+    free(bytes);
+    free(path);
+    size_t pred = (size_t)r->order[0];
+    conf[truth * K + pred]++;
+    double c = (double)r->prob[pred];
+    int b = (int)(c * BINS);
+    if (b >= BINS) b = BINS - 1;
+    if (b < 0) b = 0;
+    bin_conf[b] += c;
+    bin_acc[b] += pred == truth;
+    bin_n[b]++;
+    done++;
+    if (tty && (done % 10 == 0 || i + 1 == n_rows)) {
+      int w = 30, f = (int)((double)w * (double)(i + 1) / (double)n_rows);
+      fprintf(stderr, "\r[%.*s%*s] %zu/%zu  %.0f img/s", f,
+              "==============================", w - f, "", i + 1, n_rows,
+              (double)done * 1e3 / (dm_cli_now_ms() - t0 + 1e-9));
+    }
+  }
+  if (tty) fputc('\n', stderr);
+  /* metrics */
+  size_t total = 0, correct = 0;
+  double *prec = calloc(K, sizeof *prec), *rec = calloc(K, sizeof *rec),
+         *f1 = calloc(K, sizeof *f1);
+  size_t *support = calloc(K, sizeof *support);
+  if (!prec || !rec || !f1 || !support) {
+    free(prec), free(rec), free(f1), free(support);
+    goto out;
+  }
+  double bal = 0, macro_f1 = 0;
+  size_t present = 0;
+  for (size_t c = 0; c < K; c++) {
+    size_t tp = conf[c * K + c], col = 0;
+    for (size_t t = 0; t < K; t++) {
+      support[c] += conf[c * K + t];
+      col += conf[t * K + c];
+    }
+    total += support[c];
+    correct += tp;
+    prec[c] = col ? (double)tp / (double)col : 0;
+    rec[c] = support[c] ? (double)tp / (double)support[c] : 0;
+    f1[c] = prec[c] + rec[c] > 0 ? 2 * prec[c] * rec[c] / (prec[c] + rec[c]) : 0;
+    if (support[c]) {
+      present++;
+      bal += rec[c];
+      macro_f1 += f1[c];
+    }
+  }
+  double acc = total ? (double)correct / (double)total : 0;
+  bal = present ? bal / (double)present : 0;
+  macro_f1 = present ? macro_f1 / (double)present : 0;
+  double ece = 0;
+  for (int b = 0; b < BINS; b++)
+    if (bin_n[b])
+      ece += (double)bin_n[b] / (double)(total ? total : 1) *
+             fabs(bin_acc[b] / (double)bin_n[b] - bin_conf[b] / (double)bin_n[b]);
+  if (json) {
+    printf("{\"model\":");
+    dm_cli_json_str(stdout, model);
+    printf(",\"n\":%zu,\"skipped\":%zu,\"unknown_labels\":%zu,\"accuracy\":%.6f,"
+           "\"balanced_accuracy\":%.6f,\"macro_f1\":%.6f,\"ece\":%.6f,"
+           "\"labels\":[",
+           total, skipped, unknown, acc, bal, macro_f1, ece);
+    for (size_t c = 0; c < K; c++) {
+      if (c) putchar(',');
+      dm_cli_json_str(stdout, info->labels[c]);
+    }
+    printf("],\"per_class\":{");
+    for (size_t c = 0; c < K; c++) {
+      if (c) putchar(',');
+      dm_cli_json_str(stdout, info->labels[c]);
+      printf(":{\"precision\":%.6f,\"recall\":%.6f,\"f1\":%.6f,\"support\":%zu}",
+             prec[c], rec[c], f1[c], support[c]);
+    }
+    printf("},\"confusion\":[");
+    for (size_t t = 0; t < K; t++) {
+      printf("%s[", t ? "," : "");
+      for (size_t c = 0; c < K; c++)
+        printf("%s%zu", c ? "," : "", conf[t * K + c]);
+      putchar(']');
+    }
+    printf("]}\n");
+  } else {
+    printf("model              %s\n", model);
+    printf("images             %zu evaluated, %zu skipped, %zu with labels "
+           "the model lacks\n",
+           total, skipped, unknown);
+    printf("accuracy           %.4f\n", acc);
+    printf("balanced accuracy  %.4f  (mean recall over %zu classes present)\n",
+           bal, present);
+    printf("macro F1           %.4f\n", macro_f1);
+    printf("ECE                %.4f  (15 bins)\n\n", ece);
+    printf("%-8s %9s %9s %9s %8s\n", "class", "precision", "recall", "f1",
+           "support");
+    for (size_t c = 0; c < K; c++)
+      printf("%-8s %9.4f %9.4f %9.4f %8zu\n", info->labels[c], prec[c],
+             rec[c], f1[c], support[c]);
+    printf("\nconfusion (rows = truth, columns = prediction)\n%8s", "");
+    for (size_t c = 0; c < K; c++) printf(" %6.6s", info->labels[c]);
+    putchar('\n');
+    for (size_t t = 0; t < K; t++) {
+      printf("%-8.8s", info->labels[t]);
+      for (size_t c = 0; c < K; c++) printf(" %6zu", conf[t * K + c]);
+      putchar('\n');
+    }
+  }
+  ret = 0;
+  if (plot) {
+    char err[256];
+    if (dm_cli_plot_confusion(plot, info->labels, K, conf, err, sizeof err)) {
+      fprintf(stderr, "dermal: --plot %s: %s\n", plot, err);
+      ret = 1;
+    }
+  }
+  free(prec);
+  free(rec);
+  free(f1);
+  free(support);
+out:
+  free(r);
+  free(conf);
+  dm_predictor_free(p);
+  dm_model_release(m);
+  for (size_t i = 0; i < n_rows; i++) {
+    free(rows[i].id);
+    free(rows[i].dx);
+  }
+  free(rows);
+  return ret;
+}

@@ -1,0 +1,23 @@
+/* util.h: helpers shared by the CLI's subcommand files (src/cli only). */
+#ifndef DERMAL_CLI_UTIL_H
+#define DERMAL_CLI_UTIL_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+double dm_cli_now_ms(void);
+double dm_cli_peak_rss_mb(void);
+/* Parses an integer in [lo, hi]; prints "dermal: FLAG expects ..." and
+ * returns -1 on error. */
+int dm_cli_parse_int(const char *flag, const char *s, long lo, long hi,
+                     int *out);
+/* Writes s as a JSON string literal. */
+void dm_cli_json_str(FILE *f, const char *s);
+/* The default model: $MODEL_PATH, else models/dermal-ham10000.onnx in the
+ * current directory, else next to the binary (../models/ from build/). */
+const char *dm_cli_default_model(void);
+/* Reads a whole file (for images); *len set.  NULL + message on error. */
+void *dm_cli_read_file(const char *path, size_t max, size_t *len,
+                       char *err, size_t errlen);
+
+#endif
