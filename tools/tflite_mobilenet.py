@@ -90,7 +90,7 @@ class FbTable:
     def vec_numpy(self, field, flags):
         o = self._off(field)
         if not o:
-            return np.zeros((0,), dtype=flags.python_type if hasattr(flags, "python_type") else None)
+            return np.zeros((0,), dtype=N.to_numpy_type(flags))
         return self.t.GetVectorAsNumpy(flags, o)
 
 

@@ -118,7 +118,7 @@ def load_cached(data_dir, split, rows, cache_dir):
 
 def normalize(x):
     """uint8 NHWC batch (numpy) -> float NCHW, pixels/255, mean 0.5, std 0.5."""
-    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
+    t = torch.from_numpy(np.array(x, dtype=np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
     return t.sub_(0.5).div_(0.5)
 
 
@@ -213,6 +213,99 @@ def metrics(y, logits):
 # ONNX export
 # ---------------------------------------------------------------------------
 
+def fold_constants(graph):
+    """Evaluate the small shape subgraphs the exporter leaves in front of Pad
+    (torch 1.13 does not fold a Slice with step -1) and store the results as
+    initializers, so that fold_pads() sees constant pads."""
+    from onnx import numpy_helper
+    const = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+
+    def attr(n, name, default=None):
+        for a in n.attribute:
+            if a.name == name:
+                return onnx_attr(a)
+        return default
+
+    def onnx_attr(a):
+        import onnx
+        return onnx.helper.get_attribute_value(a)
+
+    folded = []
+    for n in graph.node:
+        ins = [i for i in n.input if i]
+        if n.op_type == "Constant":
+            const[n.output[0]] = numpy_helper.to_array(attr(n, "value"))
+            folded.append(n)
+            continue
+        if not all(i in const for i in ins):
+            continue
+        v = [const[i] for i in ins]
+        op = n.op_type
+        if op == "ConstantOfShape":
+            fill = attr(n, "value")
+            fill = numpy_helper.to_array(fill) if fill is not None else np.zeros(1, np.float32)
+            r = np.full(tuple(int(d) for d in v[0]), fill.reshape(-1)[0], dtype=fill.dtype)
+        elif op == "Concat":
+            r = np.concatenate(v, axis=attr(n, "axis"))
+        elif op == "Reshape":
+            shape = [int(d) if int(d) != 0 else v[0].shape[k] for k, d in enumerate(v[1])]
+            r = v[0].reshape(shape)
+        elif op == "Transpose":
+            r = np.transpose(v[0], attr(n, "perm"))
+        elif op == "Cast":
+            from onnx import mapping
+            r = v[0].astype(mapping.TENSOR_TYPE_TO_NP_TYPE[attr(n, "to")])
+        elif op == "Slice":
+            data, starts, ends = v[0], v[1], v[2]
+            axes = v[3] if len(v) > 3 else np.arange(len(starts))
+            steps = v[4] if len(v) > 4 else np.ones(len(starts), np.int64)
+            sl = [slice(None)] * data.ndim
+            for a, b, e, st in zip(axes, starts, ends, steps):
+                dim = data.shape[int(a)]
+                b, e, st = int(b), int(e), int(st)
+                b = max(min(b + dim if b < 0 else b, dim - (st < 0)), -1 if st < 0 else 0)
+                if e < -dim - 1 or e <= -2**62:
+                    e = None
+                else:
+                    e = e + dim if e < 0 else min(e, dim)
+                sl[int(a)] = slice(b, e, st)
+            r = data[tuple(sl)]
+        else:
+            continue
+        const[n.output[0]] = np.asarray(r)
+        folded.append(n)
+    used = {i for n in graph.node if n not in folded for i in n.input}
+    for n in folded:
+        graph.node.remove(n)
+        if n.output[0] in used:
+            graph.initializer.append(numpy_helper.from_array(const[n.output[0]], n.output[0]))
+    return len(folded)
+
+
+def drop_relu_before_clip(graph):
+    """Relu -> Clip(min >= 0, max) (how torch 1.13 exports ReLU6) -> one Clip."""
+    from onnx import numpy_helper
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    users = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    drop = []
+    for n in graph.node:
+        if n.op_type != "Relu" or len(users.get(n.output[0], [])) != 1:
+            continue
+        clip = users[n.output[0]][0]
+        if clip.op_type != "Clip" or len(clip.input) < 2 or clip.input[1] not in inits:
+            continue
+        if float(inits[clip.input[1]].reshape(-1)[0]) < 0:
+            continue
+        clip.input[0] = n.input[0]
+        drop.append(n)
+    for n in drop:
+        graph.node.remove(n)
+    return len(drop)
+
+
 def fold_pads(graph):
     """Pad(constant 0, spatial only) -> Conv: move the pads into Conv.pads."""
     import onnx
@@ -275,7 +368,16 @@ def export_onnx(model, out, val_metrics, n_train, data_dir):
                       output_names=["logits"], do_constant_folding=True)
     m = onnx.load(tmp)
     os.unlink(tmp)
+    for vi, dims in ((m.graph.input[0], [1, 3, SIZE, SIZE]), (m.graph.output[0], [1, len(CLASSES)])):
+        shape = vi.type.tensor_type.shape
+        del shape.dim[:]
+        for d in dims:
+            shape.dim.add().dim_value = d
+    fold_constants(m.graph)
     folded = fold_pads(m.graph)
+    drop_relu_before_clip(m.graph)
+    from collections import Counter
+    log("ONNX ops: %s" % dict(Counter(n.op_type for n in m.graph.node)))
     pools = [n for n in m.graph.node if n.op_type in ("GlobalAveragePool", "ReduceMean")]
     assert len(pools) == 1, "expected one global pooling node"
     target = pools[0].input[0]

@@ -254,6 +254,22 @@ static dnnl_status_t md_plain_dims(dnnl_memory_desc_t *md, int nd,
   return dnnl_memory_desc_init_by_strides(md, nd, d, dnnl_f32, st);
 }
 
+/* Channels-last (NHWC-like: dim 1 innermost) dense descriptor, nd >= 3. */
+static dnnl_status_t md_channels_last(dnnl_memory_desc_t *md, int nd,
+                                      const int64_t *dims) {
+  dnnl_dims_t d, st;
+  for (int i = 0; i < nd; i++) d[i] = dims[i];
+  dnnl_dim_t s = 1;
+  st[1] = s;
+  s *= d[1] > 0 ? d[1] : 1;
+  for (int i = nd - 1; i >= 2; i--) {
+    st[i] = s;
+    s *= d[i] > 0 ? d[i] : 1;
+  }
+  st[0] = s;
+  return dnnl_memory_desc_init_by_strides(md, nd, d, dnnl_f32, st);
+}
+
 static dnnl_status_t md_plain(const oeng *e, int v, dnnl_memory_desc_t *md) {
   return md_plain_dims(md, val(e, v)->rank, val(e, v)->dims);
 }
@@ -1579,10 +1595,31 @@ static dm_err map_concat(oeng *e, int ni, dm_errbuf *eb) {
   if (md_any(&dst_any, r, Y->dims) || user_attr(&attr) != dnnl_success)
     goto out;
   if (dnnl_concat_primitive_desc_create(&pd, &dst_any, n->n_in, axis, mds,
-                                        attr, e->eng) != dnnl_success) {
+                                        attr, e->eng) != dnnl_success)
     pd = NULL;
-    goto out;
+  if ((!pd || pd_is_ref(pd)) && r >= 3) {
+    /* inputs in different layouts (e.g. NHWC next to Winograd's nChw16c)
+     * get oneDNN's reference concat: bring them all to NHWC instead */
+    dnnl_primitive_desc_t pd2 = NULL;
+    bool ok = true;
+    for (int i = 0; i < n->n_in && ok; i++)
+      ok = md_channels_last(&mds[i], r, val(e, n->in[i])->dims) ==
+           dnnl_success;
+    if (ok && dnnl_concat_primitive_desc_create(&pd2, &dst_any, n->n_in, axis,
+                                                mds, attr, e->eng) ==
+                  dnnl_success) {
+      if (pd_is_ref(pd2)) {
+        dnnl_primitive_desc_destroy(pd2);
+      } else {
+        if (pd) dnnl_primitive_desc_destroy(pd);
+        pd = pd2;
+        for (int i = 0; i < n->n_in; i++)
+          if ((rc = get_as(e, ni, n->in[i], &mds[i], &ts[i], eb)) != DM_OK)
+            goto out;
+      }
+    }
   }
+  if (!pd) goto out;
   {
     const dnnl_memory_desc_t *dmd =
         dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);

@@ -185,7 +185,7 @@ static void test_file_concurrent(void) {
     CHECK(!"mkdtemp");
     return;
   }
-  char url[256], path[256];
+  char url[320], path[256];
   snprintf(path, sizeof path, "%s/h.db", dir);
   snprintf(url, sizeof url, "sqlite:///%s", path); /* four slashes: absolute */
   dm_store *s = NULL;
