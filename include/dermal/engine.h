@@ -43,6 +43,13 @@ typedef struct dm_engine_opts {
    * agree.  data is ignored.  NULL: symbolic batch dims become 1. */
   const struct dm_tensor *input_shapes;
   size_t n_input_shapes;
+  /* Grad-CAM: when cam is set the engine resolves a target tensor (cam_target
+   * by name, or NULL: the last tensor with spatial extent > 1x1 before the
+   * global pooling that leads to the scores), keeps it materialised, and
+   * checks that every op between it and the scores has a backward rule;
+   * dm_session_run_cam then works.  Fails at load naming the op otherwise. */
+  bool cam;
+  const char *cam_target;
 } dm_engine_opts;
 
 /* A tensor handed across the API.  data is borrowed. */
@@ -91,6 +98,25 @@ void dm_session_free(dm_session *s);
 dm_err dm_session_run(dm_session *s, const dm_tensor *inputs, size_t n_inputs,
                       dm_errbuf *eb);
 dm_tensor dm_session_output(const dm_session *s, size_t i);
+
+/* Grad-CAM inputs for one run (engine built with opts.cam). */
+typedef struct dm_cam_result {
+  int class_index;      /* explained class (top-1 unless asked) */
+  float score;          /* its pre-softmax score */
+  int64_t c, h, w;      /* target tensor [1, c, h, w] */
+  const float *activation; /* (c, h, w) target activation */
+  const float *gradient;   /* (c, h, w) d score / d activation */
+} dm_cam_result;
+
+/* Runs once like dm_session_run, then back-propagates the score of
+ * class_index (< 0: the top-1 class) from the output to the target through
+ * the ops after it (pooling, reshapes, Gemm/MatMul, activations), in plain C.
+ * The pointers in *out stay valid until the next run on s. */
+dm_err dm_session_run_cam(dm_session *s, const dm_tensor *inputs,
+                          size_t n_inputs, int class_index,
+                          dm_cam_result *out, dm_errbuf *eb);
+/* Name of the Grad-CAM target ("" when the engine was built without cam). */
+const char *dm_engine_cam_target(const dm_engine *e);
 
 /* Op types the engine runs (default domain), for the conformance runner and
  * `dermal inspect`.  NULL-terminated static list. */

@@ -7,6 +7,9 @@
  * replicated, palette images are expanded, CMYK/YCCK JPEGs are converted with
  * PIL's formula (Adobe inverted polarity), 16-bit samples keep their high
  * byte, the EXIF orientation (JPEG APP1, PNG eXIf, WebP EXIF) is applied.
+ * One deliberate difference: PIL opens a 16-bit grayscale PNG as mode "I"
+ * and convert("RGB") clips the 16-bit value at 255 (an almost white image);
+ * dermal keeps the high byte, as PIL does for every other 16-bit PNG.
  * Input is untrusted: every refusal is a distinct dm_err (see
  * dm_image_decode) and never leaves a partly decoded image behind.
  *
@@ -39,9 +42,9 @@ typedef enum dm_image_format {
   DM_IMAGE_WEBP = 3
 } dm_image_format;
 
-/* What the decoder found and did.  Filled on DM_OK, and on DM_IMAGE_SIZE
- * once the header was read (format, width, height), so a caller can say
- * "image is 65535x65535". */
+/* What the decoder found and did.  Complete on DM_OK; on an error it holds
+ * what was learned before the refusal (format; width and height once the
+ * header was read, so a caller can say "image is 65535x65535"). */
 typedef struct dm_image_info {
   dm_image_format format;
   int width, height;  /* as stored in the file, before scaling/orientation */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "dermal/engine.h"
+#include "dermal/explain.h"
 #include "dermal/onnx.h"
 #include "npy.h"
 #include "predict.h"
@@ -24,6 +25,8 @@
 typedef struct opts {
   const char *model;
   const char *input, *output;
+  const char *cam, *cam_target;
+  int cam_class, cam_method;
   dm_engine_opts eng;
   int iters, warmup;
   bool json;
@@ -75,6 +78,19 @@ static int parse_opts(int argc, char **argv, const char *allowed, opts *o) {
       o->input = v;
     } else if (!strcmp(a, "--output")) {
       o->output = v;
+    } else if (!strcmp(a, "--cam")) {
+      o->cam = v;
+    } else if (!strcmp(a, "--cam-target")) {
+      o->cam_target = v;
+    } else if (!strcmp(a, "--cam-class")) {
+      if (dm_cli_parse_int(a, v, 0, 1 << 20, &o->cam_class)) return 2;
+    } else if (!strcmp(a, "--cam-method")) {
+      o->cam_method = dm_cam_method_parse(v);
+      if (o->cam_method < 0) {
+        fprintf(stderr, "dermal: --cam-method is gradcam, gradcampp or "
+                        "hirescam\n");
+        return 2;
+      }
     } else if (!strcmp(a, "--backend")) {
       if (!strcmp(v, "ref"))
         o->eng.backend = DM_BACKEND_REF;
@@ -130,23 +146,33 @@ static void fill_input(dm_tensor *t, size_t n) {
 /* ---------- run ---------- */
 
 static const char run_help[] =
-    "usage: dermal run MODEL --input X.npy --output Y.npy [--backend "
+    "usage: dermal run MODEL --input X.npy [--output Y.npy] [--backend "
     "ref|onednn] [--threads N]\n"
+    "                  [--cam CAM.npy [--cam-class INDEX] [--cam-method "
+    "gradcam|gradcampp|hirescam]\n"
+    "                   [--cam-target TENSOR]]\n"
     "  Feeds the float32 .npy tensor X to the model's first input and writes\n"
-    "  its first output to Y.npy.  MODEL may also be given as --model M.\n";
+    "  its first output to Y.npy.  MODEL may also be given as --model M.\n"
+    "  --cam writes the raw class activation map (float32 H x W at the target\n"
+    "  layer's resolution, after the ReLU, before any normalisation) for the\n"
+    "  top-1 class or --cam-class; the target is the model's gradcam_target\n"
+    "  metadata, --cam-target, or the last feature map before global pooling.\n";
 
 static int cmd_run(int argc, char **argv) {
   opts o = {0};
+  o.cam_class = -1;
   int st = parse_opts(argc, argv,
-                      "--model --input --output --backend --threads --precision",
+                      "--model --input --output --backend --threads --precision "
+                      "--cam --cam-target --cam-class --cam-method",
                       &o);
   if (st || o.help) {
     fputs(run_help, st ? stderr : stdout);
     return st;
   }
   if ((st = need_model(&o, "run"))) return st;
-  if (!o.input || !o.output) {
-    fprintf(stderr, "dermal run: --input and --output are required\n");
+  if (!o.input || (!o.output && !o.cam)) {
+    fprintf(stderr, "dermal run: --input and --output (or --cam) are "
+                    "required\n");
     return 2;
   }
   dm_errbuf eb = {{0}};
@@ -159,6 +185,11 @@ static int cmd_run(int argc, char **argv) {
   if ((rc = dm_onnx_open(o.model, &m, &eb))) {
     ret = fail(o.model, rc, &eb);
     goto out;
+  }
+  if (o.cam) {
+    o.eng.cam = true;
+    o.eng.cam_target = o.cam_target ? o.cam_target
+                                    : dm_onnx_meta(m, "gradcam_target");
   }
   if ((rc = dm_engine_new(m, &o.eng, &e, &eb))) {
     ret = fail(o.model, rc, &eb);
@@ -173,14 +204,35 @@ static int cmd_run(int argc, char **argv) {
             dm_engine_n_inputs(e));
     goto out;
   }
-  if ((rc = dm_session_new(e, &s, &eb)) || (rc = dm_session_run(s, &in, 1, &eb))) {
+  dm_cam_result cr;
+  if ((rc = dm_session_new(e, &s, &eb)) ||
+      (rc = o.cam ? dm_session_run_cam(s, &in, 1, o.cam_class, &cr, &eb)
+                  : dm_session_run(s, &in, 1, &eb))) {
     ret = fail("run", rc, &eb);
     goto out;
   }
   dm_tensor y = dm_session_output(s, 0);
-  if ((rc = dm_npy_write(o.output, &y, &eb))) {
+  if (o.output && (rc = dm_npy_write(o.output, &y, &eb))) {
     ret = fail("output", rc, &eb);
     goto out;
+  }
+  if (o.cam) {
+    float *map = malloc((size_t)(cr.h * cr.w) * sizeof *map);
+    dm_tensor t = {.dtype = DM_ONNX_FLOAT, .rank = 2, .dims = {cr.h, cr.w},
+                   .data = map};
+    if (!map) goto out;
+    rc = dm_cam_compute(&cr, (dm_cam_method)o.cam_method, map, &eb);
+    if (!rc) rc = dm_npy_write(o.cam, &t, &eb);
+    free(map);
+    if (rc) {
+      ret = fail("cam", rc, &eb);
+      goto out;
+    }
+    fprintf(stderr, "dermal: Grad-CAM (%s) of class %d (score %.4g) at '%s' "
+            "[%lldx%lldx%lld]\n",
+            dm_cam_method_name((dm_cam_method)o.cam_method), cr.class_index,
+            (double)cr.score, dm_engine_cam_target(e), (long long)cr.c,
+            (long long)cr.h, (long long)cr.w);
   }
   ret = 0;
 out:

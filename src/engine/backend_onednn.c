@@ -2189,7 +2189,7 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
       p = outputs[b->ext];
     else
       continue;
-    ss->ptr[i] = p;
+    if (ss->ptr[i] == p) continue; /* same caller buffer as last run */
     if (ss->mem[i]) {
       dnnl_status_t s = dnnl_memory_set_data_handle(ss->mem[i], p);
       if (s != dnnl_success) {
@@ -2197,6 +2197,7 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
         goto out;
       }
     }
+    ss->ptr[i] = p;
   }
   for (int i = 0; i < e->n_s; i++) {
     const ostep *st = &e->s[i];

@@ -25,6 +25,8 @@ struct dm_session {
   void *sess;
   void **outs;          /* one buffer per graph output */
   const void **ins;     /* scratch for input pointers */
+  dm_cam_state *cam;    /* Grad-CAM tail buffers, when built with cam */
+  float *cam_grad;      /* (c, h, w) */
 };
 
 static double now_ms(void) {
@@ -53,6 +55,11 @@ static dm_err align_consts(dm_graph *g, dm_backend_kind be, dm_errbuf *eb) {
         keep[n->in[k]] = false;
   }
   for (int k = 0; k < g->n_outputs; k++) keep[g->outputs[k]] = false;
+  for (int i = 0; i < g->n_cam_tail; i++) { /* read by grad.c in C */
+    const dm_node *n = &g->nodes[g->cam_tail[i]];
+    for (int k = 0; k < n->n_in; k++)
+      if (n->in[k] >= 0) keep[n->in[k]] = false;
+  }
   dm_err rc = DM_OK;
   for (int v = 0; v < g->n_values && !rc; v++)
     if (!keep[v] && dm__graph_align_const(g, v) != DM_OK)
@@ -74,7 +81,9 @@ dm_err dm_engine_new(const dm_onnx_model *m, const dm_engine_opts *opts,
   dm_graph_opts go = {.fuse = !e->opts.no_opt,
                       .alias_views = true,
                       .input_shapes = e->opts.input_shapes,
-                      .n_input_shapes = e->opts.n_input_shapes};
+                      .n_input_shapes = e->opts.n_input_shapes,
+                      .cam = e->opts.cam,
+                      .cam_target = e->opts.cam_target};
   if ((rc = dm__graph_build(m, &go, &e->g, eb)) != DM_OK) goto fail;
   if ((rc = align_consts(e->g, e->opts.backend, eb)) != DM_OK) goto fail;
   if ((rc = e->be->prepare(e->g, &e->opts, &e->state, eb)) != DM_OK) goto fail;
@@ -106,7 +115,11 @@ const char *dm_engine_precision_name(const dm_engine *e) {
 
 size_t dm_engine_n_inputs(const dm_engine *e) { return (size_t)e->g->n_inputs; }
 size_t dm_engine_n_outputs(const dm_engine *e) {
-  return (size_t)e->g->n_outputs;
+  return (size_t)e->g->n_user_outputs; /* a Grad-CAM target comes after */
+}
+
+const char *dm_engine_cam_target(const dm_engine *e) {
+  return e->g->cam_target >= 0 ? e->g->values[e->g->cam_target].name : "";
 }
 
 static dm_tensor describe(const dm_value *v) {
@@ -144,6 +157,11 @@ dm_err dm_session_new(const dm_engine *e, dm_session **out, dm_errbuf *eb) {
     if (!s->outs[i]) goto nomem;
   }
   if ((rc = e->be->session_new(e->state, &s->sess, eb)) != DM_OK) goto fail;
+  if (e->g->cam_target >= 0) {
+    if ((rc = dm__cam_state_new(e->g, &s->cam, eb)) != DM_OK) goto fail;
+    s->cam_grad = malloc(e->g->values[e->g->cam_target].nbytes);
+    if (!s->cam_grad) goto nomem;
+  }
   *out = s;
   return DM_OK;
 nomem:
@@ -160,6 +178,8 @@ void dm_session_free(dm_session *s) {
     for (int i = 0; i < s->e->g->n_outputs; i++) free(s->outs[i]);
   free(s->outs);
   free(s->ins);
+  dm__cam_state_free(s->cam);
+  free(s->cam_grad);
   free(s);
 }
 
@@ -201,4 +221,28 @@ dm_tensor dm_session_output(const dm_session *s, size_t i) {
   dm_tensor t = describe(&s->e->g->values[s->e->g->outputs[i]]);
   t.data = s->outs[i];
   return t;
+}
+
+dm_err dm_session_run_cam(dm_session *s, const dm_tensor *inputs,
+                          size_t n_inputs, int class_index,
+                          dm_cam_result *out, dm_errbuf *eb) {
+  const dm_graph *g = s->e->g;
+  if (!s->cam)
+    return dm_errf(eb, DM_ARG, "the engine was built without Grad-CAM");
+  dm_err rc = dm_session_run(s, inputs, n_inputs, eb);
+  if (rc) return rc;
+  int slot = -1;
+  for (int i = 0; i < g->n_outputs; i++)
+    if (g->outputs[i] == g->cam_target) slot = i;
+  const float *act = s->outs[slot];
+  const dm_value *t = &g->values[g->cam_target];
+  if ((rc = dm__cam_backward(g, s->cam, act, class_index, &out->class_index,
+                             &out->score, s->cam_grad, eb)))
+    return rc;
+  out->c = t->dims[1];
+  out->h = t->dims[2];
+  out->w = t->dims[3];
+  out->activation = act;
+  out->gradient = s->cam_grad;
+  return DM_OK;
 }

@@ -1782,11 +1782,12 @@ static bool fusable_act(dm_unary u) {
 static dm_err fold_bn(dm_graph *g, bool *dead, dm_errbuf *eb) {
   for (int i = 0; i < g->n_nodes; i++) {
     dm_node *c = &g->nodes[i];
-    if (dead[i] || c->op != DM_OP_CONV || c->n_post) continue;
+    if (dead[i] || c->op != DM_OP_CONV || c->n_post || c->no_fuse) continue;
     int bi = sole_consumer(g, c->out[0], dead);
     if (bi < 0) continue;
     dm_node *bn = &g->nodes[bi];
-    if (bn->op != DM_OP_BATCHNORM || bn->in[0] != c->out[0]) continue;
+    if (bn->op != DM_OP_BATCHNORM || bn->in[0] != c->out[0] || bn->no_fuse)
+      continue;
     bool cst = g->values[c->in[1]].kind == DM_VAL_CONST &&
                (c->n_in < 3 || c->in[2] < 0 ||
                 g->values[c->in[2]].kind == DM_VAL_CONST);
@@ -1855,14 +1856,15 @@ static dm_err fold_bn(dm_graph *g, bool *dead, dm_errbuf *eb) {
 static void fuse_gates(dm_graph *g, bool *dead) {
   for (int i = 0; i < g->n_nodes; i++) {
     dm_node *m = &g->nodes[i];
-    if (dead[i] || m->op != DM_OP_BINARY || m->p.binary.kind != DM_BINARY_MUL)
+    if (dead[i] || m->op != DM_OP_BINARY ||
+        m->p.binary.kind != DM_BINARY_MUL || m->no_fuse)
       continue;
     for (int side = 0; side < 2; side++) {
       int gv = m->in[side], a = m->in[1 - side];
       int pi = g->values[gv].producer;
       if (pi < 0 || dead[pi]) continue;
       dm_node *p = &g->nodes[pi];
-      if (p->op != DM_OP_UNARY || p->in[0] != a ||
+      if (p->op != DM_OP_UNARY || p->in[0] != a || p->no_fuse ||
           g->values[gv].n_consumers != 1 || g->values[gv].is_output)
         continue;
       dm_unary to;
@@ -1894,12 +1896,14 @@ static void fuse_gates(dm_graph *g, bool *dead) {
 static void fuse_post(dm_graph *g, bool *dead) {
   for (int i = 0; i < g->n_nodes; i++) {
     dm_node *c = &g->nodes[i];
-    if (dead[i] || (c->op != DM_OP_CONV && c->op != DM_OP_GEMM)) continue;
+    if (dead[i] || (c->op != DM_OP_CONV && c->op != DM_OP_GEMM) || c->no_fuse)
+      continue;
     for (;;) {
       if (c->n_post >= DM_MAX_POST) break;
       int ni = sole_consumer(g, c->out[0], dead);
       if (ni < 0) break;
       dm_node *n = &g->nodes[ni];
+      if (n->no_fuse) break;
       const dm_value *y = &g->values[c->out[0]];
       if (n->op == DM_OP_UNARY && fusable_act(n->p.unary.kind)) {
         c->post[c->n_post].kind = DM_POST_ACT;
@@ -2182,6 +2186,8 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
     g->values[v].is_output = true;
     g->outputs[g->n_outputs++] = v;
   }
+  g->n_user_outputs = g->n_outputs;
+  g->cam_target = g->cam_score = -1;
   dead = calloc((size_t)g->n_nodes + 1, 1);
   if (!dead) {
     rc = dm_errf(eb, DM_NOMEM, "out of memory");
@@ -2189,12 +2195,20 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
   }
   count_consumers(g, NULL);
   remove_dead(g, dead); /* first, so dead readers do not block fusion */
+  /* Gate rewrites also make Grad-CAM tails elementary (MobileNetV3's
+   * Hardswish head is exported as x * HardSigmoid(x) at opset 13). */
+  if (o && (o->fuse || o->cam)) {
+    fuse_gates(g, dead);
+    remove_dead(g, dead);
+  }
+  if (o && o->cam && (rc = dm__cam_resolve(g, o->cam_target, eb))) goto fail;
+  count_consumers(g, NULL);
   if (o && o->fuse) {
     if ((rc = fold_bn(g, dead, eb))) goto fail;
-    fuse_gates(g, dead);
     fuse_post(g, dead);
     remove_dead(g, dead);
   }
+  if (g->cam_target >= 0 && (rc = dm__cam_finish(g, eb))) goto fail;
   if ((rc = plan_memory(g, o ? o->alias_views : true, eb))) goto fail;
   g->stats.nodes_run = (size_t)g->n_nodes;
   g->stats.arena_bytes = g->arena_bytes;

@@ -184,6 +184,7 @@ typedef struct dm_node {
   int *out;  /* value indices */
   int n_post;
   dm_post post[DM_MAX_POST]; /* CONV, GEMM */
+  bool no_fuse; /* on the Grad-CAM tail: kept elementary (grad.c) */
   union {
     struct { dm_window w; int64_t group; } conv; /* in: X, W, [B], adds.. */
     struct { float eps; } bn;     /* in: X, scale, B, mean, var */
@@ -262,6 +263,13 @@ typedef struct dm_graph {
   int n_outputs;
   size_t arena_bytes;
   dm_engine_stats stats;
+  /* Grad-CAM (dm_graph_opts.cam): the target value (also the last graph
+   * output), the score value (the first output, or the input of a final
+   * Softmax) and the tail: node indices from target to score in order. */
+  int cam_target, cam_score;
+  int *cam_tail;
+  int n_cam_tail;
+  int n_user_outputs; /* outputs of the file; the target comes after */
   void *pool;   /* allocation list of the graph (names, params, buffers) */
 } dm_graph;
 
@@ -270,6 +278,8 @@ typedef struct dm_graph_opts {
   bool alias_views;   /* Reshape-family outputs alias their input storage */
   const dm_tensor *input_shapes; /* see dm_engine_opts */
   size_t n_input_shapes;
+  bool cam;                /* resolve a Grad-CAM target, keep it as output */
+  const char *cam_target;  /* tensor name, NULL = automatic */
 } dm_graph_opts;
 
 /* graph.c */
@@ -286,6 +296,21 @@ void *dm__graph_alloc(dm_graph *g, size_t n);
 void *dm__value_ptr(const dm_graph *g, int v, void *arena);
 const char *dm__op_name(dm_op op);
 size_t dm__dtype_size(int32_t dtype);
+
+/* grad.c: Grad-CAM support, see engine.h dm_session_run_cam.  Resolves the
+ * target and the tail on the graph before optimisation (graph.c calls it). */
+dm_err dm__cam_resolve(dm_graph *g, const char *target, dm_errbuf *eb);
+/* After the passes: recomputes the tail's node indices. */
+dm_err dm__cam_finish(dm_graph *g, dm_errbuf *eb);
+typedef struct dm_cam_state dm_cam_state;
+dm_err dm__cam_state_new(const dm_graph *g, dm_cam_state **out, dm_errbuf *eb);
+void dm__cam_state_free(dm_cam_state *st);
+/* Tail forward from the target activation (plain NCHW), then backward of
+ * score[class] to the target.  class_index < 0: argmax of the score. */
+dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
+                        const float *activation, int class_index,
+                        int *class_out, float *score_out, float *grad_out,
+                        dm_errbuf *eb);
 
 /* backend_ref.c: one node on plain (row-major, NCHW) buffers.  in[i] is NULL
  * for an omitted optional input.  Supports every dm_op and every dtype the

@@ -131,7 +131,8 @@ static dm_err decode_png(const uint8_t *buf, size_t len,
   side_max = lim->max_pixels > 0x7fffffffu ? 0x7fffffffu
                                            : (uint32_t)lim->max_pixels;
   if ((r = spng_set_image_limits(ctx, side_max, side_max)) != 0 ||
-      (r = spng_set_chunk_limits(ctx, len, DM__PNG_CACHE_MAX)) != 0 ||
+      (r = spng_set_chunk_limits(ctx, len < 0x7fffffffu ? len : 0x7fffffffu,
+                                 DM__PNG_CACHE_MAX)) != 0 ||
       (r = spng_set_png_buffer(ctx, buf, len)) != 0) {
     rc = dm_errf(eb, DM_FORMAT, "PNG decoder setup: %s", spng_strerror(r));
     goto fail;

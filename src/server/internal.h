@@ -1,4 +1,4 @@
-/* Private declarations shared by src/server/*.c (dm__ names). */
+/* Private declarations shared by the files of src/server (dm__ names). */
 #ifndef DERMAL_SERVER_INTERNAL_H
 #define DERMAL_SERVER_INTERNAL_H
 

@@ -384,7 +384,7 @@ dm_err dm_store_list_json(dm_store *s, int64_t before_id, int limit,
   json_object_set(root, "items", items);
   json_object_set_new(root, "next_before", more ? json_integer(last_id) : json_null());
   json_object_set_new(root, "total", json_integer(total));
-  char *txt = json_dumps(root, JSON_COMPACT);
+  char *txt = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(7));
   if (!txt)
     rc = dm_errf(eb, DM_NOMEM, "store: out of memory");
   else

@@ -9,7 +9,7 @@ numpy, torch, torchvision from Debian).  Three parts:
      (orientations 2..8, both TIFF byte orders), PNGs (RGB, 8-bit gray,
      1-bit, palette with transparency, RGBA, gray+alpha, 16-bit RGB, 16-bit
      RGBA, 16-bit gray, EXIF eXIf chunk), WebP (lossy, lossless, alpha,
-     EXIF);
+     EXIF), and, when cjpeg is installed, JPEGs with unusual subsampling;
  (b) compares dermal's decoded pixels (image_dump rgb) with PIL's
      ImageOps.exif_transpose(im).convert("RGB"): JPEG within a few levels,
      PNG and WebP exact;
@@ -30,6 +30,7 @@ of the libFuzzer target tests/fuzz/fuzz_image.c.
 import argparse
 import io
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -146,6 +147,17 @@ def make_samples(w=301, h=203):
     s["lossless.webp"] = (save(rgb, "WEBP", lossless=True), "exact")
     s["alpha.webp"] = (save(rgba, "WEBP", lossless=True, exact=True), "exact")
     s["exif8.webp"] = (save(rgb, "WEBP", lossless=True, exif=exif_bytes(8)), "exact")
+    # Chroma subsampling that TurboJPEG 2.x's header call cannot name (3x1,
+    # 2x2/2x1/1x1): dermal falls back to its own SOF parse.  PIL cannot write
+    # these; cjpeg (libjpeg-turbo-progs) can, when installed.
+    for samp in ("3x1", "2x2,2x1,1x1"):
+        name = "sampling_%s.jpg" % samp.replace(",", "_")
+        if shutil.which("cjpeg"):
+            p = subprocess.run(["cjpeg", "-sample", samp, "-quality", "90"],
+                               input=save(rgb, "PPM"), capture_output=True)
+            s[name] = (p.stdout, "jpeg") if p.returncode == 0 else (None, "cjpeg failed")
+        else:
+            s[name] = (None, "cjpeg (libjpeg-turbo-progs) not installed")
     return s
 
 
@@ -216,6 +228,9 @@ def pil_rgb(path):
 
 def check_samples(dump, tmp):
     for name, (data, kind) in sorted(make_samples().items()):
+        if data is None:
+            skip("decode " + name, kind)
+            continue
         path = os.path.join(tmp, name)
         with open(path, "wb") as f:
             f.write(data)

@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""Grad-CAM reference in PyTorch, for parity checks of `dermal run --cam`.
+
+usage:
+  /usr/bin/python3 tools/gradcam_reference.py --arch NAME --image JPG \
+      --tensor-out X.npy --cam-out CAM.npy [--method gradcam|gradcampp]
+      [--class K]
+
+Builds torchvision's NAME exactly as tools/export_torchvision.py exports it
+(same seeded weights), preprocesses IMAGE as torchvision does (Resize(256),
+CenterCrop(224), ToTensor, ImageNet Normalize) and saves that tensor (so
+dermal runs on the identical input), then computes the CAM with a forward
+hook on the target module (the last feature map before global pooling, the
+layer pytorch-grad-cam users pick) and a tensor hook for its gradient:
+  Grad-CAM    w_k = mean(g_k);  cam = relu(sum_k w_k A_k)
+  Grad-CAM++  as pytorch-grad-cam's GradCAMPlusPlus
+The raw map (h x w, after ReLU, before normalisation) goes to CAM.npy and the
+explained class index is printed on stdout."""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import export_torchvision as ex  # noqa: E402
+
+# module whose output is the tensor dermal picks automatically (the input of
+# the global pooling)
+TARGETS = {
+    "resnet18": "layer4", "resnet50": "layer4",
+    "mobilenet_v2": "features", "mobilenet_v3_small": "features",
+    "mobilenet_v3_large": "features", "efficientnet_b0": "features",
+    "regnet_y_400mf": "trunk_output", "mnasnet1_0": "layers",
+    "shufflenet_v2_x1_0": "conv5",
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", required=True, choices=sorted(TARGETS))
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--tensor-out", required=True)
+    ap.add_argument("--cam-out", required=True)
+    ap.add_argument("--method", default="gradcam", choices=["gradcam", "gradcampp"])
+    ap.add_argument("--class", dest="cls", type=int, default=-1)
+    a = ap.parse_args()
+
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    torch.set_num_threads(1)
+    model = ex.build_model(a.arch)
+    tf = transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    x = tf(Image.open(a.image).convert("RGB")).unsqueeze(0)
+    np.save(a.tensor_out, x.numpy().astype(np.float32))
+
+    mod = model.get_submodule(TARGETS[a.arch])
+    store = {}
+
+    def fwd_hook(_m, _i, out):
+        store["act"] = out
+        out.register_hook(lambda g: store.__setitem__("grad", g))
+
+    h = mod.register_forward_hook(fwd_hook)
+    x.requires_grad_(False)
+    with torch.enable_grad():
+        logits = model(x)
+        c = int(logits.argmax()) if a.cls < 0 else a.cls
+        model.zero_grad()
+        logits[0, c].backward()
+    h.remove()
+    A = store["act"].detach().double().numpy()[0]   # (C, H, W)
+    G = store["grad"].detach().double().numpy()[0]
+    if a.method == "gradcam":
+        w = G.mean(axis=(1, 2))
+    else:
+        g2, g3 = G ** 2, G ** 3
+        sa = A.sum(axis=(1, 2))
+        alpha = g2 / (2 * g2 + sa[:, None, None] * g3 + 1e-7)
+        alpha = np.where(G != 0, alpha, 0)
+        w = (np.maximum(G, 0) * alpha).sum(axis=(1, 2))
+    cam = np.maximum((w[:, None, None] * A).sum(axis=0), 0)
+    np.save(a.cam_out, cam.astype(np.float32))
+    print(c)
+
+
+if __name__ == "__main__":
+    main()
