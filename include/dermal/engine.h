@@ -106,6 +106,7 @@ typedef struct dm_cam_result {
   int64_t c, h, w;      /* target tensor [1, c, h, w] */
   const float *activation; /* (c, h, w) target activation */
   const float *gradient;   /* (c, h, w) d score / d activation */
+  double ms_tail;          /* time of the tail forward + backward */
 } dm_cam_result;
 
 /* Runs once like dm_session_run, then back-propagates the score of

@@ -47,12 +47,12 @@ typedef enum dm_image_format {
  * header was read, so a caller can say "image is 65535x65535"). */
 typedef struct dm_image_info {
   dm_image_format format;
-  int width, height;  /* as stored in the file, before scaling/orientation */
-  int channels;       /* components in the file: 1 gray, 2 gray+alpha,
-                         3 RGB/YCbCr/palette, 4 RGBA or CMYK/YCCK */
-  int orientation;    /* EXIF orientation applied, 1..8 (1: none/absent) */
+  int width, height; /* as stored in the file, before scaling/orientation */
+  int channels;      /* components in the file: 1 gray, 2 gray+alpha,
+                        3 RGB/YCbCr/palette, 4 RGBA or CMYK/YCCK */
+  int orientation;   /* EXIF orientation applied, 1..8 (1: none/absent) */
   int scale_num, scale_denom; /* JPEG DCT scaling applied (1/1 = none) */
-  bool progressive;   /* progressive JPEG (or interlaced PNG) */
+  bool progressive;           /* progressive JPEG (or interlaced PNG) */
 } dm_image_info;
 
 /* Refusal limits.  A zero field takes its default. */
@@ -119,13 +119,13 @@ enum {
 };
 
 typedef struct dm_preproc {
-  int size_h, size_w; /* tensor spatial size H, W */
-  int resize_mode;    /* DM_RESIZE_* */
-  int resize;         /* shorter side before the crop (SHORTER_CROP only) */
+  int size_h, size_w;    /* tensor spatial size H, W */
+  int resize_mode;       /* DM_RESIZE_* */
+  int resize;            /* shorter side before the crop (SHORTER_CROP only) */
   float mean[3], std[3]; /* per OUTPUT channel (BGR order when bgr) */
-  bool bgr;           /* channel 0 is blue */
-  bool nhwc;          /* (H, W, 3) instead of (3, H, W) */
-  float scale;        /* pixel multiplier before mean/std; 1/255 = ToTensor */
+  bool bgr;              /* channel 0 is blue */
+  bool nhwc;             /* (H, W, 3) instead of (3, H, W) */
+  float scale; /* pixel multiplier before mean/std; 1/255 = ToTensor */
 } dm_preproc;
 
 /* Defaults: 224x224, SHORTER_CROP with resize 256, ImageNet mean/std

@@ -34,6 +34,7 @@
 
 #include "dermal/engine.h"
 #include "dermal/err.h"
+#include "dermal/explain.h"
 #include "dermal/image.h"
 
 #define DM_MAX_CLASSES 1000
@@ -45,6 +46,8 @@ typedef struct dm_model_opts {
   dm_backend_kind backend; /* default DM_BACKEND_ONEDNN */
   dm_precision precision;  /* default DM_PRECISION_FP32 */
   int threads;             /* intra-op threads per prediction; <= 0: 1 */
+  bool gradcam;            /* build for Grad-CAM (dm_predict_explain) */
+  const char *gradcam_target; /* override; NULL: metadata, else automatic */
 } dm_model_opts;
 
 typedef struct dm_model_info {
@@ -58,7 +61,9 @@ typedef struct dm_model_info {
   const char *const *names;  /* n_classes long names */
   dm_preproc preproc;
   bool outputs_probabilities; /* else logits, softmax applied by dermal */
-  const char *gradcam_target; /* "" when automatic */
+  const char *gradcam_target; /* resolved target tensor ("" without
+                                 Grad-CAM) */
+  bool gradcam_target_auto;   /* chosen automatically (no metadata) */
   const char *defaulted;      /* comma-separated metadata keys defaulted */
   double load_ms;             /* open + parse + engine build */
 } dm_model_info;
@@ -101,6 +106,27 @@ dm_err dm_predict(dm_predictor *p, const void *bytes, size_t len,
 /* Classifies an already decoded upright RGB image. */
 dm_err dm_predict_image(dm_predictor *p, const dm_image *im,
                         dm_prediction *out, dm_errbuf *eb);
+
+/* An explanation of one prediction.  cam and image belong to the predictor
+ * and stay valid until its next call. */
+typedef struct dm_explanation {
+  int class_index;     /* the explained class */
+  dm_cam_method method;
+  int cam_h, cam_w;
+  const float *cam;    /* (cam_h, cam_w), after ReLU, not normalised */
+  const dm_image *image; /* the decoded upright image */
+  double ms_cam;       /* gradient tail + map, on top of the inference */
+} dm_explanation;
+
+/* Like dm_predict, plus the CAM of class_index (< 0: the top-1 class).
+ * DM_UNSUPPORTED when the model was opened without opts.gradcam. */
+dm_err dm_predict_explain(dm_predictor *p, const void *bytes, size_t len,
+                          const dm_image_limits *lim, int class_index,
+                          dm_cam_method method, dm_prediction *out,
+                          dm_explanation *ex, dm_errbuf *eb);
+
+/* Index of a class label, or -1. */
+int dm_model_class_index(const dm_model *m, const char *label);
 
 /* The JSON object `dermal predict --json` prints and the HTTP API returns
  * (without request-specific keys): {"image": ..., "label": ..., "top":

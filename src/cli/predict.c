@@ -9,8 +9,9 @@
  * unreadable or undecodable image is skipped and counted, never fatal. */
 #include "predict.h"
 
-#include <ctype.h>
+#include <errno.h>
 #include <math.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,18 +46,49 @@ static bool is_model_path(const char *s) {
 
 static const char predict_help[] =
     "usage: dermal predict [--model M] [--top K] [--json] [--threads N]\n"
-    "                      [--backend ref|onednn] IMAGE...\n"
+    "                      [--backend ref|onednn] [--gradcam OUT.png\n"
+    "                      [--gradcam-class LABEL] [--gradcam-method "
+    "gradcam|gradcampp|hirescam]\n"
+    "                      [--alpha A] [--colormap jet|turbo]] IMAGE...\n"
     "  Classifies each image (JPEG, PNG, WebP; EXIF orientation applied).\n"
     "  --json prints one JSON object per image per line: image, label, top,\n"
     "  probabilities, ms.  Without --model: the default model\n"
     "  (models/dermal-ham10000.onnx, or $MODEL_PATH).  A first argument\n"
-    "  ending in .onnx is taken as the model.\n";
+    "  ending in .onnx is taken as the model.  --gradcam writes the heatmap\n"
+    "  overlay (PNG or JPEG by extension) of the top-1 class or LABEL; with\n"
+    "  several images OUT is a directory (OUT/NAME.gradcam.png).\n";
+
+/* Renders and writes the overlay of one explanation; path chosen from out
+ * (a directory when several images are explained). */
+static dm_err write_overlay(const dm_model *m, const dm_explanation *ex,
+                            const dm_overlay_opts *ov, const char *out,
+                            const char *image, bool dir, char *path,
+                            size_t plen, dm_errbuf *eb) {
+  if (dir) {
+    const char *base = strrchr(image, '/');
+    base = base ? base + 1 : image;
+    const char *dot = strrchr(base, '.');
+    int bl = dot ? (int)(dot - base) : (int)strlen(base);
+    if (mkdir(out, 0777) && errno != EEXIST)
+      return dm_errf(eb, DM_IO, "%s: %s", out, strerror(errno));
+    snprintf(path, plen, "%s/%.*s.gradcam.png", out, bl, base);
+  } else {
+    snprintf(path, plen, "%s", out);
+  }
+  dm_image ovl = {0};
+  dm_err rc = dm_overlay_render(ex->image, &dm_model_get_info(m)->preproc,
+                                ex->cam, ex->cam_h, ex->cam_w, ov, &ovl, eb);
+  if (!rc) rc = dm_image_save(&ovl, path, eb);
+  dm_image_free(&ovl);
+  return rc;
+}
 
 int dm_cli_predict(int argc, char **argv) {
-  const char *model = NULL;
-  int top = 3;
+  const char *model = NULL, *cam_out = NULL, *cam_label = NULL;
+  int top = 3, method = DM_CAM_GRADCAM;
   bool json = false;
   dm_model_opts mo = {0};
+  dm_overlay_opts ov = {DM_CMAP_JET, 0.5f, 0};
   const char **images = calloc((size_t)argc + 1, sizeof *images);
   int n_images = 0;
   if (!images) return 1;
@@ -75,6 +107,30 @@ int dm_cli_predict(int argc, char **argv) {
       if (dm_cli_parse_int(a, argv[++i], 1, DM_MAX_CLASSES, &top)) goto usage;
     } else if (!strcmp(a, "--threads") && has) {
       if (dm_cli_parse_int(a, argv[++i], 1, 256, &mo.threads)) goto usage;
+    } else if (!strcmp(a, "--gradcam") && has) {
+      cam_out = argv[++i];
+    } else if (!strcmp(a, "--gradcam-class") && has) {
+      cam_label = argv[++i];
+    } else if (!strcmp(a, "--gradcam-method") && has) {
+      if ((method = dm_cam_method_parse(argv[++i])) < 0) {
+        fprintf(stderr, "dermal: --gradcam-method is gradcam, gradcampp or "
+                        "hirescam\n");
+        goto usage;
+      }
+    } else if (!strcmp(a, "--colormap") && has) {
+      int cm = dm_colormap_parse(argv[++i]);
+      if (cm < 0) {
+        fprintf(stderr, "dermal: --colormap is jet or turbo\n");
+        goto usage;
+      }
+      ov.colormap = (dm_colormap)cm;
+    } else if (!strcmp(a, "--alpha") && has) {
+      char *end;
+      ov.alpha = strtof(argv[++i], &end);
+      if (*end || !(ov.alpha >= 0 && ov.alpha <= 1)) {
+        fprintf(stderr, "dermal: --alpha expects a number in 0..1\n");
+        goto usage;
+      }
     } else if (!strcmp(a, "--backend") && has) {
       const char *b = argv[++i];
       if (!strcmp(b, "ref"))
@@ -97,6 +153,7 @@ int dm_cli_predict(int argc, char **argv) {
     goto usage;
   }
   if (!model) model = dm_cli_default_model();
+  mo.gradcam = cam_out != NULL;
   dm_model *m = NULL;
   dm_predictor *p = NULL;
   if (open_model(model, &mo, &m, &p)) {
@@ -104,6 +161,15 @@ int dm_cli_predict(int argc, char **argv) {
     return 1;
   }
   const dm_model_info *info = dm_model_get_info(m);
+  int cam_class = -1;
+  if (cam_label && (cam_class = dm_model_class_index(m, cam_label)) < 0) {
+    fprintf(stderr, "dermal: --gradcam-class: the model has no label '%s'\n",
+            cam_label);
+    dm_predictor_free(p);
+    dm_model_release(m);
+    free(images);
+    return 2;
+  }
   int failures = 0;
   dm_prediction *r = malloc(sizeof *r);
   for (int i = 0; r && i < n_images; i++) {
@@ -113,7 +179,16 @@ int dm_cli_predict(int argc, char **argv) {
                                    sizeof err);
     dm_errbuf eb = {{0}};
     dm_err rc = DM_IO;
-    if (bytes) rc = dm_predict(p, bytes, len, NULL, r, &eb);
+    dm_explanation ex;
+    char cam_path[4096] = "";
+    if (bytes && cam_out) {
+      rc = dm_predict_explain(p, bytes, len, NULL, cam_class,
+                              (dm_cam_method)method, r, &ex, &eb);
+      if (!rc) rc = write_overlay(m, &ex, &ov, cam_out, images[i],
+                                  n_images > 1, cam_path, sizeof cam_path, &eb);
+    } else if (bytes) {
+      rc = dm_predict(p, bytes, len, NULL, r, &eb);
+    }
     free(bytes);
     if (!bytes || rc) {
       failures++;
@@ -131,7 +206,20 @@ int dm_cli_predict(int argc, char **argv) {
     }
     if (json) {
       char *s = dm_prediction_json(m, r, images[i], top);
-      if (s) printf("%s\n", s);
+      if (s && cam_out) { /* append the explanation to the object */
+        size_t l = strlen(s);
+        s[l - 1] = 0;
+        printf("%s,\"gradcam\":{\"path\":", s);
+        dm_cli_json_str(stdout, cam_path);
+        printf(",\"class\":");
+        dm_cli_json_str(stdout, info->labels[ex.class_index]);
+        printf(",\"method\":\"%s\",\"target\":",
+               dm_cam_method_name((dm_cam_method)method));
+        dm_cli_json_str(stdout, info->gradcam_target);
+        printf(",\"ms\":%.3f}}\n", ex.ms_cam);
+      } else if (s) {
+        printf("%s\n", s);
+      }
       free(s);
     } else {
       printf("%s: %s", images[i], info->labels[r->order[0]]);
@@ -139,8 +227,12 @@ int dm_cli_predict(int argc, char **argv) {
       for (int k = 0; k < top && (size_t)k < r->n_classes; k++)
         printf("%s%s %.1f%%", k ? ", " : "  ", info->labels[r->order[k]],
                100.0 * (double)r->prob[r->order[k]]);
-      printf("  [decode %.1f ms, preprocess %.1f ms, inference %.1f ms]\n",
+      printf("  [decode %.1f ms, preprocess %.1f ms, inference %.1f ms",
              r->ms_decode, r->ms_preprocess, r->ms_inference);
+      if (cam_out)
+        printf(", Grad-CAM %.2f ms -> %s (%s)", ex.ms_cam, cam_path,
+               info->labels[ex.class_index]);
+      printf("]\n");
     }
   }
   free(r);

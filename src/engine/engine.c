@@ -236,9 +236,11 @@ dm_err dm_session_run_cam(dm_session *s, const dm_tensor *inputs,
     if (g->outputs[i] == g->cam_target) slot = i;
   const float *act = s->outs[slot];
   const dm_value *t = &g->values[g->cam_target];
+  double t0 = now_ms();
   if ((rc = dm__cam_backward(g, s->cam, act, class_index, &out->class_index,
                              &out->score, s->cam_grad, eb)))
     return rc;
+  out->ms_tail = now_ms() - t0;
   out->c = t->dims[1];
   out->h = t->dims[2];
   out->w = t->dims[3];

@@ -35,8 +35,8 @@ void dm_image_limits_init(dm_image_limits *lim) {
 
 dm_image_format dm_image_sniff(const void *buf, size_t len) {
   const uint8_t *b = buf;
-  static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a,
-                                     '\n'};
+  static const uint8_t png_sig[8] = {0x89, 'P',  'N',  'G',
+                                     '\r', '\n', 0x1a, '\n'};
   if (!b) return DM_IMAGE_UNKNOWN;
   if (len >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
     return DM_IMAGE_JPEG;
@@ -82,8 +82,7 @@ dm_err dm__check_dims(const char *what, uint64_t w, uint64_t h,
                    (unsigned long long)w, (unsigned long long)h);
   if (__builtin_mul_overflow(w, h, &px) || px > lim->max_pixels)
     return dm_errf(eb, DM_IMAGE_SIZE,
-                   "image is %llux%llu pixels, more than the limit of %llu "
-                   "pixels",
+                   "image is %llux%llu pixels, over the limit of %llu",
                    (unsigned long long)w, (unsigned long long)h,
                    (unsigned long long)lim->max_pixels);
   /* max_pixels may be configured above INT_MAX * 1: each side must still
@@ -93,10 +92,8 @@ dm_err dm__check_dims(const char *what, uint64_t w, uint64_t h,
                    (unsigned long long)w, (unsigned long long)h);
   if (w < (uint64_t)lim->min_side || h < (uint64_t)lim->min_side)
     return dm_errf(eb, DM_IMAGE_SIZE,
-                   "image is %llux%llu pixels, smaller than the minimum side "
-                   "of %d",
-                   (unsigned long long)w, (unsigned long long)h,
-                   lim->min_side);
+                   "image is %llux%llu pixels, a side under the minimum %d",
+                   (unsigned long long)w, (unsigned long long)h, lim->min_side);
   return DM_OK;
 }
 
@@ -128,8 +125,8 @@ static dm_err decode_png(const uint8_t *buf, size_t len,
   /* libspng's own limits: each side at most max_pixels (our w * h check
    * follows), chunks no larger than the input, at most DM__PNG_CACHE_MAX
    * bytes kept for ancillary chunks (bounds zTXt/iCCP inflation). */
-  side_max = lim->max_pixels > 0x7fffffffu ? 0x7fffffffu
-                                           : (uint32_t)lim->max_pixels;
+  side_max =
+      lim->max_pixels > 0x7fffffffu ? 0x7fffffffu : (uint32_t)lim->max_pixels;
   if ((r = spng_set_image_limits(ctx, side_max, side_max)) != 0 ||
       (r = spng_set_chunk_limits(ctx, len < 0x7fffffffu ? len : 0x7fffffffu,
                                  DM__PNG_CACHE_MAX)) != 0 ||
@@ -181,8 +178,8 @@ static dm_err decode_png(const uint8_t *buf, size_t len,
   }
   info->orientation = 1;
   if (spng_get_exif(ctx, &exif) == 0 && exif.data)
-    info->orientation = dm__exif_orientation((const uint8_t *)exif.data,
-                                             exif.length);
+    info->orientation =
+        dm__exif_orientation((const uint8_t *)exif.data, exif.length);
   spng_ctx_free(ctx);
   out->w = w;
   out->h = h;
@@ -289,8 +286,8 @@ dm_err dm_image_decode(const void *buf, size_t len, const dm_image_limits *lim,
     if (lim->min_side > 0) L.min_side = lim->min_side;
   }
   if (len > L.max_bytes) {
-    rc = dm_errf(eb, DM_TOOBIG, "image is %zu bytes, more than the limit of "
-                 "%zu", len, L.max_bytes);
+    rc = dm_errf(eb, DM_TOOBIG, "image is %zu bytes, over the limit of %zu",
+                 len, L.max_bytes);
     goto fail;
   }
   if (target_short_side < 0) target_short_side = 0;
@@ -303,8 +300,8 @@ dm_err dm_image_decode(const void *buf, size_t len, const dm_image_limits *lim,
   case DM_IMAGE_PNG: rc = decode_png(buf, len, &L, &im, &inf, eb); break;
   case DM_IMAGE_WEBP: rc = decode_webp(buf, len, &L, &im, &inf, eb); break;
   default:
-    rc = dm_errf(eb, DM_FORMAT,
-                 "not a JPEG, PNG or WebP image (%zu bytes)", len);
+    rc = dm_errf(eb, DM_FORMAT, "not a JPEG, PNG or WebP image (%zu bytes)",
+                 len);
     break;
   }
   if (rc != DM_OK) goto fail;

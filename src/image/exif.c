@@ -89,17 +89,17 @@ dm_err dm_image_orient(dm_image *im, int orientation, dm_errbuf *eb) {
    * sy = sy0 + ay * ox + by * oy, per orientation (index 1..8). */
   static const int8_t tab[9][6] = {
       /* sx0 ax bx sy0 ay by; sx0/sy0: 1 means w-1 / h-1 */
-      {0, 0, 0, 0, 0, 0},  {0, 1, 0, 0, 0, 1},  {1, -1, 0, 0, 0, 1},
-      {1, -1, 0, 1, 0, -1}, {0, 1, 0, 1, 0, -1}, {0, 0, 1, 0, 1, 0},
-      {0, 0, 1, 1, -1, 0}, {1, 0, -1, 1, -1, 0}, {1, 0, -1, 0, 1, 0}};
+      {0, 0, 0, 0, 0, 0},   {0, 1, 0, 0, 0, 1},   {1, -1, 0, 0, 0, 1},
+      {1, -1, 0, 1, 0, -1}, {0, 1, 0, 1, 0, -1},  {0, 0, 1, 0, 1, 0},
+      {0, 0, 1, 1, -1, 0},  {1, 0, -1, 1, -1, 0}, {1, 0, -1, 0, 1, 0}};
   const int8_t *t;
   int w, h, c, ow, oh, ox, oy;
   ptrdiff_t base, stepx, stepy;
   uint8_t *dst;
   if (!im || !im->px || im->w <= 0 || im->h <= 0 || im->c <= 0 ||
       orientation < 1 || orientation > 8)
-    return dm_errf(eb, DM_ARG, "dm_image_orient: bad image or orientation "
-                   "%d", orientation);
+    return dm_errf(eb, DM_ARG, "dm_image_orient: bad image or orientation %d",
+                   orientation);
   if (orientation == 1) return DM_OK;
   w = im->w;
   h = im->h;

@@ -35,7 +35,7 @@
 
 typedef struct jpeg_hdr {
   int width, height, ncomp, precision;
-  int sof;       /* SOF marker byte (0xC0..0xCF), 0 = none */
+  int sof; /* SOF marker byte (0xC0..0xCF), 0 = none */
   int nscans;
   const uint8_t *exif; /* first APP1 "Exif\0\0" payload, or NULL */
   size_t exif_len;
@@ -46,8 +46,8 @@ static int is_sof(int m) {
 }
 
 static dm_err trunc_err(dm_errbuf *eb, size_t pos) {
-  return dm_errf(eb, DM_FORMAT, "truncated or corrupt JPEG (data ends at "
-                 "offset %zu before EOI)", pos);
+  return dm_errf(eb, DM_FORMAT,
+                 "truncated or corrupt JPEG (ends at %zu before EOI)", pos);
 }
 
 /* Walks the marker segments of b[0, n) (b starts with FF D8).  Stops at the
@@ -65,24 +65,26 @@ static dm_err jpeg_walk(const uint8_t *b, size_t n, jpeg_hdr *s,
     if (b[pos] != 0xff)
       return dm_errf(eb, DM_FORMAT,
                      "corrupt JPEG: expected a marker at offset %zu", pos);
-    while (pos < n && b[pos] == 0xff) pos++; /* fill bytes */
+    while (pos < n && b[pos] == 0xff)
+      pos++; /* fill bytes */
     if (pos >= n) return trunc_err(eb, pos);
     m = b[pos++];
     if (m == 0xd9) {
       if (s->nscans == 0)
-        return dm_errf(eb, DM_FORMAT, "corrupt JPEG: no image data before "
+        return dm_errf(eb, DM_FORMAT,
+                       "corrupt JPEG: no image data before "
                        "EOI");
       return DM_OK;
     }
     if (m == 0x01 || (m >= 0xd0 && m <= 0xd7)) continue; /* no length */
     if (m == 0x00 || m == 0xd8)
-      return dm_errf(eb, DM_FORMAT, "corrupt JPEG: unexpected marker 0x%02x "
-                     "at offset %zu", m, pos - 1);
+      return dm_errf(eb, DM_FORMAT,
+                     "corrupt JPEG: unexpected marker 0x%02x at %zu", m,
+                     pos - 1);
     if (n - pos < 2) return trunc_err(eb, pos);
     seglen = (size_t)b[pos] << 8 | b[pos + 1];
     if (seglen < 2)
-      return dm_errf(eb, DM_FORMAT, "corrupt JPEG: segment length %zu",
-                     seglen);
+      return dm_errf(eb, DM_FORMAT, "corrupt JPEG: segment length %zu", seglen);
     if (n - pos < seglen) return trunc_err(eb, pos);
     p = b + pos + 2;
     plen = seglen - 2;
@@ -211,8 +213,7 @@ dm_err dm__decode_jpeg(const uint8_t *buf, size_t len,
     goto fail;
   }
   if (s.ncomp != 1 && s.ncomp != 3 && s.ncomp != 4) {
-    rc = dm_errf(eb, DM_FORMAT, "unsupported JPEG with %d components",
-                 s.ncomp);
+    rc = dm_errf(eb, DM_FORMAT, "unsupported JPEG with %d components", s.ncomp);
     goto fail;
   }
   jlen = (unsigned long)len;
@@ -231,8 +232,7 @@ dm_err dm__decode_jpeg(const uint8_t *buf, size_t len,
      * has the dimensions, so go on with those. */
     const char *msg = tjGetErrorStr2(tj);
     if (!msg || !strstr(msg, "subsampling")) {
-      rc = dm_errf(eb, DM_FORMAT, "corrupt JPEG header: %s",
-                   msg ? msg : "?");
+      rc = dm_errf(eb, DM_FORMAT, "corrupt JPEG header: %s", msg ? msg : "?");
       goto fail;
     }
     w = s.width;

@@ -98,8 +98,9 @@ dm_err dm_preproc_geometry(const dm_preproc *p, int w, int h,
     /* Python: int(size * long / short), the product exact, one division. */
     double nl = (double)((int64_t)p->resize * longer) / (double)shorter;
     if (!(nl < (double)INT_MAX))
-      return dm_errf(eb, DM_RANGE, "preprocessing: %dx%d image resized to "
-                     "a side of %.0f pixels", w, h, nl);
+      return dm_errf(eb, DM_RANGE,
+                     "preprocessing: %dx%d image resized to a side of %.0f", w,
+                     h, nl);
     if (w <= h) {
       g->resized_w = p->resize;
       g->resized_h = (int)nl;
@@ -123,10 +124,10 @@ dm_err dm_image_to_tensor(const dm_image *im, const dm_preproc *p, float *out,
   size_t plane;
 
   if (!im || !im->px || !out || im->c != 3 || im->w < 1 || im->h < 1)
-    return dm_errf(eb, DM_ARG, "preprocessing: need an RGB image and an "
+    return dm_errf(eb, DM_ARG,
+                   "preprocessing: need an RGB image and an "
                    "output buffer");
-  if ((rc = dm_preproc_geometry(p, im->w, im->h, &g, eb)) != DM_OK)
-    return rc;
+  if ((rc = dm_preproc_geometry(p, im->w, im->h, &g, eb)) != DM_OK) return rc;
   H = p->size_h;
   W = p->size_w;
   plane = (size_t)H * (size_t)W;
@@ -135,8 +136,8 @@ dm_err dm_image_to_tensor(const dm_image *im, const dm_preproc *p, float *out,
   for (oc = 0; oc < 3; oc++) {
     int v;
     for (v = 0; v < 256; v++) {
-      float xv = p->scale == 1.0f / 255.0f ? (float)v / 255.0f
-                                           : (float)v * p->scale;
+      float xv =
+          p->scale == 1.0f / 255.0f ? (float)v / 255.0f : (float)v * p->scale;
       lut[oc][v] = (xv - p->mean[oc]) / p->std[oc];
     }
   }
@@ -150,8 +151,7 @@ dm_err dm_image_to_tensor(const dm_image *im, const dm_preproc *p, float *out,
     cw = wx1 - wx0;
     chh = wy1 - wy0;
     win = dm__alloc_pixels(cw, chh, 3);
-    if (!win)
-      return dm_errf(eb, DM_NOMEM, "out of memory (preprocessing)");
+    if (!win) return dm_errf(eb, DM_NOMEM, "out of memory (preprocessing)");
     rc = dm__resize_window(im->px, im->w, im->h, 3, g.resized_w, g.resized_h,
                            wx0, wy0, cw, chh, win, eb);
     if (rc != DM_OK) goto out;

@@ -38,9 +38,9 @@
 #define PRECISION_BITS 22
 
 typedef struct coeffs {
-  int ksize;    /* taps per output index (stride of k) */
-  int *bounds;  /* (n, 2): first source index, number of taps */
-  int32_t *k;   /* (n, ksize) fixed-point weights */
+  int ksize;   /* taps per output index (stride of k) */
+  int *bounds; /* (n, 2): first source index, number of taps */
+  int32_t *k;  /* (n, ksize) fixed-point weights */
 } coeffs;
 
 static void coeffs_free(coeffs *c) {
@@ -251,8 +251,8 @@ dm_err dm_image_resize(const dm_image *in, int out_w, int out_h, dm_image *out,
   if (!px)
     return dm_errf(eb, DM_NOMEM, "out of memory (resize to %dx%d)", out_w,
                    out_h);
-  rc = dm__resize_window(in->px, in->w, in->h, in->c, out_w, out_h, 0, 0,
-                         out_w, out_h, px, eb);
+  rc = dm__resize_window(in->px, in->w, in->h, in->c, out_w, out_h, 0, 0, out_w,
+                         out_h, px, eb);
   if (rc != DM_OK) {
     free(px);
     return rc;

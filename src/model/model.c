@@ -42,6 +42,8 @@ struct dm_predictor {
   dm_model *m;
   dm_session *s;
   float *input; /* (3, H, W) or (H, W, 3) */
+  float *cam;   /* (h, w) of the last explanation */
+  dm_image image; /* the last decoded image, kept for overlays */
 };
 
 static double now_ms(void) {
@@ -160,9 +162,15 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   info->file_bytes = m->onnx->file_bytes;
 
   /* build, then check that the graph is a classifier dermal can feed */
+  const char *meta_target = dm_onnx_meta(m->onnx, "gradcam_target");
   dm_engine_opts eo = {.backend = opts ? opts->backend : DM_BACKEND_ONEDNN,
                        .precision = opts ? opts->precision : DM_PRECISION_FP32,
-                       .threads = opts && opts->threads > 0 ? opts->threads : 1};
+                       .threads = opts && opts->threads > 0 ? opts->threads : 1,
+                       .cam = opts && opts->gradcam,
+                       .cam_target = opts && opts->gradcam_target
+                                         ? opts->gradcam_target
+                                         : meta_target};
+  info->gradcam_target_auto = eo.cam && !eo.cam_target;
   if ((rc = dm_engine_new(m->onnx, &eo, &m->engine, eb))) goto fail;
   if (dm_engine_n_inputs(m->engine) != 1 || dm_engine_n_outputs(m->engine) != 1) {
     rc = dm_errf(eb, DM_UNSUPPORTED,
@@ -332,11 +340,12 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   base = base ? base + 1 : path;
   const char *nm = dm_onnx_meta(m->onnx, "name");
   const char *ver = dm_onnx_meta(m->onnx, "model_version");
-  const char *gt = dm_onnx_meta(m->onnx, "gradcam_target");
+  const char *gt = dm_engine_cam_target(m->engine);
+  if (!meta_target) note_default(defaulted, sizeof defaulted, "gradcam_target");
   size_t o_path = sb_add(&sb, path, strlen(path));
   size_t o_name = nm ? sb_add(&sb, nm, strlen(nm)) : sb_add(&sb, base, strlen(base));
   size_t o_ver = sb_add(&sb, ver ? ver : "", ver ? strlen(ver) : 0);
-  size_t o_gt = sb_add(&sb, gt ? gt : "", gt ? strlen(gt) : 0);
+  size_t o_gt = sb_add(&sb, gt, strlen(gt));
   size_t o_def = sb_add(&sb, defaulted, strlen(defaulted));
   if (o_path == (size_t)-1 || o_name == (size_t)-1 || o_ver == (size_t)-1 ||
       o_gt == (size_t)-1 || o_def == (size_t)-1)
@@ -404,12 +413,16 @@ void dm_predictor_free(dm_predictor *p) {
   if (!p) return;
   dm_session_free(p->s);
   free(p->input);
+  free(p->cam);
+  dm_image_free(&p->image);
   dm_model_release(p->m);
   free(p);
 }
 
-dm_err dm_predict_image(dm_predictor *p, const dm_image *im,
-                        dm_prediction *out, dm_errbuf *eb) {
+/* Preprocesses im, runs the engine (with the Grad-CAM tail when cr is not
+ * NULL) and fills out from the scores. */
+static dm_err run(dm_predictor *p, const dm_image *im, dm_prediction *out,
+                  int cam_class, dm_cam_result *cr, dm_errbuf *eb) {
   const dm_model *m = p->m;
   double t0 = now_ms();
   dm_err rc = dm_image_to_tensor(im, &m->info.preproc, p->input, eb);
@@ -417,8 +430,11 @@ dm_err dm_predict_image(dm_predictor *p, const dm_image *im,
   double t1 = now_ms();
   dm_tensor x = dm_engine_input(m->engine, 0, NULL);
   x.data = p->input;
-  if ((rc = dm_session_run(p->s, &x, 1, eb))) return rc;
+  rc = cr ? dm_session_run_cam(p->s, &x, 1, cam_class, cr, eb)
+          : dm_session_run(p->s, &x, 1, eb);
+  if (rc) return rc;
   double t2 = now_ms();
+  if (cr) t2 -= cr->ms_tail; /* reported as ms_cam by the caller */
   const float *y = dm_session_output(p->s, 0).data;
   size_t n = m->info.n_classes;
   out->n_classes = n;
@@ -451,23 +467,74 @@ dm_err dm_predict_image(dm_predictor *p, const dm_image *im,
   return DM_OK;
 }
 
-dm_err dm_predict(dm_predictor *p, const void *bytes, size_t len,
-                  const dm_image_limits *lim, dm_prediction *out,
-                  dm_errbuf *eb) {
+dm_err dm_predict_image(dm_predictor *p, const dm_image *im,
+                        dm_prediction *out, dm_errbuf *eb) {
+  return run(p, im, out, -1, NULL, eb);
+}
+
+/* Decodes into p->image (replacing the previous one).  JPEG DCT scaling
+ * keeps the shorter side >= 2 * target: the model's resize target, or at
+ * least 384 when the image will carry an overlay (so a 768 px heatmap is
+ * drawn on real pixels, not upscaled ones). */
+static dm_err decode(dm_predictor *p, const void *bytes, size_t len,
+                     const dm_image_limits *lim, int min_target,
+                     dm_prediction *out, dm_errbuf *eb) {
   const dm_preproc *pp = &p->m->info.preproc;
   int target = pp->resize_mode == DM_RESIZE_SHORTER_CROP
                    ? pp->resize
                    : (pp->size_h > pp->size_w ? pp->size_h : pp->size_w);
-  dm_image im = {0};
+  if (target < min_target) target = min_target;
   double t0 = now_ms();
   memset(&out->image, 0, sizeof out->image);
-  dm_err rc = dm_image_decode(bytes, len, lim, target, &im, &out->image, eb);
-  if (rc) return rc;
-  double t1 = now_ms();
-  rc = dm_predict_image(p, &im, out, eb);
-  out->ms_decode = t1 - t0;
-  dm_image_free(&im);
+  dm_image_free(&p->image);
+  dm_err rc = dm_image_decode(bytes, len, lim, target, &p->image, &out->image,
+                              eb);
+  out->ms_decode = now_ms() - t0;
   return rc;
+}
+
+dm_err dm_predict(dm_predictor *p, const void *bytes, size_t len,
+                  const dm_image_limits *lim, dm_prediction *out,
+                  dm_errbuf *eb) {
+  dm_err rc = decode(p, bytes, len, lim, 0, out, eb);
+  if (!rc) rc = run(p, &p->image, out, -1, NULL, eb);
+  return rc;
+}
+
+dm_err dm_predict_explain(dm_predictor *p, const void *bytes, size_t len,
+                          const dm_image_limits *lim, int class_index,
+                          dm_cam_method method, dm_prediction *out,
+                          dm_explanation *ex, dm_errbuf *eb) {
+  if (!p->m->info.gradcam_target[0])
+    return dm_errf(eb, DM_UNSUPPORTED,
+                   "the model was opened without Grad-CAM");
+  if (class_index >= (int)p->m->info.n_classes)
+    return dm_errf(eb, DM_ARG, "class %d out of range", class_index);
+  dm_err rc = decode(p, bytes, len, lim, 384, out, eb);
+  if (rc) return rc;
+  dm_cam_result cr;
+  if ((rc = run(p, &p->image, out, class_index, &cr, eb))) return rc;
+  double t1 = now_ms();
+  size_t n = (size_t)(cr.h * cr.w);
+  float *cam = realloc(p->cam, n * sizeof *cam);
+  if (!cam) return dm_errf(eb, DM_NOMEM, "out of memory");
+  p->cam = cam;
+  if ((rc = dm_cam_compute(&cr, method, cam, eb))) return rc;
+  /* the CAM cost: the tail backward inside the run plus the map itself */
+  ex->ms_cam = cr.ms_tail + (now_ms() - t1);
+  ex->class_index = cr.class_index;
+  ex->method = method;
+  ex->cam_h = (int)cr.h;
+  ex->cam_w = (int)cr.w;
+  ex->cam = cam;
+  ex->image = &p->image;
+  return DM_OK;
+}
+
+int dm_model_class_index(const dm_model *m, const char *label) {
+  for (size_t i = 0; i < m->info.n_classes; i++)
+    if (!strcmp(m->labels[i], label)) return (int)i;
+  return -1;
 }
 
 char *dm_prediction_json(const dm_model *m, const dm_prediction *r,

@@ -62,8 +62,10 @@ static void attempt_locked(dm__lifecycle *lc) {
   lc->attempts_done++;
   if (rc) {
     lc->failed = true;
-    snprintf(lc->last_error, sizeof lc->last_error, "%s: %s", lc->path,
-             eb.msg[0] ? eb.msg : dm_strerror(rc));
+    /* Truncation is fine here: it is a message for humans. */
+    if (snprintf(lc->last_error, sizeof lc->last_error, "%s: %s", lc->path,
+                 eb.msg[0] ? eb.msg : dm_strerror(rc)) >= (int)sizeof lc->last_error)
+      lc->last_error[sizeof lc->last_error - 1] = 0;
   } else {
     lc->model = m;
     lc->loads++;

@@ -563,11 +563,15 @@ static void save_image(dm_server *s, req *r, const char *sha, const char *ext,
   char dir[1024], tmp[1200];
   path[0] = 0;
   if (mkdir(s->cfg.images_dir, 0700) && errno != EEXIST) goto fail;
-  snprintf(dir, sizeof dir, "%s/%.2s", s->cfg.images_dir, sha);
+  errno = ENAMETOOLONG; /* for the truncation checks below */
+  if (snprintf(dir, sizeof dir, "%s/%.2s", s->cfg.images_dir, sha) >= (int)sizeof dir)
+    goto fail;
   if (mkdir(dir, 0700) && errno != EEXIST) goto fail;
-  snprintf(path, pathlen, "%s/%s.%s", dir, sha, ext);
+  errno = ENAMETOOLONG;
+  if (snprintf(path, pathlen, "%s/%s.%s", dir, sha, ext) >= (int)pathlen) goto fail;
   if (access(path, F_OK) == 0) return; /* same content already there */
-  snprintf(tmp, sizeof tmp, "%s.tmp.%s", path, r->id);
+  errno = ENAMETOOLONG;
+  if (snprintf(tmp, sizeof tmp, "%s.tmp.%s", path, r->id) >= (int)sizeof tmp) goto fail;
   FILE *f = fopen(tmp, "wb");
   if (!f) goto fail;
   size_t w = fwrite(r->body, 1, r->len, f);
@@ -1016,8 +1020,11 @@ dm_err dm_server_new(const dm_server_config *c, dm_server **out, dm_errbuf *eb) 
   pthread_mutex_init(&s->qmu, NULL);
   pthread_cond_init(&s->qcv, NULL);
   dm__log_set_json(c->log_json);
-  dm_model_opts mo = {c->ref_backend ? DM_BACKEND_REF : DM_BACKEND_ONEDNN,
-                      DM_PRECISION_FP32, c->threads};
+  dm_model_opts mo;
+  memset(&mo, 0, sizeof mo);
+  mo.backend = c->ref_backend ? DM_BACKEND_REF : DM_BACKEND_ONEDNN;
+  mo.precision = DM_PRECISION_FP32;
+  mo.threads = c->threads;
   dm__lc_init(&s->lc, c->model_path, &mo, c->retry_base_ms, c->retry_max_ms);
 
   dm_err rc = open_store(s, eb);

@@ -27,7 +27,8 @@ static volatile uint64_t sink;
 static void touch(const uint8_t *p, size_t n) {
   uint64_t acc = 0;
   size_t i;
-  for (i = 0; i < n; i++) acc += p[i];
+  for (i = 0; i < n; i++)
+    acc += p[i];
   sink += acc;
 }
 

@@ -69,7 +69,8 @@ static int write_npy(const char *path, const char *descr, const int *shape,
                descr, dims);
   if (n < 0 || (size_t)n >= sizeof hdr - 64) return 0;
   hl = (size_t)n;
-  while ((10 + hl + 1) % 64) hdr[hl++] = ' ';
+  while ((10 + hl + 1) % 64)
+    hdr[hl++] = ' ';
   hdr[hl++] = '\n';
   f = fopen(path, "wb");
   if (!f) return 0;

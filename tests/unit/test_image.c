@@ -115,7 +115,8 @@ static uint32_t crc32_png(const uint8_t *p, size_t n) {
   int k;
   for (i = 0; i < n; i++) {
     c ^= p[i];
-    for (k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    for (k = 0; k < 8; k++)
+      c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
   }
   return c ^ 0xffffffffu;
 }
@@ -202,14 +203,14 @@ static uint8_t *with_app1(const uint8_t *jpg, size_t len, const uint8_t *p,
 
 static int same_pixels(const dm_image *a, const dm_image *b) {
   return a->w == b->w && a->h == b->h && a->c == b->c &&
-         memcmp(a->px, b->px, (size_t)a->w * (size_t)a->h * (size_t)a->c) ==
-             0;
+         memcmp(a->px, b->px, (size_t)a->w * (size_t)a->h * (size_t)a->c) == 0;
 }
 
 static double mean_abs_diff(const uint8_t *a, const uint8_t *b, size_t n) {
   double s = 0;
   size_t i;
-  for (i = 0; i < n; i++) s += fabs((double)a[i] - (double)b[i]);
+  for (i = 0; i < n; i++)
+    s += fabs((double)a[i] - (double)b[i]);
   return n ? s / (double)n : 0;
 }
 
@@ -238,8 +239,8 @@ static void expect_refusal(const char *what, const uint8_t *buf, size_t len,
   out.c = -7;
   out.px = &sentinel;
   rc = dec(buf, len, lim, 0, &out, NULL);
-  CHECK(rc == want, "%s: got %s (%d), want %s", what, dm_strerror(rc),
-        (int)rc, dm_strerror(want));
+  CHECK(rc == want, "%s: got %s (%d), want %s", what, dm_strerror(rc), (int)rc,
+        dm_strerror(want));
   CHECK(out.w == -7 && out.h == -7 && out.c == -7 && out.px == &sentinel,
         "%s: output written on failure", what);
   if (rc == DM_OK && out.px != &sentinel) dm_image_free(&out);
@@ -250,8 +251,8 @@ static void expect_refusal(const char *what, const uint8_t *buf, size_t len,
 static void test_sniff_and_basics(void) {
   static const uint8_t jpg[] = {0xff, 0xd8, 0xff, 0xe0};
   static const uint8_t png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-  static const uint8_t webp[] = {'R', 'I', 'F', 'F', 0, 0, 0, 0,
-                                 'W', 'E', 'B', 'P'};
+  static const uint8_t webp[] = {'R', 'I', 'F', 'F', 0,   0,
+                                 0,   0,   'W', 'E', 'B', 'P'};
   static const uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0};
   dm_image im = {0, 0, 0, NULL};
   dm_image_limits lim;
@@ -265,10 +266,10 @@ static void test_sniff_and_basics(void) {
   CHECK(!strcmp(dm_image_format_name(DM_IMAGE_WEBP), "webp") &&
             !strcmp(dm_image_format_name((dm_image_format)42), "unknown"),
         "format names");
-  CHECK(!strcmp(dm_strerror(DM_TOOBIG), "too large") &&
-            !strcmp(dm_strerror(DM_IMAGE_SIZE),
-                    "image dimensions out of range"),
-        "new error strings");
+  CHECK(
+      !strcmp(dm_strerror(DM_TOOBIG), "too large") &&
+          !strcmp(dm_strerror(DM_IMAGE_SIZE), "image dimensions out of range"),
+      "new error strings");
   dm_image_limits_init(&lim);
   CHECK(lim.max_bytes == 20u * 1024 * 1024 && lim.max_pixels == 40000000u &&
             lim.min_side == 8,
@@ -321,8 +322,8 @@ static void test_jpeg(void) {
   if (rc == DM_OK) {
     double d = mean_abs_diff(a.px, src, (size_t)w * (size_t)h * 3);
     CHECK(d < 10.0, "baseline close to source (mean %.2f)", d);
-    CHECK(info.format == DM_IMAGE_JPEG && info.width == w &&
-              info.height == h && info.channels == 3 && !info.progressive &&
+    CHECK(info.format == DM_IMAGE_JPEG && info.width == w && info.height == h &&
+              info.channels == 3 && !info.progressive &&
               info.orientation == 1 && info.scale_num == 1 &&
               info.scale_denom == 1,
           "baseline info");
@@ -348,8 +349,10 @@ static void test_jpeg(void) {
     /* PIL: stored 0 (full ink, inverted) -> black; stored 255 -> white */
     const uint8_t *top = c.px + 3 * (size_t)w * 2 + 3 * 5;
     const uint8_t *bot = c.px + 3 * (size_t)w * (size_t)(h - 2) + 3 * 5;
-    CHECK(top[0] <= 2 && top[1] <= 2 && top[2] <= 2, "CMYK full ink black "
-          "(%d %d %d)", top[0], top[1], top[2]);
+    CHECK(top[0] <= 2 && top[1] <= 2 && top[2] <= 2,
+          "CMYK full ink black "
+          "(%d %d %d)",
+          top[0], top[1], top[2]);
     CHECK(bot[0] >= 253 && bot[1] >= 253 && bot[2] >= 253,
           "CMYK no ink white (%d %d %d)", bot[0], bot[1], bot[2]);
   }
@@ -532,8 +535,8 @@ static void test_limits(void) {
   }
   {
     /* PNG IHDR 65535x65535 (with a token IDAT): refused from the header */
-    uint8_t f[128], ihdr[13] = {0, 0, 0xff, 0xff, 0, 0, 0xff, 0xff, 8, 2,
-                                0, 0, 0};
+    uint8_t f[128],
+        ihdr[13] = {0, 0, 0xff, 0xff, 0, 0, 0xff, 0xff, 8, 2, 0, 0, 0};
     uint8_t idat[8] = {0x78, 0x9c, 0x03, 0x00, 0, 0, 0, 1};
     size_t n = 8;
     dm_image_info inf;
@@ -632,8 +635,8 @@ static void test_png(void) {
     rgb16[3 * i + 2] = (uint16_t)(src[3 * i + 2] * 256);
     idx[i] = (uint8_t)(i % 5);
   }
-  p = make_png(g8, sizeof g8, w, h, SPNG_COLOR_TYPE_GRAYSCALE, 8, NULL, NULL,
-               0, &len);
+  p = make_png(g8, sizeof g8, w, h, SPNG_COLOR_TYPE_GRAYSCALE, 8, NULL, NULL, 0,
+               &len);
   ok = p && dec(p, len, NULL, 0, &im, &info) == DM_OK && info.channels == 1;
   for (i = 0; ok && i < n; i++)
     ok = im.px[3 * i] == g8[i] && im.px[3 * i + 1] == g8[i] &&
@@ -656,10 +659,11 @@ static void test_png(void) {
         "PNG RGBA: alpha dropped, not composited");
   dm_image_free(&im);
   free(p);
-  p = make_png(g16, sizeof g16, w, h, SPNG_COLOR_TYPE_GRAYSCALE, 16, NULL,
-               NULL, 0, &len);
+  p = make_png(g16, sizeof g16, w, h, SPNG_COLOR_TYPE_GRAYSCALE, 16, NULL, NULL,
+               0, &len);
   ok = p && dec(p, len, NULL, 0, &im, &info) == DM_OK;
-  for (i = 0; ok && i < n; i++) ok = im.px[3 * i + 1] == (g16[i] >> 8);
+  for (i = 0; ok && i < n; i++)
+    ok = im.px[3 * i + 1] == (g16[i] >> 8);
   CHECK(ok, "PNG gray16: high byte");
   dm_image_free(&im);
   free(p);
@@ -677,8 +681,8 @@ static void test_png(void) {
     pl.entries[i].green = (uint8_t)(100 + i);
     pl.entries[i].blue = (uint8_t)(250 - i);
   }
-  p = make_png(idx, sizeof idx, w, h, SPNG_COLOR_TYPE_INDEXED, 8, &pl, NULL,
-               0, &len);
+  p = make_png(idx, sizeof idx, w, h, SPNG_COLOR_TYPE_INDEXED, 8, &pl, NULL, 0,
+               &len);
   ok = p && dec(p, len, NULL, 0, &im, &info) == DM_OK;
   for (i = 0; ok && i < n; i++)
     ok = im.px[3 * i] == 10 * (i % 5) && im.px[3 * i + 1] == 100 + i % 5 &&
@@ -736,8 +740,9 @@ static void test_webp(void) {
 
 /* Expected upright position, per PIL, of a 3x2 image "abc/def". */
 static void test_orient_direct(void) {
-  static const char *want[9] = {"", "abcdef", "cbafed", "fedcba", "defabc",
-                                "adbecf", "daebfc", "fcebda", "cfbead"};
+  static const char *want[9] = {"",       "abcdef", "cbafed",
+                                "fedcba", "defabc", "adbecf",
+                                "daebfc", "fcebda", "cfbead"};
   static const int ww[9] = {0, 3, 3, 3, 3, 2, 2, 2, 2};
   int o;
   for (o = 1; o <= 8; o++) {
@@ -865,7 +870,7 @@ static void test_exif(void) {
 }
 
 static void test_resize(void) {
-  static const int sizes[][2] = {{1, 1},   {7, 5},   {64, 48}, {33, 97},
+  static const int sizes[][2] = {{1, 1},   {7, 5},    {64, 48},  {33, 97},
                                  {200, 3}, {128, 96}, {500, 400}};
   const int w = 64, h = 48;
   dm_image src = {0, 0, 0, NULL}, out = {0, 0, 0, NULL};
@@ -903,8 +908,8 @@ static void test_resize(void) {
     uint8_t win[20 * 9 * 3];
     int y;
     ok = dm_image_resize(&src, 41, 30, &full, &eb) == DM_OK &&
-         dm__resize_window(src.px, w, h, 3, 41, 30, 13, 17, 20, 9, win,
-                           &eb) == DM_OK;
+         dm__resize_window(src.px, w, h, 3, 41, 30, 13, 17, 20, 9, win, &eb) ==
+             DM_OK;
     for (y = 0; ok && y < 9; y++)
       ok = !memcmp(win + (size_t)y * 20 * 3,
                    full.px + ((size_t)(17 + y) * 41 + 13) * 3, 20 * 3);
@@ -950,9 +955,11 @@ static void test_resize(void) {
     s2.c = 1;
     s2.px = malloc(16);
     if (!s2.px) abort();
-    for (x = 0; x < 16; x++) s2.px[x] = (uint8_t)((x & 1) ? 255 : 0);
+    for (x = 0; x < 16; x++)
+      s2.px[x] = (uint8_t)((x & 1) ? 255 : 0);
     ok = dm_image_resize(&s2, 8, 1, &o2, &eb) == DM_OK;
-    for (x = 1; ok && x < 7; x++) ok = o2.px[x] == 128;
+    for (x = 1; ok && x < 7; x++)
+      ok = o2.px[x] == 128;
     CHECK(ok, "2:1 bilinear of 0/255 stripes is 128 inside (%d %d %d)",
           o2.px ? o2.px[0] : -1, o2.px ? o2.px[1] : -1, o2.px ? o2.px[7] : -1);
     dm_image_free(&s2);
@@ -981,8 +988,8 @@ static void test_preproc(void) {
   CHECK(dm_preproc_geometry(&p, 600, 450, &g, &eb) == DM_OK &&
             g.resized_w == 341 && g.resized_h == 256 && g.crop_x == 58 &&
             g.crop_y == 16,
-        "geometry 600x450 (%dx%d +%d+%d)", g.resized_w, g.resized_h,
-        g.crop_x, g.crop_y);
+        "geometry 600x450 (%dx%d +%d+%d)", g.resized_w, g.resized_h, g.crop_x,
+        g.crop_y);
   CHECK(dm_preproc_geometry(&p, 450, 600, &g, &eb) == DM_OK &&
             g.resized_w == 256 && g.resized_h == 341 && g.crop_x == 16 &&
             g.crop_y == 58,
@@ -1065,8 +1072,7 @@ static void test_preproc(void) {
     ok = dm_image_to_tensor(&im, &q, t2, &eb) == DM_OK;
     CHECK(ok && t2[0] == 0.0f && t2[11 * 224 + 5] == 0.0f &&
               t2[12 * 224 + 5] == 10.0f / 255.0f &&
-              t2[211 * 224 + 5] == 10.0f / 255.0f &&
-              t2[212 * 224 + 5] == 0.0f,
+              t2[211 * 224 + 5] == 10.0f / 255.0f && t2[212 * 224 + 5] == 0.0f,
           "zero padding when the crop exceeds the image");
   }
   im.c = 4;
