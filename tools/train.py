@@ -455,21 +455,29 @@ def set_rng_state(s):
 
 
 def main():
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        # glibc returns torch's large per-batch buffers to the kernel and faults
+        # them in again every step (a third of the CPU time was system time):
+        # keep them in the heap instead. Re-exec so that malloc sees it.
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 30)
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = str(1 << 32)
+        os.execv(sys.executable, [sys.executable] + sys.argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "ham10000")))
-    ap.add_argument("--epochs", type=int, default=7, help="total epochs including the head-only epoch 0")
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--deadline-min", type=float, default=0, help="0 = no deadline")
     ap.add_argument("--limit", type=int, default=0, help="smoke run on N train and N val images")
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "dermal-ham10000.onnx"))
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (fine-tuning epochs)")
-    ap.add_argument("--head-lr", type=float, default=2e-3, help="learning rate of the head-only epoch 0")
+    ap.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head-only warmup steps")
+    ap.add_argument("--head-steps", type=int, default=100, help="first steps train the new head only")
     ap.add_argument("--weight-decay", type=float, default=0.02)
     ap.add_argument("--class-weight-power", type=float, default=0.75,
                     help="class weights ~ (1/frequency)^POWER (1 = fully balanced, 0 = none)")
     ap.add_argument("--label-smoothing", type=float, default=0.1)
-    ap.add_argument("--freeze", type=int, default=4,
+    ap.add_argument("--freeze", type=int, default=7,
                     help="features[:K] stay at ImageNet weights (stem + first K-1 blocks)")
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "train"))
     ap.add_argument("--cache", default=os.path.join(ROOT, "build", "train-cache"))
@@ -524,13 +532,16 @@ def main():
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    total_ft = max(1, (args.epochs - 1) * steps)
+    # plan["epochs"] is --epochs unless the deadline forces fewer (then the
+    # cosine is re-fitted so that it still ends at the last epoch that fits)
+    plan = {"epochs": args.epochs}
     warm = min(steps // 2, 100)
 
-    def lr_at(step):    # step counts fine-tuning steps (epochs >= 1)
+    def lr_at(step):    # step counts backbone steps (after the head-only steps)
+        total = max(1, plan["epochs"] * steps - args.head_steps)
         if step < warm:
             return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_ft - warm))))
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     start_epoch, best, history = 0, -1.0, []
@@ -543,31 +554,48 @@ def main():
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start_epoch, best, history = ck["epoch"] + 1, ck["best"], ck["history"]
+        plan["epochs"] = ck.get("plan_epochs", args.epochs)
         set_rng_state(ck["rng"])
         log("resumed from %s: next epoch %d, best val balanced accuracy %.4f" % (ckpt_path, start_epoch, best))
 
     # 4. epochs
-    epoch_times = [h["seconds"] for h in history if h["epoch"] > 0]
+    epoch_times = []            # this run's epochs (train + val), seconds
+    val_secs = 0.0
     for epoch in range(start_epoch, args.epochs):
-        if args.deadline_min:
-            elapsed = time.time() - t_start
-            est = (max(epoch_times[-2:]) if epoch_times else 0) * 1.05
-            if epoch_times and elapsed + est > args.deadline_min * 60:
-                log("deadline: %.1f min elapsed, next epoch ~%.1f min, limit %.0f min: stopping" % (
-                    elapsed / 60, est / 60, args.deadline_min))
-                break
+        if epoch >= plan["epochs"]:
+            break
+        if args.deadline_min and epoch_times:
+            left = args.deadline_min * 60 - (time.time() - t_start) - (val_secs + 60)  # final eval + export
+            est = max(epoch_times[-2:]) * 1.05
+            fit = int(left // est)
+            if epoch + fit < plan["epochs"]:
+                plan["epochs"] = max(epoch + fit, epoch)
+                log("deadline %.0f min: epochs take ~%.1f min, %.1f min left: %d epochs in all "
+                    "(cosine schedule re-fitted)" % (args.deadline_min, est / 60, left / 60, plan["epochs"]))
+                if fit <= 0:
+                    break
         t0 = time.time()
-        head_only = epoch == 0
-        set_trainable(model, head_only, args.freeze)
         model.train()
         gen = torch.Generator().manual_seed(SEED * 1000 + epoch)
         order = itr[torch.randperm(len(itr), generator=gen).numpy()]
-        tot, nb = 0.0, 0
+        tot, nb, trainable = 0.0, 0, None
         for b in range(0, len(order), args.batch):
+            gstep = epoch * steps + nb
+            head_only = gstep < args.head_steps
+            if trainable != head_only:
+                set_trainable(model, head_only, args.freeze)
+                trainable = head_only
+            if gstep == args.head_steps:     # back to the schedule's learning rate
+                for g, base in zip(opt.param_groups, sched.base_lrs):
+                    g["lr"] = base * lr_at(sched.last_epoch)
             idx = np.sort(order[b:b + args.batch])           # sorted: sequential mmap reads
             x = augment(xtr[idx], gen).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(ytr[idx])
-            loss = criterion(model(x), y)
+            k = len(model.features) if head_only else args.freeze
+            with torch.no_grad():                            # frozen part: no autograd graph
+                h = model.features[:k](x)
+            h = model.features[k:](h)
+            loss = criterion(model.classifier(torch.flatten(model.pool(h), 1)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if head_only:
@@ -583,30 +611,28 @@ def main():
             if nb % 50 == 0:
                 log("  epoch %d batch %d/%d loss %.4f (%.1f s/batch)" % (
                     epoch, nb, steps, tot / nb, (time.time() - t0) / nb))
-        if head_only:       # restore the schedule's learning rate for epoch 1
-            for g, base in zip(opt.param_groups, sched.base_lrs):
-                g["lr"] = base * lr_at(0)
         t_train = time.time() - t0
         mv = metrics(yva_l, predict(model, xva_l))
         secs = time.time() - t0
-        if epoch > 0:
-            epoch_times.append(secs)
+        val_secs = secs - t_train
+        epoch_times.append(secs)
         improved = mv["balanced_accuracy"] > best
         if improved:
             best = mv["balanced_accuracy"]
             torch.save({"model": model.state_dict(), "epoch": epoch, "val": mv}, best_path)
-        history.append({"epoch": epoch, "loss": tot / max(nb, 1), "val_accuracy": mv["accuracy"],
+        history.append({"epoch": epoch, "loss": tot / max(nb, 1), "lr_end": opt.param_groups[0]["lr"],
+                        "val_accuracy": mv["accuracy"],
                         "val_balanced_accuracy": mv["balanced_accuracy"], "seconds": secs,
                         "recall": {c: mv["per_class"][c]["recall"] for c in CLASSES}})
-        log("epoch %d%s: loss %.4f, val acc %.4f, bal acc %.4f%s, train %.1f min, total %.1f min" % (
-            epoch, " (head only)" if head_only else "", tot / max(nb, 1), mv["accuracy"],
+        log("epoch %d/%d: loss %.4f, val acc %.4f, bal acc %.4f%s, train %.1f min, total %.1f min" % (
+            epoch, plan["epochs"], tot / max(nb, 1), mv["accuracy"],
             mv["balanced_accuracy"], " *best*" if improved else "", t_train / 60, secs / 60))
         log("  recall " + " ".join("%s %.2f" % (c, mv["per_class"][c]["recall"] or 0) for c in CLASSES))
         tmp = ckpt_path + ".tmp"
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
                     "history": history, "rng": rng_state(), "epochs": args.epochs,
-                    "limit": args.limit, "args": vars(args)}, tmp)
+                    "limit": args.limit, "plan_epochs": plan["epochs"], "args": vars(args)}, tmp)
         os.replace(tmp, ckpt_path)
 
     # 5. best weights -> metrics, ONNX

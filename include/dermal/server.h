@@ -68,8 +68,7 @@ dm_err dm_server_config_from_env(dm_server_config *c, dm_errbuf *eb);
 /* Validates c, opens the store (migrating a new database), and preloads the
  * model when c->preload.  Errors: DM_ARG (bad config), DM_DB/DM_UNSUPPORTED
  * (store), DM_NOMEM.  A model that fails to load is not an error. */
-dm_err dm_server_new(const dm_server_config *c, dm_server **out,
-                     dm_errbuf *eb);
+dm_err dm_server_new(const dm_server_config *c, dm_server **out, dm_errbuf *eb);
 /* Starts the HTTP daemon.  DM_IO when the address cannot be bound. */
 dm_err dm_server_start(dm_server *s, dm_errbuf *eb);
 /* The bound TCP port (after start). */

@@ -38,8 +38,8 @@ typedef struct dm_store_record {
   const char *image_path;   /* content-addressed file when STORE_IMAGES */
   const char *model_name, *model_version, *model_sha256;
   const char *label;
-  double probability;         /* of label */
-  const char *probabilities;  /* JSON object label -> probability */
+  double probability;        /* of label */
+  const char *probabilities; /* JSON object label -> probability */
   double ms_decode, ms_preprocess, ms_inference, ms_total;
 } dm_store_record;
 
@@ -59,8 +59,7 @@ const char *dm_store_migration_name(int v);
 dm_err dm_store_version(dm_store *s, int *out, dm_errbuf *eb);
 /* Migrates up or down to target (0..latest; -1 = latest), one transaction
  * per step.  *applied (optional) gets the number of steps run. */
-dm_err dm_store_migrate(dm_store *s, int target, int *applied,
-                        dm_errbuf *eb);
+dm_err dm_store_migrate(dm_store *s, int target, int *applied, dm_errbuf *eb);
 
 /* Inserts rec; rec->id gets the new row id.  DM_DB on failure. */
 dm_err dm_store_insert(dm_store *s, dm_store_record *rec, dm_errbuf *eb);

@@ -31,6 +31,7 @@ typedef struct opts {
   int iters, warmup;
   bool json;
   bool help;
+  bool gradcam; /* bench: measure Grad-CAM cost */
 } opts;
 
 static int need_value(int i, int argc, const char *flag) {
@@ -68,6 +69,10 @@ static int parse_opts(int argc, char **argv, const char *allowed, opts *o) {
     }
     if (!strcmp(a, "--json")) {
       o->json = true;
+      continue;
+    }
+    if (!strcmp(a, "--gradcam")) {
+      o->gradcam = true;
       continue;
     }
     if (need_value(i, argc, a)) return 2;
@@ -412,7 +417,11 @@ static const char bench_help[] =
     "  Loads the model, runs it on deterministic random input and prints the\n"
     "  load time, first-run time, p50/p90/p99 latency and peak RSS.\n"
     "  Defaults: backend onednn, precision fp32, threads 1, iters 100,\n"
-    "  warmup 10.  --json prints one line holding one flat JSON object.\n";
+    "  warmup 10.  --json prints one line holding one flat JSON object.\n"
+    "  --gradcam instead measures, interleaved in one process, plain\n"
+    "  inference against inference + Grad-CAM (gradient tail and map) on an\n"
+    "  engine built for it, plus overlay rendering and PNG encoding of a\n"
+    "  600x450 image, and prints the ratio.\n";
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -426,13 +435,121 @@ static double pct(const double *v, int n, double p) {
   return v[i];
 }
 
+static int bench_gradcam(const opts *o) {
+  dm_errbuf eb = {{0}};
+  dm_onnx_model *m = NULL;
+  dm_engine *e0 = NULL, *e1 = NULL;
+  dm_session *s0 = NULL, *s1 = NULL;
+  double *l0 = calloc((size_t)o->iters, sizeof *l0);
+  double *l1 = calloc((size_t)o->iters, sizeof *l1);
+  double lo[20], lp[20];
+  float *map = NULL;
+  dm_tensor x = {0};
+  dm_image im = {0}, ovl = {0};
+  int ret = 1;
+  dm_err rc;
+  dm_engine_opts eo = o->eng;
+  if (!l0 || !l1) goto out;
+  if ((rc = dm_onnx_open(o->model, &m, &eb)) ||
+      (rc = dm_engine_new(m, &eo, &e0, &eb)))
+    goto fail;
+  eo.cam = true;
+  eo.cam_target = dm_onnx_meta(m, "gradcam_target");
+  if ((rc = dm_engine_new(m, &eo, &e1, &eb)) ||
+      (rc = dm_session_new(e0, &s0, &eb)) || (rc = dm_session_new(e1, &s1, &eb)))
+    goto fail;
+  x = dm_engine_input(e0, 0, NULL);
+  size_t n = 1;
+  for (int d = 0; d < x.rank; d++) n *= (size_t)x.dims[d];
+  if (!(x.data = malloc(n * sizeof(float)))) goto out;
+  fill_input(&x, n);
+  dm_cam_result cr;
+  for (int i = 0; i < o->warmup + o->iters; i++) {
+    double a = dm_cli_now_ms();
+    if ((rc = dm_session_run(s0, &x, 1, &eb))) goto fail;
+    double b = dm_cli_now_ms();
+    if ((rc = dm_session_run_cam(s1, &x, 1, -1, &cr, &eb))) goto fail;
+    if (!map && !(map = malloc((size_t)(cr.h * cr.w) * sizeof *map))) goto out;
+    if ((rc = dm_cam_compute(&cr, DM_CAM_GRADCAM, map, &eb))) goto fail;
+    double c = dm_cli_now_ms();
+    if (i >= o->warmup) {
+      l0[i - o->warmup] = b - a;
+      l1[i - o->warmup] = c - b;
+    }
+  }
+  /* overlay + PNG of a 600x450 picture, ImageNet-style preprocessing */
+  im.w = 600, im.h = 450, im.c = 3;
+  if (!(im.px = malloc(600 * 450 * 3))) goto out;
+  for (int i = 0; i < 600 * 450 * 3; i++) im.px[i] = (uint8_t)(i * 7 % 251);
+  dm_preproc pp;
+  dm_preproc_init(&pp);
+  dm_overlay_opts ov = {DM_CMAP_JET, 0.5f, 0};
+  for (int i = 0; i < 20; i++) {
+    double a = dm_cli_now_ms();
+    if ((rc = dm_overlay_render(&im, &pp, map, (int)cr.h, (int)cr.w, &ov, &ovl,
+                                &eb)))
+      goto fail;
+    double b = dm_cli_now_ms();
+    uint8_t *png = NULL;
+    size_t plen = 0;
+    rc = dm_image_encode_png(&ovl, &png, &plen, &eb);
+    free(png);
+    dm_image_free(&ovl);
+    if (rc) goto fail;
+    lo[i] = b - a;
+    lp[i] = dm_cli_now_ms() - b;
+  }
+  qsort(l0, (size_t)o->iters, sizeof *l0, cmp_double);
+  qsort(l1, (size_t)o->iters, sizeof *l1, cmp_double);
+  qsort(lo, 20, sizeof *lo, cmp_double);
+  qsort(lp, 20, sizeof *lp, cmp_double);
+  double p0 = pct(l0, o->iters, 50), p1 = pct(l1, o->iters, 50);
+  if (o->json) {
+    printf("{\"model\":");
+    dm_cli_json_str(stdout, o->model);
+    printf(",\"backend\":\"%s\",\"threads\":%d,\"iters\":%d,\"target\":",
+           dm_engine_backend_name(e0), o->eng.threads, o->iters);
+    dm_cli_json_str(stdout, dm_engine_cam_target(e1));
+    printf(",\"p50_ms\":%.3f,\"cam_p50_ms\":%.3f,\"cam_ratio\":%.3f,"
+           "\"overlay_600x450_ms\":%.3f,\"png_ms\":%.3f}\n",
+           p0, p1, p1 / p0, lo[10], lp[10]);
+  } else {
+    printf("model        %s (%s, %d thread%s)\n", o->model,
+           dm_engine_backend_name(e0), o->eng.threads,
+           o->eng.threads == 1 ? "" : "s");
+    printf("target       %s [%lldx%lldx%lld]\n", dm_engine_cam_target(e1),
+           (long long)cr.c, (long long)cr.h, (long long)cr.w);
+    printf("inference    p50 %.3f ms\n", p0);
+    printf("+ Grad-CAM   p50 %.3f ms  (ratio %.3f, interleaved, %d iters)\n",
+           p1, p1 / p0, o->iters);
+    printf("overlay      %.2f ms (600x450), PNG encode %.2f ms\n", lo[10],
+           lp[10]);
+  }
+  ret = 0;
+  goto out;
+fail:
+  ret = fail(o->model, rc, &eb);
+out:
+  free(l0);
+  free(l1);
+  free(map);
+  free(x.data);
+  dm_image_free(&im);
+  dm_session_free(s0);
+  dm_session_free(s1);
+  dm_engine_free(e0);
+  dm_engine_free(e1);
+  dm_onnx_free(m);
+  return ret;
+}
+
 static int cmd_bench(int argc, char **argv) {
   opts o = {0};
   o.iters = 100;
   o.warmup = 10;
   int st = parse_opts(argc, argv,
                       "--model --threads --iters --warmup --backend "
-                      "--precision --json",
+                      "--precision --json --gradcam",
                       &o);
   if (st || o.help) {
     fputs(bench_help, st ? stderr : stdout);
@@ -440,6 +557,7 @@ static int cmd_bench(int argc, char **argv) {
   }
   if ((st = need_model(&o, "bench"))) return st;
   if (o.eng.threads <= 0) o.eng.threads = 1;
+  if (o.gradcam) return bench_gradcam(&o);
   dm_errbuf eb = {{0}};
   dm_onnx_model *m = NULL;
   dm_engine *e = NULL;

@@ -57,7 +57,8 @@ static void reexec_passive(void) {
   buf[n] = 0;
   char *args[512];
   size_t na = 0;
-  for (size_t i = 0; i < n && na < 511; i += strlen(buf + i) + 1) args[na++] = buf + i;
+  for (size_t i = 0; i < n && na < 511; i += strlen(buf + i) + 1)
+    args[na++] = buf + i;
   args[na] = NULL;
   execv("/proc/self/exe", args);
 warn:
@@ -66,35 +67,36 @@ warn:
 }
 
 static void serve_usage(FILE *f) {
-  fprintf(f,
-          "usage: dermal serve [--model PATH] [options]\n"
-          "\n"
-          "Serves the web page and the JSON API.  Every option also has an\n"
-          "environment variable (flags win):\n"
-          "  --model PATH        MODEL_PATH      models/dermal-ham10000.onnx\n"
-          "  --host ADDR         HOST            0.0.0.0 (numeric IPv4/IPv6)\n"
-          "  --port N            PORT            8000\n"
-          "  --preload/--lazy    PRELOAD_MODEL   true: load before listening\n"
-          "  --gradcam/--no-gradcam ENABLE_GRADCAM true\n"
-          "  --workers N         WORKERS         CPU count: inference threads\n"
-          "  --threads N         THREADS         1: intra-op threads each\n"
-          "  --queue N           QUEUE_SIZE      4 x WORKERS: then 503\n"
-          "  --max-upload-mb N   MAX_UPLOAD_MB   20\n"
-          "  --max-pixels N      MAX_PIXELS      40000000\n"
-          "  --database-url URL  DATABASE_URL    sqlite:///dermal.db (none: off)\n"
-          "  --log-format F      LOG_FORMAT      text | json\n"
-          "  --backend B         BACKEND         onednn | ref\n"
-          "Environment only: STORE_IMAGES (false), IMAGES_DIR (dermal-images),\n"
-          "MEMORY_LIMIT_MB (off; Grad-CAM shed at 80%%, requests at 95%%),\n"
-          "API_TOKEN (bearer token for the API and /history; unset: /history\n"
-          "loopback only), IO_THREADS (2), CONNECTION_TIMEOUT_S (30),\n"
-          "DRAIN_TIMEOUT_MS (10000), MODEL_RETRY_MS (1000) doubling to\n"
-          "MODEL_RETRY_MAX_MS (60000).\n"
-          "\n"
-          "Routes: GET / (web page), POST /upload (multipart field 'image'),\n"
-          "POST /api/v1/predict (raw image body), GET /health[?verbose=1],\n"
-          "GET /ready, GET /metrics, GET /history[?limit=N&before=ID].\n"
-          "SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.\n");
+  fprintf(
+      f,
+      "usage: dermal serve [--model PATH] [options]\n"
+      "\n"
+      "Serves the web page and the JSON API.  Every option also has an\n"
+      "environment variable (flags win):\n"
+      "  --model PATH        MODEL_PATH      models/dermal-ham10000.onnx\n"
+      "  --host ADDR         HOST            0.0.0.0 (numeric IPv4/IPv6)\n"
+      "  --port N            PORT            8000\n"
+      "  --preload/--lazy    PRELOAD_MODEL   true: load before listening\n"
+      "  --gradcam/--no-gradcam ENABLE_GRADCAM true\n"
+      "  --workers N         WORKERS         CPU count: inference threads\n"
+      "  --threads N         THREADS         1: intra-op threads each\n"
+      "  --queue N           QUEUE_SIZE      4 x WORKERS: then 503\n"
+      "  --max-upload-mb N   MAX_UPLOAD_MB   20\n"
+      "  --max-pixels N      MAX_PIXELS      40000000\n"
+      "  --database-url URL  DATABASE_URL    sqlite:///dermal.db (none: off)\n"
+      "  --log-format F      LOG_FORMAT      text | json\n"
+      "  --backend B         BACKEND         onednn | ref\n"
+      "Environment only: STORE_IMAGES (false), IMAGES_DIR (dermal-images),\n"
+      "MEMORY_LIMIT_MB (off; Grad-CAM shed at 80%%, requests at 95%%),\n"
+      "API_TOKEN (bearer token for the API and /history; unset: /history\n"
+      "loopback only), IO_THREADS (2), CONNECTION_TIMEOUT_S (30),\n"
+      "DRAIN_TIMEOUT_MS (10000), MODEL_RETRY_MS (1000) doubling to\n"
+      "MODEL_RETRY_MAX_MS (60000).\n"
+      "\n"
+      "Routes: GET / (web page), POST /upload (multipart field 'image'),\n"
+      "POST /api/v1/predict (raw image body), GET /health[?verbose=1],\n"
+      "GET /ready, GET /metrics, GET /history[?limit=N&before=ID].\n"
+      "SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.\n");
 }
 
 int dm_cli_serve(int argc, char **argv) {
@@ -113,22 +115,40 @@ int dm_cli_serve(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     long v;
-    if (!strcmp(a, "--preload")) { c.preload = true; continue; }
-    if (!strcmp(a, "--lazy")) { c.preload = false; continue; }
-    if (!strcmp(a, "--gradcam")) { c.gradcam = true; continue; }
-    if (!strcmp(a, "--no-gradcam")) { c.gradcam = false; continue; }
+    if (!strcmp(a, "--preload")) {
+      c.preload = true;
+      continue;
+    }
+    if (!strcmp(a, "--lazy")) {
+      c.preload = false;
+      continue;
+    }
+    if (!strcmp(a, "--gradcam")) {
+      c.gradcam = true;
+      continue;
+    }
+    if (!strcmp(a, "--no-gradcam")) {
+      c.gradcam = false;
+      continue;
+    }
     if (a[0] != '-') {
       c.model_path = a;
       continue;
     }
     if (i + 1 >= argc) {
-      fprintf(stderr, "dermal serve: unknown option or missing value: '%s' (see --help)\n", a);
+      fprintf(
+          stderr,
+          "dermal serve: unknown option or missing value: '%s' (see --help)\n",
+          a);
       return 2;
     }
     const char *val = argv[++i];
-    if (!strcmp(a, "--model")) c.model_path = val;
-    else if (!strcmp(a, "--host")) c.host = val;
-    else if (!strcmp(a, "--database-url")) c.database_url = val;
+    if (!strcmp(a, "--model"))
+      c.model_path = val;
+    else if (!strcmp(a, "--host"))
+      c.host = val;
+    else if (!strcmp(a, "--database-url"))
+      c.database_url = val;
     else if (!strcmp(a, "--port")) {
       if (parse_num(a, val, 0, 65535, &v)) return 2;
       c.port = (int)v;
@@ -195,14 +215,15 @@ int dm_cli_serve(int argc, char **argv) {
 }
 
 static void migrate_usage(FILE *f) {
-  fprintf(f,
-          "usage: dermal migrate [--database-url URL] [--to VERSION] [--status]\n"
-          "\n"
-          "Applies the history-store migrations (DATABASE_URL, default\n"
-          "sqlite:///dermal.db; three slashes: relative path, four: absolute).\n"
-          "--to V migrates up or down to schema version V (0 removes every\n"
-          "table dermal created); --status only prints the version.\n"
-          "Never opens the model.\n");
+  fprintf(
+      f,
+      "usage: dermal migrate [--database-url URL] [--to VERSION] [--status]\n"
+      "\n"
+      "Applies the history-store migrations (DATABASE_URL, default\n"
+      "sqlite:///dermal.db; three slashes: relative path, four: absolute).\n"
+      "--to V migrates up or down to schema version V (0 removes every\n"
+      "table dermal created); --status only prints the version.\n"
+      "Never opens the model.\n");
 }
 
 int dm_cli_migrate(int argc, char **argv) {
@@ -221,7 +242,8 @@ int dm_cli_migrate(int argc, char **argv) {
     } else if (!strcmp(a, "--database-url") && i + 1 < argc) {
       url = argv[++i];
     } else if (!strcmp(a, "--to") && i + 1 < argc) {
-      if (parse_num(a, argv[++i], 0, dm_store_latest_version(), &target)) return 2;
+      if (parse_num(a, argv[++i], 0, dm_store_latest_version(), &target))
+        return 2;
     } else {
       fprintf(stderr, "dermal migrate: unknown option '%s' (see --help)\n", a);
       return 2;

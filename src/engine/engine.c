@@ -237,8 +237,9 @@ dm_err dm_session_run_cam(dm_session *s, const dm_tensor *inputs,
   const float *act = s->outs[slot];
   const dm_value *t = &g->values[g->cam_target];
   double t0 = now_ms();
-  if ((rc = dm__cam_backward(g, s->cam, act, class_index, &out->class_index,
-                             &out->score, s->cam_grad, eb)))
+  const float *scores = g->cam_score == g->outputs[0] ? s->outs[0] : NULL;
+  if ((rc = dm__cam_backward(g, s->cam, act, scores, class_index,
+                             &out->class_index, &out->score, s->cam_grad, eb)))
     return rc;
   out->ms_tail = now_ms() - t0;
   out->c = t->dims[1];

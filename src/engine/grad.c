@@ -32,7 +32,16 @@ struct dm_cam_state {
   int n;
   float **fwd;  /* per tail node: its output (plain) */
   float *g0, *g1; /* gradient ping-pong buffers, max tail value size */
+  int last_fwd;   /* tail nodes [0, last_fwd] must run forward; see below */
 };
+
+/* Does the backward rule of n read its forward input x / its output y? */
+static bool needs_x(const dm_node *n) {
+  return n->op == DM_OP_UNARY || n->op == DM_OP_GLOBALMAXPOOL ||
+         n->op == DM_OP_MAXPOOL ||
+         (n->op == DM_OP_REDUCE && n->p.reduce.kind == DM_REDUCE_MAX);
+}
+static bool needs_y(const dm_node *n) { return n->op == DM_OP_UNARY; }
 
 static const dm_value *val(const dm_graph *g, int v) { return &g->values[v]; }
 
@@ -243,6 +252,16 @@ dm_err dm__cam_state_new(const dm_graph *g, dm_cam_state **out,
     if (!st->fwd[i]) goto nomem;
   }
   if (!st->fwd) goto nomem;
+  /* Forward work is needed only up to the last node whose output some
+   * backward rule reads; the final scores come from the engine's own output
+   * when the score tensor is a graph output (dm__cam_backward's `scores`).
+   * For a GAP + Flatten + Gemm head nothing runs forward at all. */
+  st->last_fwd = -1;
+  for (int i = 0; i < st->n; i++) {
+    const dm_node *nd = &g->nodes[g->cam_tail[i]];
+    if (needs_y(nd)) st->last_fwd = i;
+    if (needs_x(nd)) st->last_fwd = i - 1;
+  }
   st->g0 = malloc(mx);
   st->g1 = malloc(mx);
   if (!st->g0 || !st->g1) goto nomem;
@@ -400,12 +419,16 @@ static void backward(const dm_graph *g, const dm_node *n, int k,
     float alpha = n->op == DM_OP_GEMM ? n->p.gemm.alpha : 1.f;
     int64_t M = Y->dims[0], N = Y->dims[1];
     int64_t K = ta ? X->dims[0] : X->dims[1];
+    memset(dx, 0, (size_t)nx * sizeof *dx);
+    /* row by row of B, skipping zero gradients: the last layer's dy is
+     * one-hot, so explaining one class costs one row of weights */
     for (int64_t m = 0; m < M; m++)
-      for (int64_t kk = 0; kk < K; kk++) {
-        float acc = 0;
-        for (int64_t j = 0; j < N; j++)
-          acc += dy[m * N + j] * (tb ? b[j * K + kk] : b[kk * N + j]);
-        dx[ta ? kk * M + m : m * K + kk] = alpha * acc;
+      for (int64_t j = 0; j < N; j++) {
+        float d = alpha * dy[m * N + j];
+        if (d == 0) continue;
+        for (int64_t kk = 0; kk < K; kk++)
+          dx[ta ? kk * M + m : m * K + kk] +=
+              d * (tb ? b[j * K + kk] : b[kk * N + j]);
       }
     return;
   }
@@ -416,13 +439,14 @@ static void backward(const dm_graph *g, const dm_node *n, int k,
 }
 
 dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
-                        const float *activation, int class_index,
-                        int *class_out, float *score_out, float *grad_out,
-                        dm_errbuf *eb) {
+                        const float *activation, const float *scores,
+                        int class_index, int *class_out, float *score_out,
+                        float *grad_out, dm_errbuf *eb) {
   const void *ins[DM_MAX_POST + 8];
   void *outs[1];
   const float *cur = activation;
-  for (int i = 0; i < st->n; i++) {
+  int last = scores ? st->last_fwd : st->n - 1;
+  for (int i = 0; i <= last; i++) {
     const dm_node *n = &g->nodes[g->cam_tail[i]];
     int k = chain_input(g, n);
     if (n->n_in > (int)(sizeof ins / sizeof ins[0]))
@@ -438,7 +462,7 @@ dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
   }
   const dm_value *S = val(g, g->cam_score);
   int64_t ns = S->numel;
-  const float *score = st->n ? st->fwd[st->n - 1] : activation;
+  const float *score = scores ? scores : st->n ? st->fwd[st->n - 1] : activation;
   int c = class_index;
   if (c < 0) {
     c = 0;

@@ -307,10 +307,12 @@ dm_err dm__cam_state_new(const dm_graph *g, dm_cam_state **out, dm_errbuf *eb);
 void dm__cam_state_free(dm_cam_state *st);
 /* Tail forward from the target activation (plain NCHW), then backward of
  * score[class] to the target.  class_index < 0: argmax of the score. */
+/* scores: the engine's output when it is the score tensor (saves the tail
+ * forward), else NULL. */
 dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
-                        const float *activation, int class_index,
-                        int *class_out, float *score_out, float *grad_out,
-                        dm_errbuf *eb);
+                        const float *activation, const float *scores,
+                        int class_index, int *class_out, float *score_out,
+                        float *grad_out, dm_errbuf *eb);
 
 /* backend_ref.c: one node on plain (row-major, NCHW) buffers.  in[i] is NULL
  * for an omitted optional input.  Supports every dm_op and every dtype the

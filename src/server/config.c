@@ -49,8 +49,9 @@ static dm_err env_int(const char *name, long long lo, long long hi,
   errno = 0;
   long long x = strtoll(v, &end, 10);
   if (errno || end == v || *end || x < lo || x > hi)
-    return dm_errf(eb, DM_ARG, "%s must be an integer in %lld..%lld, got '%.40s'",
-                   name, lo, hi, v);
+    return dm_errf(eb, DM_ARG,
+                   "%s must be an integer in %lld..%lld, got '%.40s'", name, lo,
+                   hi, v);
   *out = x;
   *set = true;
   return DM_OK;
@@ -110,7 +111,8 @@ dm_err dm_server_config_from_env(dm_server_config *c, dm_errbuf *eb) {
     else if (!strcasecmp(lf, "text"))
       c->log_json = false;
     else
-      return dm_errf(eb, DM_ARG, "LOG_FORMAT must be text or json, got '%.40s'", lf);
+      return dm_errf(eb, DM_ARG, "LOG_FORMAT must be text or json, got '%.40s'",
+                     lf);
   }
   env_str("API_TOKEN", &c->api_token);
   INT_FIELD("CONNECTION_TIMEOUT_S", 1, 3600, timeout_s, int);
@@ -125,7 +127,8 @@ dm_err dm_server_config_from_env(dm_server_config *c, dm_errbuf *eb) {
     else if (!strcasecmp(be, "onednn"))
       c->ref_backend = false;
     else
-      return dm_errf(eb, DM_ARG, "BACKEND must be onednn or ref, got '%.40s'", be);
+      return dm_errf(eb, DM_ARG, "BACKEND must be onednn or ref, got '%.40s'",
+                     be);
   }
   return DM_OK;
 }

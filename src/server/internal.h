@@ -27,15 +27,15 @@ void dm__log_access(const char *id, const char *method, const char *path,
 /* ---- model lifecycle (lifecycle.c) ------------------------------------ */
 typedef struct dm__lifecycle {
   pthread_mutex_t mu;
-  pthread_cond_t cv;        /* load finished / stop requested */
-  dm_model *model;          /* NULL until loaded; then never changes */
-  bool loading;             /* an attempt is running (outside mu) */
-  uint64_t attempts;        /* attempts started */
-  uint64_t attempts_done;   /* attempts finished */
-  uint64_t loads;           /* successful loads: 0 or 1 */
-  bool failed;              /* last finished attempt failed */
-  char last_error[256];     /* "" when none */
-  double load_ms;           /* of the successful load */
+  pthread_cond_t cv;      /* load finished / stop requested */
+  dm_model *model;        /* NULL until loaded; then never changes */
+  bool loading;           /* an attempt is running (outside mu) */
+  uint64_t attempts;      /* attempts started */
+  uint64_t attempts_done; /* attempts finished */
+  uint64_t loads;         /* successful loads: 0 or 1 */
+  bool failed;            /* last finished attempt failed */
+  char last_error[256];   /* "" when none */
+  double load_ms;         /* of the successful load */
   const char *path;
   dm_model_opts opts;
   /* background retry (started after a failed preload) */
@@ -81,8 +81,14 @@ enum {
   DM__R_COUNT
 };
 enum { DM__ST_COUNT = 16 };
-enum { DM__H_DECODE, DM__H_PREPROCESS, DM__H_INFERENCE, DM__H_QUEUE,
-       DM__H_REQUEST, DM__H_COUNT };
+enum {
+  DM__H_DECODE,
+  DM__H_PREPROCESS,
+  DM__H_INFERENCE,
+  DM__H_QUEUE,
+  DM__H_REQUEST,
+  DM__H_COUNT
+};
 enum { DM__NBUCKETS = 14 };
 
 typedef struct dm__hist {
@@ -102,9 +108,9 @@ const char *dm__route_name(int route);
 void dm__metrics_request(dm__metrics *m, int route, int status);
 void dm__hist_observe(dm__hist *h, double ms);
 /* Appends the Prometheus text exposition to a malloc'd string. */
-char *dm__metrics_render(dm__metrics *m, const dm__lc_status *lc,
-                         double rss_mb, double peak_mb, int queued,
-                         int queue_cap, double uptime_s);
+char *dm__metrics_render(dm__metrics *m, const dm__lc_status *lc, double rss_mb,
+                         double peak_mb, int queued, int queue_cap,
+                         double uptime_s);
 
 /* RSS and peak RSS in MiB (/proc/self/statm, getrusage). */
 double dm__rss_mb(void);

@@ -34,8 +34,8 @@ void dm__lc_init(dm__lifecycle *lc, const char *path, const dm_model_opts *o,
   lc->path = path;
   lc->opts = *o;
   lc->retry_base_ms = retry_base_ms > 0 ? retry_base_ms : 1000;
-  lc->retry_max_ms = retry_max_ms >= lc->retry_base_ms ? retry_max_ms
-                                                         : lc->retry_base_ms;
+  lc->retry_max_ms =
+      retry_max_ms >= lc->retry_base_ms ? retry_max_ms : lc->retry_base_ms;
 }
 
 /* One attempt, called with mu held and !loading && !model; returns with mu
@@ -64,7 +64,8 @@ static void attempt_locked(dm__lifecycle *lc) {
     lc->failed = true;
     /* Truncation is fine here: it is a message for humans. */
     if (snprintf(lc->last_error, sizeof lc->last_error, "%s: %s", lc->path,
-                 eb.msg[0] ? eb.msg : dm_strerror(rc)) >= (int)sizeof lc->last_error)
+                 eb.msg[0] ? eb.msg : dm_strerror(rc)) >=
+        (int)sizeof lc->last_error)
       lc->last_error[sizeof lc->last_error - 1] = 0;
   } else {
     lc->model = m;
@@ -82,7 +83,8 @@ dm_model *dm__lc_get(dm__lifecycle *lc, char *err, size_t errlen) {
     if (lc->loading) {
       /* Share the running attempt's outcome. */
       uint64_t target = lc->attempts;
-      while (lc->attempts_done < target) pthread_cond_wait(&lc->cv, &lc->mu);
+      while (lc->attempts_done < target)
+        pthread_cond_wait(&lc->cv, &lc->mu);
     } else {
       attempt_locked(lc);
     }
@@ -121,7 +123,8 @@ static void *retry_main(void *arg) {
     if (lc->loading) {
       /* A request is trying right now; its outcome counts as ours. */
       uint64_t target = lc->attempts;
-      while (lc->attempts_done < target) pthread_cond_wait(&lc->cv, &lc->mu);
+      while (lc->attempts_done < target)
+        pthread_cond_wait(&lc->cv, &lc->mu);
     } else {
       dm__log(DM__LOG_INFO, "retrying model load (backoff %d ms)", delay);
       attempt_locked(lc);

@@ -96,7 +96,8 @@ void dm__log_access(const char *id, const char *method, const char *path,
     json_object_set_new(o, "method", jstr(method));
     json_object_set_new(o, "path", jstr(path));
     json_object_set_new(o, "status", json_integer(status));
-    json_object_set_new(o, "ms", json_real((double)(long long)(ms * 1000) / 1000.0));
+    json_object_set_new(o, "ms",
+                        json_real((double)(long long)(ms * 1000) / 1000.0));
     json_object_set_new(o, "bytes_in", json_integer((json_int_t)bytes_in));
     emit_json(o);
     return;

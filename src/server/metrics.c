@@ -19,17 +19,16 @@
 #include "internal.h"
 
 static const char *const ROUTES[DM__R_COUNT] = {
-    "/upload", "/api/v1/predict", "/health", "/ready",
-    "/metrics", "/history", "/", "other"};
-static const int STATUSES[DM__ST_COUNT] = {200, 400, 401, 403, 404, 405, 413,
-                                           415, 422, 429, 431, 500, 501, 503,
-                                           0 /* other */, -1};
+    "/upload",  "/api/v1/predict", "/health", "/ready",
+    "/metrics", "/history",        "/",       "other"};
+static const int STATUSES[DM__ST_COUNT] = {
+    200, 400, 401, 403, 404, 405, 413,           415,
+    422, 429, 431, 500, 501, 503, 0 /* other */, -1};
 static const char *const HIST_NAMES[DM__H_COUNT] = {
     "decode", "preprocess", "inference", "queue", "request"};
 /* Upper bounds in ms. */
-static const double BUCKETS[DM__NBUCKETS] = {0.5, 1,   2,   5,    10,   25,  50,
-                                             100, 250, 500, 1000, 2500, 5000,
-                                             10000};
+static const double BUCKETS[DM__NBUCKETS] = {
+    0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
 
 const char *dm__route_name(int route) {
   return route >= 0 && route < DM__R_COUNT ? ROUTES[route] : "other";
@@ -49,7 +48,8 @@ void dm__metrics_request(dm__metrics *m, int route, int status) {
 
 void dm__hist_observe(dm__hist *h, double ms) {
   int i = 0;
-  while (i < DM__NBUCKETS && ms > BUCKETS[i]) i++;
+  while (i < DM__NBUCKETS && ms > BUCKETS[i])
+    i++;
   atomic_fetch_add_explicit(&h->b[i], 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&h->sum_us, (uint64_t)(ms > 0 ? ms * 1000.0 : 0),
@@ -83,7 +83,8 @@ typedef struct sbuf {
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-static void sb_printf(sbuf *b, const char *fmt, ...) {
+static void
+sb_printf(sbuf *b, const char *fmt, ...) {
   if (b->oom) return;
   for (;;) {
     va_list ap;
@@ -113,24 +114,29 @@ static uint64_t ld(atomic_uint_least64_t *a) {
   return atomic_load_explicit(a, memory_order_relaxed);
 }
 
-char *dm__metrics_render(dm__metrics *m, const dm__lc_status *lc,
-                         double rss_mb, double peak_mb, int queued,
-                         int queue_cap, double uptime_s) {
+char *dm__metrics_render(dm__metrics *m, const dm__lc_status *lc, double rss_mb,
+                         double peak_mb, int queued, int queue_cap,
+                         double uptime_s) {
   sbuf b = {malloc(8192), 0, 8192, false};
   if (!b.p) return NULL;
   b.p[0] = 0;
-  sb_printf(&b, "# HELP dermal_http_requests_total HTTP requests by route and status.\n"
-                "# TYPE dermal_http_requests_total counter\n");
+  sb_printf(
+      &b,
+      "# HELP dermal_http_requests_total HTTP requests by route and status.\n"
+      "# TYPE dermal_http_requests_total counter\n");
   for (int r = 0; r < DM__R_COUNT; r++)
     for (int s = 0; s < DM__ST_COUNT - 1; s++) {
       uint64_t v = ld(&m->req[r][s]);
       if (!v) continue;
       if (STATUSES[s] > 0)
-        sb_printf(&b, "dermal_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
-                  ROUTES[r], STATUSES[s], (unsigned long long)v);
+        sb_printf(
+            &b, "dermal_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+            ROUTES[r], STATUSES[s], (unsigned long long)v);
       else
-        sb_printf(&b, "dermal_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
-                  ROUTES[r], (unsigned long long)v);
+        sb_printf(
+            &b,
+            "dermal_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+            ROUTES[r], (unsigned long long)v);
     }
   for (int h = 0; h < DM__H_COUNT; h++) {
     const char *n = HIST_NAMES[h];
@@ -152,42 +158,46 @@ char *dm__metrics_render(dm__metrics *m, const dm__lc_status *lc,
               n, (double)ld(&m->h[h].sum_us) / 1e6, n,
               (unsigned long long)ld(&m->h[h].count));
   }
-  sb_printf(&b,
-            "# HELP dermal_model_loaded 1 when the model is loaded.\n"
-            "# TYPE dermal_model_loaded gauge\ndermal_model_loaded %d\n"
-            "# HELP dermal_model_load_seconds Time the successful model load took.\n"
-            "# TYPE dermal_model_load_seconds gauge\ndermal_model_load_seconds %.6f\n"
-            "# HELP dermal_model_load_attempts_total Model load attempts.\n"
-            "# TYPE dermal_model_load_attempts_total counter\n"
-            "dermal_model_load_attempts_total %llu\n"
-            "# HELP dermal_resident_memory_bytes Resident set size.\n"
-            "# TYPE dermal_resident_memory_bytes gauge\n"
-            "dermal_resident_memory_bytes %.0f\n"
-            "# HELP dermal_peak_resident_memory_bytes Peak resident set size.\n"
-            "# TYPE dermal_peak_resident_memory_bytes gauge\n"
-            "dermal_peak_resident_memory_bytes %.0f\n"
-            "# HELP dermal_in_flight_requests Requests being handled.\n"
-            "# TYPE dermal_in_flight_requests gauge\ndermal_in_flight_requests %lld\n"
-            "# HELP dermal_queue_depth Requests waiting for an inference worker.\n"
-            "# TYPE dermal_queue_depth gauge\ndermal_queue_depth %d\n"
-            "# HELP dermal_queue_capacity Inference queue capacity.\n"
-            "# TYPE dermal_queue_capacity gauge\ndermal_queue_capacity %d\n"
-            "# HELP dermal_queue_rejections_total Requests refused with 503 because the queue was full.\n"
-            "# TYPE dermal_queue_rejections_total counter\n"
-            "dermal_queue_rejections_total %llu\n"
-            "# HELP dermal_memory_shed_total Requests refused with 503 because of MEMORY_LIMIT_MB.\n"
-            "# TYPE dermal_memory_shed_total counter\ndermal_memory_shed_total %llu\n"
-            "# HELP dermal_gradcam_shed_total Grad-CAM requests answered without a heatmap because of MEMORY_LIMIT_MB.\n"
-            "# TYPE dermal_gradcam_shed_total counter\ndermal_gradcam_shed_total %llu\n"
-            "# HELP dermal_uptime_seconds Seconds since start.\n"
-            "# TYPE dermal_uptime_seconds gauge\ndermal_uptime_seconds %.3f\n",
-            lc->loaded ? 1 : 0, lc->load_ms / 1000.0,
-            (unsigned long long)lc->attempts, rss_mb * 1048576.0,
-            peak_mb * 1048576.0,
-            (long long)atomic_load(&m->in_flight), queued, queue_cap,
-            (unsigned long long)ld(&m->queue_rejected),
-            (unsigned long long)ld(&m->memory_shed),
-            (unsigned long long)ld(&m->gradcam_shed), uptime_s);
+  sb_printf(
+      &b,
+      "# HELP dermal_model_loaded 1 when the model is loaded.\n"
+      "# TYPE dermal_model_loaded gauge\ndermal_model_loaded %d\n"
+      "# HELP dermal_model_load_seconds Time the successful model load took.\n"
+      "# TYPE dermal_model_load_seconds gauge\ndermal_model_load_seconds %.6f\n"
+      "# HELP dermal_model_load_attempts_total Model load attempts.\n"
+      "# TYPE dermal_model_load_attempts_total counter\n"
+      "dermal_model_load_attempts_total %llu\n"
+      "# HELP dermal_resident_memory_bytes Resident set size.\n"
+      "# TYPE dermal_resident_memory_bytes gauge\n"
+      "dermal_resident_memory_bytes %.0f\n"
+      "# HELP dermal_peak_resident_memory_bytes Peak resident set size.\n"
+      "# TYPE dermal_peak_resident_memory_bytes gauge\n"
+      "dermal_peak_resident_memory_bytes %.0f\n"
+      "# HELP dermal_in_flight_requests Requests being handled.\n"
+      "# TYPE dermal_in_flight_requests gauge\ndermal_in_flight_requests %lld\n"
+      "# HELP dermal_queue_depth Requests waiting for an inference worker.\n"
+      "# TYPE dermal_queue_depth gauge\ndermal_queue_depth %d\n"
+      "# HELP dermal_queue_capacity Inference queue capacity.\n"
+      "# TYPE dermal_queue_capacity gauge\ndermal_queue_capacity %d\n"
+      "# HELP dermal_queue_rejections_total Requests refused with 503 because "
+      "the queue was full.\n"
+      "# TYPE dermal_queue_rejections_total counter\n"
+      "dermal_queue_rejections_total %llu\n"
+      "# HELP dermal_memory_shed_total Requests refused with 503 because of "
+      "MEMORY_LIMIT_MB.\n"
+      "# TYPE dermal_memory_shed_total counter\ndermal_memory_shed_total %llu\n"
+      "# HELP dermal_gradcam_shed_total Grad-CAM requests answered without a "
+      "heatmap because of MEMORY_LIMIT_MB.\n"
+      "# TYPE dermal_gradcam_shed_total counter\ndermal_gradcam_shed_total "
+      "%llu\n"
+      "# HELP dermal_uptime_seconds Seconds since start.\n"
+      "# TYPE dermal_uptime_seconds gauge\ndermal_uptime_seconds %.3f\n",
+      lc->loaded ? 1 : 0, lc->load_ms / 1000.0,
+      (unsigned long long)lc->attempts, rss_mb * 1048576.0, peak_mb * 1048576.0,
+      (long long)atomic_load(&m->in_flight), queued, queue_cap,
+      (unsigned long long)ld(&m->queue_rejected),
+      (unsigned long long)ld(&m->memory_shed),
+      (unsigned long long)ld(&m->gradcam_shed), uptime_s);
   if (b.oom) {
     free(b.p);
     return NULL;

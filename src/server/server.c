@@ -36,8 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -125,8 +125,8 @@ static enum MHD_Result respond(req *r, int status, char *body,
     if (!resp) free(body);
   } else {
     status = 503;
-    resp = MHD_create_response_from_buffer(sizeof oom - 1, (void *)(uintptr_t)oom,
-                                           MHD_RESPMEM_PERSISTENT);
+    resp = MHD_create_response_from_buffer(
+        sizeof oom - 1, (void *)(uintptr_t)oom, MHD_RESPMEM_PERSISTENT);
   }
   if (!resp) return MHD_NO;
   add_common_headers(r, resp, ctype);
@@ -138,7 +138,8 @@ static enum MHD_Result respond(req *r, int status, char *body,
   }
   if (allow) MHD_add_response_header(resp, "Allow", allow);
   if (status == 401)
-    MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"dermal\"");
+    MHD_add_response_header(resp, "WWW-Authenticate",
+                            "Bearer realm=\"dermal\"");
   r->status = status;
   enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
   MHD_destroy_response(resp);
@@ -176,9 +177,9 @@ static int route_of(const char *url) {
   static const struct {
     const char *path;
     int route;
-  } T[] = {{"/", DM__R_PAGE},         {"/index.html", DM__R_PAGE},
-           {"/upload", DM__R_UPLOAD}, {"/api/v1/predict", DM__R_PREDICT},
-           {"/health", DM__R_HEALTH}, {"/ready", DM__R_READY},
+  } T[] = {{"/", DM__R_PAGE},           {"/index.html", DM__R_PAGE},
+           {"/upload", DM__R_UPLOAD},   {"/api/v1/predict", DM__R_PREDICT},
+           {"/health", DM__R_HEALTH},   {"/ready", DM__R_READY},
            {"/metrics", DM__R_METRICS}, {"/history", DM__R_HISTORY}};
   for (size_t i = 0; i < sizeof T / sizeof T[0]; i++)
     if (!strcmp(url, T[i].path)) return T[i].route;
@@ -194,7 +195,8 @@ static const char *query(req *r, const char *key) {
 }
 
 /* Strict integer parse: whole string, base 10, in lo..hi. */
-static bool parse_ll(const char *s, long long lo, long long hi, long long *out) {
+static bool parse_ll(const char *s, long long lo, long long hi,
+                     long long *out) {
   if (!s || !*s) return false;
   char *end;
   errno = 0;
@@ -207,8 +209,8 @@ static bool parse_ll(const char *s, long long lo, long long hi, long long *out) 
 /* -1 invalid, 0 false, 1 true */
 static int parse_flag(const char *s) {
   if (!s) return 0;
-  if (!*s || !strcasecmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes") ||
-      !strcasecmp(s, "on"))
+  if (!*s || !strcasecmp(s, "1") || !strcasecmp(s, "true") ||
+      !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
     return 1;
   if (!strcasecmp(s, "0") || !strcasecmp(s, "false") || !strcasecmp(s, "no") ||
       !strcasecmp(s, "off"))
@@ -252,9 +254,11 @@ static bool client_is_loopback(req *r) {
     return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
   }
   if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+    const struct sockaddr_in6 *in6 =
+        (const struct sockaddr_in6 *)(const void *)sa;
     if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
-    return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
+    return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) &&
+           in6->sin6_addr.s6_addr[12] == 127;
   }
   return false;
 }
@@ -281,7 +285,8 @@ static bool body_append(req *r, const char *data, size_t size) {
   }
   if (r->len + size > r->cap) {
     size_t cap = r->cap ? r->cap : 64 * 1024;
-    while (cap < r->len + size) cap = cap > max / 2 ? max : cap * 2;
+    while (cap < r->len + size)
+      cap = cap > max / 2 ? max : cap * 2;
     uint8_t *p = realloc(r->body, cap);
     if (!p) return false;
     r->body = p;
@@ -310,8 +315,9 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind,
     if (size && !body_append(r, data, size)) return MHD_NO;
     return MHD_YES;
   }
-  char *dst = !strcmp(key, "top") ? r->f_top
-              : !strcmp(key, "gradcam") ? r->f_gradcam : NULL;
+  char *dst = !strcmp(key, "top")       ? r->f_top
+              : !strcmp(key, "gradcam") ? r->f_gradcam
+                                        : NULL;
   if (dst) {
     size_t have = strlen(dst);
     if (have + size >= sizeof r->f_top) {
@@ -346,7 +352,8 @@ static const char *not_ready_reason(dm_server *s, const dm__lc_status *st) {
   if (st->loaded) return NULL;
   if (st->failed) return "model failed to load (see /health?verbose=1)";
   if (st->loading) return "model loading";
-  return s->cfg.preload ? "model not loaded" : NULL; /* lazy: first request loads */
+  return s->cfg.preload ? "model not loaded"
+                        : NULL; /* lazy: first request loads */
 }
 
 static enum MHD_Result get_health(dm_server *s, req *r) {
@@ -363,32 +370,45 @@ static enum MHD_Result get_health(dm_server *s, req *r) {
                                     : st.loading ? "loading"
                                     : st.failed  ? "failed"
                                                  : "not_loaded"));
-    json_object_set_new(o, "model_load_ms", st.loaded ? json_real(st.load_ms) : json_null());
+    json_object_set_new(o, "model_load_ms",
+                        st.loaded ? json_real(st.load_ms) : json_null());
     json_t *mp = json_string(s->cfg.model_path);
     json_object_set_new(o, "model_path", mp ? mp : json_null());
-    json_object_set_new(o, "model_sha256", st.loaded ? json_string(st.sha256) : json_null());
-    json_object_set_new(o, "model_name", st.loaded ? json_string(st.name) : json_null());
-    json_object_set_new(o, "model_version", st.loaded ? json_string(st.version) : json_null());
+    json_object_set_new(o, "model_sha256",
+                        st.loaded ? json_string(st.sha256) : json_null());
+    json_object_set_new(o, "model_name",
+                        st.loaded ? json_string(st.name) : json_null());
+    json_object_set_new(o, "model_version",
+                        st.loaded ? json_string(st.version) : json_null());
     json_object_set_new(o, "model_loads", json_integer((json_int_t)st.loads));
-    json_object_set_new(o, "model_load_attempts", json_integer((json_int_t)st.attempts));
+    json_object_set_new(o, "model_load_attempts",
+                        json_integer((json_int_t)st.attempts));
     json_t *le = st.last_error[0] ? json_string(st.last_error) : json_null();
-    json_object_set_new(o, "last_model_error", le ? le : json_string("(invalid utf-8)"));
-    json_object_set_new(o, "preload_mode", json_string(s->cfg.preload ? "preload" : "lazy"));
+    json_object_set_new(o, "last_model_error",
+                        le ? le : json_string("(invalid utf-8)"));
+    json_object_set_new(o, "preload_mode",
+                        json_string(s->cfg.preload ? "preload" : "lazy"));
     json_object_set_new(o, "gradcam_enabled", json_boolean(s->cfg.gradcam));
     json_object_set_new(o, "gradcam_available", json_false()); /* issue 5 */
     json_object_set_new(o, "rss_mb", json_real(dm__rss_mb()));
     json_object_set_new(o, "peak_rss_mb", json_real(dm__peak_rss_mb()));
     json_object_set_new(o, "memory_limit_mb",
-                        s->cfg.memory_limit_mb ? json_integer((json_int_t)s->cfg.memory_limit_mb)
-                                               : json_null());
-    json_object_set_new(o, "uptime_s", json_real((dm__now_ms() - s->t_start) / 1000.0));
-    json_object_set_new(o, "requests_total",
-                        json_integer((json_int_t)atomic_load(&s->met.requests_total)));
-    json_object_set_new(o, "in_flight", json_integer((json_int_t)atomic_load(&s->met.in_flight)));
+                        s->cfg.memory_limit_mb
+                            ? json_integer((json_int_t)s->cfg.memory_limit_mb)
+                            : json_null());
+    json_object_set_new(o, "uptime_s",
+                        json_real((dm__now_ms() - s->t_start) / 1000.0));
+    json_object_set_new(
+        o, "requests_total",
+        json_integer((json_int_t)atomic_load(&s->met.requests_total)));
+    json_object_set_new(
+        o, "in_flight",
+        json_integer((json_int_t)atomic_load(&s->met.in_flight)));
     json_object_set_new(o, "queue_depth", json_integer(queue_len(s)));
     json_object_set_new(o, "queue_capacity", json_integer(s->qcap));
-    json_object_set_new(o, "queue_rejections",
-                        json_integer((json_int_t)atomic_load(&s->met.queue_rejected)));
+    json_object_set_new(
+        o, "queue_rejections",
+        json_integer((json_int_t)atomic_load(&s->met.queue_rejected)));
     json_object_set_new(o, "workers", json_integer(s->cfg.workers));
     json_object_set_new(o, "threads", json_integer(s->cfg.threads));
     json_object_set_new(o, "store", json_string(s->store_state));
@@ -418,20 +438,26 @@ static enum MHD_Result get_metrics(dm_server *s, req *r) {
                                  queue_len(s), s->qcap,
                                  (dm__now_ms() - s->t_start) / 1000.0);
   if (!txt) return respond_error(r, 503, "out of memory", 1, NULL);
-  return respond(r, 200, txt, "text/plain; version=0.0.4; charset=utf-8", 0, NULL);
+  return respond(r, 200, txt, "text/plain; version=0.0.4; charset=utf-8", 0,
+                 NULL);
 }
 
 static enum MHD_Result get_history(dm_server *s, req *r) {
   if (s->cfg.api_token) {
     if (!token_ok(s, r))
-      return respond_error(r, 401, "history needs Authorization: Bearer <API_TOKEN>", 0, NULL);
+      return respond_error(
+          r, 401, "history needs Authorization: Bearer <API_TOKEN>", 0, NULL);
   } else if (!client_is_loopback(r)) {
-    return respond_error(r, 403, "history is personal data: set API_TOKEN to serve it "
-                                 "beyond loopback", 0, NULL);
+    return respond_error(r, 403,
+                         "history is personal data: set API_TOKEN to serve it "
+                         "beyond loopback",
+                         0, NULL);
   }
   if (!s->store)
-    return respond_error(r, 404, "history is off (DATABASE_URL=none or store error; "
-                                 "see /health?verbose=1)", 0, NULL);
+    return respond_error(r, 404,
+                         "history is off (DATABASE_URL=none or store error; "
+                         "see /health?verbose=1)",
+                         0, NULL);
   long long limit = 20, before = 0;
   const char *ls = query(r, "limit"), *bs = query(r, "before");
   if (ls && !parse_ll(ls, 1, 100, &limit))
@@ -450,7 +476,8 @@ static enum MHD_Result get_history(dm_server *s, req *r) {
 
 static enum MHD_Result get_page(req *r) {
   struct MHD_Response *resp = MHD_create_response_from_buffer(
-      dm__page_html_len, (void *)(uintptr_t)dm__page_html, MHD_RESPMEM_PERSISTENT);
+      dm__page_html_len, (void *)(uintptr_t)dm__page_html,
+      MHD_RESPMEM_PERSISTENT);
   if (!resp) return MHD_NO;
   add_common_headers(r, resp, "text/html; charset=utf-8");
   MHD_add_response_header(resp, "Cache-Control", "no-cache");
@@ -477,10 +504,13 @@ static enum MHD_Result admit_prediction(dm_server *s, req *r) {
   if (r->bad_form)
     return respond_error(r, 400, "malformed multipart/form-data body", 0, NULL);
   if (r->len == 0)
-    return respond_error(r, 400, r->route == DM__R_UPLOAD
-                                     ? "no 'image' file part in the form (multipart/form-data, field 'image')"
-                                     : "empty body: send the image bytes as the request body",
-                         0, NULL);
+    return respond_error(
+        r, 400,
+        r->route == DM__R_UPLOAD
+            ? "no 'image' file part in the form (multipart/form-data, field "
+              "'image')"
+            : "empty body: send the image bytes as the request body",
+        0, NULL);
   /* options: query string, or form fields for /upload */
   const char *top = query(r, "top"), *gc = query(r, "gradcam");
   if (!top && r->f_top[0]) top = r->f_top;
@@ -494,17 +524,21 @@ static enum MHD_Result admit_prediction(dm_server *s, req *r) {
   int pressure = memory_pressure(s, NULL);
   if (pressure == 2) {
     atomic_fetch_add(&s->met.memory_shed, 1);
-    return respond_error(r, 503, "memory limit reached, try again shortly", 5, NULL);
+    return respond_error(r, 503, "memory limit reached, try again shortly", 5,
+                         NULL);
   }
   if (g == 1) {
     if (!s->cfg.gradcam) {
-      r->heatmap_status = "disabled"; /* ENABLE_GRADCAM=false: prediction only */
+      r->heatmap_status =
+          "disabled"; /* ENABLE_GRADCAM=false: prediction only */
     } else if (pressure == 1) {
       atomic_fetch_add(&s->met.gradcam_shed, 1);
       r->heatmap_status = "shed_memory";
     } else {
-      return respond_error(r, 501, "Grad-CAM is not implemented yet (issue 5); "
-                                   "retry without gradcam=1", 0, NULL);
+      return respond_error(r, 501,
+                           "Grad-CAM is not implemented yet (issue 5); "
+                           "retry without gradcam=1",
+                           0, NULL);
     }
   }
   pthread_mutex_lock(&s->qmu);
@@ -517,7 +551,8 @@ static enum MHD_Result admit_prediction(dm_server *s, req *r) {
   if (s->qlen >= s->qcap) {
     pthread_mutex_unlock(&s->qmu);
     atomic_fetch_add(&s->met.queue_rejected, 1);
-    return respond_error(r, 503, "inference queue full, retry shortly", 1, NULL);
+    return respond_error(r, 503, "inference queue full, retry shortly", 1,
+                         NULL);
   }
   /* Suspend before a worker can see it, so its resume always follows. */
   atomic_store(&r->state, ST_QUEUED);
@@ -564,14 +599,17 @@ static void save_image(dm_server *s, req *r, const char *sha, const char *ext,
   path[0] = 0;
   if (mkdir(s->cfg.images_dir, 0700) && errno != EEXIST) goto fail;
   errno = ENAMETOOLONG; /* for the truncation checks below */
-  if (snprintf(dir, sizeof dir, "%s/%.2s", s->cfg.images_dir, sha) >= (int)sizeof dir)
+  if (snprintf(dir, sizeof dir, "%s/%.2s", s->cfg.images_dir, sha) >=
+      (int)sizeof dir)
     goto fail;
   if (mkdir(dir, 0700) && errno != EEXIST) goto fail;
   errno = ENAMETOOLONG;
-  if (snprintf(path, pathlen, "%s/%s.%s", dir, sha, ext) >= (int)pathlen) goto fail;
+  if (snprintf(path, pathlen, "%s/%s.%s", dir, sha, ext) >= (int)pathlen)
+    goto fail;
   if (access(path, F_OK) == 0) return; /* same content already there */
   errno = ENAMETOOLONG;
-  if (snprintf(tmp, sizeof tmp, "%s.tmp.%s", path, r->id) >= (int)sizeof tmp) goto fail;
+  if (snprintf(tmp, sizeof tmp, "%s.tmp.%s", path, r->id) >= (int)sizeof tmp)
+    goto fail;
   FILE *f = fopen(tmp, "wb");
   if (!f) goto fail;
   size_t w = fwrite(r->body, 1, r->len, f);
@@ -614,7 +652,8 @@ static char *decorate(req *r, const dm_model_info *in, const char *pjson,
   if (!xs) return NULL;
   size_t pl = strlen(pjson), xl = strlen(xs);
   char *out = NULL;
-  if (pl >= 2 && pjson[pl - 1] == '}' && xl >= 2 && (out = malloc(pl + xl + 1))) {
+  if (pl >= 2 && pjson[pl - 1] == '}' && xl >= 2 &&
+      (out = malloc(pl + xl + 1))) {
     memcpy(out, pjson, pl - 1);
     size_t o = pl - 1;
     if (pl > 2) out[o++] = ',';
@@ -625,7 +664,8 @@ static char *decorate(req *r, const dm_model_info *in, const char *pjson,
   return out;
 }
 
-static char *probabilities_json(const dm_model_info *in, const dm_prediction *p) {
+static char *probabilities_json(const dm_model_info *in,
+                                const dm_prediction *p) {
   json_t *o = json_object();
   if (!o) return NULL;
   for (size_t i = 0; i < p->n_classes && i < in->n_classes; i++)
@@ -655,7 +695,8 @@ static void predict_one(worker_ctx *w, req *r) {
   dm_model *m = dm__lc_get(&s->lc, err, sizeof err);
   if (!m) {
     char msg[400];
-    snprintf(msg, sizeof msg, "model not available: %s", err[0] ? err : "not loaded");
+    snprintf(msg, sizeof msg, "model not available: %s",
+             err[0] ? err : "not loaded");
     finish_error(r, 503, msg, 5);
     return;
   }
@@ -666,7 +707,8 @@ static void predict_one(worker_ctx *w, req *r) {
     if (dm_predictor_new(m, &w->pred, &eb)) {
       dm__log(DM__LOG_ERROR, "req=%s: predictor: %s", r->id, eb.msg);
       dm_model_release(m);
-      finish_error(r, 503, "cannot allocate inference scratch, retry shortly", 5);
+      finish_error(r, 503, "cannot allocate inference scratch, retry shortly",
+                   5);
       return;
     }
     w->pred_model = m;
@@ -691,7 +733,8 @@ static void predict_one(worker_ctx *w, req *r) {
     }
     char msg[400];
     if (st == 415)
-      snprintf(msg, sizeof msg, "not a decodable JPEG/PNG/WebP image: %s", eb.msg);
+      snprintf(msg, sizeof msg, "not a decodable JPEG/PNG/WebP image: %s",
+               eb.msg);
     else if (st == 500)
       snprintf(msg, sizeof msg, "internal error: %s", eb.msg);
     else
@@ -704,7 +747,8 @@ static void predict_one(worker_ctx *w, req *r) {
   dm__hist_observe(&s->met.h[DM__H_DECODE], p->ms_decode);
   dm__hist_observe(&s->met.h[DM__H_PREPROCESS], p->ms_preprocess);
   dm__hist_observe(&s->met.h[DM__H_INFERENCE], p->ms_inference);
-  char *pj = dm_prediction_json(m, p, r->filename[0] ? r->filename : NULL, r->top_k);
+  char *pj =
+      dm_prediction_json(m, p, r->filename[0] ? r->filename : NULL, r->top_k);
   double total_ms = dm__now_ms() - r->t0;
   char *body = pj ? decorate(r, in, pj, queue_ms, total_ms) : NULL;
   free(pj);
@@ -758,7 +802,8 @@ static void *worker_main(void *arg) {
   w.out = malloc(sizeof *w.out);
   for (;;) {
     pthread_mutex_lock(&s->qmu);
-    while (!s->qhead && !s->qstop) pthread_cond_wait(&s->qcv, &s->qmu);
+    while (!s->qhead && !s->qstop)
+      pthread_cond_wait(&s->qcv, &s->qmu);
     req *r = s->qhead;
     if (!r) { /* stopping and empty */
       pthread_mutex_unlock(&s->qmu);
@@ -800,7 +845,8 @@ static req *req_new(dm_server *s, struct MHD_Connection *conn, const char *url,
   r->route = route_of(url);
   snprintf(r->method, sizeof r->method, "%s", method);
   snprintf(r->path, sizeof r->path, "%s", url);
-  const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+  const char *rid =
+      MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
   if (rid && valid_request_id(rid))
     snprintf(r->id, sizeof r->id, "%s", rid);
   else
@@ -832,13 +878,15 @@ static enum MHD_Result on_headers(dm_server *s, req *r, bool *answered) {
   if (atomic_load(&s->draining))
     return respond_error(r, 503, "shutting down", 5, NULL);
   if (s->cfg.api_token && !token_ok(s, r))
-    return respond_error(r, 401, "missing or wrong Authorization: Bearer token", 0, NULL);
+    return respond_error(r, 401, "missing or wrong Authorization: Bearer token",
+                         0, NULL);
   size_t allowed = s->cfg.max_upload_bytes +
                    (r->route == DM__R_UPLOAD ? MULTIPART_SLACK : 0);
   const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                MHD_HTTP_HEADER_CONTENT_LENGTH);
   long long clen = -1;
-  if (cl && parse_ll(cl, 0, INT64_MAX, &clen) && (unsigned long long)clen > allowed) {
+  if (cl && parse_ll(cl, 0, INT64_MAX, &clen) &&
+      (unsigned long long)clen > allowed) {
     /* Answering now makes the kernel reset the connection while the client
      * is still sending, and the client may never read the 413.  So: answer
      * at once when the client waits for "100 Continue" (it then sends
@@ -861,11 +909,13 @@ static enum MHD_Result on_headers(dm_server *s, req *r, bool *answered) {
     const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_TYPE);
     if (!ct || strncasecmp(ct, "multipart/form-data", 19))
-      return respond_error(r, 400, "expected multipart/form-data with an 'image' file field",
-                           0, NULL);
+      return respond_error(
+          r, 400, "expected multipart/form-data with an 'image' file field", 0,
+          NULL);
     r->pp = MHD_create_post_processor(r->conn, 16 * 1024, post_iter, r);
     if (!r->pp)
-      return respond_error(r, 400, "malformed multipart/form-data header (boundary?)", 0, NULL);
+      return respond_error(
+          r, 400, "malformed multipart/form-data header (boundary?)", 0, NULL);
     r->multipart = true;
   } else if (clen > 0) {
     /* Known length within the limit: one allocation of exactly that. */
@@ -915,7 +965,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn,
   if (st == ST_DONE) {
     char *b = r->w_body; /* ownership moves to the response */
     r->w_body = NULL;
-    return respond(r, r->w_status, b, "application/json", r->w_retry_after, NULL);
+    return respond(r, r->w_status, b, "application/json", r->w_retry_after,
+                   NULL);
   }
   if (st == ST_QUEUED) return MHD_YES; /* spurious call before resume */
   switch (r->route) {
@@ -943,7 +994,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   if (!r) return;
   *con_cls = NULL;
   int status = r->status;
-  if (!status) status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 499;
+  if (!status)
+    status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 499;
   double ms = dm__now_ms() - r->t0;
   dm__metrics_request(&s->met, r->route, status);
   dm__hist_observe(&s->met.h[DM__H_REQUEST], ms);
@@ -960,7 +1012,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
   char msg[512];
   vsnprintf(msg, sizeof msg, fmt, ap);
   size_t n = strlen(msg);
-  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+    msg[--n] = 0;
   dm__log(DM__LOG_WARN, "http: %s", msg);
 }
 
@@ -981,13 +1034,15 @@ static dm_err open_store(dm_server *s, dm_errbuf *eb) {
   int latest = dm_store_latest_version();
   if (v == 0) {
     if ((rc = dm_store_migrate(s->store, -1, NULL, eb))) goto fail;
-    dm__log(DM__LOG_INFO, "history store: new database %s, migrated to version %d",
-            url, latest);
+    dm__log(DM__LOG_INFO,
+            "history store: new database %s, migrated to version %d", url,
+            latest);
   } else if (v != latest) {
     /* Not ours to change behind the operator's back. */
     dm__log(DM__LOG_ERROR,
             "history store %s is at schema version %d, this binary needs %d: "
-            "run `dermal migrate`; history is off until then", url, v, latest);
+            "run `dermal migrate`; history is off until then",
+            url, v, latest);
     snprintf(s->store_state, sizeof s->store_state,
              "off: schema version %d, need %d (run dermal migrate)", v, latest);
     dm_store_close(s->store);
@@ -1002,7 +1057,8 @@ fail:
   return rc;
 }
 
-dm_err dm_server_new(const dm_server_config *c, dm_server **out, dm_errbuf *eb) {
+dm_err dm_server_new(const dm_server_config *c, dm_server **out,
+                     dm_errbuf *eb) {
   if (!c || !out) return dm_errf(eb, DM_ARG, "server: no config");
   if (c->workers < 1 || c->threads < 1 || c->io_threads < 1 || c->queue < 0 ||
       c->max_upload_bytes < 1024 || !c->host || !c->model_path)
@@ -1037,7 +1093,8 @@ dm_err dm_server_new(const dm_server_config *c, dm_server **out, dm_errbuf *eb) 
     char err[256] = "";
     dm_model *m = dm__lc_get(&s->lc, err, sizeof err);
     if (m) {
-      dm__log(DM__LOG_INFO, "PRELOAD_MODEL=true: model pre-loaded in %.1f ms (%s)",
+      dm__log(DM__LOG_INFO,
+              "PRELOAD_MODEL=true: model pre-loaded in %.1f ms (%s)",
               dm__now_ms() - t0, c->model_path);
       dm_model_release(m);
     } else {
@@ -1049,8 +1106,9 @@ dm_err dm_server_new(const dm_server_config *c, dm_server **out, dm_errbuf *eb) 
       dm__lc_start_retry(&s->lc);
     }
   } else {
-    dm__log(DM__LOG_INFO, "PRELOAD_MODEL=false: model loading skipped at "
-                          "start; the first prediction request loads %s",
+    dm__log(DM__LOG_INFO,
+            "PRELOAD_MODEL=false: model loading skipped at "
+            "start; the first prediction request loads %s",
             c->model_path);
   }
   *out = s;
@@ -1082,29 +1140,32 @@ dm_err dm_server_start(dm_server *s, dm_errbuf *eb) {
     sa = (const struct sockaddr *)&a6;
     flags |= MHD_USE_IPv6;
   } else {
-    return dm_errf(eb, DM_ARG, "HOST must be a numeric IPv4 or IPv6 address, got '%s'",
+    return dm_errf(eb, DM_ARG,
+                   "HOST must be a numeric IPv4 or IPv6 address, got '%s'",
                    s->cfg.host);
   }
   s->d = MHD_start_daemon(
       flags, (uint16_t)s->cfg.port, NULL, NULL, handler, s,
       MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, or MHD complains */
-      MHD_OPTION_SOCK_ADDR, sa,
-      MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.io_threads,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.timeout_s,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, HEADER_MEMORY,
-      MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+      MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_THREAD_POOL_SIZE,
+      (unsigned)s->cfg.io_threads, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)s->cfg.timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+      HEADER_MEMORY, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
       MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)256,
-      MHD_OPTION_NOTIFY_COMPLETED, completed, s,
-      MHD_OPTION_END);
+      MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
   if (!s->d)
-    return dm_errf(eb, DM_IO, "cannot listen on %s:%d (address in use or not "
-                              "permitted?)", s->cfg.host, s->cfg.port);
-  const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    return dm_errf(eb, DM_IO,
+                   "cannot listen on %s:%d (address in use or not "
+                   "permitted?)",
+                   s->cfg.host, s->cfg.port);
+  const union MHD_DaemonInfo *di =
+      MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
   s->port = di ? (int)di->port : s->cfg.port;
   dm__log(DM__LOG_INFO,
           "listening on http://%s:%d (workers=%d threads=%d io_threads=%d "
-          "queue=%d max_upload=%zu MiB)", s->cfg.host, s->port, s->cfg.workers,
-          s->cfg.threads, s->cfg.io_threads, s->qcap, s->cfg.max_upload_bytes >> 20);
+          "queue=%d max_upload=%zu MiB)",
+          s->cfg.host, s->port, s->cfg.workers, s->cfg.threads,
+          s->cfg.io_threads, s->qcap, s->cfg.max_upload_bytes >> 20);
   return DM_OK;
 }
 
@@ -1127,11 +1188,13 @@ int dm_server_shutdown(dm_server *s, int drain_ms) {
   if (lsock != MHD_INVALID_SOCKET) shutdown(lsock, SHUT_RDWR);
   long long left = 0;
   if (s->d) {
-    dm__log(DM__LOG_INFO, "shutting down: draining %lld in-flight request(s), "
-                          "up to %d ms", (long long)atomic_load(&s->met.in_flight),
-            drain_ms);
+    dm__log(DM__LOG_INFO,
+            "shutting down: draining %lld in-flight request(s), "
+            "up to %d ms",
+            (long long)atomic_load(&s->met.in_flight), drain_ms);
     double deadline = dm__now_ms() + drain_ms;
-    while ((left = atomic_load(&s->met.in_flight)) > 0 && dm__now_ms() < deadline)
+    while ((left = atomic_load(&s->met.in_flight)) > 0 &&
+           dm__now_ms() < deadline)
       sleep_ms(5);
   }
   /* Workers: finish the running inference, answer what is still queued with
@@ -1140,7 +1203,8 @@ int dm_server_shutdown(dm_server *s, int drain_ms) {
   s->qstop = true;
   pthread_cond_broadcast(&s->qcv);
   pthread_mutex_unlock(&s->qmu);
-  for (int i = 0; i < s->n_workers; i++) pthread_join(s->workers[i], NULL);
+  for (int i = 0; i < s->n_workers; i++)
+    pthread_join(s->workers[i], NULL);
   s->n_workers = 0;
   if (s->d) {
     /* Let the IO threads send what the workers just answered. */
@@ -1152,7 +1216,8 @@ int dm_server_shutdown(dm_server *s, int drain_ms) {
     s->d = NULL;
     if (lsock != MHD_INVALID_SOCKET) close(lsock);
     if (left > 0)
-      dm__log(DM__LOG_WARN, "drain timeout: %lld request(s) were unfinished", left);
+      dm__log(DM__LOG_WARN, "drain timeout: %lld request(s) were unfinished",
+              left);
   }
   dm__lc_deinit(&s->lc);
   dm_store_close(s->store);

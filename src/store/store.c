@@ -30,7 +30,7 @@ struct dm_store {
 
 typedef struct migration {
   const char *name;
-  const char *up;   /* may hold several statements */
+  const char *up; /* may hold several statements */
   const char *down;
 } migration;
 
@@ -100,20 +100,23 @@ dm_err dm_store_open(const char *url, dm_store **out, dm_errbuf *eb) {
   const char *path = NULL;
   if (!strncmp(url, "sqlite:///", 10))
     path = url + 10; /* "sqlite:////abs" leaves "/abs" */
-  else if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13))
+  else if (!strncmp(url, "postgres://", 11) ||
+           !strncmp(url, "postgresql://", 13))
     return dm_errf(eb, DM_UNSUPPORTED,
                    "store: PostgreSQL is not implemented yet (use "
                    "sqlite:///path or DATABASE_URL=none)");
   else
     return dm_errf(eb, DM_ARG,
                    "store: DATABASE_URL must be sqlite:///relative, "
-                   "sqlite:////absolute or none, got '%.80s'", url);
+                   "sqlite:////absolute or none, got '%.80s'",
+                   url);
   if (!*path) return dm_errf(eb, DM_ARG, "store: empty sqlite path");
 
   dm_store *s = calloc(1, sizeof *s);
   if (!s) return dm_errf(eb, DM_NOMEM, "store: out of memory");
   pthread_mutex_init(&s->mu, NULL);
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
+  int flags =
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
   if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
     dm_err rc = s->db ? db_err(s, eb, path)
                       : dm_errf(eb, DM_NOMEM, "sqlite: out of memory");
@@ -147,8 +150,9 @@ void dm_store_close(dm_store *s) {
 
 static dm_err version_locked(dm_store *s, int *out, dm_errbuf *eb) {
   sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                         -1, &st, NULL) != SQLITE_OK)
+  if (sqlite3_prepare_v2(
+          s->db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1,
+          &st, NULL) != SQLITE_OK)
     return db_err(s, eb, "read version");
   dm_err rc = DM_OK;
   if (sqlite3_step(st) == SQLITE_ROW)
@@ -173,7 +177,8 @@ static dm_err step(dm_store *s, int v, bool up, dm_errbuf *eb) {
   const migration *m = &MIGRATIONS[v - 1];
   sqlite3_stmt *st = NULL;
   if ((rc = exec_script(s, up ? m->up : m->down, eb))) goto fail;
-  const char *sql = up ? "INSERT INTO schema_migrations(version, name, applied_ms) VALUES (?1, ?2, ?3)"
+  const char *sql = up ? "INSERT INTO schema_migrations(version, name, "
+                         "applied_ms) VALUES (?1, ?2, ?3)"
                        : "DELETE FROM schema_migrations WHERE version = ?1";
   if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
     rc = db_err(s, eb, "migration bookkeeping");
@@ -211,7 +216,8 @@ dm_err dm_store_migrate(dm_store *s, int target, int *applied, dm_errbuf *eb) {
   if (!rc && cur > N_MIGRATIONS)
     rc = dm_errf(eb, DM_UNSUPPORTED,
                  "store: database schema version %d is newer than this "
-                 "binary's %d", cur, N_MIGRATIONS);
+                 "binary's %d",
+                 cur, N_MIGRATIONS);
   /* The cached insert refers to the old schema. */
   sqlite3_finalize(s->ins);
   s->ins = NULL;
@@ -245,13 +251,16 @@ dm_err dm_store_insert(dm_store *s, dm_store_record *r, dm_errbuf *eb) {
           "image_bytes, image_width, image_height, model_name, model_version, "
           "model_sha256, label, probability, probabilities, ms_decode, "
           "ms_preprocess, ms_inference, ms_total, image_format, image_path) "
-          "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+          "VALUES "
+          "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
           -1, &s->ins, NULL) != SQLITE_OK) {
-    rc = db_err(s, eb, "prepare insert (database not migrated? run `dermal migrate`)");
+    rc = db_err(s, eb,
+                "prepare insert (database not migrated? run `dermal migrate`)");
     goto out;
   }
   sqlite3_stmt *st = s->ins;
-  sqlite3_bind_int64(st, 1, r->created_unix_ms ? r->created_unix_ms : now_unix_ms());
+  sqlite3_bind_int64(st, 1,
+                     r->created_unix_ms ? r->created_unix_ms : now_unix_ms());
   sqlite3_bind_text(st, 2, r->request_id, -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(st, 3, r->image_sha256, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(st, 4, r->image_bytes);
@@ -282,8 +291,8 @@ out:
 
 static dm_err count_locked(dm_store *s, int64_t *out, dm_errbuf *eb) {
   sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(s->db, "SELECT COUNT(*) FROM predictions", -1, &st, NULL) !=
-      SQLITE_OK)
+  if (sqlite3_prepare_v2(s->db, "SELECT COUNT(*) FROM predictions", -1, &st,
+                         NULL) != SQLITE_OK)
     return db_err(s, eb, "count");
   dm_err rc = DM_OK;
   if (sqlite3_step(st) == SQLITE_ROW)
@@ -349,18 +358,23 @@ dm_err dm_store_list_json(dm_store *s, int64_t before_id, int limit,
     }
     last_id = sqlite3_column_int64(st, 0);
     json_object_set_new(o, "id", json_integer(last_id));
-    json_object_set_new(o, "created_ms", json_integer(sqlite3_column_int64(st, 1)));
+    json_object_set_new(o, "created_ms",
+                        json_integer(sqlite3_column_int64(st, 1)));
     json_object_set_new(o, "request_id", col_text(st, 2));
     json_object_set_new(o, "image_sha256", col_text(st, 3));
-    json_object_set_new(o, "image_bytes", json_integer(sqlite3_column_int64(st, 4)));
-    json_object_set_new(o, "image_width", json_integer(sqlite3_column_int(st, 5)));
-    json_object_set_new(o, "image_height", json_integer(sqlite3_column_int(st, 6)));
+    json_object_set_new(o, "image_bytes",
+                        json_integer(sqlite3_column_int64(st, 4)));
+    json_object_set_new(o, "image_width",
+                        json_integer(sqlite3_column_int(st, 5)));
+    json_object_set_new(o, "image_height",
+                        json_integer(sqlite3_column_int(st, 6)));
     json_object_set_new(o, "image_format", col_text(st, 7));
     json_object_set_new(o, "model_name", col_text(st, 8));
     json_object_set_new(o, "model_version", col_text(st, 9));
     json_object_set_new(o, "model_sha256", col_text(st, 10));
     json_object_set_new(o, "label", col_text(st, 11));
-    json_object_set_new(o, "probability", json_real(sqlite3_column_double(st, 12)));
+    json_object_set_new(o, "probability",
+                        json_real(sqlite3_column_double(st, 12)));
     /* Stored by us as a JSON object; a row that does not parse (edited by
      * hand) is shown as null rather than failing the page. */
     const unsigned char *pj = sqlite3_column_text(st, 13);
@@ -368,10 +382,14 @@ dm_err dm_store_list_json(dm_store *s, int64_t before_id, int limit,
     json_object_set_new(o, "probabilities", probs ? probs : json_null());
     json_t *ms = json_object();
     if (ms) {
-      json_object_set_new(ms, "decode", json_real(sqlite3_column_double(st, 14)));
-      json_object_set_new(ms, "preprocess", json_real(sqlite3_column_double(st, 15)));
-      json_object_set_new(ms, "inference", json_real(sqlite3_column_double(st, 16)));
-      json_object_set_new(ms, "total", json_real(sqlite3_column_double(st, 17)));
+      json_object_set_new(ms, "decode",
+                          json_real(sqlite3_column_double(st, 14)));
+      json_object_set_new(ms, "preprocess",
+                          json_real(sqlite3_column_double(st, 15)));
+      json_object_set_new(ms, "inference",
+                          json_real(sqlite3_column_double(st, 16)));
+      json_object_set_new(ms, "total",
+                          json_real(sqlite3_column_double(st, 17)));
       json_object_set_new(o, "ms", ms);
     }
     json_array_append_new(items, o);
@@ -382,7 +400,8 @@ dm_err dm_store_list_json(dm_store *s, int64_t before_id, int limit,
     goto out;
   }
   json_object_set(root, "items", items);
-  json_object_set_new(root, "next_before", more ? json_integer(last_id) : json_null());
+  json_object_set_new(root, "next_before",
+                      more ? json_integer(last_id) : json_null());
   json_object_set_new(root, "total", json_integer(total));
   char *txt = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(7));
   if (!txt)

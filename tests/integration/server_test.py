@@ -437,7 +437,9 @@ check(refused, "no new connections after SIGTERM")
 check(rc == 0, "drained server exits 0", rc)
 
 # ---------------------------------------------------------------- token, JSON logs, memory limit
-s = Server("auth", {"API_TOKEN": "s3cret", "LOG_FORMAT": "json",
+imgdir = os.path.join(W, "imgs")
+s = Server("auth", {"API_TOKEN": "s3cret", "LOG_FORMAT": "json", "STORE_IMAGES": "true",
+                    "IMAGES_DIR": imgdir,
                     "DATABASE_URL": "sqlite:///" + os.path.join(W, "auth.db")})
 st, h, d = s.json("POST", "/api/v1/predict", JPG)
 check(st == 401 and is_error_json(d) and "bearer" in h.get("www-authenticate", "").lower(),
@@ -450,6 +452,11 @@ st, h, d = s.json("GET", "/history")
 check(st == 401, "history needs the token", st)
 st, h, d = s.json("GET", "/history", None, {"Authorization": "Bearer s3cret"})
 check(st == 200 and len(d.get("items", [])) == 1, "history with the token", (st, d))
+if st == 200 and d.get("items"):
+    sha = d["items"][0]["image_sha256"]
+    path = os.path.join(imgdir, sha[:2], sha + ".jpeg")
+    check(os.path.exists(path) and open(path, "rb").read() == JPG,
+          "STORE_IMAGES=true: upload stored content-addressed", path)
 check(s.stop() == 0, "auth server exits 0")
 lines = [ln for ln in s.logtext().splitlines() if ln.startswith("{")]
 try:

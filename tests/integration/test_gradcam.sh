@@ -20,7 +20,7 @@ if [ ! -d "$DATA" ]; then
   echo "SKIP: $DATA absent (real images needed)"
   echo "test_gradcam: 0 passed, 0 failed, 1 skipped"; exit 0
 fi
-archs="resnet18 mobilenet_v2 efficientnet_b0 mobilenet_v3_small"
+archs=${ARCHS:-"resnet18 mobilenet_v2 efficientnet_b0 mobilenet_v3_small"}
 [ -n "${ALL_ARCHS:-}" ] && archs="$archs resnet50 mobilenet_v3_large regnet_y_400mf mnasnet1_0 shufflenet_v2_x1_0"
 $PY tools/export_torchvision.py --out $M --opset 13 --models "$(echo $archs | tr ' ' ,)" >/dev/null 2>&1
 images=$(ls "$DATA" | head -n 2)

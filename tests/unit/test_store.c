@@ -22,7 +22,7 @@ static int passed, failed;
       passed++;                                                                \
     } else {                                                                   \
       failed++;                                                                \
-      printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                  \
+      printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                   \
     }                                                                          \
   } while (0)
 
@@ -100,7 +100,8 @@ static void test_migrations(void) {
   }
   CHECK(dm_store_migrate(s, -1, &n, &eb) == DM_OK &&
         n == dm_store_latest_version());
-  CHECK(dm_store_migrate(s, dm_store_latest_version() + 1, &n, &eb) == DM_RANGE);
+  CHECK(dm_store_migrate(s, dm_store_latest_version() + 1, &n, &eb) ==
+        DM_RANGE);
   CHECK(insert_one(s, 7) == DM_OK);
   dm_store_close(s);
 }
@@ -111,7 +112,8 @@ static void test_insert_list(void) {
   CHECK(dm_store_open("sqlite:///:memory:", &s, &eb) == DM_OK);
   if (!s) return;
   CHECK(dm_store_migrate(s, -1, NULL, &eb) == DM_OK);
-  for (int i = 0; i < 25; i++) CHECK(insert_one(s, i) == DM_OK);
+  for (int i = 0; i < 25; i++)
+    CHECK(insert_one(s, i) == DM_OK);
   int64_t cnt = 0;
   CHECK(dm_store_count(s, &cnt, &eb) == DM_OK && cnt == 25);
 
@@ -136,7 +138,8 @@ static void test_insert_list(void) {
       int64_t id = json_integer_value(json_object_get(it, "id"));
       if (id >= prev_id) ordered = false;
       prev_id = id;
-      if (!json_is_object(json_object_get(it, "probabilities"))) probs_ok = false;
+      if (!json_is_object(json_object_get(it, "probabilities")))
+        probs_ok = false;
       seen++;
     }
     pages++;
@@ -194,7 +197,8 @@ static void test_file_concurrent(void) {
   if (!s) return;
   CHECK(dm_store_migrate(s, -1, NULL, &eb) == DM_OK);
   pthread_t th[4];
-  for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, inserter, s);
+  for (int i = 0; i < 4; i++)
+    pthread_create(&th[i], NULL, inserter, s);
   bool ok = true;
   for (int i = 0; i < 4; i++) {
     void *r;
@@ -208,7 +212,8 @@ static void test_file_concurrent(void) {
   /* Reopen: version persisted. */
   CHECK(dm_store_open(url, &s, &eb) == DM_OK);
   int v = 0;
-  CHECK(s && dm_store_version(s, &v, &eb) == DM_OK && v == dm_store_latest_version());
+  CHECK(s && dm_store_version(s, &v, &eb) == DM_OK &&
+        v == dm_store_latest_version());
   dm_store_close(s);
   char p2[300];
   unlink(path);
