@@ -2,34 +2,39 @@
 """Train dermal's default model: MobileNetV2 (ImageNet, from TFLite) fine-tuned on HAM10000.
 
 Usage (what `make model` runs):
-    TRAIN_THREADS=2 /usr/bin/python3 tools/train.py --epochs E --deadline-min M \
+    TRAIN_THREADS=2 /usr/bin/python3 tools/train.py --epochs 8 --deadline-min 85 \
         --out models/dermal-ham10000.onnx
 Options: --fresh (ignore build/train/ckpt.pt), --limit N (smoke run on N train
-and N val images), --data DIR (default ../shared/data/ham10000), --freeze K
-(keep the stem and the first K-1 inverted residual blocks at their ImageNet
-weights; they run at 112x112 and 56x56 and dominate the backward pass on CPU).
+and N val images, in build/train/smoke/), --data DIR (default
+../shared/data/ham10000), --freeze K (features[:K], i.e. the stem and the
+first K-1 inverted residual blocks, the layers at 112x112, 56x56 and 28x28,
+keep their ImageNet weights and run without autograd: on 2 shared cores the
+backward pass through them would cost more than the rest of the network).
 
 Steps:
  1. Check the TFLite -> PyTorch port (ImageNet top-1 on cat.bmp/grace_hopper.bmp).
  2. Decode + resize (PIL bilinear, 224x224 direct) every image once; cache the
     uint8 tensors in build/train-cache/{train,val}.npy (reused when the id list
     matches).
- 3. Replace the 1001-class head by Dropout(0.2) + Linear(1280, 7). Epoch 0
-    trains the head only (backbone frozen); then the whole network except the
-    frozen stem, AdamW with a per-step cosine schedule. Class-weighted
-    cross-entropy (weights ~ (1/frequency)^POWER) with label smoothing.
-    Augmentation on the cached uint8 tensors (torch): flips, 90-degree
-    rotations, random resized crop (area 0.8-1), brightness/contrast/saturation
-    jitter.
+ 3. Replace the 1001-class head by Dropout(0.2) + Linear(1280, 7). The first
+    --head-steps steps train the head only; then everything after
+    features[:K], AdamW with a per-step cosine schedule (linear warmup).
+    Class-weighted cross-entropy (weights ~ (1/frequency)^POWER) with label
+    smoothing. Augmentation on the cached uint8 tensors (torch): flips,
+    90-degree rotations, random resized crop (area 0.8-1),
+    brightness/contrast/saturation jitter.
  4. After every epoch: balanced accuracy on `val` (model selection), checkpoint
     build/train/ckpt.pt (model, optimizer, scheduler, epoch, best, RNG states;
     resumed automatically), best weights in build/train/best.pt.
- 5. Stop after --epochs, or when the next epoch would end after --deadline-min
-    minutes from this run's start. Then: val metrics of the best weights ->
+ 5. Stop after --epochs. With --deadline-min M, before each epoch the number
+    of epochs that still fit in M minutes from this run's start (keeping time
+    for the final evaluation and export) is estimated from the epochs so far;
+    when fewer than --epochs fit, the cosine schedule is re-fitted to end at
+    the last one. Then: val metrics of the best weights ->
     build/train/metrics.json; ONNX export (opset 13, input "input"
-    [1,3,224,224], output "logits" [1,7], pre-softmax) with dermal's
-    metadata_props; when build/dermal exists, its output on a val image is
-    compared with PyTorch's.
+    [1,3,224,224], output "logits" [1,7], pre-softmax; Pad folded into Conv,
+    Relu+Clip -> Clip) with dermal's metadata_props; when build/dermal exists,
+    its output on a val image is compared with PyTorch's.
 
 Needs Debian's python3-torch, python3-onnx, python3-numpy, python3-pil,
 python3-flatbuffers: run with /usr/bin/python3.
@@ -554,7 +559,6 @@ def main():
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start_epoch, best, history = ck["epoch"] + 1, ck["best"], ck["history"]
-        plan["epochs"] = ck.get("plan_epochs", args.epochs)
         set_rng_state(ck["rng"])
         log("resumed from %s: next epoch %d, best val balanced accuracy %.4f" % (ckpt_path, start_epoch, best))
 

@@ -259,8 +259,8 @@ dm_err dm__cam_state_new(const dm_graph *g, dm_cam_state **out,
   st->last_fwd = -1;
   for (int i = 0; i < st->n; i++) {
     const dm_node *nd = &g->nodes[g->cam_tail[i]];
+    if (needs_x(nd) && i - 1 > st->last_fwd) st->last_fwd = i - 1;
     if (needs_y(nd)) st->last_fwd = i;
-    if (needs_x(nd)) st->last_fwd = i - 1;
   }
   st->g0 = malloc(mx);
   st->g1 = malloc(mx);

@@ -65,6 +65,7 @@ typedef struct dm__lc_status {
   char last_error[256];
   char sha256[65];
   char name[128], version[64];
+  char cam_target[128]; /* Grad-CAM target tensor, "" when none */
 } dm__lc_status;
 void dm__lc_status_get(dm__lifecycle *lc, dm__lc_status *st);
 
@@ -87,6 +88,7 @@ enum {
   DM__H_INFERENCE,
   DM__H_QUEUE,
   DM__H_REQUEST,
+  DM__H_GRADCAM,
   DM__H_COUNT
 };
 enum { DM__NBUCKETS = 14 };

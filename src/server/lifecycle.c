@@ -176,6 +176,8 @@ void dm__lc_status_get(dm__lifecycle *lc, dm__lc_status *st) {
     snprintf(st->name, sizeof st->name, "%s", in->name ? in->name : "");
     snprintf(st->version, sizeof st->version, "%s",
              in->version ? in->version : "");
+    snprintf(st->cam_target, sizeof st->cam_target, "%s",
+             in->gradcam_target ? in->gradcam_target : "");
   }
   pthread_mutex_unlock(&lc->mu);
 }

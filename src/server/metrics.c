@@ -25,7 +25,7 @@ static const int STATUSES[DM__ST_COUNT] = {
     200, 400, 401, 403, 404, 405, 413,           415,
     422, 429, 431, 500, 501, 503, 0 /* other */, -1};
 static const char *const HIST_NAMES[DM__H_COUNT] = {
-    "decode", "preprocess", "inference", "queue", "request"};
+    "decode", "preprocess", "inference", "queue", "request", "gradcam"};
 /* Upper bounds in ms. */
 static const double BUCKETS[DM__NBUCKETS] = {
     0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};

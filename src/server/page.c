@@ -4,8 +4,9 @@
  * /upload, preview, progress, top-k bars with long names, recent history,
  * model card summary (from /health?verbose=1), and a visible "not a medical
  * diagnosis" notice.  Plain HTML/CSS/JS, no external network, no build step.
- * The Grad-CAM overlay slot shows the heatmap once issue 5 lands (the
- * response's heatmap_png, a base64 PNG).
+ * When the server reports gradcam_available, uploads ask for gradcam=1 and
+ * the returned colour map (heatmap_png, base64 PNG) is laid over the
+ * preview with an opacity slider.
  * Invariants: text from the server is inserted with textContent, never
  * innerHTML (labels and names come from the model file); the string is a
  * static constant served with MHD_RESPMEM_PERSISTENT.
@@ -124,7 +125,9 @@ const char dm__page_html[] =
     "  if(!file)return;\n"
     "  $('preview').src=URL.createObjectURL(file);\n"
     "  const fd=new FormData();fd.append('image',file,file.name||'image');\n"
-    "  const x=new XMLHttpRequest();x.open('POST','/upload?top=7');\n"
+    "  const x=new "
+    "XMLHttpRequest();x.open('POST','/"
+    "upload?top=7'+(window.camAvail?'&gradcam=1':''));\n"
     "  const h=authHeaders();for(const k in h)x.setRequestHeader(k,h[k]);\n"
     "  $('prog').hidden=false;$('prog').value=0;status('Uploading\\u2026');\n"
     "  "
@@ -162,7 +165,10 @@ const char dm__page_html[] =
     "here ('+s+').'));});\n"
     "}\n"
     "function loadModel(){\n"
-    "  fetch('/health?verbose=1').then(r=>r.json()).then(j=>{const "
+    "  "
+    "fetch('/"
+    "health?verbose=1').then(r=>r.json()).then(j=>{window.camAvail=!!j.gradcam_"
+    "available;const "
     "m=$('model');m.textContent='';\n"
     "    const "
     "rows=[['name',j.model_name],['version',j.model_version],['sha256',(j."

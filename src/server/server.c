@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "../common/sha256.h"
+#include "dermal/explain.h"
 #include "dermal/store.h"
 #include "internal.h"
 
@@ -73,6 +74,7 @@ struct req {
   /* options */
   int top_k;
   const char *heatmap_status; /* NULL: no heatmap asked */
+  bool want_cam;              /* compute the Grad-CAM heatmap */
   /* worker's answer */
   int w_status;
   char *w_body;
@@ -389,7 +391,10 @@ static enum MHD_Result get_health(dm_server *s, req *r) {
     json_object_set_new(o, "preload_mode",
                         json_string(s->cfg.preload ? "preload" : "lazy"));
     json_object_set_new(o, "gradcam_enabled", json_boolean(s->cfg.gradcam));
-    json_object_set_new(o, "gradcam_available", json_false()); /* issue 5 */
+    json_object_set_new(o, "gradcam_available",
+                        json_boolean(st.loaded && st.cam_target[0]));
+    json_object_set_new(o, "gradcam_target",
+                        st.loaded ? json_string(st.cam_target) : json_null());
     json_object_set_new(o, "rss_mb", json_real(dm__rss_mb()));
     json_object_set_new(o, "peak_rss_mb", json_real(dm__peak_rss_mb()));
     json_object_set_new(o, "memory_limit_mb",
@@ -535,10 +540,7 @@ static enum MHD_Result admit_prediction(dm_server *s, req *r) {
       atomic_fetch_add(&s->met.gradcam_shed, 1);
       r->heatmap_status = "shed_memory";
     } else {
-      return respond_error(r, 501,
-                           "Grad-CAM is not implemented yet (issue 5); "
-                           "retry without gradcam=1",
-                           0, NULL);
+      r->want_cam = true;
     }
   }
   pthread_mutex_lock(&s->qmu);
@@ -627,7 +629,7 @@ fail:
 /* Adds request_id, model{}, heatmap keys and timings to the model layer's
  * JSON object (spliced: the object is ours and ends in '}'). */
 static char *decorate(req *r, const dm_model_info *in, const char *pjson,
-                      double queue_ms, double total_ms) {
+                      double queue_ms, double total_ms, json_t *cam) {
   json_t *x = json_object(), *m = json_object();
   if (!x || !m) {
     json_decref(x);
@@ -641,7 +643,9 @@ static char *decorate(req *r, const dm_model_info *in, const char *pjson,
   json_object_set_new(m, "version", ver ? ver : json_string("?"));
   json_object_set_new(m, "sha256", json_string(in->sha256));
   json_object_set_new(x, "model", m);
-  if (r->heatmap_status) {
+  if (cam) {
+    json_object_update(x, cam); /* heatmap_png, heatmap_status, gradcam */
+  } else if (r->heatmap_status) {
     json_object_set_new(x, "heatmap_png", json_null());
     json_object_set_new(x, "heatmap_status", json_string(r->heatmap_status));
   }
@@ -673,6 +677,70 @@ static char *probabilities_json(const dm_model_info *in,
   char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(7));
   json_decref(o);
   return s;
+}
+
+static char *base64(const uint8_t *p, size_t n) {
+  static const char T[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
+  if (!out) return NULL;
+  size_t i = 0;
+  for (; i + 2 < n; i += 3) {
+    uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+    *o++ = T[v >> 18], *o++ = T[(v >> 12) & 63], *o++ = T[(v >> 6) & 63],
+    *o++ = T[v & 63];
+  }
+  if (i < n) {
+    uint32_t v =
+        (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+    *o++ = T[v >> 18], *o++ = T[(v >> 12) & 63];
+    *o++ = i + 1 < n ? T[(v >> 6) & 63] : '=';
+    *o++ = '=';
+  }
+  *o = 0;
+  return out;
+}
+
+/* The heatmap keys of an answer: the colour map (jet, alpha 1, longest side
+ * <= 512) aligned with the decoded upright image, as a base64 PNG; clients
+ * blend it over the picture (the page has an opacity slider).  NULL with eb
+ * filled on failure. */
+static json_t *cam_json(const dm_model_info *in, const dm_explanation *ex,
+                        dm_errbuf *eb) {
+  dm_overlay_opts oo = {DM_CMAP_JET, 1.0f, 512};
+  dm_image ov = {0};
+  uint8_t *png = NULL;
+  size_t len = 0;
+  json_t *o = NULL;
+  if (dm_overlay_render(ex->image, &in->preproc, ex->cam, ex->cam_h, ex->cam_w,
+                        &oo, &ov, eb) ||
+      dm_image_encode_png(&ov, &png, &len, eb))
+    goto out;
+  char *b64 = base64(png, len);
+  o = json_object();
+  json_t *g = json_object();
+  if (!b64 || !o || !g) {
+    free(b64);
+    json_decref(g);
+    json_decref(o);
+    o = NULL;
+    dm_errf(eb, DM_NOMEM, "out of memory");
+    goto out;
+  }
+  json_object_set_new(o, "heatmap_png", json_string(b64));
+  json_object_set_new(o, "heatmap_status", json_string("ok"));
+  json_object_set_new(g, "class", json_string(in->labels[ex->class_index]));
+  json_object_set_new(g, "method", json_string(dm_cam_method_name(ex->method)));
+  json_object_set_new(g, "target", json_string(in->gradcam_target));
+  json_object_set_new(g, "width", json_integer(ov.w));
+  json_object_set_new(g, "height", json_integer(ov.h));
+  json_object_set_new(g, "ms", json_real(ex->ms_cam));
+  json_object_set_new(o, "gradcam", g);
+  free(b64);
+out:
+  free(png);
+  dm_image_free(&ov);
+  return o;
 }
 
 typedef struct worker_ctx {
@@ -718,8 +786,13 @@ static void predict_one(worker_ctx *w, req *r) {
   lim.max_bytes = s->cfg.max_upload_bytes;
   lim.max_pixels = s->cfg.max_pixels;
   dm_prediction *p = w->out;
-  dm_err rc = dm_predict(w->pred, r->body, r->len, &lim, p, &eb);
   const dm_model_info *in = dm_model_get_info(m);
+  dm_explanation ex;
+  bool cam = r->want_cam && in->gradcam_target && in->gradcam_target[0];
+  if (r->want_cam && !cam) r->heatmap_status = "unavailable"; /* no target */
+  dm_err rc = cam ? dm_predict_explain(w->pred, r->body, r->len, &lim, -1,
+                                       DM_CAM_GRADCAM, p, &ex, &eb)
+                  : dm_predict(w->pred, r->body, r->len, &lim, p, &eb);
   if (rc) {
     int st;
     switch (rc) {
@@ -747,10 +820,22 @@ static void predict_one(worker_ctx *w, req *r) {
   dm__hist_observe(&s->met.h[DM__H_DECODE], p->ms_decode);
   dm__hist_observe(&s->met.h[DM__H_PREPROCESS], p->ms_preprocess);
   dm__hist_observe(&s->met.h[DM__H_INFERENCE], p->ms_inference);
+  json_t *camj = NULL;
+  if (cam) {
+    dm_errbuf ceb = {{0}};
+    double t0 = dm__now_ms();
+    camj = cam_json(in, &ex, &ceb);
+    dm__hist_observe(&s->met.h[DM__H_GRADCAM], ex.ms_cam + dm__now_ms() - t0);
+    if (!camj) {
+      dm__log(DM__LOG_WARN, "req=%s: heatmap: %s", r->id, ceb.msg);
+      r->heatmap_status = "failed";
+    }
+  }
   char *pj =
       dm_prediction_json(m, p, r->filename[0] ? r->filename : NULL, r->top_k);
   double total_ms = dm__now_ms() - r->t0;
-  char *body = pj ? decorate(r, in, pj, queue_ms, total_ms) : NULL;
+  char *body = pj ? decorate(r, in, pj, queue_ms, total_ms, camj) : NULL;
+  json_decref(camj);
   free(pj);
   if (s->store && body) {
     uint8_t d[32];
@@ -1081,6 +1166,7 @@ dm_err dm_server_new(const dm_server_config *c, dm_server **out,
   mo.backend = c->ref_backend ? DM_BACKEND_REF : DM_BACKEND_ONEDNN;
   mo.precision = DM_PRECISION_FP32;
   mo.threads = c->threads;
+  mo.gradcam = c->gradcam; /* builds the backward tail for Grad-CAM */
   dm__lc_init(&s->lc, c->model_path, &mo, c->retry_base_ms, c->retry_max_ms);
 
   dm_err rc = open_store(s, eb);

@@ -5,6 +5,7 @@ standard library only.  usage: server_test.py DERMAL_BINARY WORKDIR
 (WORKDIR holds the files make_server_models.py wrote).  Prints `ok`/`FAIL`
 lines and a final `test_server: N passed, N failed` line.
 """
+import base64
 import http.client
 import json
 import os
@@ -221,8 +222,14 @@ except (OSError, http.client.HTTPException, ValueError) as ex:
 c.close()
 check(st == 413, "chunked 2.5 MB body -> 413 (counted while streaming)", (st, d))
 st, h, d = s.json("POST", "/api/v1/predict?gradcam=1", JPG)
-check(st == 501 and "not implemented" in str(d.get("error", "")).lower(),
-      "gradcam=1 -> 501 until issue 5", (st, d))
+png = base64.b64decode(d.get("heatmap_png") or "")
+check(st == 200 and d.get("heatmap_status") == "ok" and png.startswith(b"\x89PNG") and
+      d.get("gradcam", {}).get("class") == d.get("label"), "gradcam=1 -> heatmap PNG",
+      (st, {k: v for k, v in d.items() if k != "heatmap_png"}))
+st, h, d = upload(s, JPG, extra=[("gradcam", None, b"1")])
+check(st == 200 and d.get("heatmap_status") == "ok", "gradcam as a form field", (st, d.get("heatmap_status")))
+st, h, d = s.json("POST", "/api/v1/predict?gradcam=maybe", JPG)
+check(st == 400, "gradcam=maybe -> 400", st)
 st, h, d = s.json("GET", "/nope")
 check(st == 404 and is_error_json(d), "unknown route -> 404", (st, d))
 st, h, d = s.json("GET", "/upload")
@@ -256,7 +263,8 @@ check(st == 200 and h.get("content-type", "").startswith("text/plain") and
       'dermal_http_requests_total{route="/api/v1/predict",status="415"}' in m and
       "dermal_inference_seconds_bucket" in m and "dermal_decode_seconds_count" in m and
       "dermal_model_load_seconds" in m and "dermal_resident_memory_bytes" in m and
-      "dermal_in_flight_requests" in m and "dermal_queue_rejections_total" in m,
+      "dermal_in_flight_requests" in m and "dermal_queue_rejections_total" in m and
+      'dermal_gradcam_seconds_count' in m,
       "GET /metrics (Prometheus text)", m[:300])
 rc = s.stop()
 check(rc == 0, "SIGTERM -> exit 0", rc)
