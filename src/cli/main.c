@@ -12,6 +12,7 @@
 #include "dermal/engine.h"
 #include "dermal/explain.h"
 #include "dermal/onnx.h"
+#include "commands.h"
 #include "npy.h"
 #include "predict.h"
 #include "util.h"
@@ -669,6 +670,8 @@ static const char main_help[] =
     "usage: dermal COMMAND [options]\n"
     "\n"
     "commands:\n"
+    "  serve     the web service (POST /upload, /api/v1/predict, /health...)\n"
+    "  migrate   apply the history store's migrations (never opens the model)\n"
     "  predict   classify images (default model: models/dermal-ham10000.onnx)\n"
     "  eval      accuracy, balanced accuracy, confusion matrix on a labelled "
     "folder\n"
@@ -685,6 +688,8 @@ typedef struct cmd {
 } cmd;
 
 static const cmd cmds[] = {
+    {"serve", dm_cli_serve},
+    {"migrate", dm_cli_migrate},
     {"predict", dm_cli_predict},
     {"eval", dm_cli_eval},
     {"run", cmd_run},
