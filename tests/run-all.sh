@@ -63,6 +63,7 @@ if [ -x build-asan/dermal ]; then
   done
   run asan.conformance build-asan/tests/conformance
   DERMAL="$PWD/build-asan/dermal" run asan.test_cli bash tests/integration/test_cli.sh build-asan
+  DERMAL="$PWD/build-asan/dermal" run asan.test_server bash tests/integration/test_server.sh build-asan
 fi
 if [ -x build-tsan/tests/test_engine ]; then
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" run tsan.test_engine build-tsan/tests/test_engine

@@ -50,6 +50,13 @@ typedef struct dm_engine_opts {
    * dm_session_run_cam then works.  Fails at load naming the op otherwise. */
   bool cam;
   const char *cam_target;
+  /* Calibration and debugging: names of tensors of the file's graph to keep
+   * and expose after each run through dm_session_value.  Kept activations
+   * become extra graph outputs, so no fusion crosses them (the values are
+   * exactly the unfused graph's).  A name that is not a tensor of the graph
+   * fails dm_engine_new with DM_ARG.  Both backends.  NULL/0: none. */
+  const char *const *keep;
+  size_t n_keep;
 } dm_engine_opts;
 
 /* A tensor handed across the API.  data is borrowed. */
@@ -98,6 +105,14 @@ void dm_session_free(dm_session *s);
 dm_err dm_session_run(dm_session *s, const dm_tensor *inputs, size_t n_inputs,
                       dm_errbuf *eb);
 dm_tensor dm_session_output(const dm_session *s, size_t i);
+
+/* The value of tensor `name` in the last run, for a name listed in
+ * dm_engine_opts.keep (also graph inputs and outputs).  out->data is borrowed:
+ * valid until the next run or dm_session_free (constants: until
+ * dm_engine_free; graph inputs: the caller's buffer).  DM_ARG when the name
+ * was not kept or no run has happened. */
+dm_err dm_session_value(const dm_session *s, const char *name, dm_tensor *out,
+                        dm_errbuf *eb);
 
 /* Grad-CAM inputs for one run (engine built with opts.cam). */
 typedef struct dm_cam_result {

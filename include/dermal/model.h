@@ -64,6 +64,9 @@ typedef struct dm_model_info {
   const char *gradcam_target; /* resolved target tensor ("" without
                                  Grad-CAM) */
   bool gradcam_target_auto;   /* chosen automatically (no metadata) */
+  const char *gradcam_error;  /* opened with gradcam but no usable target:
+                                 the reason ("" otherwise); the model still
+                                 classifies */
   const char *defaulted;      /* comma-separated metadata keys defaulted */
   double load_ms;             /* open + parse + engine build */
 } dm_model_info;

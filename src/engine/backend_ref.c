@@ -1808,6 +1808,70 @@ static dm_err k_cast(const kc *c) {
   return DM_OK;
 }
 
+/* ---------- QuantizeLinear / DequantizeLinear ---------- */
+
+/* Channel of element i: per-tensor (axis < 0) -> 0, else (i / inner) % dim
+ * where inner is the product of the dims after the axis. */
+static void quant_geom(const kc *c, const dm_value *X, int64_t *inner,
+                       int64_t *dim) {
+  int ax = c->n->p.quant.axis;
+  *inner = ax < 0 ? 1 : prod(X->dims, ax + 1, X->rank);
+  *dim = ax < 0 ? 1 : X->dims[ax];
+}
+
+/* y = saturate(round_half_even(x / scale) + zp), computed as ONNX's
+ * reference does: float32 division, then rint (the default rounding mode is
+ * to nearest, ties to even; nearbyintf keeps the inexact flag quiet), then the
+ * zero point, then clamping to the 8-bit range.  NaN quantizes to the zero
+ * point (ONNX leaves it undefined; this avoids a UB float->int cast). */
+static dm_err k_quantize(const kc *c) {
+  dm_err rc = need(c, 2, 1);
+  if (rc) return rc;
+  const dm_value *X = rin(c, 0), *Y = rout(c, 0), *Z = oin(c, 2);
+  const float *s = c->in[1];
+  const void *z = Z ? c->in[2] : NULL;
+  int32_t qt = Y->dtype;
+  if ((qt != DM_ONNX_UINT8 && qt != DM_ONNX_INT8) ||
+      (X->dtype != DM_ONNX_FLOAT && X->dtype != DM_ONNX_INT32) ||
+      (Z && Z->dtype != qt))
+    return bad_dtype(c, X);
+  double lo = qt == DM_ONNX_UINT8 ? 0 : -128, hi = qt == DM_ONNX_UINT8 ? 255 : 127;
+  int64_t inner, dim;
+  quant_geom(c, X, &inner, &dim);
+  for (int64_t i = 0; i < X->numel; i++) {
+    int64_t ch = (i / inner) % dim;
+    float x = X->dtype == DM_ONNX_FLOAT ? ((const float *)c->in[0])[i]
+                                        : (float)((const int32_t *)c->in[0])[i];
+    float r = nearbyintf(x / s[ch]);
+    double v = (z ? (double)ld_i(z, qt, ch) : 0.0) + (isnan(r) ? 0.0 : (double)r);
+    v = v < lo ? lo : (v > hi ? hi : v);
+    st_i(c->out[0], qt, i, (int64_t)v);
+  }
+  return DM_OK;
+}
+
+/* y = (x - zp) * scale in float32; the subtraction is exact in int64. */
+static dm_err k_dequantize(const kc *c) {
+  dm_err rc = need(c, 2, 1);
+  if (rc) return rc;
+  const dm_value *X = rin(c, 0), *Y = rout(c, 0), *Z = oin(c, 2);
+  const float *s = c->in[1];
+  const void *z = Z ? c->in[2] : NULL;
+  if ((X->dtype != DM_ONNX_UINT8 && X->dtype != DM_ONNX_INT8 &&
+       X->dtype != DM_ONNX_INT32) ||
+      Y->dtype != DM_ONNX_FLOAT || (Z && Z->dtype != X->dtype))
+    return bad_dtype(c, X);
+  int64_t inner, dim;
+  quant_geom(c, X, &inner, &dim);
+  float *y = c->out[0];
+  for (int64_t i = 0; i < X->numel; i++) {
+    int64_t ch = (i / inner) % dim;
+    int64_t q = ld_i(c->in[0], X->dtype, i) - (z ? ld_i(z, X->dtype, ch) : 0);
+    y[i] = (float)q * s[ch];
+  }
+  return DM_OK;
+}
+
 /* ---------- entry point ---------- */
 
 dm_err dm__ref_node(const dm_graph *g, const dm_node *n,
@@ -1846,6 +1910,8 @@ dm_err dm__ref_node(const dm_graph *g, const dm_node *n,
   case DM_OP_PRELU: rc = k_prelu(&c); break;
   case DM_OP_LRN: rc = k_lrn(&c); break;
   case DM_OP_ARGMAX: rc = k_argmax(&c); break;
+  case DM_OP_QUANTIZE: rc = k_quantize(&c); break;
+  case DM_OP_DEQUANTIZE: rc = k_dequantize(&c); break;
   default:
     return nerr(eb, DM_UNSUPPORTED, n, "op %d has no reference kernel",
                 (int)n->op);

@@ -24,7 +24,8 @@ struct dm_session {
   const dm_engine *e;
   void *sess;
   void **outs;          /* one buffer per graph output */
-  const void **ins;     /* scratch for input pointers */
+  const void **ins;     /* scratch for input pointers (last run's inputs) */
+  bool ran;             /* a run completed: outputs hold values */
   dm_cam_state *cam;    /* Grad-CAM tail buffers, when built with cam */
   float *cam_grad;      /* (c, h, w) */
 };
@@ -55,6 +56,7 @@ static dm_err align_consts(dm_graph *g, dm_backend_kind be, dm_errbuf *eb) {
         keep[n->in[k]] = false;
   }
   for (int k = 0; k < g->n_outputs; k++) keep[g->outputs[k]] = false;
+  for (int k = 0; k < g->n_keep; k++) keep[g->keep[k]] = false; /* handed out */
   for (int i = 0; i < g->n_cam_tail; i++) { /* read by grad.c in C */
     const dm_node *n = &g->nodes[g->cam_tail[i]];
     for (int k = 0; k < n->n_in; k++)
@@ -83,7 +85,9 @@ dm_err dm_engine_new(const dm_onnx_model *m, const dm_engine_opts *opts,
                       .input_shapes = e->opts.input_shapes,
                       .n_input_shapes = e->opts.n_input_shapes,
                       .cam = e->opts.cam,
-                      .cam_target = e->opts.cam_target};
+                      .cam_target = e->opts.cam_target,
+                      .keep = e->opts.keep,
+                      .n_keep = e->opts.n_keep};
   if ((rc = dm__graph_build(m, &go, &e->g, eb)) != DM_OK) goto fail;
   if ((rc = align_consts(e->g, e->opts.backend, eb)) != DM_OK) goto fail;
   if ((rc = e->be->prepare(e->g, &e->opts, &e->state, eb)) != DM_OK) goto fail;
@@ -214,7 +218,33 @@ dm_err dm_session_run(dm_session *s, const dm_tensor *inputs, size_t n_inputs,
       return dm_errf(eb, DM_ARG, "input '%s' has no data", v->name);
     s->ins[i] = t->data;
   }
-  return s->e->be->run(s->e->state, s->sess, s->ins, s->outs, eb);
+  s->ran = false;
+  dm_err rc = s->e->be->run(s->e->state, s->sess, s->ins, s->outs, eb);
+  s->ran = rc == DM_OK;
+  return rc;
+}
+
+dm_err dm_session_value(const dm_session *s, const char *name, dm_tensor *out,
+                        dm_errbuf *eb) {
+  const dm_graph *g = s->e->g;
+  if (!s->ran) return dm_errf(eb, DM_ARG, "no completed run");
+  int v = -1;
+  for (int i = 0; i < g->n_keep && v < 0; i++)
+    if (!strcmp(g->values[g->keep[i]].name, name)) v = g->keep[i];
+  for (int i = 0; i < g->n_inputs && v < 0; i++)
+    if (!strcmp(g->values[g->inputs[i]].name, name)) v = g->inputs[i];
+  for (int i = 0; i < g->n_user_outputs && v < 0; i++)
+    if (!strcmp(g->values[g->outputs[i]].name, name)) v = g->outputs[i];
+  if (v < 0) return dm_errf(eb, DM_ARG, "tensor '%s' was not kept", name);
+  dm_tensor t = describe(&g->values[v]);
+  if (g->values[v].kind == DM_VAL_CONST)
+    t.data = (void *)(uintptr_t)g->values[v].data; /* aligned at load */
+  for (int i = 0; i < g->n_inputs; i++)
+    if (g->inputs[i] == v) t.data = (void *)(uintptr_t)s->ins[i];
+  for (int i = 0; i < g->n_outputs; i++)
+    if (g->outputs[i] == v) t.data = s->outs[i];
+  *out = t;
+  return DM_OK;
 }
 
 dm_tensor dm_session_output(const dm_session *s, size_t i) {

@@ -143,6 +143,8 @@ static const op_entry op_table[] = {
     {"Size", DM_OP_COUNT, V_SIZE},
     {"ArgMax", DM_OP_ARGMAX, 0},
     {"ArgMin", DM_OP_ARGMAX, V_ARGMIN},
+    {"QuantizeLinear", DM_OP_QUANTIZE, 0},
+    {"DequantizeLinear", DM_OP_DEQUANTIZE, 0},
 };
 
 static const op_entry *op_lookup(const char *type) {
@@ -548,6 +550,59 @@ static dm_err need_inputs(builder *b, const dm_node *n, int lo, int hi) {
   for (int i = 0; i < lo; i++)
     if (n->in[i] < 0)
       return NODE_ERR(b, DM_FORMAT, "required input %d is missing", i);
+  return DM_OK;
+}
+
+/* QuantizeLinear / DequantizeLinear (opset 10..18).  Scale and zero point
+ * may be runtime values (the ONNX test data feeds them as graph inputs), so
+ * only their shapes and dtypes are checked here.  A scale with one element
+ * (scalar or [1]) is per-tensor; a 1-D scale of dims[axis] values is per-axis
+ * (opset >= 13).  Output shape = input shape. */
+static dm_err infer_quant(builder *b, dm_node *n, int32_t *odt) {
+  static const char *const k13[] = {"axis", NULL};
+  dm_err rc;
+  bool q = n->op == DM_OP_QUANTIZE;
+  if ((rc = check_attrs(b, b->g->opset >= 13 ? k13 : A_NONE)) ||
+      (rc = need_inputs(b, n, 2, 3)))
+    return rc;
+  const dm_value *x = V(b, n->in[0]), *s = V(b, n->in[1]);
+  const dm_value *z = n->n_in > 2 && n->in[2] >= 0 ? V(b, n->in[2]) : NULL;
+  if (q ? !(is_float(x->dtype) || x->dtype == DM_ONNX_INT32)
+        : !(x->dtype == DM_ONNX_UINT8 || x->dtype == DM_ONNX_INT8 ||
+            x->dtype == DM_ONNX_INT32))
+    return bad_dtype(b, x);
+  if (!is_float(s->dtype)) return bad_dtype(b, s);
+  int32_t qt = q ? (z ? z->dtype : DM_ONNX_UINT8) : x->dtype;
+  if (q && qt != DM_ONNX_UINT8 && qt != DM_ONNX_INT8)
+    return NODE_ERR(b, DM_UNSUPPORTED, "zero point dtype %s (uint8 or int8)",
+                    dm_onnx_dtype_name(qt));
+  if (z && z->dtype != qt)
+    return NODE_ERR(b, DM_FORMAT, "zero point dtype %s differs from %s",
+                    dm_onnx_dtype_name(z->dtype), dm_onnx_dtype_name(qt));
+  if (z && z->numel != s->numel)
+    return NODE_ERR(b, DM_FORMAT, "zero point and scale shapes differ");
+  n->p.quant.axis = -1; /* one value (scalar or [1]): per-tensor */
+  if (s->rank > 1 || (s->numel != 1 && (s->rank != 1 || b->g->opset < 13)))
+    return NODE_ERR(b, DM_FORMAT, "scale must be a scalar or, from opset 13, "
+                                  "1-D (per-axis)");
+  if (s->numel != 1) {
+    int64_t a = attr_i(b, "axis", 1);
+    int ax = norm_axis(a, x->rank);
+    if (ax < 0 || x->rank == 0 || x->dims[ax] != s->numel)
+      return NODE_ERR(b, DM_FORMAT,
+                      "scale has %lld values, not one per element of axis "
+                      "%lld",
+                      (long long)s->numel, (long long)a);
+    n->p.quant.axis = ax;
+  }
+  if (!q && x->dtype == DM_ONNX_INT32 && z && z->kind == DM_VAL_CONST) {
+    if (dm__graph_align_const(b->g, n->in[2]))
+      return dm_errf(b->eb, DM_NOMEM, "out of memory");
+    for (int64_t i = 0; i < z->numel; i++)
+      if (((const int32_t *)z->data)[i] != 0)
+        return NODE_ERR(b, DM_FORMAT, "int32 zero point must be 0");
+  }
+  odt[0] = q ? qt : DM_ONNX_FLOAT;
   return DM_OK;
 }
 
@@ -1384,6 +1439,9 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     orank[0] = r;
     return DM_OK;
   }
+  case DM_OP_QUANTIZE:
+  case DM_OP_DEQUANTIZE:
+    return infer_quant(b, n, odt);
   default:
     return NODE_ERR(b, DM_UNSUPPORTED, "internal: op without shape rule");
   }
@@ -2116,8 +2174,15 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
       goto fail;
   }
   g->inputs = dm__graph_alloc(g, sizeof(int) * (og->n_inputs + 1));
-  g->outputs = dm__graph_alloc(g, sizeof(int) * (og->n_outputs + 1));
-  if (!g->inputs || !g->outputs) {
+  size_t n_keep = o ? o->n_keep : 0;
+  if (n_keep > DM_ONNX_MAX_COUNT) {
+    rc = dm_errf(eb, DM_ARG, "too many kept tensors (%zu)", n_keep);
+    goto fail;
+  }
+  /* room for the kept values and a Grad-CAM target after the file's */
+  g->outputs = dm__graph_alloc(g, sizeof(int) * (og->n_outputs + n_keep + 1));
+  g->keep = dm__graph_alloc(g, sizeof(int) * (n_keep + 1));
+  if (!g->inputs || !g->outputs || !g->keep) {
     rc = dm_errf(eb, DM_NOMEM, "out of memory");
     goto fail;
   }
@@ -2187,6 +2252,20 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
     g->outputs[g->n_outputs++] = v;
   }
   g->n_user_outputs = g->n_outputs;
+  for (size_t i = 0; i < n_keep; i++) {
+    const char *name = o->keep[i] ? o->keep[i] : "";
+    int v = name[0] ? find_value(&b, name) : -1;
+    if (v < 0) {
+      rc = dm_errf(eb, DM_ARG, "kept tensor '%s' is not in the graph", name);
+      goto fail;
+    }
+    g->keep[g->n_keep++] = v;
+    /* constants and inputs are read in place; activations become outputs */
+    if (g->values[v].kind == DM_VAL_ACT && !g->values[v].is_output) {
+      g->values[v].is_output = true;
+      g->outputs[g->n_outputs++] = v;
+    }
+  }
   g->cam_target = g->cam_score = -1;
   dead = calloc((size_t)g->n_nodes + 1, 1);
   if (!dead) {

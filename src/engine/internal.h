@@ -58,7 +58,9 @@
   X(INSTANCENORM, "InstanceNormalization")                                     \
   X(PRELU, "PRelu")                                                            \
   X(LRN, "LRN")                                                                \
-  X(ARGMAX, "ArgMax") /* also ArgMin (p.argmax.min) */
+  X(ARGMAX, "ArgMax") /* also ArgMin (p.argmax.min) */                     \
+  X(QUANTIZE, "QuantizeLinear")     /* in: X, scale, [zero point] */           \
+  X(DEQUANTIZE, "DequantizeLinear") /* in: X, scale, [zero point] */
 
 typedef enum {
 #define X(e, s) DM_OP_##e,
@@ -226,6 +228,11 @@ typedef struct dm_node {
     struct { float eps; } instancenorm;        /* in: X, scale, B */
     struct { int64_t size; float alpha, beta, bias; } lrn;
     struct { int axis; bool keepdims, min, last; } argmax; /* -> int64 */
+    /* QuantizeLinear: y = sat(rint_half_even(x / scale) + zp), y dtype =
+     * zp dtype (uint8 when zp is omitted); DequantizeLinear: y = (x - zp) *
+     * scale in float32.  axis < 0: per-tensor (scale has one value), else
+     * scale and zp hold dims[axis] values (per-axis, opset >= 13). */
+    struct { int axis; } quant;
   } p;
 } dm_node;
 
@@ -269,7 +276,10 @@ typedef struct dm_graph {
   int cam_target, cam_score;
   int *cam_tail;
   int n_cam_tail;
-  int n_user_outputs; /* outputs of the file; the target comes after */
+  int n_user_outputs; /* outputs of the file; kept values, then the */
+                      /* Grad-CAM target come after                   */
+  int *keep;          /* dm_graph_opts.keep resolved to value indices */
+  int n_keep;
   void *pool;   /* allocation list of the graph (names, params, buffers) */
 } dm_graph;
 
@@ -280,6 +290,8 @@ typedef struct dm_graph_opts {
   size_t n_input_shapes;
   bool cam;                /* resolve a Grad-CAM target, keep it as output */
   const char *cam_target;  /* tensor name, NULL = automatic */
+  const char *const *keep; /* see dm_engine_opts.keep */
+  size_t n_keep;
 } dm_graph_opts;
 
 /* graph.c */

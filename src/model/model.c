@@ -36,6 +36,7 @@ struct dm_model {
   const char **labels, **names;
   bool nhwc;
   size_t in_numel;
+  char gradcam_error[256]; /* why Grad-CAM is unavailable, "" if it is */
 };
 
 struct dm_predictor {
@@ -171,7 +172,16 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
                                          ? opts->gradcam_target
                                          : meta_target};
   info->gradcam_target_auto = eo.cam && !eo.cam_target;
-  if ((rc = dm_engine_new(m->onnx, &eo, &m->engine, eb))) goto fail;
+  rc = dm_engine_new(m->onnx, &eo, &m->engine, eb);
+  if (rc && eo.cam) {
+    /* A model without a usable Grad-CAM target still classifies: build it
+     * plain and report why explanations are unavailable. */
+    snprintf(m->gradcam_error, sizeof m->gradcam_error, "%s", eb ? eb->msg : "");
+    eo.cam = false;
+    info->gradcam_target_auto = false;
+    rc = dm_engine_new(m->onnx, &eo, &m->engine, eb);
+  }
+  if (rc) goto fail;
   if (dm_engine_n_inputs(m->engine) != 1 || dm_engine_n_outputs(m->engine) != 1) {
     rc = dm_errf(eb, DM_UNSUPPORTED,
                  "%s: a classifier has one input and one output (this model: "
@@ -362,6 +372,7 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   info->name = m->strings + o_name;
   info->version = m->strings + o_ver;
   info->gradcam_target = m->strings + o_gt;
+  info->gradcam_error = m->gradcam_error;
   info->defaulted = m->strings + o_def;
   info->load_ms = now_ms() - t0;
   free(loff);

@@ -71,8 +71,13 @@ struct req {
   size_t len, cap, bytes_in;
   char filename[128];
   char f_top[16], f_gradcam[16]; /* form fields of a multipart upload */
+  char f_cam_class[32], f_cam_method[16], f_alpha[16], f_hmax[16];
   /* options */
   int top_k;
+  char cam_class[32];   /* gradcam_class: label to explain, "" = top-1 */
+  int cam_method;       /* gradcam_method */
+  float cam_alpha;      /* alpha: heatmap weight in the overlay */
+  int heatmap_max;      /* longest side of heatmap_png */
   const char *heatmap_status; /* NULL: no heatmap asked */
   bool want_cam;              /* compute the Grad-CAM heatmap */
   /* worker's answer */
@@ -317,12 +322,17 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind,
     if (size && !body_append(r, data, size)) return MHD_NO;
     return MHD_YES;
   }
-  char *dst = !strcmp(key, "top")       ? r->f_top
-              : !strcmp(key, "gradcam") ? r->f_gradcam
-                                        : NULL;
+  char *dst = !strcmp(key, "top")              ? r->f_top
+              : !strcmp(key, "gradcam")        ? r->f_gradcam
+              : !strcmp(key, "gradcam_class")  ? r->f_cam_class
+              : !strcmp(key, "gradcam_method") ? r->f_cam_method
+              : !strcmp(key, "alpha")          ? r->f_alpha
+              : !strcmp(key, "heatmap_max")    ? r->f_hmax
+                                               : NULL;
   if (dst) {
     size_t have = strlen(dst);
-    if (have + size >= sizeof r->f_top) {
+    size_t cap = dst == r->f_cam_class ? sizeof r->f_cam_class : sizeof r->f_top;
+    if (have + size >= cap) {
       r->bad_form = true;
       return MHD_NO;
     }
@@ -526,6 +536,35 @@ static enum MHD_Result admit_prediction(dm_server *s, req *r) {
   r->top_k = (int)k; /* 0: all classes */
   int g = gc ? parse_flag(gc) : 0;
   if (g < 0) return respond_error(r, 400, "gradcam must be 0 or 1", 0, NULL);
+  /* Grad-CAM options: class label, method, overlay alpha, heatmap size */
+  const char *cc = query(r, "gradcam_class"), *cm = query(r, "gradcam_method"),
+             *al = query(r, "alpha"), *hm = query(r, "heatmap_max");
+  if (!cc && r->f_cam_class[0]) cc = r->f_cam_class;
+  if (!cm && r->f_cam_method[0]) cm = r->f_cam_method;
+  if (!al && r->f_alpha[0]) al = r->f_alpha;
+  if (!hm && r->f_hmax[0]) hm = r->f_hmax;
+  if (cc && strlen(cc) >= sizeof r->cam_class)
+    return respond_error(r, 400, "gradcam_class is too long", 0, NULL);
+  snprintf(r->cam_class, sizeof r->cam_class, "%s", cc ? cc : "");
+  r->cam_method = cm ? dm_cam_method_parse(cm) : DM_CAM_GRADCAM;
+  if (r->cam_method < 0)
+    return respond_error(
+        r, 400, "gradcam_method must be gradcam, gradcampp or hirescam", 0,
+        NULL);
+  r->cam_alpha = 0.5f;
+  if (al) {
+    char *end;
+    errno = 0;
+    float a = strtof(al, &end);
+    if (errno || end == al || *end || !(a >= 0 && a <= 1))
+      return respond_error(r, 400, "alpha must be a number in 0..1", 0, NULL);
+    r->cam_alpha = a;
+  }
+  long long hmax = 768;
+  if (hm && !parse_ll(hm, 16, 4096, &hmax))
+    return respond_error(r, 400, "heatmap_max must be an integer in 16..4096",
+                         0, NULL);
+  r->heatmap_max = (int)hmax;
   int pressure = memory_pressure(s, NULL);
   if (pressure == 2) {
     atomic_fetch_add(&s->met.memory_shed, 1);
@@ -701,13 +740,14 @@ static char *base64(const uint8_t *p, size_t n) {
   return out;
 }
 
-/* The heatmap keys of an answer: the colour map (jet, alpha 1, longest side
- * <= 512) aligned with the decoded upright image, as a base64 PNG; clients
- * blend it over the picture (the page has an opacity slider).  NULL with eb
- * filled on failure. */
+/* The heatmap keys of an answer: the overlay (jet colour map blended over
+ * the decoded upright image with the request's alpha, default 0.5, longest
+ * side <= heatmap_max, default 768) as a base64 PNG.  alpha=1 gives the bare
+ * colour map, which the page blends itself with its opacity slider.  NULL
+ * with eb filled on failure. */
 static json_t *cam_json(const dm_model_info *in, const dm_explanation *ex,
-                        dm_errbuf *eb) {
-  dm_overlay_opts oo = {DM_CMAP_JET, 1.0f, 512};
+                        const req *r, dm_errbuf *eb) {
+  dm_overlay_opts oo = {DM_CMAP_JET, r->cam_alpha, r->heatmap_max};
   dm_image ov = {0};
   uint8_t *png = NULL;
   size_t len = 0;
@@ -732,6 +772,7 @@ static json_t *cam_json(const dm_model_info *in, const dm_explanation *ex,
   json_object_set_new(g, "class", json_string(in->labels[ex->class_index]));
   json_object_set_new(g, "method", json_string(dm_cam_method_name(ex->method)));
   json_object_set_new(g, "target", json_string(in->gradcam_target));
+  json_object_set_new(g, "alpha", json_real((double)r->cam_alpha));
   json_object_set_new(g, "width", json_integer(ov.w));
   json_object_set_new(g, "height", json_integer(ov.h));
   json_object_set_new(g, "ms", json_real(ex->ms_cam));
@@ -790,8 +831,19 @@ static void predict_one(worker_ctx *w, req *r) {
   dm_explanation ex;
   bool cam = r->want_cam && in->gradcam_target && in->gradcam_target[0];
   if (r->want_cam && !cam) r->heatmap_status = "unavailable"; /* no target */
-  dm_err rc = cam ? dm_predict_explain(w->pred, r->body, r->len, &lim, -1,
-                                       DM_CAM_GRADCAM, p, &ex, &eb)
+  int cam_class = -1;
+  if (cam && r->cam_class[0] &&
+      (cam_class = dm_model_class_index(m, r->cam_class)) < 0) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "gradcam_class '%s' is not a label of the model",
+             r->cam_class);
+    dm_model_release(m);
+    finish_error(r, 400, msg, 0);
+    return;
+  }
+  dm_err rc = cam ? dm_predict_explain(w->pred, r->body, r->len, &lim,
+                                       cam_class, (dm_cam_method)r->cam_method,
+                                       p, &ex, &eb)
                   : dm_predict(w->pred, r->body, r->len, &lim, p, &eb);
   if (rc) {
     int st;
@@ -824,7 +876,7 @@ static void predict_one(worker_ctx *w, req *r) {
   if (cam) {
     dm_errbuf ceb = {{0}};
     double t0 = dm__now_ms();
-    camj = cam_json(in, &ex, &ceb);
+    camj = cam_json(in, &ex, r, &ceb);
     dm__hist_observe(&s->met.h[DM__H_GRADCAM], ex.ms_cam + dm__now_ms() - t0);
     if (!camj) {
       dm__log(DM__LOG_WARN, "req=%s: heatmap: %s", r->id, ceb.msg);

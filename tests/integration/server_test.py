@@ -230,6 +230,22 @@ st, h, d = upload(s, JPG, extra=[("gradcam", None, b"1")])
 check(st == 200 and d.get("heatmap_status") == "ok", "gradcam as a form field", (st, d.get("heatmap_status")))
 st, h, d = s.json("POST", "/api/v1/predict?gradcam=maybe", JPG)
 check(st == 400, "gradcam=maybe -> 400", st)
+# per-request Grad-CAM options: class, method, alpha, heatmap size
+st, h, d = s.json("POST", "/api/v1/predict?gradcam=1&gradcam_class=vasc&gradcam_method=gradcampp"
+                  "&heatmap_max=64&alpha=1", JPG)
+g = d.get("gradcam", {})
+png = base64.b64decode(d.get("heatmap_png") or "")
+import struct as _st
+w_, h_ = _st.unpack(">II", png[16:24]) if len(png) > 24 else (0, 0)
+check(st == 200 and g.get("class") == "vasc" and g.get("method") == "gradcampp" and
+      max(w_, h_) <= 64 and g.get("width") == w_ and g.get("alpha") == 1,
+      "gradcam_class/method/heatmap_max/alpha honoured", (st, g, w_, h_))
+st, h, d = upload(s, JPG, extra=[("gradcam", None, b"1"), ("gradcam_class", None, b"mel")])
+check(st == 200 and d.get("gradcam", {}).get("class") == "mel", "gradcam_class as a form field",
+      (st, d.get("gradcam")))
+for bad in ["gradcam_class=nope", "gradcam_method=magic", "alpha=2", "heatmap_max=5"]:
+    st, h, d = s.json("POST", "/api/v1/predict?gradcam=1&" + bad, JPG)
+    check(st == 400 and is_error_json(d), bad + " -> 400", (st, d))
 st, h, d = s.json("GET", "/nope")
 check(st == 404 and is_error_json(d), "unknown route -> 404", (st, d))
 st, h, d = s.json("GET", "/upload")
