@@ -118,8 +118,10 @@ char *dm__metrics_render(dm__metrics *m, const dm__lc_status *lc, double rss_mb,
 double dm__rss_mb(void);
 double dm__peak_rss_mb(void);
 
-/* ---- the web page (page.c) --------------------------------------------- */
-extern const char dm__page_html[];
+/* ---- the web page ------------------------------------------------------ */
+/* src/server/assets/index.html, embedded by the Makefile ($(O)/gen/page.c);
+ * NUL-terminated, dm__page_html_len excludes the NUL.  Read-only. */
+extern const unsigned char dm__page_html[];
 extern const size_t dm__page_html_len;
 
 #endif

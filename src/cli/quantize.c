@@ -1,0 +1,1194 @@
+/* quantize.c: `dermal quantize MODEL --calib DIR -o OUT.onnx`, static
+ * post-training quantization into a standard ONNX QDQ graph.
+ *
+ * Purpose: the int8 model is an ordinary ONNX file that ONNX Runtime, dermal
+ * and any QDQ-aware runtime execute: QuantizeLinear/DequantizeLinear pairs on
+ * the activations that feed Conv/Gemm/MatMul/Add/pooling, DequantizeLinear on
+ * int8 weight initializers (symmetric, per output channel unless
+ * --per-tensor-weights) and int32 biases (scale = activation scale * weight
+ * scale, zero point 0).  The *file's* graph is rewritten (its nodes, in its
+ * order, with QDQ inserted), never the engine's optimised IR: BatchNorm
+ * folding and fusions are the runtime's business.
+ *
+ * Calibration: the images in DIR (JPEG/PNG/WebP, sorted by name, the first N)
+ * go through the serving path's decode and preprocessing (dm_model's
+ * metadata: dm_image_decode + dm_image_to_tensor), then the fp32 model with
+ * every candidate activation kept (dm_engine_opts.keep).  Ranges per tensor:
+ *   minmax      the observed minimum and maximum;
+ *   percentile  the P-th / (100-P)-th percentiles (default P = 99.999) of a
+ *               2048-bin histogram (second pass over the images);
+ *   entropy     the threshold minimising the KL divergence between the
+ *               histogram and its 8-bit quantization (TensorRT's method; a
+ *               histogram of |x|, or of x when x >= 0).
+ * Every range contains 0 (so zero padding is exact).  Activations are uint8
+ * asymmetric per tensor (--act-type int8 for signed).
+ *
+ * Afterwards (unless --no-verify) the written model is opened through
+ * dm_model like `dermal predict` would, and its top-1 class compared with the
+ * fp32 model's on the calibration images.
+ *
+ * Invariants: the output graph is topologically sorted (weight DQ nodes
+ * first, each activation's QDQ pair right after its producer), every name it
+ * introduces is unique, all metadata_props of the source are copied (keys
+ * quant_* replaced), calibration facts are added.
+ *
+ * Threading: single-threaded command; the engine uses --threads intra-op
+ * threads. */
+#include "quantize.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dermal/engine.h"
+#include "dermal/image.h"
+#include "dermal/model.h"
+#include "dermal/onnx.h"
+#include "dermal/onnx_write.h"
+#include "util.h"
+
+#define HBINS 2048
+
+static const char help[] =
+    "usage: dermal quantize MODEL --calib DIR -o OUT.onnx [--calib-count N]\n"
+    "         [--method minmax|percentile|entropy] [--percentile P]\n"
+    "         [--per-tensor-weights] [--act-type uint8|int8]\n"
+    "         [--backend onednn|ref] [--threads N (default 1)] [--no-verify]\n"
+    "  Static post-training quantization to an ONNX QDQ model: int8 weights\n"
+    "  (symmetric, per output channel unless --per-tensor-weights), int32\n"
+    "  biases, 8-bit activations per tensor calibrated on the first N\n"
+    "  (default 100) images of DIR (JPEG/PNG/WebP) preprocessed as in\n"
+    "  serving.  --method: how activation ranges are chosen (default minmax;\n"
+    "  percentile uses --percentile, default 99.999).  Then reports the top-1\n"
+    "  agreement of OUT with MODEL on the calibration images (--no-verify:\n"
+    "  skip).  MODEL may also be given as --model M.\n";
+
+typedef enum { M_MINMAX, M_PERCENTILE, M_ENTROPY } method;
+
+/* An activation tensor to quantize. */
+typedef struct qact {
+  const char *name;
+  int producer;      /* file node index, -1 for a graph input */
+  bool usable;       /* float, seen in the engine */
+  float min, max;    /* pass 1 */
+  double hlo, hw;    /* pass 2 histogram: first edge, bin width */
+  uint64_t *hist;    /* HBINS */
+  float scale;
+  int zp;
+  const char *q_out, *dq_out, *s_name, *z_name; /* names in the output */
+} qact;
+
+/* A weight or bias slot of a node that is quantized. */
+typedef struct qslot {
+  int node, input; /* file node, input position */
+  int init;        /* initializer index */
+  bool bias;       /* int32 bias, else int8 weight */
+  int axis;        /* -1 per-tensor */
+  int act;         /* bias: index of the activation feeding input 0 */
+  int wslot;       /* bias: index of the weight slot of the same node */
+  float *scale;    /* per channel (1 when per-tensor) */
+  int64_t n_scale;
+  void *q;         /* int8 or int32 data */
+  const char *dq_out;
+} qslot;
+
+typedef struct ctx {
+  const dm_onnx_model *m;
+  const dm_onnx_graph *g;
+  method meth;
+  double pct;
+  bool per_tensor, act_int8;
+  qact *acts;
+  int n_acts;
+  qslot *slots;
+  int n_slots;
+  char **strs; /* every name we allocate (checked by name_taken), freed */
+  size_t n_strs, cap_strs;
+  void **bufs; /* other allocations tied to the output graph, freed */
+  size_t n_bufs, cap_bufs;
+  bool tty;
+} ctx;
+
+/* ---------- small helpers ---------- */
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static char *sfmt(ctx *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0) return NULL;
+  char *s = malloc((size_t)n + 1);
+  if (!s) return NULL;
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  if (c->n_strs == c->cap_strs) {
+    size_t nc = c->cap_strs ? c->cap_strs * 2 : 256;
+    char **q = realloc(c->strs, nc * sizeof *q);
+    if (!q) {
+      free(s);
+      return NULL;
+    }
+    c->strs = q;
+    c->cap_strs = nc;
+  }
+  c->strs[c->n_strs++] = s;
+  return s;
+}
+
+static int find_init(const dm_onnx_graph *g, const char *name) {
+  for (size_t i = 0; i < g->n_initializers; i++)
+    if (!strcmp(g->initializers[i].name, name)) return (int)i;
+  return -1;
+}
+
+static int find_producer(const dm_onnx_graph *g, const char *name) {
+  for (size_t i = 0; i < g->n_nodes; i++)
+    for (size_t k = 0; k < g->nodes[i].n_outputs; k++)
+      if (!strcmp(g->nodes[i].outputs[k], name)) return (int)i;
+  return -1;
+}
+
+static bool name_taken(const ctx *c, const char *name) {
+  const dm_onnx_graph *g = c->g;
+  if (find_init(g, name) >= 0 || find_producer(g, name) >= 0) return true;
+  for (size_t i = 0; i < g->n_inputs; i++)
+    if (!strcmp(g->inputs[i].name, name)) return true;
+  for (size_t i = 0; i < c->n_strs; i++)
+    if (!strcmp(c->strs[i], name)) return true;
+  return false;
+}
+
+/* A fresh tensor name: base+suffix, or base+suffix+"_N" when taken. */
+static const char *uniq(ctx *c, const char *base, const char *suffix) {
+  char *tmp = NULL;
+  for (int k = 0; k < 1000; k++) {
+    free(tmp);
+    tmp = NULL;
+    size_t n = strlen(base) + strlen(suffix) + 16;
+    tmp = malloc(n);
+    if (!tmp) return NULL;
+    if (k) snprintf(tmp, n, "%s%s_%d", base, suffix, k);
+    else snprintf(tmp, n, "%s%s", base, suffix);
+    if (!name_taken(c, tmp)) {
+      const char *r = sfmt(c, "%s", tmp);
+      free(tmp);
+      return r;
+    }
+  }
+  free(tmp);
+  return NULL;
+}
+
+static bool is_default_domain(const dm_onnx_node *n) {
+  return !n->domain[0] || !strcmp(n->domain, "ai.onnx");
+}
+
+static bool is_target(const dm_onnx_node *n) {
+  static const char *const ops[] = {"Conv", "Gemm", "MatMul", "Add",
+                                    "MaxPool", "AveragePool",
+                                    "GlobalAveragePool", "GlobalMaxPool",
+                                    NULL};
+  if (!is_default_domain(n)) return false;
+  for (const char *const *o = ops; *o; o++)
+    if (!strcmp(n->op_type, *o)) return true;
+  return false;
+}
+
+static int64_t attr_int(const dm_onnx_node *n, const char *name, int64_t def) {
+  const dm_onnx_attr *a = dm_onnx_attr_find(n, name);
+  return a && a->type == DM_ONNX_ATTR_INT ? a->i : def;
+}
+
+static float attr_float(const dm_onnx_node *n, const char *name, float def) {
+  const dm_onnx_attr *a = dm_onnx_attr_find(n, name);
+  return a && a->type == DM_ONNX_ATTR_FLOAT ? a->f : def;
+}
+
+static int act_index(const ctx *c, const char *name) {
+  for (int i = 0; i < c->n_acts; i++)
+    if (!strcmp(c->acts[i].name, name)) return i;
+  return -1;
+}
+
+/* A constant in the file: an initializer or a Constant node's output. */
+static bool is_const_name(const dm_onnx_graph *g, const char *name) {
+  if (find_init(g, name) >= 0) return true;
+  int p = find_producer(g, name);
+  return p >= 0 && !strcmp(g->nodes[p].op_type, "Constant");
+}
+
+static dm_err add_act(ctx *c, const char *name) {
+  if (!name[0] || is_const_name(c->g, name) || act_index(c, name) >= 0)
+    return DM_OK;
+  qact *q = realloc(c->acts, (size_t)(c->n_acts + 1) * sizeof *q);
+  if (!q) return DM_NOMEM;
+  c->acts = q;
+  memset(&q[c->n_acts], 0, sizeof *q);
+  q[c->n_acts].name = name;
+  q[c->n_acts].producer = find_producer(c->g, name);
+  q[c->n_acts].min = INFINITY;
+  q[c->n_acts].max = -INFINITY;
+  c->n_acts++;
+  return DM_OK;
+}
+
+static dm_err add_slot(ctx *c, int node, int input, int init, bool bias,
+                       int axis) {
+  qslot *q = realloc(c->slots, (size_t)(c->n_slots + 1) * sizeof *q);
+  if (!q) return DM_NOMEM;
+  c->slots = q;
+  memset(&q[c->n_slots], 0, sizeof *q);
+  q[c->n_slots].node = node;
+  q[c->n_slots].input = input;
+  q[c->n_slots].init = init;
+  q[c->n_slots].bias = bias;
+  q[c->n_slots].axis = axis;
+  q[c->n_slots].act = -1;
+  q[c->n_slots].wslot = -1;
+  c->n_slots++;
+  return DM_OK;
+}
+
+/* Float initializer usable as a weight of rank >= min_rank. */
+static int weight_init(const dm_onnx_graph *g, const dm_onnx_node *n, size_t k,
+                       int min_rank) {
+  if (k >= n->n_inputs || !n->inputs[k][0]) return -1;
+  int i = find_init(g, n->inputs[k]);
+  if (i < 0) return -1;
+  const dm_onnx_tensor *t = &g->initializers[i];
+  return t->dtype == DM_ONNX_FLOAT && t->ndim >= min_rank && t->numel > 0 ? i
+                                                                           : -1;
+}
+
+/* ---------- the plan: which tensors get quantized ---------- */
+
+static dm_err plan(ctx *c) {
+  const dm_onnx_graph *g = c->g;
+  dm_err rc = DM_OK;
+  for (size_t ni = 0; ni < g->n_nodes && !rc; ni++) {
+    const dm_onnx_node *n = &g->nodes[ni];
+    if (!is_target(n)) continue;
+    const char *op = n->op_type;
+    int node = (int)ni;
+    if (!strcmp(op, "Conv")) {
+      if ((rc = add_act(c, n->inputs[0]))) break;
+      int w = weight_init(g, n, 1, 3);
+      if (w < 0) continue; /* dynamic weights: left in float */
+      int ws = c->n_slots;
+      if ((rc = add_slot(c, node, 1, w, false, c->per_tensor ? -1 : 0))) break;
+      int b = weight_init(g, n, 2, 1);
+      if (b >= 0 && g->initializers[b].ndim == 1) {
+        if ((rc = add_slot(c, node, 2, b, true, c->per_tensor ? -1 : 0))) break;
+        c->slots[c->n_slots - 1].wslot = ws;
+      }
+    } else if (!strcmp(op, "Gemm")) {
+      if (attr_int(n, "transA", 0) == 0 && (rc = add_act(c, n->inputs[0])))
+        break;
+      int w = weight_init(g, n, 1, 2);
+      if (w < 0) {
+        if ((rc = add_act(c, n->inputs[1]))) break;
+        continue;
+      }
+      int ws = c->n_slots;
+      int axis = attr_int(n, "transB", 0) ? 0 : 1;
+      if ((rc = add_slot(c, node, 1, w, false, c->per_tensor ? -1 : axis)))
+        break;
+      int b = weight_init(g, n, 2, 1);
+      int64_t nout = g->initializers[w].dims[axis];
+      if (b >= 0 && g->initializers[b].ndim == 1 &&
+          g->initializers[b].dims[0] == nout &&
+          attr_float(n, "alpha", 1.f) == 1.f &&
+          attr_float(n, "beta", 1.f) == 1.f &&
+          attr_int(n, "transA", 0) == 0) {
+        if ((rc = add_slot(c, node, 2, b, true, c->per_tensor ? -1 : 0))) break;
+        c->slots[c->n_slots - 1].wslot = ws;
+      }
+    } else if (!strcmp(op, "MatMul")) {
+      if ((rc = add_act(c, n->inputs[0]))) break;
+      int w = weight_init(g, n, 1, 2);
+      if (w >= 0 && g->initializers[w].ndim == 2) {
+        if ((rc = add_slot(c, node, 1, w, false, c->per_tensor ? -1 : 1)))
+          break;
+      } else if ((rc = add_act(c, n->inputs[1]))) {
+        break;
+      }
+    } else { /* Add, pooling */
+      for (size_t k = 0; k < n->n_inputs && !rc; k++)
+        rc = add_act(c, n->inputs[k]);
+    }
+  }
+  return rc;
+}
+
+/* ---------- calibration ---------- */
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool image_ext(const char *name) {
+  const char *dot = strrchr(name, '.');
+  return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") ||
+                 !strcasecmp(dot, ".png") || !strcasecmp(dot, ".webp"));
+}
+
+/* Sorted image paths in dir, at most max. */
+static char **list_images(const char *dir, int max, int *n) {
+  DIR *d = opendir(dir);
+  *n = 0;
+  if (!d) return NULL;
+  char **v = NULL;
+  int cnt = 0, cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.' || !image_ext(e->d_name)) continue;
+    if (cnt == cap) {
+      cap = cap ? cap * 2 : 256;
+      char **q = realloc(v, (size_t)cap * sizeof *q);
+      if (!q) break;
+      v = q;
+    }
+    size_t len = strlen(dir) + strlen(e->d_name) + 2;
+    v[cnt] = malloc(len);
+    if (!v[cnt]) break;
+    snprintf(v[cnt], len, "%s/%s", dir, e->d_name);
+    cnt++;
+  }
+  closedir(d);
+  if (v) qsort(v, (size_t)cnt, sizeof *v, cmp_str);
+  for (int i = max; i < cnt; i++) free(v[i]);
+  *n = cnt < max ? cnt : max;
+  return v;
+}
+
+static void progress(const ctx *c, const char *what, int done, int total) {
+  if (!c->tty || total <= 0) return;
+  int width = 30, fill = (int)((long)done * width / total);
+  char bar[64];
+  for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+  bar[width] = 0;
+  fprintf(stderr, "\r%-22s [%s] %d/%d", what, bar, done, total);
+  if (done == total) fputc('\n', stderr);
+  fflush(stderr);
+}
+
+/* Decodes path and writes the model input into buf (preprocessing of m). */
+static dm_err load_input(const char *path, const dm_model_info *info,
+                         float *buf, dm_image *im_out, dm_errbuf *eb) {
+  char err[256];
+  size_t len = 0;
+  void *bytes = dm_cli_read_file(path, DM_IMAGE_DEFAULT_MAX_BYTES, &len, err,
+                                 sizeof err);
+  if (!bytes) return dm_errf(eb, DM_IO, "%s: %s", path, err);
+  const dm_preproc *pp = &info->preproc;
+  int target = pp->resize_mode == DM_RESIZE_SHORTER_CROP
+                   ? pp->resize
+                   : (pp->size_h > pp->size_w ? pp->size_h : pp->size_w);
+  dm_image im = {0};
+  dm_err rc = dm_image_decode(bytes, len, NULL, target, &im, NULL, eb);
+  free(bytes);
+  if (rc) return rc;
+  if (buf) rc = dm_image_to_tensor(&im, pp, buf, eb);
+  if (!rc && im_out)
+    *im_out = im;
+  else
+    dm_image_free(&im);
+  return rc;
+}
+
+static int argmax(const float *x, int64_t n) {
+  int best = 0;
+  for (int64_t i = 1; i < n; i++)
+    if (x[i] > x[best]) best = (int)i;
+  return best;
+}
+
+/* Runs every image once; pass 1 collects min/max (and the fp32 top-1),
+ * pass 2 the histograms. */
+static dm_err calib_pass(ctx *c, int pass, dm_session *s, const dm_engine *e,
+                         const dm_model_info *info, char **imgs, int n_img,
+                         int *top1, int *used, dm_errbuf *eb) {
+  dm_tensor in = dm_engine_input(e, 0, NULL);
+  size_t numel = 1;
+  for (int d = 0; d < in.rank; d++) numel *= (size_t)in.dims[d];
+  float *buf = malloc(numel * sizeof *buf);
+  if (!buf) return dm_errf(eb, DM_NOMEM, "out of memory");
+  in.data = buf;
+  dm_err rc = DM_OK;
+  int ok = 0;
+  char what[32];
+  snprintf(what, sizeof what, "calibrating (pass %d)", pass);
+  for (int i = 0; i < n_img; i++) {
+    progress(c, what, i, n_img);
+    dm_errbuf ieb = {{0}};
+    if (load_input(imgs[i], info, buf, NULL, &ieb)) {
+      if (pass == 1) fprintf(stderr, "dermal quantize: skipping %s\n", ieb.msg);
+      if (top1) top1[i] = -1;
+      continue;
+    }
+    if ((rc = dm_session_run(s, &in, 1, eb))) goto out;
+    ok++;
+    if (top1) {
+      dm_tensor o = dm_session_output(s, 0);
+      int64_t k = 1;
+      for (int d = 0; d < o.rank; d++) k *= o.dims[d];
+      top1[i] = o.dtype == DM_ONNX_FLOAT ? argmax(o.data, k) : -1;
+    }
+    for (int a = 0; a < c->n_acts; a++) {
+      qact *q = &c->acts[a];
+      dm_tensor t;
+      if (dm_session_value(s, q->name, &t, NULL) || t.dtype != DM_ONNX_FLOAT) {
+        q->usable = false;
+        continue;
+      }
+      if (pass == 1 && ok == 1) q->usable = true;
+      if (!q->usable) continue;
+      int64_t k = 1;
+      for (int d = 0; d < t.rank; d++) k *= t.dims[d];
+      const float *x = t.data;
+      if (pass == 1) {
+        float lo = q->min, hi = q->max;
+        for (int64_t j = 0; j < k; j++) {
+          if (x[j] < lo) lo = x[j];
+          if (x[j] > hi) hi = x[j];
+        }
+        q->min = lo;
+        q->max = hi;
+      } else if (q->hist && q->hw > 0) {
+        bool absv = c->meth == M_ENTROPY && q->min < 0;
+        for (int64_t j = 0; j < k; j++) {
+          double v = absv ? fabs((double)x[j]) : (double)x[j];
+          double f = (v - q->hlo) / q->hw;
+          int64_t b = f <= 0 ? 0 : (f >= HBINS - 1 ? HBINS - 1 : (int64_t)f);
+          q->hist[b]++;
+        }
+      }
+    }
+  }
+  progress(c, what, n_img, n_img);
+  if (used) *used = ok;
+out:
+  free(buf);
+  return rc;
+}
+
+/* KL(P || Q) of TensorRT's entropy calibration for the first i bins. */
+static double kl_at(const uint64_t *h, int i, int levels, double *p, double *q) {
+  double outl = 0;
+  for (int k = i; k < HBINS; k++) outl += (double)h[k];
+  for (int k = 0; k < i; k++) p[k] = (double)h[k];
+  p[i - 1] += outl;
+  double merged = (double)i / levels;
+  for (int j = 0; j < levels; j++) {
+    int s = (int)(j * merged), e = j == levels - 1 ? i : (int)((j + 1) * merged);
+    double tot = 0;
+    int nz = 0;
+    for (int k = s; k < e; k++) {
+      tot += (double)h[k];
+      nz += h[k] != 0;
+    }
+    for (int k = s; k < e; k++) q[k] = h[k] && nz ? tot / nz : 0;
+  }
+  double sp = 0, sq = 0;
+  for (int k = 0; k < i; k++) {
+    sp += p[k];
+    sq += q[k];
+  }
+  if (sp <= 0 || sq <= 0) return INFINITY;
+  double kl = 0;
+  for (int k = 0; k < i; k++) {
+    if (p[k] <= 0) continue;
+    double pk = p[k] / sp, qk = q[k] > 0 ? q[k] / sq : 1e-12;
+    kl += pk * log(pk / qk);
+  }
+  return kl;
+}
+
+/* The calibrated range of q (contains 0). */
+static void choose_range(const ctx *c, const qact *q, double *lo, double *hi) {
+  *lo = q->min;
+  *hi = q->max;
+  if (c->meth == M_PERCENTILE && q->hist && q->hw > 0) {
+    uint64_t tot = 0;
+    for (int k = 0; k < HBINS; k++) tot += q->hist[k];
+    double tail = (1.0 - c->pct / 100.0) * (double)tot;
+    uint64_t acc = 0;
+    int kl = 0, kh = HBINS - 1;
+    for (kl = 0; kl < HBINS; kl++) {
+      acc += q->hist[kl];
+      if ((double)acc > tail) break;
+    }
+    acc = 0;
+    for (kh = HBINS - 1; kh > 0; kh--) {
+      acc += q->hist[kh];
+      if ((double)acc > tail) break;
+    }
+    double l = q->hlo + kl * q->hw, h = q->hlo + (kh + 1) * q->hw;
+    if (l > *lo) *lo = l;
+    if (h < *hi) *hi = h;
+  } else if (c->meth == M_ENTROPY && q->hist && q->hw > 0) {
+    int levels = q->min < 0 ? 128 : 256;
+    double *p = malloc(HBINS * sizeof *p), *qq = malloc(HBINS * sizeof *qq);
+    if (p && qq) {
+      double best = INFINITY;
+      int bi = HBINS;
+      for (int i = levels; i <= HBINS; i += 4) {
+        double kl = kl_at(q->hist, i, levels, p, qq);
+        if (kl < best) {
+          best = kl;
+          bi = i;
+        }
+      }
+      double t = bi * q->hw;
+      if (t < *hi) *hi = t;
+      if (-t > *lo) *lo = -t;
+    }
+    free(p);
+    free(qq);
+  }
+  if (*lo > 0) *lo = 0;
+  if (*hi < 0) *hi = 0;
+}
+
+/* Activation scale and zero point from a range (ONNX Runtime's formulas). */
+static void act_params(bool int8, double lo, double hi, float *scale, int *zp) {
+  double qmin = int8 ? -128 : 0, qmax = int8 ? 127 : 255;
+  if (hi - lo < 1e-30) {
+    *scale = 1.0f; /* an all-zero tensor: any scale is exact */
+    *zp = 0;
+    return;
+  }
+  float s = (float)((hi - lo) / (qmax - qmin));
+  double z = nearbyint(qmin - lo / s);
+  *scale = s;
+  *zp = (int)(z < qmin ? qmin : (z > qmax ? qmax : z));
+}
+
+/* ---------- weights ---------- */
+
+/* QuantizeLinear's arithmetic: float division, round half to even, clamp. */
+static int64_t qround(float x, float s, int64_t lo, int64_t hi) {
+  float r = nearbyintf(x / s);
+  if (isnan(r)) return 0;
+  double v = r;
+  return v < (double)lo ? lo : (v > (double)hi ? hi : (int64_t)v);
+}
+
+static dm_err quantize_slot(ctx *c, qslot *sl) {
+  const dm_onnx_tensor *t = &c->g->initializers[sl->init];
+  float *w = malloc(t->nbytes ? t->nbytes : 1);
+  if (!w) return DM_NOMEM;
+  if (t->nbytes) memcpy(w, t->data, t->nbytes); /* maybe unaligned */
+  int64_t nch = sl->axis < 0 ? 1 : t->dims[sl->axis];
+  int64_t inner = 1;
+  if (sl->axis >= 0)
+    for (int d = sl->axis + 1; d < t->ndim; d++) inner *= t->dims[d];
+  sl->n_scale = nch;
+  sl->scale = calloc((size_t)nch, sizeof *sl->scale);
+  sl->q = malloc((size_t)t->numel * (sl->bias ? 4 : 1));
+  if (!sl->scale || !sl->q) {
+    free(w);
+    return DM_NOMEM;
+  }
+  if (!sl->bias) {
+    float *amax = calloc((size_t)nch, sizeof *amax);
+    if (!amax) {
+      free(w);
+      return DM_NOMEM;
+    }
+    for (int64_t i = 0; i < t->numel; i++) {
+      int64_t ch = sl->axis < 0 ? 0 : (i / inner) % nch;
+      float a = fabsf(w[i]);
+      if (a > amax[ch]) amax[ch] = a;
+    }
+    for (int64_t ch = 0; ch < nch; ch++)
+      sl->scale[ch] = amax[ch] > 0 ? amax[ch] / 127.0f : 1.0f;
+    free(amax);
+    int8_t *q = sl->q;
+    for (int64_t i = 0; i < t->numel; i++) {
+      int64_t ch = sl->axis < 0 ? 0 : (i / inner) % nch;
+      q[i] = (int8_t)qround(w[i], sl->scale[ch], -127, 127);
+    }
+  } else {
+    const qslot *ws = &c->slots[sl->wslot];
+    float sx = c->acts[sl->act].scale;
+    int32_t *q = sl->q;
+    for (int64_t ch = 0; ch < nch; ch++)
+      sl->scale[ch] = sx * ws->scale[ws->n_scale == 1 ? 0 : ch];
+    for (int64_t i = 0; i < t->numel; i++) {
+      float s = sl->scale[sl->axis < 0 ? 0 : i];
+      q[i] = (int32_t)qround(w[i], s, -2147483647, 2147483647);
+    }
+  }
+  free(w);
+  return DM_OK;
+}
+
+/* ---------- writing the QDQ graph ---------- */
+
+typedef struct out_graph {
+  dm_onnx_node *nodes;
+  size_t n_nodes, cap_nodes;
+  dm_onnx_tensor *inits;
+  size_t n_inits, cap_inits;
+} out_graph;
+
+static dm_onnx_node *new_node(out_graph *o) {
+  if (o->n_nodes == o->cap_nodes) {
+    size_t nc = o->cap_nodes ? o->cap_nodes * 2 : 256;
+    dm_onnx_node *q = realloc(o->nodes, nc * sizeof *q);
+    if (!q) return NULL;
+    o->nodes = q;
+    o->cap_nodes = nc;
+  }
+  dm_onnx_node *n = &o->nodes[o->n_nodes++];
+  memset(n, 0, sizeof *n);
+  n->name = n->domain = "";
+  return n;
+}
+
+static dm_onnx_tensor *new_init(out_graph *o) {
+  if (o->n_inits == o->cap_inits) {
+    size_t nc = o->cap_inits ? o->cap_inits * 2 : 256;
+    dm_onnx_tensor *q = realloc(o->inits, nc * sizeof *q);
+    if (!q) return NULL;
+    o->inits = q;
+    o->cap_inits = nc;
+  }
+  dm_onnx_tensor *t = &o->inits[o->n_inits++];
+  memset(t, 0, sizeof *t);
+  return t;
+}
+
+/* Zeroed storage tied to the output graph (node arrays, tensor data). */
+static void *keep_alloc(ctx *c, size_t n) {
+  if (c->n_bufs == c->cap_bufs) {
+    size_t nc = c->cap_bufs ? c->cap_bufs * 2 : 256;
+    void **q = realloc(c->bufs, nc * sizeof *q);
+    if (!q) return NULL;
+    c->bufs = q;
+    c->cap_bufs = nc;
+  }
+  void *p = calloc(1, n ? n : 1);
+  if (p) c->bufs[c->n_bufs++] = p;
+  return p;
+}
+
+static dm_err add_tensor(ctx *c, out_graph *o, const char *name, int32_t dt,
+                         int ndim, const int64_t *dims, const void *data) {
+  dm_onnx_tensor *t = new_init(o);
+  if (!t) return DM_NOMEM;
+  t->name = name;
+  t->dtype = dt;
+  t->ndim = ndim;
+  t->numel = 1;
+  for (int d = 0; d < ndim; d++) {
+    t->dims[d] = dims[d];
+    t->numel *= dims[d];
+  }
+  t->nbytes = (size_t)t->numel * dm_onnx_dtype_size(dt);
+  void *copy = keep_alloc(c, t->nbytes);
+  if (!copy) return DM_NOMEM;
+  if (t->nbytes) memcpy(copy, data, t->nbytes);
+  t->data = copy;
+  return DM_OK;
+}
+
+/* A QuantizeLinear or DequantizeLinear node x -> y with axis (>= 0) or
+ * per-tensor (axis < 0). */
+static dm_err add_qdq_node(ctx *c, out_graph *o, bool quant, const char *x,
+                           const char *s, const char *z, const char *y,
+                           int axis) {
+  dm_onnx_node *n = new_node(o);
+  if (!n) return DM_NOMEM;
+  const char **ins = keep_alloc(c, 3 * sizeof *ins);
+  const char **outs = keep_alloc(c, sizeof *outs);
+  dm_onnx_attr *a = keep_alloc(c, sizeof *a);
+  if (!ins || !outs || !a) return DM_NOMEM;
+  ins[0] = x;
+  ins[1] = s;
+  ins[2] = z;
+  outs[0] = y;
+  n->op_type = quant ? "QuantizeLinear" : "DequantizeLinear";
+  n->name = sfmt(c, "%s_%s", y, quant ? "QuantizeLinear" : "DequantizeLinear");
+  if (!n->name) return DM_NOMEM;
+  n->inputs = ins;
+  n->n_inputs = z ? 3 : 2;
+  n->outputs = outs;
+  n->n_outputs = 1;
+  if (axis >= 0) {
+    a->name = "axis";
+    a->type = DM_ONNX_ATTR_INT;
+    a->i = axis;
+    n->attrs = a;
+    n->n_attrs = 1;
+  }
+  return DM_OK;
+}
+
+/* Scale/zero point initializers and the QDQ pair of activation q. */
+static dm_err emit_act(ctx *c, out_graph *o, qact *q) {
+  dm_err rc;
+  int32_t zt = c->act_int8 ? DM_ONNX_INT8 : DM_ONNX_UINT8;
+  uint8_t zb = c->act_int8 ? (uint8_t)(int8_t)q->zp : (uint8_t)q->zp;
+  if ((rc = add_tensor(c, o, q->s_name, DM_ONNX_FLOAT, 0, NULL, &q->scale)) ||
+      (rc = add_tensor(c, o, q->z_name, zt, 0, NULL, &zb)) ||
+      (rc = add_qdq_node(c, o, true, q->name, q->s_name, q->z_name, q->q_out,
+                         -1)) ||
+      (rc = add_qdq_node(c, o, false, q->q_out, q->s_name, q->z_name,
+                         q->dq_out, -1)))
+    return rc;
+  return DM_OK;
+}
+
+static dm_err emit_slot(ctx *c, out_graph *o, qslot *sl) {
+  const dm_onnx_tensor *t = &c->g->initializers[sl->init];
+  const char *qn = uniq(c, t->name, "_quantized");
+  const char *sn = uniq(c, t->name, "_scale");
+  const char *zn = uniq(c, t->name, "_zero_point");
+  sl->dq_out = uniq(c, t->name, "_dequantized");
+  if (!qn || !sn || !zn || !sl->dq_out) return DM_NOMEM;
+  dm_err rc;
+  int64_t ns = sl->n_scale;
+  void *zeros = keep_alloc(c, (size_t)ns * 4);
+  if (!zeros) return DM_NOMEM;
+  int32_t zt = sl->bias ? DM_ONNX_INT32 : DM_ONNX_INT8;
+  bool per_axis = sl->axis >= 0;
+  if ((rc = add_tensor(c, o, qn, zt, t->ndim, t->dims, sl->q)) ||
+      (rc = add_tensor(c, o, sn, DM_ONNX_FLOAT, per_axis ? 1 : 0, &ns,
+                       sl->scale)) ||
+      (rc = add_tensor(c, o, zn, zt, per_axis ? 1 : 0, &ns, zeros)) ||
+      (rc = add_qdq_node(c, o, false, qn, sn, zn, sl->dq_out, sl->axis)))
+    return rc;
+  return DM_OK;
+}
+
+/* Metadata: the source's, quant_* keys replaced by the calibration facts. */
+static dm_err build_meta(ctx *c, const char *calib_dir, int used,
+                         dm_onnx_prop **out, size_t *n_out) {
+  const dm_onnx_model *m = c->m;
+  dm_onnx_prop *p = calloc(m->n_metadata + 8, sizeof *p);
+  if (!p) return DM_NOMEM;
+  size_t n = 0;
+  for (size_t i = 0; i < m->n_metadata; i++)
+    if (strncmp(m->metadata[i].key, "quant_", 6) != 0) p[n++] = m->metadata[i];
+  char date[32];
+  time_t now = time(NULL);
+  struct tm tmv;
+  gmtime_r(&now, &tmv);
+  strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+  const char *base = strrchr(calib_dir, '/');
+  static const char *const mname[] = {"minmax", "percentile", "entropy"};
+  const char *method_s = c->meth == M_PERCENTILE
+                             ? sfmt(c, "percentile %g", c->pct)
+                             : sfmt(c, "%s", mname[c->meth]);
+  p[n++] = (dm_onnx_prop){"quant_format", "QDQ"};
+  p[n++] = (dm_onnx_prop){
+      "quant_weights", c->per_tensor ? "int8 symmetric per-tensor"
+                                     : "int8 symmetric per-channel"};
+  p[n++] = (dm_onnx_prop){"quant_activations",
+                          c->act_int8 ? "int8 asymmetric per-tensor"
+                                      : "uint8 asymmetric per-tensor"};
+  p[n++] = (dm_onnx_prop){"quant_method", method_s};
+  p[n++] = (dm_onnx_prop){"quant_calib_count", sfmt(c, "%d", used)};
+  p[n++] = (dm_onnx_prop){"quant_calib_dir", sfmt(c, "%s", base && base[1] ? base + 1 : calib_dir)};
+  p[n++] = (dm_onnx_prop){"quant_date", sfmt(c, "%s", date)};
+  for (size_t i = 0; i < n; i++)
+    if (!p[i].value) {
+      free(p);
+      return DM_NOMEM;
+    }
+  *out = p;
+  *n_out = n;
+  return DM_OK;
+}
+
+static dm_err write_qdq(ctx *c, const char *path, const char *calib_dir,
+                        int used, dm_errbuf *eb) {
+  const dm_onnx_graph *g = c->g;
+  out_graph o = {0};
+  dm_err rc = DM_NOMEM;
+  dm_onnx_prop *meta = NULL;
+  size_t n_meta = 0;
+  dm_onnx_opset *ops = NULL;
+  /* initializers: the originals still read by something unquantized */
+  for (size_t i = 0; i < g->n_initializers; i++) {
+    bool used_float = false, quantized = false;
+    for (size_t ni = 0; ni < g->n_nodes; ni++)
+      for (size_t k = 0; k < g->nodes[ni].n_inputs; k++) {
+        if (strcmp(g->nodes[ni].inputs[k], g->initializers[i].name)) continue;
+        bool q = false;
+        for (int s = 0; s < c->n_slots; s++)
+          q |= c->slots[s].node == (int)ni && c->slots[s].input == (int)k &&
+               c->slots[s].q;
+        quantized |= q;
+        used_float |= !q;
+      }
+    for (size_t k = 0; k < g->n_outputs; k++)
+      used_float |= !strcmp(g->outputs[k].name, g->initializers[i].name);
+    if (used_float || !quantized) {
+      dm_onnx_tensor *t = new_init(&o);
+      if (!t) goto out;
+      *t = g->initializers[i];
+    }
+  }
+  /* weight and bias DequantizeLinear first */
+  for (int s = 0; s < c->n_slots; s++)
+    if (c->slots[s].q && (rc = emit_slot(c, &o, &c->slots[s]))) goto out;
+  /* QDQ of graph inputs */
+  for (int a = 0; a < c->n_acts; a++)
+    if (c->acts[a].usable && c->acts[a].producer < 0 &&
+        (rc = emit_act(c, &o, &c->acts[a])))
+      goto out;
+  rc = DM_NOMEM;
+  for (size_t ni = 0; ni < g->n_nodes; ni++) {
+    const dm_onnx_node *src = &g->nodes[ni];
+    dm_onnx_node *n = new_node(&o);
+    if (!n) goto out;
+    *n = *src;
+    const char **ins = keep_alloc(c, (src->n_inputs + 1) * sizeof *ins);
+    if (!ins) goto out;
+    for (size_t k = 0; k < src->n_inputs; k++) {
+      ins[k] = src->inputs[k];
+      int a = ins[k][0] ? act_index(c, ins[k]) : -1;
+      if (a >= 0 && c->acts[a].usable) ins[k] = c->acts[a].dq_out;
+      for (int s = 0; s < c->n_slots; s++)
+        if (c->slots[s].q && c->slots[s].node == (int)ni &&
+            c->slots[s].input == (int)k)
+          ins[k] = c->slots[s].dq_out;
+    }
+    n->inputs = ins;
+    for (size_t k = 0; k < src->n_outputs; k++) {
+      int a = src->outputs[k][0] ? act_index(c, src->outputs[k]) : -1;
+      if (a >= 0 && c->acts[a].usable && (rc = emit_act(c, &o, &c->acts[a])))
+        goto out;
+      rc = DM_NOMEM;
+    }
+  }
+  if ((rc = build_meta(c, calib_dir, used, &meta, &n_meta))) goto out;
+  rc = DM_NOMEM;
+  dm_onnx_model m = *c->m;
+  m.producer_name = "dermal quantize";
+  m.producer_version = "";
+  m.metadata = meta;
+  m.n_metadata = n_meta;
+  if (m.ir_version < 7) m.ir_version = 7; /* QDQ per-axis needs IR >= 7 */
+  m.graph.nodes = o.nodes;
+  m.graph.n_nodes = o.n_nodes;
+  m.graph.initializers = o.inits;
+  m.graph.n_initializers = o.n_inits;
+  /* IR < 4 listed initializers among the inputs; keep only real inputs */
+  dm_onnx_value_info *vin = calloc(g->n_inputs + 1, sizeof *vin);
+  if (!vin) goto out;
+  size_t nin = 0;
+  for (size_t i = 0; i < g->n_inputs; i++)
+    if (find_init(g, g->inputs[i].name) < 0) vin[nin++] = g->inputs[i];
+  m.graph.inputs = vin;
+  m.graph.n_inputs = nin;
+  rc = dm_onnx_write(&m, path, eb);
+  free(vin);
+out:
+  if (rc == DM_NOMEM && !eb->msg[0]) dm_errf(eb, DM_NOMEM, "out of memory");
+  free(o.nodes);
+  free(o.inits);
+  free(meta);
+  free(ops);
+  return rc;
+}
+
+/* ---------- the command ---------- */
+
+static void ctx_free(ctx *c) {
+  for (int a = 0; a < c->n_acts; a++) free(c->acts[a].hist);
+  free(c->acts);
+  for (int s = 0; s < c->n_slots; s++) {
+    free(c->slots[s].scale);
+    free(c->slots[s].q);
+  }
+  free(c->slots);
+  for (size_t i = 0; i < c->n_strs; i++) free(c->strs[i]);
+  free(c->strs);
+  for (size_t i = 0; i < c->n_bufs; i++) free(c->bufs[i]);
+  free(c->bufs);
+}
+
+int dm_cli_quantize(int argc, char **argv) {
+  const char *model = NULL, *calib = NULL, *out = NULL;
+  int count = 100, threads = 1, st = 1;
+  bool verify = true;
+  dm_backend_kind backend = DM_BACKEND_ONEDNN;
+  ctx c;
+  memset(&c, 0, sizeof c);
+  c.pct = 99.999;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    bool has = i + 1 < argc;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(help, stdout);
+      return 0;
+    } else if (!strcmp(a, "--model") && has) {
+      model = argv[++i];
+    } else if (!strcmp(a, "--calib") && has) {
+      calib = argv[++i];
+    } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && has) {
+      out = argv[++i];
+    } else if (!strcmp(a, "--calib-count") && has) {
+      if (dm_cli_parse_int(a, argv[++i], 1, 1000000, &count)) goto usage;
+    } else if (!strcmp(a, "--threads") && has) {
+      if (dm_cli_parse_int(a, argv[++i], 1, 256, &threads)) goto usage;
+    } else if (!strcmp(a, "--method") && has) {
+      const char *v = argv[++i];
+      if (!strcmp(v, "minmax")) c.meth = M_MINMAX;
+      else if (!strcmp(v, "percentile")) c.meth = M_PERCENTILE;
+      else if (!strcmp(v, "entropy")) c.meth = M_ENTROPY;
+      else {
+        fprintf(stderr, "dermal quantize: --method expects minmax, percentile "
+                        "or entropy\n");
+        goto usage;
+      }
+    } else if (!strcmp(a, "--percentile") && has) {
+      char *end;
+      c.pct = strtod(argv[++i], &end);
+      if (*end || !(c.pct > 50 && c.pct <= 100)) {
+        fprintf(stderr, "dermal quantize: --percentile expects (50, 100]\n");
+        goto usage;
+      }
+    } else if (!strcmp(a, "--per-tensor-weights")) {
+      c.per_tensor = true;
+    } else if (!strcmp(a, "--act-type") && has) {
+      const char *v = argv[++i];
+      if (!strcmp(v, "int8")) c.act_int8 = true;
+      else if (strcmp(v, "uint8")) {
+        fprintf(stderr, "dermal quantize: --act-type expects uint8 or int8\n");
+        goto usage;
+      }
+    } else if (!strcmp(a, "--backend") && has) {
+      const char *v = argv[++i];
+      if (!strcmp(v, "ref")) backend = DM_BACKEND_REF;
+      else if (strcmp(v, "onednn")) {
+        fprintf(stderr, "dermal quantize: --backend expects onednn or ref\n");
+        goto usage;
+      }
+    } else if (!strcmp(a, "--no-verify")) {
+      verify = false;
+    } else if (a[0] != '-' && !model) {
+      model = a;
+    } else {
+      fprintf(stderr, "dermal quantize: unexpected argument '%s'\n", a);
+      goto usage;
+    }
+  }
+  if (!model || !calib || !out) {
+    fprintf(stderr, "dermal quantize: MODEL, --calib DIR and -o OUT are "
+                    "required\n");
+    goto usage;
+  }
+  c.tty = isatty(2);
+
+  dm_errbuf eb = {{0}};
+  dm_onnx_model *om = NULL;
+  dm_model *dmm = NULL, *qm = NULL;
+  dm_engine *e = NULL;
+  dm_session *s = NULL;
+  dm_predictor *pr = NULL;
+  char **imgs = NULL;
+  int n_img = 0, used = 0, *top1 = NULL;
+  const char **keep = NULL;
+  double t0 = dm_cli_now_ms();
+  dm_err rc;
+
+  dm_model_opts mo = {.backend = backend, .threads = threads};
+  if ((rc = dm_model_open(model, &mo, &dmm, &eb)) ||
+      (rc = dm_onnx_open(model, &om, &eb))) {
+    fprintf(stderr, "dermal quantize: %s: %s\n", model, eb.msg);
+    goto done;
+  }
+  c.m = om;
+  c.g = &om->graph;
+  if (om->opset < 10) {
+    fprintf(stderr, "dermal quantize: %s: opset %lld < 10 has no "
+                    "QuantizeLinear\n", model, (long long)om->opset);
+    goto done;
+  }
+  if (om->opset < 13 && !c.per_tensor) {
+    fprintf(stderr, "dermal quantize: opset %lld < 13: per-tensor weights "
+                    "(per-axis DequantizeLinear needs opset 13)\n",
+            (long long)om->opset);
+    c.per_tensor = true;
+  }
+  if (plan(&c)) {
+    fprintf(stderr, "dermal quantize: out of memory\n");
+    goto done;
+  }
+  imgs = list_images(calib, count, &n_img);
+  if (n_img == 0) {
+    fprintf(stderr, "dermal quantize: no JPEG/PNG/WebP images in %s\n", calib);
+    goto done;
+  }
+  keep = calloc((size_t)c.n_acts + 1, sizeof *keep);
+  top1 = calloc((size_t)n_img, sizeof *top1);
+  if (!keep || !top1) goto nomem;
+  for (int a = 0; a < c.n_acts; a++) keep[a] = c.acts[a].name;
+  dm_engine_opts eo = {.backend = backend, .threads = threads,
+                       .keep = keep, .n_keep = (size_t)c.n_acts};
+  if ((rc = dm_engine_new(om, &eo, &e, &eb)) ||
+      (rc = dm_session_new(e, &s, &eb))) {
+    fprintf(stderr, "dermal quantize: %s\n", eb.msg);
+    goto done;
+  }
+  const dm_model_info *info = dm_model_get_info(dmm);
+  if ((rc = calib_pass(&c, 1, s, e, info, imgs, n_img, top1, &used, &eb))) {
+    fprintf(stderr, "dermal quantize: %s\n", eb.msg);
+    goto done;
+  }
+  if (used == 0) {
+    fprintf(stderr, "dermal quantize: no calibration image could be read\n");
+    goto done;
+  }
+  if (c.meth != M_MINMAX) {
+    for (int a = 0; a < c.n_acts; a++) {
+      qact *q = &c.acts[a];
+      if (!q->usable) continue;
+      q->hist = calloc(HBINS, sizeof *q->hist);
+      if (!q->hist) goto nomem;
+      if (c.meth == M_ENTROPY) {
+        double amax = fmax(fabs((double)q->min), fabs((double)q->max));
+        q->hlo = 0;
+        q->hw = amax / HBINS;
+      } else {
+        q->hlo = q->min;
+        q->hw = ((double)q->max - q->min) / HBINS;
+      }
+    }
+    if ((rc = calib_pass(&c, 2, s, e, info, imgs, n_img, NULL, NULL, &eb))) {
+      fprintf(stderr, "dermal quantize: %s\n", eb.msg);
+      goto done;
+    }
+  }
+  dm_session_free(s);
+  s = NULL;
+  dm_engine_free(e);
+  e = NULL;
+  /* scales, names */
+  int n_q = 0;
+  for (int a = 0; a < c.n_acts; a++) {
+    qact *q = &c.acts[a];
+    if (!q->usable || !(q->min <= q->max)) {
+      q->usable = false;
+      continue;
+    }
+    double lo, hi;
+    choose_range(&c, q, &lo, &hi);
+    act_params(c.act_int8, lo, hi, &q->scale, &q->zp);
+    q->q_out = uniq(&c, q->name, "_quantized");
+    q->dq_out = uniq(&c, q->name, "_dequantized");
+    q->s_name = uniq(&c, q->name, "_scale");
+    q->z_name = uniq(&c, q->name, "_zero_point");
+    if (!q->q_out || !q->dq_out || !q->s_name || !q->z_name) goto nomem;
+    n_q++;
+  }
+  int n_w = 0, n_b = 0;
+  for (int pass = 0; pass < 2; pass++) /* weights before the biases */
+    for (int i = 0; i < c.n_slots; i++) {
+      qslot *sl = &c.slots[i];
+      if (sl->bias != (pass == 1)) continue;
+      if (sl->bias) {
+        const dm_onnx_node *n = &c.g->nodes[sl->node];
+        sl->act = act_index(&c, n->inputs[0]);
+        if (sl->act < 0 || !c.acts[sl->act].usable || !c.slots[sl->wslot].q)
+          continue; /* input not quantized: the bias stays float */
+        int64_t nch = c.g->initializers[sl->init].dims[0];
+        if (c.slots[sl->wslot].n_scale != 1 &&
+            c.slots[sl->wslot].n_scale != nch)
+          continue;
+        if (c.slots[sl->wslot].n_scale == 1) sl->axis = -1;
+      }
+      if (quantize_slot(&c, sl)) goto nomem;
+      if (sl->bias) n_b++;
+      else n_w++;
+    }
+  eb.msg[0] = 0;
+  if ((rc = write_qdq(&c, out, calib, used, &eb))) {
+    fprintf(stderr, "dermal quantize: %s: %s\n", out, eb.msg);
+    goto done;
+  }
+  size_t in_bytes = om->file_bytes, out_bytes = 0;
+  FILE *f = fopen(out, "rb");
+  if (f) {
+    fseek(f, 0, SEEK_END);
+    long l = ftell(f);
+    out_bytes = l > 0 ? (size_t)l : 0;
+    fclose(f);
+  }
+  printf("quantized %s -> %s\n", model, out);
+  printf("  activations: %d tensors (%s, %s), weights: %d int8 (%s), biases: "
+         "%d int32\n",
+         n_q, c.act_int8 ? "int8" : "uint8",
+         c.meth == M_MINMAX ? "minmax"
+                            : (c.meth == M_PERCENTILE ? "percentile" : "entropy"),
+         n_w, c.per_tensor ? "per-tensor" : "per-channel", n_b);
+  printf("  calibration: %d images from %s\n", used, calib);
+  printf("  size: %zu -> %zu bytes (%.1f%%)\n", in_bytes, out_bytes,
+         in_bytes ? 100.0 * (double)out_bytes / (double)in_bytes : 0.0);
+  if (verify) {
+    dm_model_opts qo = {.backend = backend, .threads = threads};
+    if ((rc = dm_model_open(out, &qo, &qm, &eb)) ||
+        (rc = dm_predictor_new(qm, &pr, &eb))) {
+      fprintf(stderr, "dermal quantize: the written model does not load: %s\n",
+              eb.msg);
+      goto done;
+    }
+    int agree = 0, total = 0;
+    for (int i = 0; i < n_img; i++) {
+      progress(&c, "verifying", i, n_img);
+      if (top1[i] < 0) continue;
+      dm_image im = {0};
+      dm_prediction pd;
+      if (load_input(imgs[i], dm_model_get_info(qm), NULL, &im, &eb)) continue;
+      rc = dm_predict_image(pr, &im, &pd, &eb);
+      dm_image_free(&im);
+      if (rc) {
+        fprintf(stderr, "dermal quantize: %s: %s\n", imgs[i], eb.msg);
+        goto done;
+      }
+      total++;
+      agree += pd.order[0] == top1[i];
+    }
+    progress(&c, "verifying", n_img, n_img);
+    printf("  top-1 agreement with fp32 on the calibration images: %.1f%% "
+           "(%d/%d)\n",
+           total ? 100.0 * agree / total : 0.0, agree, total);
+  }
+  printf("  time: %.1f s\n", (dm_cli_now_ms() - t0) / 1000.0);
+  st = 0;
+  goto done;
+nomem:
+  fprintf(stderr, "dermal quantize: out of memory\n");
+done:
+  dm_predictor_free(pr);
+  dm_model_release(qm);
+  dm_session_free(s);
+  dm_engine_free(e);
+  dm_model_release(dmm);
+  dm_onnx_free(om);
+  for (int i = 0; i < n_img; i++) free(imgs[i]);
+  free(imgs);
+  free(keep);
+  free(top1);
+  ctx_free(&c);
+  return st;
+usage:
+  fputs(help, stderr);
+  return 2;
+}

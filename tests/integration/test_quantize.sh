@@ -1,0 +1,117 @@
+#!/bin/bash
+# `dermal quantize` on torchvision classifiers (random seeded weights, opset
+# 13, exported by tools/export_torchvision.py into build/models, cached):
+# calibrated on the first 20 HAM10000 images of ../shared/data, the output
+# must pass onnx.checker, be a QDQ graph with int8 weights, keep the metadata
+# and add the calibration facts, weigh <= 30 % of the fp32 file, run in ONNX
+# Runtime (bench/ort_run.js), give the same top-1 and logits within 2 % on
+# dermal's ref and onednn backends and ORT (tests/integration/check_quant.py
+# says why not 1e-4), and agree on top-1 with the fp32 model on >= 90 % of
+# the calibration images (as `dermal quantize` measures it) and of 40
+# held-out images (`dermal predict`).  Each method (minmax, percentile,
+# entropy) and --per-tensor-weights run once on mobilenet_v2.
+# QUANTIZE overrides the command (default: "$DERMAL quantize").
+set -u
+O=${1:-build}
+cd "$(dirname "$0")/../.." || exit 2
+DERMAL=${DERMAL:-$PWD/$O/dermal}
+QUANTIZE=${QUANTIZE:-"$DERMAL quantize"}
+PY=/usr/bin/python3
+M=build/models
+IMAGES=${IMAGES:-../shared/data/ham10000/images}
+pass=0 fail=0 skip=0
+finish() { echo "test_quantize: $pass passed, $fail failed, $skip skipped"; [ $fail -eq 0 ]; exit; }
+if ! $PY -c 'import torch, torchvision, onnx, numpy' 2>/dev/null; then
+  echo "SKIP: Debian python3-torch/python3-torchvision/python3-onnx missing"
+  skip=1; finish
+fi
+if [ ! -d "$IMAGES" ]; then
+  echo "SKIP: $IMAGES absent (calibration images come from ../shared/data)"
+  skip=1; finish
+fi
+if [ ! -d bench/node_modules/onnxruntime-node ]; then
+  echo "SKIP: bench/node_modules/onnxruntime-node missing (cd bench && npm ci)"
+  skip=1; finish
+fi
+$PY tools/export_torchvision.py --out $M --opset 13 --models resnet18,mobilenet_v2 \
+  >/dev/null 2>&1 || { echo "FAIL export"; fail=$((fail + 1)); finish; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/calib" "$tmp/held"
+ls "$IMAGES" | grep -iE '\.(jpe?g|png)$' | sort | head -20 | while read -r f; do
+  ln -s "$(cd "$IMAGES" && pwd)/$f" "$tmp/calib/$f"; done
+ls "$IMAGES" | grep -iE '\.(jpe?g|png)$' | sort | sed -n '21,60p' | while read -r f; do
+  ln -s "$(cd "$IMAGES" && pwd)/$f" "$tmp/held/$f"; done
+
+# top-1 label per image from `dermal predict` (one line per image)
+top1() { "$DERMAL" predict "$1" "$tmp"/held/* --top 1 2>/dev/null | awk '{print $2}'; }
+
+quantize() { # label, model, out, extra args...
+  local label=$1 model=$2 out=$3; shift 3
+  if ! $QUANTIZE "$model" --calib "$tmp/calib" --calib-count 20 -o "$out" "$@" \
+      >"$tmp/q.log" 2>&1; then
+    echo "FAIL $label: dermal quantize: $(tail -3 "$tmp/q.log")"; fail=$((fail + 1)); return 1
+  fi
+  sed 's/^/  /' "$tmp/q.log"
+  local agr
+  agr=$(sed -n 's/.*top-1 agreement.*: \([0-9.]*\)%.*/\1/p' "$tmp/q.log")
+  if [ -n "$agr" ] && $PY -c "import sys; sys.exit(0 if $agr >= 90 else 1)"; then
+    pass=$((pass + 1)); echo "ok   $label: calibration top-1 agreement $agr%"
+  else
+    fail=$((fail + 1)); echo "FAIL $label: calibration top-1 agreement '$agr' < 90%"
+  fi
+}
+
+for a in mobilenet_v2 resnet18; do
+  f=$M/$a.opset13.onnx q=$tmp/$a.int8.onnx
+  [ -f "$f" ] || { echo "FAIL $a: not exported"; fail=$((fail + 1)); continue; }
+  quantize "$a" "$f" "$q" || continue
+  ok=1
+  node bench/ort_run.js "$q" $M/$a.input.npy "$tmp/$a.ort.npy" >"$tmp/ort.log" 2>&1 ||
+    { echo "FAIL $a: ONNX Runtime: $(tail -3 "$tmp/ort.log")"; ok=0; }
+  for be in ref onednn; do
+    "$DERMAL" run "$q" --input $M/$a.input.npy --output "$tmp/$a.$be.npy" --backend $be \
+      >"$tmp/run.log" 2>&1 || { echo "FAIL $a $be: $(cat "$tmp/run.log")"; ok=0; }
+  done
+  if [ $ok = 1 ]; then
+    out=$($PY tests/integration/check_quant.py "$f" "$q" "$tmp/$a.ref.npy" \
+      "$tmp/$a.onednn.npy" "$tmp/$a.ort.npy")
+    echo "$out" | sed "s/^\(ok  \|FAIL\) /\1 $a: /"
+    pass=$((pass + $(echo "$out" | grep -c '^ok'))); fail=$((fail + $(echo "$out" | grep -c '^FAIL')))
+  else
+    fail=$((fail + 1))
+  fi
+  # held-out images: top-1 of the int8 model against the fp32 model
+  top1 "$f" >"$tmp/fp32.top"; top1 "$q" >"$tmp/int8.top"
+  n=$(wc -l <"$tmp/fp32.top"); same=$(paste -d' ' "$tmp/fp32.top" "$tmp/int8.top" | awk '$1==$2' | wc -l)
+  if [ "$n" -gt 0 ] && [ $((same * 100)) -ge $((n * 90)) ] && [ "$(wc -l <"$tmp/int8.top")" = "$n" ]; then
+    pass=$((pass + 1)); echo "ok   $a: held-out top-1 agreement $same/$n"
+  else
+    fail=$((fail + 1)); echo "FAIL $a: held-out top-1 agreement $same/$n < 90%"
+  fi
+done
+
+# methods and options (mobilenet_v2): each must produce a model ORT runs
+f=$M/mobilenet_v2.opset13.onnx
+for opt in "--method percentile" "--method entropy" "--per-tensor-weights" "--act-type int8"; do
+  label="mobilenet_v2 ${opt#--}"
+  q=$tmp/mv2.opt.onnx
+  quantize "$label" "$f" "$q" $opt || continue
+  if node bench/ort_run.js "$q" $M/mobilenet_v2.input.npy "$tmp/o.npy" >"$tmp/ort.log" 2>&1 &&
+     "$DERMAL" run "$q" --input $M/mobilenet_v2.input.npy --output "$tmp/r.npy" --backend ref >/dev/null 2>&1 &&
+     $PY - "$tmp/r.npy" "$tmp/o.npy" <<'PYEOF'
+import sys, numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+d = float(np.abs(a - b).max()) / float(np.abs(b).max())
+print("ok   dermal vs ORT: %.2f%% of max|b|, top-1 %d/%d" % (100 * d, a.argmax(), b.argmax()))
+sys.exit(0 if d <= 0.02 and a.argmax() == b.argmax() else 1)
+PYEOF
+  then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $label: ORT/dermal disagree or fail"; fi
+done
+# usage errors
+if $QUANTIZE "$f" -o "$tmp/x.onnx" >/dev/null 2>&1; then
+  fail=$((fail + 1)); echo "FAIL quantize without --calib succeeded"
+else pass=$((pass + 1)); fi
+if $QUANTIZE "$f" --calib "$tmp/nothing" -o "$tmp/x.onnx" >/dev/null 2>&1; then
+  fail=$((fail + 1)); echo "FAIL quantize with an empty calibration folder succeeded"
+else pass=$((pass + 1)); fi
+finish
