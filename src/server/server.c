@@ -71,13 +71,15 @@ struct req {
   size_t len, cap, bytes_in;
   char filename[128];
   char f_top[16], f_gradcam[16]; /* form fields of a multipart upload */
-  char f_cam_class[32], f_cam_method[16], f_alpha[16], f_hmax[16];
+  char f_cam_class[32], f_cam_method[16], f_alpha[16], f_hmax[16],
+      f_history[16];
   /* options */
   int top_k;
   char cam_class[32];   /* gradcam_class: label to explain, "" = top-1 */
   int cam_method;       /* gradcam_method */
   float cam_alpha;      /* alpha: heatmap weight in the overlay */
   int heatmap_max;      /* longest side of heatmap_png */
+  bool no_history;      /* history=0: do not store (re-explanations) */
   const char *heatmap_status; /* NULL: no heatmap asked */
   bool want_cam;              /* compute the Grad-CAM heatmap */
   /* worker's answer */
@@ -328,6 +330,7 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind,
               : !strcmp(key, "gradcam_method") ? r->f_cam_method
               : !strcmp(key, "alpha")          ? r->f_alpha
               : !strcmp(key, "heatmap_max")    ? r->f_hmax
+              : !strcmp(key, "history")        ? r->f_history
                                                : NULL;
   if (dst) {
     size_t have = strlen(dst);
@@ -565,6 +568,11 @@ static enum MHD_Result admit_prediction(dm_server *s, req *r) {
     return respond_error(r, 400, "heatmap_max must be an integer in 16..4096",
                          0, NULL);
   r->heatmap_max = (int)hmax;
+  const char *hi = query(r, "history");
+  if (!hi && r->f_history[0]) hi = r->f_history;
+  int hflag = hi ? parse_flag(hi) : 1;
+  if (hflag < 0) return respond_error(r, 400, "history must be 0 or 1", 0, NULL);
+  r->no_history = hflag == 0;
   int pressure = memory_pressure(s, NULL);
   if (pressure == 2) {
     atomic_fetch_add(&s->met.memory_shed, 1);
@@ -889,7 +897,7 @@ static void predict_one(worker_ctx *w, req *r) {
   char *body = pj ? decorate(r, in, pj, queue_ms, total_ms, camj) : NULL;
   json_decref(camj);
   free(pj);
-  if (s->store && body) {
+  if (s->store && body && !r->no_history) {
     uint8_t d[32];
     char sha[65], ipath[1300];
     dm__sha256 h;

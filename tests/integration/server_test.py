@@ -243,7 +243,7 @@ check(st == 200 and g.get("class") == "vasc" and g.get("method") == "gradcampp" 
 st, h, d = upload(s, JPG, extra=[("gradcam", None, b"1"), ("gradcam_class", None, b"mel")])
 check(st == 200 and d.get("gradcam", {}).get("class") == "mel", "gradcam_class as a form field",
       (st, d.get("gradcam")))
-for bad in ["gradcam_class=nope", "gradcam_method=magic", "alpha=2", "heatmap_max=5"]:
+for bad in ["gradcam_class=nope", "gradcam_method=magic", "alpha=2", "heatmap_max=5", "history=maybe"]:
     st, h, d = s.json("POST", "/api/v1/predict?gradcam=1&" + bad, JPG)
     check(st == 400 and is_error_json(d), bad + " -> 400", (st, d))
 st, h, d = s.json("GET", "/nope")
@@ -272,6 +272,12 @@ check(st == 200 and any(it["request_id"] == "abc-123" for it in d.get("items", [
       "history records the request id", st)
 st, h, d = s.json("GET", "/history?limit=0")
 check(st == 400, "history limit=0 -> 400", st)
+st, h, d = s.json("GET", "/history?limit=100")
+n_before = len(d.get("items", []))
+st, h, d = s.json("POST", "/api/v1/predict?gradcam=1&history=0", JPG)
+st2, h, d2 = s.json("GET", "/history?limit=100")
+check(st == 200 and len(d2.get("items", [])) == n_before,
+      "history=0 answers but stores nothing (page re-explanations)", (st, n_before, len(d2.get("items", []))))
 
 # metrics
 st, h, body = s.req("GET", "/metrics")
