@@ -1977,6 +1977,9 @@ static void fuse_post(dm_graph *g, bool *dead) {
           break;
         /* the addend must exist before c runs */
         if (o->producer > i) break;
+        /* addends go after the optional bias/C slot, which stays -1 when
+         * absent, so kernels never mistake an addend for a bias */
+        while (c->n_in < 3) c->in[c->n_in++] = -1;
         c->in[c->n_in] = other;
         c->post[c->n_post].kind = DM_POST_ADD;
         c->post[c->n_post].input = c->n_in;

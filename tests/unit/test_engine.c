@@ -356,6 +356,56 @@ static void test_input_checks(void) {
   dm_engine_free(e);
 }
 
+/* A residual Add fused into a Conv without bias: the addend must not land
+ * in the bias slot (regression). */
+static void test_add_into_biasless_conv(void) {
+  pb g = {0}, n;
+  int64_t pads1[] = {1, 1, 1, 1};
+  n = pb_node("Conv", "conv", IN("x", "w"), IN("c"));
+  pb_attr_ints(&n, "pads", pads1, 4);
+  node(&g, &n);
+  n = pb_node("Add", "add", IN("c", "x"), IN("y"));
+  node(&g, &n);
+  int64_t wd[] = {8, 8, 3, 3}, xd[] = {1, 8, 12, 12};
+  init_f(&g, "w", wd, 4, -0.3f, 0.3f);
+  pb_value_info(&g, 11, "x", xd, 4);
+  pb_value_info(&g, 12, "y", xd, 4);
+  pb mb = pb_model(&g, 13);
+  dm_onnx_model *m = NULL;
+  dm_errbuf eb = {{0}};
+  if (dm_onnx_parse(mb.p, mb.n, NULL, &m, &eb)) {
+    CHECK(0, "parse: %s", eb.msg);
+    free(mb.p);
+    return;
+  }
+  static float out[3][8 * 12 * 12];
+  for (int k = 0; k < 3; k++) {
+    dm_engine_opts o = {.backend = k == 2 ? DM_BACKEND_ONEDNN : DM_BACKEND_REF,
+                        .threads = 1, .no_opt = k == 0};
+    dm_engine *e = NULL;
+    dm_session *s = NULL;
+    dm_tensor x = in_tensor();
+    dm_err rc = dm_engine_new(m, &o, &e, &eb);
+    if (!rc) rc = dm_session_new(e, &s, &eb);
+    if (!rc) rc = dm_session_run(s, &x, 1, &eb);
+    CHECK(rc == DM_OK, "biasless conv + add, variant %d: %s", k, eb.msg);
+    if (!rc) memcpy(out[k], dm_session_output(s, 0).data, sizeof out[k]);
+    if (k == 1 && e)
+      CHECK(dm_engine_get_stats(e)->fused_act == 1, "add fused");
+    dm_session_free(s);
+    dm_engine_free(e);
+  }
+  float d1 = 0, d2 = 0;
+  for (int i = 0; i < 8 * 12 * 12; i++) {
+    d1 = fmaxf(d1, fabsf(out[1][i] - out[0][i]));
+    d2 = fmaxf(d2, fabsf(out[2][i] - out[0][i]));
+  }
+  CHECK(d1 < 1e-5f && d2 < 1e-4f, "fused biasless conv+add: %g %g", (double)d1,
+        (double)d2);
+  dm_onnx_free(m);
+  free(mb.p);
+}
+
 int main(void) {
   for (size_t i = 0; i < sizeof input / sizeof input[0]; i++)
     input[i] = frand() * 2.f;
@@ -369,6 +419,7 @@ int main(void) {
   test_passes_and_plan();
   test_concurrent_sessions();
   test_input_checks();
+  test_add_into_biasless_conv();
   dm_onnx_free(model);
   free(model_bytes.p);
   printf("test_engine: %d passed, %d failed\n", passed, failed);
