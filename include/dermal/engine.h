@@ -36,8 +36,8 @@ typedef enum {
 typedef struct dm_engine_opts {
   dm_backend_kind backend;
   dm_precision precision;
-  int threads;  /* intra-op threads per run; <= 0 means 1 */
-  bool no_opt;  /* skip fusions (constant folding still runs); for tests */
+  int threads; /* intra-op threads per run; <= 0 means 1 */
+  bool no_opt; /* skip fusions (constant folding still runs); for tests */
   /* Optional concrete shapes for the graph inputs (index i = i-th input of
    * dm_engine_input), overriding symbolic dims in the file; static dims must
    * agree.  data is ignored.  NULL: symbolic batch dims become 1. */
@@ -68,16 +68,16 @@ typedef struct dm_tensor {
 } dm_tensor;
 
 typedef struct dm_engine_stats {
-  size_t nodes_in;        /* nodes in the file */
-  size_t nodes_run;       /* nodes executed per run after optimisation */
-  size_t folded_const;    /* nodes removed by constant folding */
-  size_t folded_bn;       /* BatchNormalization folded into Conv */
-  size_t fused_act;       /* activations/adds fused into Conv/Gemm */
-  size_t dead;            /* nodes removed as dead */
-  size_t arena_bytes;     /* activation arena per session */
-  size_t weight_bytes;    /* constant bytes used by the plan */
-  size_t weight_copied;   /* constant bytes copied (folded, unaligned) */
-  double load_ms;         /* build time */
+  size_t nodes_in;      /* nodes in the file */
+  size_t nodes_run;     /* nodes executed per run after optimisation */
+  size_t folded_const;  /* nodes removed by constant folding */
+  size_t folded_bn;     /* BatchNormalization folded into Conv */
+  size_t fused_act;     /* activations/adds fused into Conv/Gemm */
+  size_t dead;          /* nodes removed as dead */
+  size_t arena_bytes;   /* activation arena per session */
+  size_t weight_bytes;  /* constant bytes used by the plan */
+  size_t weight_copied; /* constant bytes copied (folded, unaligned) */
+  double load_ms;       /* build time */
 } dm_engine_stats;
 
 /* Builds an engine for m.  Fails with DM_UNSUPPORTED naming node, op and
@@ -116,9 +116,9 @@ dm_err dm_session_value(const dm_session *s, const char *name, dm_tensor *out,
 
 /* Grad-CAM inputs for one run (engine built with opts.cam). */
 typedef struct dm_cam_result {
-  int class_index;      /* explained class (top-1 unless asked) */
-  float score;          /* its pre-softmax score */
-  int64_t c, h, w;      /* target tensor [1, c, h, w] */
+  int class_index;         /* explained class (top-1 unless asked) */
+  float score;             /* its pre-softmax score */
+  int64_t c, h, w;         /* target tensor [1, c, h, w] */
   const float *activation; /* (c, h, w) target activation */
   const float *gradient;   /* (c, h, w) d score / d activation */
   double ms_tail;          /* time of the tail forward + backward */
@@ -129,8 +129,8 @@ typedef struct dm_cam_result {
  * the ops after it (pooling, reshapes, Gemm/MatMul, activations), in plain C.
  * The pointers in *out stay valid until the next run on s. */
 dm_err dm_session_run_cam(dm_session *s, const dm_tensor *inputs,
-                          size_t n_inputs, int class_index,
-                          dm_cam_result *out, dm_errbuf *eb);
+                          size_t n_inputs, int class_index, dm_cam_result *out,
+                          dm_errbuf *eb);
 /* Name of the Grad-CAM target ("" when the engine was built without cam). */
 const char *dm_engine_cam_target(const dm_engine *e);
 

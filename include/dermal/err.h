@@ -40,6 +40,7 @@ const char *dm_strerror(dm_err e);
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
-dm_err dm_errf(dm_errbuf *eb, dm_err rc, const char *fmt, ...);
+dm_err
+dm_errf(dm_errbuf *eb, dm_err rc, const char *fmt, ...);
 
 #endif

@@ -43,10 +43,10 @@ typedef struct dm_model dm_model;
 typedef struct dm_predictor dm_predictor;
 
 typedef struct dm_model_opts {
-  dm_backend_kind backend; /* default DM_BACKEND_ONEDNN */
-  dm_precision precision;  /* default DM_PRECISION_FP32 */
-  int threads;             /* intra-op threads per prediction; <= 0: 1 */
-  bool gradcam;            /* build for Grad-CAM (dm_predict_explain) */
+  dm_backend_kind backend;    /* default DM_BACKEND_ONEDNN */
+  dm_precision precision;     /* default DM_PRECISION_FP32 */
+  int threads;                /* intra-op threads per prediction; <= 0: 1 */
+  bool gradcam;               /* build for Grad-CAM (dm_predict_explain) */
   const char *gradcam_target; /* override; NULL: metadata, else automatic */
 } dm_model_opts;
 
@@ -107,18 +107,18 @@ dm_err dm_predict(dm_predictor *p, const void *bytes, size_t len,
                   dm_errbuf *eb);
 
 /* Classifies an already decoded upright RGB image. */
-dm_err dm_predict_image(dm_predictor *p, const dm_image *im,
-                        dm_prediction *out, dm_errbuf *eb);
+dm_err dm_predict_image(dm_predictor *p, const dm_image *im, dm_prediction *out,
+                        dm_errbuf *eb);
 
 /* An explanation of one prediction.  cam and image belong to the predictor
  * and stay valid until its next call. */
 typedef struct dm_explanation {
-  int class_index;     /* the explained class */
+  int class_index; /* the explained class */
   dm_cam_method method;
   int cam_h, cam_w;
-  const float *cam;    /* (cam_h, cam_w), after ReLU, not normalised */
+  const float *cam;      /* (cam_h, cam_w), after ReLU, not normalised */
   const dm_image *image; /* the decoded upright image */
-  double ms_cam;       /* gradient tail + map, on top of the inference */
+  double ms_cam;         /* gradient tail + map, on top of the inference */
 } dm_explanation;
 
 /* Like dm_predict, plus the CAM of class_index (< 0: the top-1 class).

@@ -105,8 +105,8 @@ typedef struct dm_onnx_node {
 
 typedef struct dm_onnx_value_info {
   const char *name;
-  int32_t dtype; /* elem_type, 0 when unknown */
-  int32_t ndim;  /* -1 when the shape is absent */
+  int32_t dtype;                  /* elem_type, 0 when unknown */
+  int32_t ndim;                   /* -1 when the shape is absent */
   int64_t dims[DM_ONNX_MAX_DIMS]; /* -1 for a symbolic or unknown dim */
 } dm_onnx_value_info;
 

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "commands.h"
 #include "dermal/engine.h"
 #include "dermal/explain.h"
 #include "dermal/onnx.h"
-#include "commands.h"
 #include "npy.h"
 #include "predict.h"
 #include "util.h"
@@ -162,15 +162,17 @@ static const char run_help[] =
     "  --cam writes the raw class activation map (float32 H x W at the target\n"
     "  layer's resolution, after the ReLU, before any normalisation) for the\n"
     "  top-1 class or --cam-class; the target is the model's gradcam_target\n"
-    "  metadata, --cam-target, or the last feature map before global pooling.\n";
+    "  metadata, --cam-target, or the last feature map before global "
+    "pooling.\n";
 
 static int cmd_run(int argc, char **argv) {
   opts o = {0};
   o.cam_class = -1;
-  int st = parse_opts(argc, argv,
-                      "--model --input --output --backend --threads --precision "
-                      "--cam --cam-target --cam-class --cam-method",
-                      &o);
+  int st =
+      parse_opts(argc, argv,
+                 "--model --input --output --backend --threads --precision "
+                 "--cam --cam-target --cam-class --cam-method",
+                 &o);
   if (st || o.help) {
     fputs(run_help, st ? stderr : stdout);
     return st;
@@ -194,8 +196,8 @@ static int cmd_run(int argc, char **argv) {
   }
   if (o.cam) {
     o.eng.cam = true;
-    o.eng.cam_target = o.cam_target ? o.cam_target
-                                    : dm_onnx_meta(m, "gradcam_target");
+    o.eng.cam_target =
+        o.cam_target ? o.cam_target : dm_onnx_meta(m, "gradcam_target");
   }
   if ((rc = dm_engine_new(m, &o.eng, &e, &eb))) {
     ret = fail(o.model, rc, &eb);
@@ -224,8 +226,8 @@ static int cmd_run(int argc, char **argv) {
   }
   if (o.cam) {
     float *map = malloc((size_t)(cr.h * cr.w) * sizeof *map);
-    dm_tensor t = {.dtype = DM_ONNX_FLOAT, .rank = 2, .dims = {cr.h, cr.w},
-                   .data = map};
+    dm_tensor t = {
+        .dtype = DM_ONNX_FLOAT, .rank = 2, .dims = {cr.h, cr.w}, .data = map};
     if (!map) goto out;
     rc = dm_cam_compute(&cr, (dm_cam_method)o.cam_method, map, &eb);
     if (!rc) rc = dm_npy_write(o.cam, &t, &eb);
@@ -234,7 +236,8 @@ static int cmd_run(int argc, char **argv) {
       ret = fail("cam", rc, &eb);
       goto out;
     }
-    fprintf(stderr, "dermal: Grad-CAM (%s) of class %d (score %.4g) at '%s' "
+    fprintf(stderr,
+            "dermal: Grad-CAM (%s) of class %d (score %.4g) at '%s' "
             "[%lldx%lldx%lld]\n",
             dm_cam_method_name((dm_cam_method)o.cam_method), cr.class_index,
             (double)cr.score, dm_engine_cam_target(e), (long long)cr.c,
@@ -335,7 +338,8 @@ static int cmd_inspect(int argc, char **argv) {
       if (init) continue;
       fprintf(f, "%s{\"name\":", shown++ ? "," : "");
       dm_cli_json_str(f, g->inputs[i].name);
-      fprintf(f, ",\"dtype\":\"%s\",\"shape\":", dm_onnx_dtype_name(g->inputs[i].dtype));
+      fprintf(f, ",\"dtype\":\"%s\",\"shape\":",
+              dm_onnx_dtype_name(g->inputs[i].dtype));
       print_dims(f, &g->inputs[i], true);
       fputc('}', f);
     }
@@ -343,7 +347,8 @@ static int cmd_inspect(int argc, char **argv) {
     for (size_t i = 0; i < g->n_outputs; i++) {
       fprintf(f, "%s{\"name\":", i ? "," : "");
       dm_cli_json_str(f, g->outputs[i].name);
-      fprintf(f, ",\"dtype\":\"%s\",\"shape\":", dm_onnx_dtype_name(g->outputs[i].dtype));
+      fprintf(f, ",\"dtype\":\"%s\",\"shape\":",
+              dm_onnx_dtype_name(g->outputs[i].dtype));
       print_dims(f, &g->outputs[i], true);
       fputc('}', f);
     }
@@ -372,7 +377,8 @@ static int cmd_inspect(int argc, char **argv) {
     fprintf(f, "]}\n");
   } else {
     fprintf(f, "model      %s\n", o.model);
-    fprintf(f, "format     ONNX IR %lld, opset %lld, producer %s %s, %zu bytes\n",
+    fprintf(f,
+            "format     ONNX IR %lld, opset %lld, producer %s %s, %zu bytes\n",
             (long long)m->ir_version, (long long)m->opset, m->producer_name,
             m->producer_version, m->file_bytes);
     for (size_t i = 0; i < g->n_inputs; i++) {
@@ -457,11 +463,13 @@ static int bench_gradcam(const opts *o) {
   eo.cam = true;
   eo.cam_target = dm_onnx_meta(m, "gradcam_target");
   if ((rc = dm_engine_new(m, &eo, &e1, &eb)) ||
-      (rc = dm_session_new(e0, &s0, &eb)) || (rc = dm_session_new(e1, &s1, &eb)))
+      (rc = dm_session_new(e0, &s0, &eb)) ||
+      (rc = dm_session_new(e1, &s1, &eb)))
     goto fail;
   x = dm_engine_input(e0, 0, NULL);
   size_t n = 1;
-  for (int d = 0; d < x.rank; d++) n *= (size_t)x.dims[d];
+  for (int d = 0; d < x.rank; d++)
+    n *= (size_t)x.dims[d];
   if (!(x.data = malloc(n * sizeof(float)))) goto out;
   fill_input(&x, n);
   dm_cam_result cr;
@@ -481,7 +489,8 @@ static int bench_gradcam(const opts *o) {
   /* overlay + PNG of a 600x450 picture, ImageNet-style preprocessing */
   im.w = 600, im.h = 450, im.c = 3;
   if (!(im.px = malloc(600 * 450 * 3))) goto out;
-  for (int i = 0; i < 600 * 450 * 3; i++) im.px[i] = (uint8_t)(i * 7 % 251);
+  for (int i = 0; i < 600 * 450 * 3; i++)
+    im.px[i] = (uint8_t)(i * 7 % 251);
   dm_preproc pp;
   dm_preproc_init(&pp);
   dm_overlay_opts ov = {DM_CMAP_JET, 0.5f, 0};
@@ -582,7 +591,8 @@ static int cmd_bench(int argc, char **argv) {
   for (size_t i = 0; i < ni; i++) {
     ins[i] = dm_engine_input(e, i, NULL);
     size_t n = 1;
-    for (int d = 0; d < ins[i].rank; d++) n *= (size_t)ins[i].dims[d];
+    for (int d = 0; d < ins[i].rank; d++)
+      n *= (size_t)ins[i].dims[d];
     size_t es = dm_onnx_dtype_size(ins[i].dtype);
     ins[i].data = calloc(n ? n : 1, es ? es : 1);
     if (!ins[i].data) goto out;
@@ -609,7 +619,8 @@ static int cmd_bench(int argc, char **argv) {
   }
   qsort(lat, (size_t)o.iters, sizeof *lat, cmp_double);
   double mean = 0;
-  for (int i = 0; i < o.iters; i++) mean += lat[i];
+  for (int i = 0; i < o.iters; i++)
+    mean += lat[i];
   mean /= o.iters;
   const dm_engine_stats *es = dm_engine_get_stats(e);
   if (o.json) {
@@ -638,8 +649,8 @@ static int cmd_bench(int argc, char **argv) {
     printf("load       %.2f ms (engine build %.2f ms)\n", load_ms, es->load_ms);
     printf("first run  %.2f ms\n", first_ms);
     printf("latency    p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  (%d iters)\n",
-           pct(lat, o.iters, 50), pct(lat, o.iters, 90),
-           pct(lat, o.iters, 99), o.iters);
+           pct(lat, o.iters, 50), pct(lat, o.iters, 90), pct(lat, o.iters, 99),
+           o.iters);
     printf("memory     peak RSS %.1f MB, arena %.1f MB, weights %.1f MB "
            "(%.1f MB copied from the file, the rest used in place)\n",
            dm_cli_peak_rss_mb(), (double)es->arena_bytes / 1e6,
@@ -648,7 +659,8 @@ static int cmd_bench(int argc, char **argv) {
   ret = 0;
 out:
   if (ins)
-    for (size_t i = 0; i < dm_engine_n_inputs(e); i++) free(ins[i].data);
+    for (size_t i = 0; i < dm_engine_n_inputs(e); i++)
+      free(ins[i].data);
   free(ins);
   free(lat);
   dm_session_free(s);
@@ -706,8 +718,7 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "--version")) return cmd_version(0, NULL);
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-    if (!strcmp(argv[1], cmds[i].name))
-      return cmds[i].fn(argc - 2, argv + 2);
+    if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
   fprintf(stderr, "dermal: unknown command '%s'\n\n%s", argv[1], main_help);
   return 2;
 }

@@ -1,7 +1,7 @@
 /* npy.c: reader/writer for NumPy .npy files.  The header is a Python dict
- * literal; we accept the exact form numpy writes ({'descr': ..., 'fortran_order':
- * False, 'shape': (...), }) and refuse anything else with a message.
- * Reentrant; no globals. */
+ * literal; we accept the exact form numpy writes ({'descr': ...,
+ * 'fortran_order': False, 'shape': (...), }) and refuse anything else with a
+ * message. Reentrant; no globals. */
 #include "npy.h"
 
 #include <errno.h>
@@ -23,9 +23,11 @@ static dm_err parse_header(const char *h, dm_tensor *t, const char *path,
   const char *d = strstr(h, "'descr':");
   const char *f = strstr(h, "'fortran_order':");
   const char *s = strstr(h, "'shape':");
-  if (!d || !f || !s) return dm_errf(eb, DM_FORMAT, "%s: not an .npy header", path);
+  if (!d || !f || !s)
+    return dm_errf(eb, DM_FORMAT, "%s: not an .npy header", path);
   d += 8;
-  while (*d == ' ') d++;
+  while (*d == ' ')
+    d++;
   t->dtype = 0;
   for (size_t i = 0; i < sizeof npy_types / sizeof npy_types[0]; i++) {
     size_t n = strlen(npy_types[i].descr);
@@ -36,16 +38,19 @@ static dm_err parse_header(const char *h, dm_tensor *t, const char *path,
   if (!t->dtype)
     return dm_errf(eb, DM_UNSUPPORTED, "%s: unsupported dtype %.8s", path, d);
   f += 16;
-  while (*f == ' ') f++;
+  while (*f == ' ')
+    f++;
   if (strncmp(f, "False", 5) != 0)
     return dm_errf(eb, DM_UNSUPPORTED, "%s: Fortran order is not supported",
                    path);
   s += 8;
-  while (*s == ' ') s++;
+  while (*s == ' ')
+    s++;
   if (*s++ != '(') return dm_errf(eb, DM_FORMAT, "%s: bad shape", path);
   t->rank = 0;
   for (;;) {
-    while (*s == ' ' || *s == ',') s++;
+    while (*s == ' ' || *s == ',')
+      s++;
     if (*s == ')') break;
     if (t->rank >= DM_MAX_RANK)
       return dm_errf(eb, DM_UNSUPPORTED, "%s: rank > %d", path, DM_MAX_RANK);
@@ -142,8 +147,7 @@ dm_err dm_npy_write(const char *path, const dm_tensor *t, dm_errbuf *eb) {
   shape[0] = 0;
   for (int i = 0; i < t->rank && o < sizeof shape; i++) {
     o += (size_t)snprintf(shape + o, sizeof shape - o, "%lld,%s",
-                          (long long)t->dims[i],
-                          i + 1 < t->rank ? " " : "");
+                          (long long)t->dims[i], i + 1 < t->rank ? " " : "");
     n *= (size_t)t->dims[i];
   }
   if (t->rank > 1 && o > 0 && o < sizeof shape) shape[o - 1] = 0; /* drop ',' */
@@ -158,12 +162,20 @@ dm_err dm_npy_write(const char *path, const dm_tensor *t, dm_errbuf *eb) {
   FILE *fp = fopen(path, "wb");
   if (!fp) return dm_errf(eb, DM_IO, "%s: %s", path, strerror(errno));
   size_t hlen = (size_t)hl + pad + 1;
-  unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
+  unsigned char pre[10] = {0x93,
+                           'N',
+                           'U',
+                           'M',
+                           'P',
+                           'Y',
+                           1,
+                           0,
                            (unsigned char)(hlen & 0xff),
                            (unsigned char)(hlen >> 8)};
   bool ok = fwrite(pre, 1, 10, fp) == 10 &&
             fwrite(hdr, 1, (size_t)hl, fp) == (size_t)hl;
-  for (size_t i = 0; ok && i < pad; i++) ok = fputc(' ', fp) != EOF;
+  for (size_t i = 0; ok && i < pad; i++)
+    ok = fputc(' ', fp) != EOF;
   ok = ok && fputc('\n', fp) != EOF;
   ok = ok && (n == 0 || fwrite(t->data, 1, n, fp) == n);
   if (fclose(fp) != 0) ok = false;

@@ -37,7 +37,8 @@ typedef struct canvas {
   uint8_t *px;
 } canvas;
 
-static void fill(canvas *c, int x0, int y0, int w, int h, const uint8_t rgb[3]) {
+static void fill(canvas *c, int x0, int y0, int w, int h,
+                 const uint8_t rgb[3]) {
   for (int y = y0; y < y0 + h; y++)
     for (int x = x0; x < x0 + w; x++)
       if (x >= 0 && y >= 0 && x < c->w && y < c->h)
@@ -51,14 +52,14 @@ static void text(canvas *c, int x, int y, const char *s, const uint8_t rgb[3]) {
       if (font[g].c != ch) continue;
       for (int r = 0; r < 5; r++)
         for (int b = 0; b < 3; b++)
-          if (font[g].rows[r] & (4 >> b)) fill(c, x + b * S, y + r * S, S, S, rgb);
+          if (font[g].rows[r] & (4 >> b))
+            fill(c, x + b * S, y + r * S, S, S, rgb);
     }
   }
 }
 
-int dm_cli_plot_confusion(const char *path, const char *const *labels,
-                          size_t K, const size_t *conf, char *err,
-                          size_t errlen) {
+int dm_cli_plot_confusion(const char *path, const char *const *labels, size_t K,
+                          const size_t *conf, char *err, size_t errlen) {
   if (K == 0 || K > 64) {
     snprintf(err, errlen, "cannot plot %zu classes (1..64)", K);
     return -1;
@@ -78,7 +79,8 @@ int dm_cli_plot_confusion(const char *path, const char *const *labels,
   text(&c, 8, 20, "true", grey);
   for (size_t t = 0; t < K; t++) {
     size_t row = 0;
-    for (size_t p = 0; p < K; p++) row += conf[t * K + p];
+    for (size_t p = 0; p < K; p++)
+      row += conf[t * K + p];
     char lab[9];
     snprintf(lab, sizeof lab, "%s", labels[t]);
     text(&c, 8, MARGIN + (int)t * CELL + CELL / 2 - 7, lab, black);
@@ -93,7 +95,8 @@ int dm_cli_plot_confusion(const char *path, const char *const *labels,
       char num[24];
       snprintf(num, sizeof num, "%zu", conf[t * K + p]);
       int tw = (int)strlen(num) * GW;
-      text(&c, x + (CELL - tw) / 2, y + CELL / 2 - 8, num, f > 0.5 ? white : black);
+      text(&c, x + (CELL - tw) / 2, y + CELL / 2 - 8, num,
+           f > 0.5 ? white : black);
     }
   }
   int rc = -1;

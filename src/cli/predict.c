@@ -11,10 +11,10 @@
 
 #include <errno.h>
 #include <math.h>
-#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dermal/model.h"
@@ -175,8 +175,8 @@ int dm_cli_predict(int argc, char **argv) {
   for (int i = 0; r && i < n_images; i++) {
     char err[256];
     size_t len = 0;
-    void *bytes = dm_cli_read_file(images[i], MAX_IMAGE_BYTES, &len, err,
-                                   sizeof err);
+    void *bytes =
+        dm_cli_read_file(images[i], MAX_IMAGE_BYTES, &len, err, sizeof err);
     dm_errbuf eb = {{0}};
     dm_err rc = DM_IO;
     dm_explanation ex;
@@ -184,8 +184,9 @@ int dm_cli_predict(int argc, char **argv) {
     if (bytes && cam_out) {
       rc = dm_predict_explain(p, bytes, len, NULL, cam_class,
                               (dm_cam_method)method, r, &ex, &eb);
-      if (!rc) rc = write_overlay(m, &ex, &ov, cam_out, images[i],
-                                  n_images > 1, cam_path, sizeof cam_path, &eb);
+      if (!rc)
+        rc = write_overlay(m, &ex, &ov, cam_out, images[i], n_images > 1,
+                           cam_path, sizeof cam_path, &eb);
     } else if (bytes) {
       rc = dm_predict(p, bytes, len, NULL, r, &eb);
     }
@@ -276,8 +277,10 @@ static int csv_fields(char *line, char **f, int max) {
       }
       if (*p == '"') p++;
       *w = 0;
-      if (*p == ',') p++;
-      else break;
+      if (*p == ',')
+        p++;
+      else
+        break;
       continue;
     }
     f[n++] = p;
@@ -288,7 +291,8 @@ static int csv_fields(char *line, char **f, int max) {
   }
   for (int i = 0; i < n; i++) {
     size_t l = strlen(f[i]);
-    while (l && (f[i][l - 1] == '\r' || f[i][l - 1] == '\n' || f[i][l - 1] == ' '))
+    while (l &&
+           (f[i][l - 1] == '\r' || f[i][l - 1] == '\n' || f[i][l - 1] == ' '))
       f[i][--l] = 0;
   }
   return n;
@@ -428,15 +432,18 @@ int dm_cli_eval(int argc, char **argv) {
     char *path = image_path(dir, rows[i].id);
     char err[256];
     size_t len = 0;
-    void *bytes = path ? dm_cli_read_file(path, MAX_IMAGE_BYTES, &len, err,
-                                          sizeof err)
-                       : NULL;
+    void *bytes =
+        path ? dm_cli_read_file(path, MAX_IMAGE_BYTES, &len, err, sizeof err)
+             : NULL;
     dm_errbuf eb = {{0}};
     if (!bytes || dm_predict(p, bytes, len, NULL, r, &eb)) {
       skipped++;
       if (!json || tty)
         fprintf(stderr, "%sdermal: skipped %s: %s\n", tty ? "\r" : "",
-                rows[i].id, !path ? "not found" : !bytes ? err : eb.msg);
+                rows[i].id,
+                !path    ? "not found"
+                : !bytes ? err
+                         : eb.msg);
       free(bytes);
       free(path);
       continue;
@@ -482,7 +489,8 @@ int dm_cli_eval(int argc, char **argv) {
     correct += tp;
     prec[c] = col ? (double)tp / (double)col : 0;
     rec[c] = support[c] ? (double)tp / (double)support[c] : 0;
-    f1[c] = prec[c] + rec[c] > 0 ? 2 * prec[c] * rec[c] / (prec[c] + rec[c]) : 0;
+    f1[c] =
+        prec[c] + rec[c] > 0 ? 2 * prec[c] * rec[c] / (prec[c] + rec[c]) : 0;
     if (support[c]) {
       present++;
       bal += rec[c];
@@ -495,15 +503,17 @@ int dm_cli_eval(int argc, char **argv) {
   double ece = 0;
   for (int b = 0; b < BINS; b++)
     if (bin_n[b])
-      ece += (double)bin_n[b] / (double)(total ? total : 1) *
-             fabs(bin_acc[b] / (double)bin_n[b] - bin_conf[b] / (double)bin_n[b]);
+      ece +=
+          (double)bin_n[b] / (double)(total ? total : 1) *
+          fabs(bin_acc[b] / (double)bin_n[b] - bin_conf[b] / (double)bin_n[b]);
   if (json) {
     printf("{\"model\":");
     dm_cli_json_str(stdout, model);
-    printf(",\"n\":%zu,\"skipped\":%zu,\"unknown_labels\":%zu,\"accuracy\":%.6f,"
-           "\"balanced_accuracy\":%.6f,\"macro_f1\":%.6f,\"ece\":%.6f,"
-           "\"labels\":[",
-           total, skipped, unknown, acc, bal, macro_f1, ece);
+    printf(
+        ",\"n\":%zu,\"skipped\":%zu,\"unknown_labels\":%zu,\"accuracy\":%.6f,"
+        "\"balanced_accuracy\":%.6f,\"macro_f1\":%.6f,\"ece\":%.6f,"
+        "\"labels\":[",
+        total, skipped, unknown, acc, bal, macro_f1, ece);
     for (size_t c = 0; c < K; c++) {
       if (c) putchar(',');
       dm_cli_json_str(stdout, info->labels[c]);
@@ -512,8 +522,9 @@ int dm_cli_eval(int argc, char **argv) {
     for (size_t c = 0; c < K; c++) {
       if (c) putchar(',');
       dm_cli_json_str(stdout, info->labels[c]);
-      printf(":{\"precision\":%.6f,\"recall\":%.6f,\"f1\":%.6f,\"support\":%zu}",
-             prec[c], rec[c], f1[c], support[c]);
+      printf(
+          ":{\"precision\":%.6f,\"recall\":%.6f,\"f1\":%.6f,\"support\":%zu}",
+          prec[c], rec[c], f1[c], support[c]);
     }
     printf("},\"confusion\":[");
     for (size_t t = 0; t < K; t++) {
@@ -536,14 +547,16 @@ int dm_cli_eval(int argc, char **argv) {
     printf("%-8s %9s %9s %9s %8s\n", "class", "precision", "recall", "f1",
            "support");
     for (size_t c = 0; c < K; c++)
-      printf("%-8s %9.4f %9.4f %9.4f %8zu\n", info->labels[c], prec[c],
-             rec[c], f1[c], support[c]);
+      printf("%-8s %9.4f %9.4f %9.4f %8zu\n", info->labels[c], prec[c], rec[c],
+             f1[c], support[c]);
     printf("\nconfusion (rows = truth, columns = prediction)\n%8s", "");
-    for (size_t c = 0; c < K; c++) printf(" %6.6s", info->labels[c]);
+    for (size_t c = 0; c < K; c++)
+      printf(" %6.6s", info->labels[c]);
     putchar('\n');
     for (size_t t = 0; t < K; t++) {
       printf("%-8.8s", info->labels[t]);
-      for (size_t c = 0; c < K; c++) printf(" %6zu", conf[t * K + c]);
+      for (size_t c = 0; c < K; c++)
+        printf(" %6zu", conf[t * K + c]);
       putchar('\n');
     }
   }

@@ -17,7 +17,7 @@ void dm_cli_json_str(FILE *f, const char *s);
  * current directory, else next to the binary (../models/ from build/). */
 const char *dm_cli_default_model(void);
 /* Reads a whole file (for images); *len set.  NULL + message on error. */
-void *dm_cli_read_file(const char *path, size_t max, size_t *len,
-                       char *err, size_t errlen);
+void *dm_cli_read_file(const char *path, size_t max, size_t *len, char *err,
+                       size_t errlen);
 
 #endif

@@ -34,8 +34,8 @@ static void block(uint32_t h[8], const uint8_t *p) {
     uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
     w[i] = w[i - 16] + s0 + w[i - 7] + s1;
   }
-  uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5],
-           g = h[6], k = h[7];
+  uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6],
+           k = h[7];
   for (int i = 0; i < 64; i++) {
     uint32_t S1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
     uint32_t ch = (e & f) ^ (~e & g);
@@ -84,7 +84,8 @@ void dm__sha256_update(dm__sha256 *s, const void *data, size_t len) {
     block(s->h, s->buf);
     s->n = 0;
   }
-  for (; len >= 64; p += 64, len -= 64) block(s->h, p);
+  for (; len >= 64; p += 64, len -= 64)
+    block(s->h, p);
   memcpy(s->buf, p, len);
   s->n = len;
 }
@@ -94,9 +95,11 @@ void dm__sha256_final(dm__sha256 *s, uint8_t out[32]) {
   uint8_t pad = 0x80;
   dm__sha256_update(s, &pad, 1);
   pad = 0;
-  while (s->n != 56) dm__sha256_update(s, &pad, 1);
+  while (s->n != 56)
+    dm__sha256_update(s, &pad, 1);
   uint8_t l[8];
-  for (int i = 0; i < 8; i++) l[i] = (uint8_t)(bits >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    l[i] = (uint8_t)(bits >> (56 - 8 * i));
   dm__sha256_update(s, l, 8);
   for (int i = 0; i < 8; i++) {
     out[4 * i] = (uint8_t)(s->h[i] >> 24);

@@ -49,9 +49,9 @@
  * Debugging: DERMAL_ONEDNN_VERBOSE=1 prints the plan (implementation of each
  * step, ref fallbacks) to stderr; nothing is logged otherwise. */
 #include <limits.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +88,8 @@ static bool big_map(bigmem *m, size_t n) {
   if (p == MAP_FAILED) return false;
   m->map = p;
   m->len = len;
-  m->base = (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+  m->base =
+      (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
   m->cap = cap;
 #ifdef MADV_HUGEPAGE
   (void)madvise(m->base, cap, MADV_HUGEPAGE); /* advisory: ignore errors */
@@ -116,14 +117,14 @@ typedef struct obuf {
   int ext;           /* INPUT/OUTPUT: index into run()'s arrays */
   const void *konst; /* CONST: data (graph's, or owned when `own`) */
   bool own;
-  size_t bytes;      /* ARENA: max bytes of the tensors stored here */
-  int first, last;   /* ARENA: first and last step touching it */
-  int last_node;     /* last node reading a value stored here */
-  size_t offset;     /* ARENA: byte offset in the session arena */
+  size_t bytes;    /* ARENA: max bytes of the tensors stored here */
+  int first, last; /* ARENA: first and last step touching it */
+  int last_node;   /* last node reading a value stored here */
+  size_t offset;   /* ARENA: byte offset in the session arena */
 } obuf;
 
 typedef struct otensor {
-  int value;   /* dm_value index */
+  int value; /* dm_value index */
   int buf;
   int next;    /* next tensor of the same value (another layout), or -1 */
   bool has_md; /* float32, described by md */
@@ -133,7 +134,7 @@ typedef struct otensor {
 } otensor;
 
 typedef struct oarg {
-  int arg;    /* DNNL_ARG_* */
+  int arg; /* DNNL_ARG_* */
   int tensor;
 } oarg;
 
@@ -169,26 +170,26 @@ typedef struct oeng {
   const dm_graph *g;
   int threads;
   bool verbose;
-  bool follow; /* conv: try the producer's layout before format_tag_any */
-  bool wino;   /* conv: try Winograd (nChw16c) on eligible 3x3 convs */
+  bool follow;      /* conv: try the producer's layout before format_tag_any */
+  bool wino;        /* conv: try Winograd (nChw16c) on eligible 3x3 convs */
   int64_t wino_max; /* largest OC*IC for Winograd */
   dnnl_engine_t eng;
-  bigmem wmem;          /* reordered weights (virtual reservation) */
+  bigmem wmem; /* reordered weights (virtual reservation) */
   otensor *t;
   int n_t, cap_t;
   obuf *b;
   int n_b, cap_b;
   ostep *s;
   int n_s, cap_s;
-  int *val_t;      /* per value: primary tensor, -1 */
-  int *last_use;   /* per value: last node reading it (n_nodes: output) */
-  int *n_uses;     /* per value: reads by nodes (+1 if a graph output) */
-  uint8_t *done;   /* per node: computed by a fusion, skip */
-  uint8_t *swish;  /* per node (Mul): compute as swish(in[swish-1]) */
-  int max_io;      /* max n_in/n_out over REF steps */
+  int *val_t;     /* per value: primary tensor, -1 */
+  int *last_use;  /* per value: last node reading it (n_nodes: output) */
+  int *n_uses;    /* per value: reads by nodes (+1 if a graph output) */
+  uint8_t *done;  /* per node: computed by a fusion, skip */
+  uint8_t *swish; /* per node (Mul): compute as swish(in[swish-1]) */
+  int max_io;     /* max n_in/n_out over REF steps */
   ojob *jobs;
   int n_jobs, cap_jobs;
-  int workers;     /* threads running jobs (1: inline) */
+  int workers; /* threads running jobs (1: inline) */
   atomic_int next_job;
   size_t arena_bytes, scratch_bytes;
   int n_prim, n_ref, n_reorder;
@@ -197,14 +198,14 @@ typedef struct oeng {
 typedef struct osess {
   const oeng *e;
   dnnl_stream_t stream;
-  bigmem mem_;             /* arena, then scratchpad */
+  bigmem mem_; /* arena, then scratchpad */
   void *arena, *scratch;
-  dnnl_memory_t *mem;      /* per tensor (NULL when !has_md) */
-  void **ptr;              /* per tensor: data address */
-  dnnl_exec_arg_t **args;  /* per step */
-  dnnl_memory_t *smem;     /* per step: scratchpad */
-  const void **ref_in;     /* max_io */
-  void **ref_out;          /* max_io */
+  dnnl_memory_t *mem;     /* per tensor (NULL when !has_md) */
+  void **ptr;             /* per tensor: data address */
+  dnnl_exec_arg_t **args; /* per step */
+  dnnl_memory_t *smem;    /* per step: scratchpad */
+  const void **ref_in;    /* max_io */
+  void **ref_out;         /* max_io */
 } osess;
 
 /* -------------------------------------------------------------- helpers -- */
@@ -212,7 +213,8 @@ typedef struct osess {
 static bool grow(void **p, int *cap, int need, size_t elem) {
   if (need <= *cap) return true;
   int nc = *cap ? *cap * 2 : 64;
-  while (nc < need) nc *= 2;
+  while (nc < need)
+    nc *= 2;
   void *q = realloc(*p, (size_t)nc * elem);
   if (!q) return false;
   *p = q;
@@ -220,7 +222,9 @@ static bool grow(void **p, int *cap, int need, size_t elem) {
   return true;
 }
 
-static size_t align_up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
+static size_t align_up(size_t n) {
+  return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+}
 
 static const dm_value *val(const oeng *e, int v) { return &e->g->values[v]; }
 
@@ -244,7 +248,8 @@ static dnnl_status_t md_plain_dims(dnnl_memory_desc_t *md, int nd,
     nd = 1;
     d[0] = 1;
   } else {
-    for (int i = 0; i < nd; i++) d[i] = dims[i];
+    for (int i = 0; i < nd; i++)
+      d[i] = dims[i];
   }
   dnnl_dim_t s = 1;
   for (int i = nd - 1; i >= 0; i--) {
@@ -258,7 +263,8 @@ static dnnl_status_t md_plain_dims(dnnl_memory_desc_t *md, int nd,
 static dnnl_status_t md_channels_last(dnnl_memory_desc_t *md, int nd,
                                       const int64_t *dims) {
   dnnl_dims_t d, st;
-  for (int i = 0; i < nd; i++) d[i] = dims[i];
+  for (int i = 0; i < nd; i++)
+    d[i] = dims[i];
   dnnl_dim_t s = 1;
   st[1] = s;
   s *= d[1] > 0 ? d[1] : 1;
@@ -277,7 +283,8 @@ static dnnl_status_t md_plain(const oeng *e, int v, dnnl_memory_desc_t *md) {
 static dnnl_status_t md_any(dnnl_memory_desc_t *md, int nd,
                             const int64_t *dims) {
   dnnl_dims_t d;
-  for (int i = 0; i < nd; i++) d[i] = dims[i];
+  for (int i = 0; i < nd; i++)
+    d[i] = dims[i];
   return dnnl_memory_desc_init_by_tag(md, nd, d, dnnl_f32, dnnl_format_tag_any);
 }
 
@@ -306,7 +313,8 @@ static bool md_same_bytes(const dnnl_memory_desc_t *a,
 static bool md_is_plain(const dnnl_memory_desc_t *md) {
   dnnl_memory_desc_t p;
   int64_t dims[DNNL_MAX_NDIMS];
-  for (int i = 0; i < md->ndims; i++) dims[i] = md->dims[i];
+  for (int i = 0; i < md->ndims; i++)
+    dims[i] = md->dims[i];
   if (md_plain_dims(&p, md->ndims, dims) != dnnl_success) return false;
   return md_same_bytes(md, &p);
 }
@@ -375,7 +383,8 @@ static int new_tensor(oeng *e, int v, int buf, const dnnl_memory_desc_t *md,
       e->val_t[v] = ti;
     } else {
       int p = e->val_t[v];
-      while (e->t[p].next >= 0) p = e->t[p].next;
+      while (e->t[p].next >= 0)
+        p = e->t[p].next;
       e->t[p].next = ti;
     }
   }
@@ -401,8 +410,7 @@ static dm_err dnnl_fail(dm_errbuf *eb, const dm_node *n, const char *what,
   if (n)
     return dm_errf(eb, DM_BACKEND, "node '%s' (%s): %s failed: status %d",
                    nname(n), n->op_type, what, (int)st);
-  return dm_errf(eb, DM_BACKEND, "onednn: %s failed: status %d", what,
-                 (int)st);
+  return dm_errf(eb, DM_BACKEND, "onednn: %s failed: status %d", what, (int)st);
 }
 
 /* Primary tensor of v; constants get a plain tensor over their data. */
@@ -457,7 +465,8 @@ static dm_err add_step(oeng *e, const ostep *st, dm_errbuf *eb) {
 static dnnl_status_t user_attr(dnnl_primitive_attr_t *attr) {
   dnnl_status_t st = dnnl_primitive_attr_create(attr);
   if (st != dnnl_success) return st;
-  st = dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+  st =
+      dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
   if (st != dnnl_success) {
     dnnl_primitive_attr_destroy(*attr);
     *attr = NULL;
@@ -467,8 +476,7 @@ static dnnl_status_t user_attr(dnnl_primitive_attr_t *attr) {
 
 static dm_err add_job(oeng *e, int step, int node,
                       const dnnl_memory_desc_t *smd, const void *src,
-                      const dnnl_memory_desc_t *dmd, void *dst,
-                      dm_errbuf *eb) {
+                      const dnnl_memory_desc_t *dmd, void *dst, dm_errbuf *eb) {
   if (!grow((void **)&e->jobs, &e->cap_jobs, e->n_jobs + 1, sizeof *e->jobs))
     return nomem(eb, node >= 0 ? &e->g->nodes[node] : NULL);
   ojob *j = &e->jobs[e->n_jobs++];
@@ -531,8 +539,8 @@ static void job_reorder(oeng *e, ojob *j, dnnl_stream_t st) {
   dnnl_memory_t ms = NULL, mdst = NULL;
   dnnl_status_t s;
   j->what = "dnnl_reorder_primitive_desc_create";
-  s = dnnl_reorder_primitive_desc_create(&pd, &j->smd, e->eng, &j->dmd,
-                                         e->eng, NULL);
+  s = dnnl_reorder_primitive_desc_create(&pd, &j->smd, e->eng, &j->dmd, e->eng,
+                                         NULL);
   if (s != dnnl_success) goto out;
   j->what = "dnnl_primitive_create(reorder)";
   if ((s = dnnl_primitive_create(&pr, pd)) != dnnl_success) goto out;
@@ -540,8 +548,7 @@ static void job_reorder(oeng *e, ojob *j, dnnl_stream_t st) {
   if ((s = dnnl_memory_create(&ms, &j->smd, e->eng, (void *)j->src)) !=
       dnnl_success)
     goto out;
-  if ((s = dnnl_memory_create(&mdst, &j->dmd, e->eng, j->dst)) !=
-      dnnl_success)
+  if ((s = dnnl_memory_create(&mdst, &j->dmd, e->eng, j->dst)) != dnnl_success)
     goto out;
   dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, mdst}};
   j->what = "dnnl_primitive_execute(reorder)";
@@ -575,9 +582,8 @@ static void *job_worker(void *arg) {
     }
     if (!st) {
       j->what = "dnnl_stream_create";
-      if ((j->status = dnnl_stream_create(&st, e->eng,
-                                          dnnl_stream_default_flags)) !=
-          dnnl_success) {
+      if ((j->status = dnnl_stream_create(
+               &st, e->eng, dnnl_stream_default_flags)) != dnnl_success) {
         st = NULL;
         continue;
       }
@@ -600,7 +606,8 @@ static dm_err run_jobs(oeng *e, dm_errbuf *eb) {
     spawned++;
   }
   job_worker(e);
-  for (int i = 0; i < spawned; i++) pthread_join(tid[i], NULL);
+  for (int i = 0; i < spawned; i++)
+    pthread_join(tid[i], NULL);
   for (int k = 0; k < e->n_jobs; k++) {
     const ojob *j = &e->jobs[k];
     if (j->status != dnnl_success)
@@ -634,8 +641,8 @@ static dm_err const_reordered(oeng *e, const dm_node *n, int v,
     if (own) free(p);
     return nomem(eb, n);
   }
-  dm_err rc = add_job(e, -1, n ? (int)(n - e->g->nodes) : -1, smd, src, dmd,
-                      p, eb);
+  dm_err rc =
+      add_job(e, -1, n ? (int)(n - e->g->nodes) : -1, smd, src, dmd, p, eb);
   if (rc != DM_OK) return rc; /* p is freed with the buffer list */
   int t = new_tensor(e, v, b, dmd, link);
   if (t < 0) return nomem(eb, n);
@@ -644,13 +651,13 @@ static dm_err const_reordered(oeng *e, const dm_node *n, int v,
 }
 
 /* Emits a reorder step src tensor -> dst tensor. */
-static dm_err emit_reorder(oeng *e, int node, int src, int dst,
-                           dm_errbuf *eb) {
+static dm_err emit_reorder(oeng *e, int node, int src, int dst, dm_errbuf *eb) {
   const dm_node *n = node >= 0 ? &e->g->nodes[node] : NULL;
   dnnl_primitive_attr_t attr = NULL;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_status_t s = user_attr(&attr);
-  if (s != dnnl_success) return dnnl_fail(eb, n, "dnnl_primitive_attr_create", s);
+  if (s != dnnl_success)
+    return dnnl_fail(eb, n, "dnnl_primitive_attr_create", s);
   s = dnnl_reorder_primitive_desc_create(&pd, &e->t[src].md, e->eng,
                                          &e->t[dst].md, e->eng, attr);
   dnnl_primitive_attr_destroy(attr);
@@ -688,8 +695,8 @@ static dm_err get_as(oeng *e, int node, int v, const dnnl_memory_desc_t *md,
     return dm_errf(eb, DM_BACKEND, "onednn: value '%s' is not float32",
                    val(e, v)->name ? val(e, v)->name : "?");
   if (is_const(e, v))
-    return const_reordered(e, n, v, &e->t[t0].md, e->b[e->t[t0].buf].konst,
-                           md, true, out, eb);
+    return const_reordered(e, n, v, &e->t[t0].md, e->b[e->t[t0].buf].konst, md,
+                           true, out, eb);
   int nt = new_act(e, v, md);
   if (nt < 0) return nomem(eb, n);
   rc = emit_reorder(e, node, t0, nt, eb);
@@ -707,7 +714,8 @@ static dm_err get_plain(oeng *e, int node, int v, int *out, dm_errbuf *eb) {
     return DM_OK;
   }
   for (int t = t0; t >= 0; t = e->t[t].next)
-    if (e->t[t].plain && e->t[t].md.ndims == (val(e, v)->rank ? val(e, v)->rank : 1)) {
+    if (e->t[t].plain &&
+        e->t[t].md.ndims == (val(e, v)->rank ? val(e, v)->rank : 1)) {
       *out = t;
       return DM_OK;
     }
@@ -838,8 +846,8 @@ static dm_err make_attr(const dm_node *n, bool swish,
         goto fail;
       }
     }
-    if (swish && dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_swish,
-                                              1.f, 0.f) != dnnl_success)
+    if (swish && dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_swish, 1.f,
+                                              0.f) != dnnl_success)
       goto fail;
     if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success) goto fail;
     dnnl_post_ops_destroy(po);
@@ -891,7 +899,8 @@ static int conv_swish(const oeng *e, int ci, int *mul) {
   for (int si = ci + 1; si < g->n_nodes; si++) {
     const dm_node *s = &g->nodes[si];
     bool reads = false;
-    for (int i = 0; i < s->n_in; i++) reads |= s->in[i] == y;
+    for (int i = 0; i < s->n_in; i++)
+      reads |= s->in[i] == y;
     if (!reads) continue;
     int mi = swish_mul_of_sigmoid(e, si);
     if (mi < 0 || e->done[si] || e->done[mi]) return -1;
@@ -955,7 +964,8 @@ static double conv_flops(const oeng *e, const dm_node *n) {
   if (n->op != DM_OP_CONV || n->n_in < 2 || n->n_out < 1) return 0;
   const dm_value *W = val(e, n->in[1]), *Y = val(e, n->out[0]);
   double f = 2.0 * (double)W->numel;
-  for (int i = 2; i < Y->rank; i++) f *= (double)Y->dims[i];
+  for (int i = 2; i < Y->rank; i++)
+    f *= (double)Y->dims[i];
   return f * (double)(Y->rank > 0 ? Y->dims[0] : 1);
 }
 
@@ -966,8 +976,7 @@ static bool conv_wino_ok(const oeng *e, const dm_node *n) {
   if (w->nsp != 2 || n->p.conv.group != 1 || X->rank != 4 || W->rank != 4)
     return false;
   for (int i = 0; i < 2; i++)
-    if (w->kernel[i] != 3 || w->stride[i] != 1 || w->dil[i] != 1)
-      return false;
+    if (w->kernel[i] != 3 || w->stride[i] != 1 || w->dil[i] != 1) return false;
   /* oneDNN 2.6 transforms Winograd weights with a slow reference reorder
    * (~130 ms for 512x512x3x3, ~20 ms for 256x256) that gains little on 7x7
    * maps: cap the size to keep load time reasonable */
@@ -1003,13 +1012,15 @@ static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
   int64_t wdims[DNNL_MAX_NDIMS];
   int wnd = nd;
   if (G == 1) {
-    for (int i = 0; i < nd; i++) wdims[i] = W->dims[i];
+    for (int i = 0; i < nd; i++)
+      wdims[i] = W->dims[i];
   } else {
     wnd = nd + 1;
     wdims[0] = G;
     wdims[1] = OC / G;
     wdims[2] = ICg;
-    for (int i = 0; i < nsp; i++) wdims[3 + i] = W->dims[2 + i];
+    for (int i = 0; i < nsp; i++)
+      wdims[3 + i] = W->dims[2 + i];
   }
   dnnl_dims_t strides, dil, pl, pr;
   for (int i = 0; i < nsp; i++) {
@@ -1060,8 +1071,7 @@ static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
     dnnl_convolution_desc_t cd;
     if (dnnl_dilated_convolution_forward_desc_init(
             &cd, dnnl_forward_inference, alg, smd, &w_any,
-            bv >= 0 ? &b_md : NULL, dmd, strides, dil, pl, pr) !=
-        dnnl_success)
+            bv >= 0 ? &b_md : NULL, dmd, strides, dil, pl, pr) != dnnl_success)
       continue;
     if (dnnl_primitive_desc_create(&pd, &cd, attr, e->eng, NULL) !=
         dnnl_success) {
@@ -1100,8 +1110,10 @@ static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
     }
     if ((rc = dst_for(e, ni, yo, dmd, sum_value, &tx, 1, &ty, eb)) != DM_OK)
       goto out_pd;
-    oarg a[4] = {{DNNL_ARG_SRC, tx}, {DNNL_ARG_WEIGHTS, tw},
-                 {DNNL_ARG_DST, ty}, {DNNL_ARG_BIAS, tb}};
+    oarg a[4] = {{DNNL_ARG_SRC, tx},
+                 {DNNL_ARG_WEIGHTS, tw},
+                 {DNNL_ARG_DST, ty},
+                 {DNNL_ARG_BIAS, tb}};
     rc = emit_prim(e, ni, pd, a, tb >= 0 ? 4 : 3, eb);
     if (rc == DM_OK && sig >= 0) {
       e->done[sig] = 1;
@@ -1133,7 +1145,8 @@ static dm_err map_gemm(oeng *e, int ni, dm_errbuf *eb) {
   if (c >= 0) {
     const dm_value *C = val(e, c);
     if (!is_f32(e, c) || !is_const(e, c)) return DM_UNSUPPORTED;
-    bool vec = C->numel == N && (C->rank == 1 || (C->rank == 2 && C->dims[0] == 1));
+    bool vec =
+        C->numel == N && (C->rank == 1 || (C->rank == 2 && C->dims[0] == 1));
     if (!vec && C->numel != 1) return DM_UNSUPPORTED;
     bias_plain = vec && n->p.gemm.beta == 1.f;
   }
@@ -1151,10 +1164,9 @@ static dm_err map_gemm(oeng *e, int ni, dm_errbuf *eb) {
   if (rc != DM_OK) return rc;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_inner_product_desc_t ipd;
-  if (dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference,
-                                           &src_md, &w_any,
-                                           c >= 0 ? &b_md : NULL,
-                                           &dst_md) != dnnl_success ||
+  if (dnnl_inner_product_forward_desc_init(
+          &ipd, dnnl_forward_inference, &src_md, &w_any, c >= 0 ? &b_md : NULL,
+          &dst_md) != dnnl_success ||
       dnnl_primitive_desc_create(&pd, &ipd, attr, e->eng, NULL) !=
           dnnl_success) {
     pd = NULL;
@@ -1203,8 +1215,10 @@ static dm_err map_gemm(oeng *e, int ni, dm_errbuf *eb) {
     }
     if ((rc = dst_for(e, ni, y, &dst_md, sum_value, &ta, 1, &ty, eb)) != DM_OK)
       goto out;
-    oarg args[4] = {{DNNL_ARG_SRC, ta}, {DNNL_ARG_WEIGHTS, tw},
-                    {DNNL_ARG_DST, ty}, {DNNL_ARG_BIAS, tb}};
+    oarg args[4] = {{DNNL_ARG_SRC, ta},
+                    {DNNL_ARG_WEIGHTS, tw},
+                    {DNNL_ARG_DST, ty},
+                    {DNNL_ARG_BIAS, tb}};
     rc = emit_prim(e, ni, pd, args, tb >= 0 ? 4 : 3, eb);
   }
 out:
@@ -1240,8 +1254,8 @@ static dm_err map_matmul(oeng *e, int ni, dm_errbuf *eb) {
   if (rc != DM_OK) return rc;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_matmul_desc_t md;
-  if (dnnl_matmul_desc_init(&md, &a_md, wconst ? &b_any : &b_md, NULL,
-                            &y_md) != dnnl_success ||
+  if (dnnl_matmul_desc_init(&md, &a_md, wconst ? &b_any : &b_md, NULL, &y_md) !=
+          dnnl_success ||
       dnnl_primitive_desc_create(&pd, &md, attr, e->eng, NULL) !=
           dnnl_success) {
     pd = NULL;
@@ -1262,8 +1276,8 @@ static dm_err map_matmul(oeng *e, int ni, dm_errbuf *eb) {
     int srcs[2] = {ta, tb};
     if ((rc = dst_for(e, ni, y, &y_md, sum_value, srcs, 2, &ty, eb)) != DM_OK)
       goto out;
-    oarg args[3] = {{DNNL_ARG_SRC, ta}, {DNNL_ARG_WEIGHTS, tb},
-                    {DNNL_ARG_DST, ty}};
+    oarg args[3] = {
+        {DNNL_ARG_SRC, ta}, {DNNL_ARG_WEIGHTS, tb}, {DNNL_ARG_DST, ty}};
     rc = emit_prim(e, ni, pd, args, 3, eb);
   }
 out:
@@ -1284,8 +1298,8 @@ static bool make_pd(oeng *e, const_dnnl_op_desc_t d,
 }
 
 /* src -> dst primitive on a tensor whose layout the op follows. */
-static dm_err emit_unary_like(oeng *e, int ni, dnnl_primitive_desc_t pd,
-                              int tx, int yo, dm_errbuf *eb) {
+static dm_err emit_unary_like(oeng *e, int ni, dnnl_primitive_desc_t pd, int tx,
+                              int yo, dm_errbuf *eb) {
   const dnnl_memory_desc_t *dmd =
       dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
   int ty = new_act(e, yo, dmd);
@@ -1330,8 +1344,8 @@ static dm_err map_pool(oeng *e, int ni, dm_errbuf *eb) {
       pl[i] = w->pad_b[i];
       /* end pad so that the output size comes out as Y's (ceil_mode) */
       int64_t ek = (w->kernel[i] - 1) * w->dil[i] + 1;
-      int64_t need = (Y->dims[2 + i] - 1) * w->stride[i] + ek -
-                     X->dims[2 + i] - w->pad_b[i];
+      int64_t need = (Y->dims[2 + i] - 1) * w->stride[i] + ek - X->dims[2 + i] -
+                     w->pad_b[i];
       pr[i] = need > w->pad_e[i] ? need : w->pad_e[i];
       if (pr[i] != w->pad_e[i] && alg == dnnl_pooling_avg_include_padding)
         return DM_UNSUPPORTED; /* ONNX divides by the unclipped-pad window */
@@ -1478,8 +1492,14 @@ static dm_err map_binary(oeng *e, int ni, dm_errbuf *eb) {
   case DM_BINARY_MUL: alg = dnnl_binary_mul; break;
   case DM_BINARY_MAX: alg = dnnl_binary_max; break;
   case DM_BINARY_MIN: alg = dnnl_binary_min; break;
-  case DM_BINARY_SUB: alg = dnnl_binary_sub; comm = false; break;
-  case DM_BINARY_DIV: alg = dnnl_binary_div; comm = false; break;
+  case DM_BINARY_SUB:
+    alg = dnnl_binary_sub;
+    comm = false;
+    break;
+  case DM_BINARY_DIV:
+    alg = dnnl_binary_div;
+    comm = false;
+    break;
   default: return DM_UNSUPPORTED;
   }
   int a = n->in[0], b = n->in[1], y = n->out[0];
@@ -1488,9 +1508,12 @@ static dm_err map_binary(oeng *e, int ni, dm_errbuf *eb) {
   int r = Y->rank;
   if (r < 1 || Y->numel == 0) return DM_UNSUPPORTED;
   const dm_value *A = val(e, a), *B = val(e, b);
-  bool fa = A->rank == r && memcmp(A->dims, Y->dims, (size_t)r * sizeof *A->dims) == 0;
-  bool fb = B->rank == r && memcmp(B->dims, Y->dims, (size_t)r * sizeof *B->dims) == 0;
-  if (comm && ((!fa && fb) || (fa && fb && is_const(e, a) && !is_const(e, b)))) {
+  bool fa = A->rank == r &&
+            memcmp(A->dims, Y->dims, (size_t)r * sizeof *A->dims) == 0;
+  bool fb = B->rank == r &&
+            memcmp(B->dims, Y->dims, (size_t)r * sizeof *B->dims) == 0;
+  if (comm &&
+      ((!fa && fb) || (fa && fb && is_const(e, a) && !is_const(e, b)))) {
     int t = a;
     a = b;
     b = t;
@@ -1557,8 +1580,8 @@ static dm_err map_binary(oeng *e, int ni, dm_errbuf *eb) {
     dnnl_primitive_desc_destroy(pd);
     return nomem(eb, n);
   }
-  oarg args[3] = {{DNNL_ARG_SRC_0, ta}, {DNNL_ARG_SRC_1, tb},
-                  {DNNL_ARG_DST, ty}};
+  oarg args[3] = {
+      {DNNL_ARG_SRC_0, ta}, {DNNL_ARG_SRC_1, tb}, {DNNL_ARG_DST, ty}};
   rc = emit_prim(e, ni, pd, args, 3, eb);
   dnnl_primitive_desc_destroy(pd);
   return rc;
@@ -1594,8 +1617,8 @@ static dm_err map_concat(oeng *e, int ni, dm_errbuf *eb) {
   rc = DM_UNSUPPORTED;
   if (md_any(&dst_any, r, Y->dims) || user_attr(&attr) != dnnl_success)
     goto out;
-  if (dnnl_concat_primitive_desc_create(&pd, &dst_any, n->n_in, axis, mds,
-                                        attr, e->eng) != dnnl_success)
+  if (dnnl_concat_primitive_desc_create(&pd, &dst_any, n->n_in, axis, mds, attr,
+                                        e->eng) != dnnl_success)
     pd = NULL;
   if ((!pd || pd_is_ref(pd)) && r >= 3) {
     /* inputs in different layouts (e.g. NHWC next to Winograd's nChw16c)
@@ -1603,11 +1626,10 @@ static dm_err map_concat(oeng *e, int ni, dm_errbuf *eb) {
     dnnl_primitive_desc_t pd2 = NULL;
     bool ok = true;
     for (int i = 0; i < n->n_in && ok; i++)
-      ok = md_channels_last(&mds[i], r, val(e, n->in[i])->dims) ==
-           dnnl_success;
-    if (ok && dnnl_concat_primitive_desc_create(&pd2, &dst_any, n->n_in, axis,
-                                                mds, attr, e->eng) ==
-                  dnnl_success) {
+      ok = md_channels_last(&mds[i], r, val(e, n->in[i])->dims) == dnnl_success;
+    if (ok &&
+        dnnl_concat_primitive_desc_create(&pd2, &dst_any, n->n_in, axis, mds,
+                                          attr, e->eng) == dnnl_success) {
       if (pd_is_ref(pd2)) {
         dnnl_primitive_desc_destroy(pd2);
       } else {
@@ -1654,11 +1676,13 @@ static dm_err map_softmax(oeng *e, int ni, dm_errbuf *eb) {
   int nd = r;
   if (n->p.softmax.legacy) { /* [prod(dims[:axis]), prod(dims[axis:])] */
     d[0] = d[1] = 1;
-    for (int i = 0; i < r; i++) d[i < axis ? 0 : 1] *= X->dims[i];
+    for (int i = 0; i < r; i++)
+      d[i < axis ? 0 : 1] *= X->dims[i];
     nd = 2;
     axis = 1;
   } else {
-    for (int i = 0; i < r; i++) d[i] = X->dims[i];
+    for (int i = 0; i < r; i++)
+      d[i] = X->dims[i];
   }
   int tx;
   dm_err rc = plain_view(e, ni, x, nd, d, &tx, eb);
@@ -1735,7 +1759,8 @@ static dm_err map_ref(oeng *e, int ni, dm_errbuf *eb) {
     }
   for (int i = 0; i < n->n_in; i++) {
     st.ref_in[i] = -1;
-    if (n->in[i] >= 0 && (rc = get_plain(e, ni, n->in[i], &st.ref_in[i], eb)) != DM_OK)
+    if (n->in[i] >= 0 &&
+        (rc = get_plain(e, ni, n->in[i], &st.ref_in[i], eb)) != DM_OK)
       goto fail;
   }
   for (int i = 0; i < n->n_out; i++) {
@@ -1745,8 +1770,8 @@ static dm_err map_ref(oeng *e, int ni, dm_errbuf *eb) {
     dnnl_memory_desc_t md;
     bool f = is_f32(e, y);
     if (f && md_plain(e, y, &md) != dnnl_success) {
-      rc = dm_errf(eb, DM_BACKEND, "node '%s' (%s): bad output shape",
-                   nname(n), n->op_type);
+      rc = dm_errf(eb, DM_BACKEND, "node '%s' (%s): bad output shape", nname(n),
+                   n->op_type);
       goto fail;
     }
     st.ref_out[i] = new_act(e, y, f ? &md : NULL);
@@ -1760,8 +1785,7 @@ static dm_err map_ref(oeng *e, int ni, dm_errbuf *eb) {
   if (n->n_out > e->max_io) e->max_io = n->n_out;
   e->n_ref++;
   if (e->verbose)
-    fprintf(stderr, "onednn: %-28s %-20s dm__ref_node\n", nname(n),
-            n->op_type);
+    fprintf(stderr, "onednn: %-28s %-20s dm__ref_node\n", nname(n), n->op_type);
   return DM_OK;
 fail:
   free(st.ref_in);
@@ -1839,11 +1863,14 @@ static dm_err plan_memory(oeng *e, dm_errbuf *eb) {
   for (int s = 0; s < e->n_s; s++) {
     const ostep *st = &e->s[s];
     if (st->kind == ST_PRIM) {
-      for (int i = 0; i < st->n_args; i++) touch(e, st->args[i].tensor, s);
+      for (int i = 0; i < st->n_args; i++)
+        touch(e, st->args[i].tensor, s);
     } else if (st->kind == ST_REF) {
       const dm_node *n = &e->g->nodes[st->node];
-      for (int i = 0; i < n->n_in; i++) touch(e, st->ref_in[i], s);
-      for (int i = 0; i < n->n_out; i++) touch(e, st->ref_out[i], s);
+      for (int i = 0; i < n->n_in; i++)
+        touch(e, st->ref_in[i], s);
+      for (int i = 0; i < n->n_out; i++)
+        touch(e, st->ref_out[i], s);
     } else {
       touch(e, st->src, s);
       touch(e, st->dst, s);
@@ -2003,7 +2030,7 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
      * serialise on the address space).  DERMAL_ONEDNN_LOAD_THREADS=N tries
      * N workers. */
     const char *lt = getenv("DERMAL_ONEDNN_LOAD_THREADS");
-    e->workers = lt ? atoi(lt) : 1;
+    e->workers = lt ? (int)strtol(lt, NULL, 10) : 1; /* clamped below */
     if (e->workers < 1) e->workers = 1;
     if (e->workers > 8) e->workers = 8;
   }
@@ -2032,7 +2059,8 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     double t0 = e->verbose ? now_ms() : 0;
     if ((rc = map_node(e, i, eb)) != DM_OK) goto fail;
     if (e->verbose)
-      fprintf(stderr, "onednn: %-28s %.3f ms\n", nname(&g->nodes[i]), now_ms() - t0);
+      fprintf(stderr, "onednn: %-28s %.3f ms\n", nname(&g->nodes[i]),
+              now_ms() - t0);
   }
   for (int k = 0; k < g->n_outputs; k++) {
     int v = g->outputs[k], t0;
@@ -2082,7 +2110,8 @@ static void onednn_session_free(void *sess) {
   if (!ss) return;
   const oeng *e = ss->e;
   if (ss->args)
-    for (int i = 0; i < e->n_s; i++) free(ss->args[i]);
+    for (int i = 0; i < e->n_s; i++)
+      free(ss->args[i]);
   if (ss->smem)
     for (int i = 0; i < e->n_s; i++)
       if (ss->smem[i]) dnnl_memory_destroy(ss->smem[i]);
@@ -2150,8 +2179,8 @@ static dm_err onednn_session_new(void *state, void **sess, dm_errbuf *eb) {
     ss->args[i] = malloc(((size_t)st->n_args + 1) * sizeof **ss->args);
     if (!ss->args[i]) goto fail;
     for (int j = 0; j < st->n_args; j++)
-      ss->args[i][j] = (dnnl_exec_arg_t){st->args[j].arg,
-                                         ss->mem[st->args[j].tensor]};
+      ss->args[i][j] =
+          (dnnl_exec_arg_t){st->args[j].arg, ss->mem[st->args[j].tensor]};
     if (st->has_scratch) {
       s = dnnl_memory_create(&ss->smem[i], &st->scratch_md, e->eng,
                              ss->scratch);
@@ -2237,7 +2266,7 @@ static const char *onednn_precision(void *state) {
 }
 
 const dm_backend dm__backend_onednn = {
-    "onednn",           onednn_prepare,     onednn_release,
+    "onednn",           onednn_prepare,      onednn_release,
     onednn_session_new, onednn_session_free, onednn_run,
     onednn_precision,
 };

@@ -100,8 +100,8 @@ static const char *dt_name(int32_t dt) {
 #if defined(__GNUC__)
 __attribute__((format(printf, 4, 5)))
 #endif
-static dm_err nerr(dm_errbuf *eb, dm_err rc, const dm_node *n, const char *fmt,
-                   ...) {
+static dm_err
+nerr(dm_errbuf *eb, dm_err rc, const dm_node *n, const char *fmt, ...) {
   char what[200];
   va_list ap;
   va_start(ap, fmt);
@@ -115,11 +115,19 @@ static dm_err nerr(dm_errbuf *eb, dm_err rc, const dm_node *n, const char *fmt,
 
 static int64_t esize(int32_t dt) {
   switch (dt) {
-  case DM_ONNX_UINT8: case DM_ONNX_INT8: case DM_ONNX_BOOL: return 1;
-  case DM_ONNX_UINT16: case DM_ONNX_INT16: case DM_ONNX_FLOAT16:
+  case DM_ONNX_UINT8:
+  case DM_ONNX_INT8:
+  case DM_ONNX_BOOL: return 1;
+  case DM_ONNX_UINT16:
+  case DM_ONNX_INT16:
+  case DM_ONNX_FLOAT16:
   case DM_ONNX_BFLOAT16: return 2;
-  case DM_ONNX_FLOAT: case DM_ONNX_INT32: case DM_ONNX_UINT32: return 4;
-  case DM_ONNX_INT64: case DM_ONNX_UINT64: case DM_ONNX_DOUBLE: return 8;
+  case DM_ONNX_FLOAT:
+  case DM_ONNX_INT32:
+  case DM_ONNX_UINT32: return 4;
+  case DM_ONNX_INT64:
+  case DM_ONNX_UINT64:
+  case DM_ONNX_DOUBLE: return 8;
   default: return 0;
   }
 }
@@ -127,9 +135,14 @@ static int64_t esize(int32_t dt) {
 /* Integer types whose values fit int64 (uint64 is handled apart). */
 static bool is_i64able(int32_t dt) {
   switch (dt) {
-  case DM_ONNX_UINT8: case DM_ONNX_INT8: case DM_ONNX_UINT16:
-  case DM_ONNX_INT16: case DM_ONNX_INT32: case DM_ONNX_INT64:
-  case DM_ONNX_UINT32: case DM_ONNX_BOOL: return true;
+  case DM_ONNX_UINT8:
+  case DM_ONNX_INT8:
+  case DM_ONNX_UINT16:
+  case DM_ONNX_INT16:
+  case DM_ONNX_INT32:
+  case DM_ONNX_INT64:
+  case DM_ONNX_UINT32:
+  case DM_ONNX_BOOL: return true;
   default: return false;
   }
 }
@@ -141,7 +154,8 @@ static bool is_real(int32_t dt) {
 /* Element i of an integer/bool buffer (uint64: its bits); 0 for others. */
 static int64_t ld_i(const void *p, int32_t dt, int64_t i) {
   switch (dt) {
-  case DM_ONNX_UINT8: case DM_ONNX_BOOL: return ((const uint8_t *)p)[i];
+  case DM_ONNX_UINT8:
+  case DM_ONNX_BOOL: return ((const uint8_t *)p)[i];
   case DM_ONNX_INT8: return ((const int8_t *)p)[i];
   case DM_ONNX_UINT16: return ((const uint16_t *)p)[i];
   case DM_ONNX_INT16: return ((const int16_t *)p)[i];
@@ -249,7 +263,8 @@ static void it_init(iter *it, int rank, const int64_t *dims, int nops) {
   memset(it, 0, sizeof *it);
   it->rank = rank;
   it->nops = nops;
-  for (int d = 0; d < rank; d++) it->dims[d] = dims[d];
+  for (int d = 0; d < rank; d++)
+    it->dims[d] = dims[d];
 }
 
 /* Operand k is a tensor of rank r and dims od broadcast (numpy, right
@@ -277,7 +292,8 @@ static void it_reset(iter *it) {
 static void it_finish(iter *it) {
   int r = 0;
   it->total = 1;
-  for (int d = 0; d < it->rank; d++) it->total *= it->dims[d];
+  for (int d = 0; d < it->rank; d++)
+    it->total *= it->dims[d];
   for (int d = 0; d < it->rank; d++) {
     if (it->dims[d] == 1) continue;
     bool merge = r > 0;
@@ -285,21 +301,25 @@ static void it_finish(iter *it) {
       merge = it->st[k][r - 1] == it->st[k][d] * it->dims[d];
     if (merge) {
       it->dims[r - 1] *= it->dims[d];
-      for (int k = 0; k < it->nops; k++) it->st[k][r - 1] = it->st[k][d];
+      for (int k = 0; k < it->nops; k++)
+        it->st[k][r - 1] = it->st[k][d];
     } else {
       it->dims[r] = it->dims[d];
-      for (int k = 0; k < it->nops; k++) it->st[k][r] = it->st[k][d];
+      for (int k = 0; k < it->nops; k++)
+        it->st[k][r] = it->st[k][d];
       r++;
     }
   }
   if (r == 0) {
     it->dims[0] = 1;
-    for (int k = 0; k < it->nops; k++) it->st[k][0] = 0;
+    for (int k = 0; k < it->nops; k++)
+      it->st[k][0] = 0;
     r = 1;
   }
   it->rank = r;
   it->inner = it->dims[r - 1];
-  for (int k = 0; k < it->nops; k++) it->ist[k] = it->st[k][r - 1];
+  for (int k = 0; k < it->nops; k++)
+    it->ist[k] = it->st[k][r - 1];
   it->outer = it->total == 0 ? 0 : it->total / it->inner;
   it_reset(it);
 }
@@ -307,9 +327,11 @@ static void it_finish(iter *it) {
 static void it_step(iter *it) {
   for (int d = it->rank - 2; d >= 0; d--) {
     it->idx[d]++;
-    for (int k = 0; k < it->nops; k++) it->off[k] += it->st[k][d];
+    for (int k = 0; k < it->nops; k++)
+      it->off[k] += it->st[k][d];
     if (it->idx[d] < it->dims[d]) return;
-    for (int k = 0; k < it->nops; k++) it->off[k] -= it->st[k][d] * it->dims[d];
+    for (int k = 0; k < it->nops; k++)
+      it->off[k] -= it->st[k][d] * it->dims[d];
     it->idx[d] = 0;
   }
 }
@@ -352,7 +374,8 @@ static void row_strides(const dm_value *v, int64_t *st) {
 
 static int64_t prod(const int64_t *dims, int from, int to) {
   int64_t p = 1;
-  for (int d = from; d < to; d++) p *= dims[d];
+  for (int d = from; d < to; d++)
+    p *= dims[d];
   return p;
 }
 
@@ -437,8 +460,7 @@ static float act_f32(const dm_act *a, float x) {
   }
   case DM_UNARY_TANH: return tanhf(x);
   case DM_UNARY_ELU: return x < 0.0f ? a->alpha * expm1f(x) : x;
-  case DM_UNARY_SELU:
-    return a->beta * (x <= 0.0f ? a->alpha * expm1f(x) : x);
+  case DM_UNARY_SELU: return a->beta * (x <= 0.0f ? a->alpha * expm1f(x) : x);
   case DM_UNARY_SOFTPLUS: /* log(exp(x) + 1) without overflow */
     return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x));
   case DM_UNARY_SOFTSIGN: return x / (1.0f + fabsf(x));
@@ -479,14 +501,16 @@ static dm_err apply_post(const kc *c) {
       if (!act_is_float(q->act.kind))
         return nerr(c->eb, DM_UNSUPPORTED, n, "post-op %s",
                     unary_name(q->act.kind));
-      for (int64_t i = 0; i < y->numel; i++) yp[i] = act_f32(&q->act, yp[i]);
+      for (int64_t i = 0; i < y->numel; i++)
+        yp[i] = act_f32(&q->act, yp[i]);
     } else if (q->kind == DM_POST_ADD) {
       const dm_value *a = oin(c, q->input);
       if (!a || a->dtype != DM_ONNX_FLOAT || a->numel != y->numel)
         return nerr(c->eb, DM_FORMAT, n, "post-op add input %d invalid",
                     q->input);
       const float *ap = c->in[q->input];
-      for (int64_t i = 0; i < y->numel; i++) yp[i] += ap[i];
+      for (int64_t i = 0; i < y->numel; i++)
+        yp[i] += ap[i];
     } else {
       return nerr(c->eb, DM_UNSUPPORTED, n, "post-op kind %d", (int)q->kind);
     }
@@ -561,8 +585,8 @@ static dm_err k_conv(const kc *c) {
   /* pointwise conv over identical spatial dims: one flat row per plane */
   bool pw = true;
   for (int j = 0; j < 3; j++)
-    pw = pw && q.k[j] == 1 && q.s[j] == 1 && q.pb[j] == 0 &&
-         q.in[j] == q.out[j];
+    pw =
+        pw && q.k[j] == 1 && q.s[j] == 1 && q.pb[j] == 0 && q.in[j] == q.out[j];
   if (pw) {
     q.in[2] = q.out[2] = q.in[0] * q.in[1] * q.in[2];
     q.in[0] = q.in[1] = q.out[0] = q.out[1] = 1;
@@ -579,7 +603,8 @@ static dm_err k_conv(const kc *c) {
       int64_t grp = m / Mg;
       float *yp = y + (b * M + m) * OS;
       float bv = bias ? bias[m] : 0.0f;
-      for (int64_t i = 0; i < OS; i++) yp[i] = bv;
+      for (int64_t i = 0; i < OS; i++)
+        yp[i] = bv;
       for (int64_t ci = 0; ci < Cg; ci++) {
         const float *xp = x + (b * C + grp * Cg + ci) * IS;
         const float *wp = wt + (m * Cg + ci) * KS;
@@ -674,8 +699,10 @@ static dm_err k_pool(const kc *c, bool is_max) {
             }
           }
           float r;
-          if (is_max) r = m;
-          else r = sum / (float)(incl ? padded : valid);
+          if (is_max)
+            r = m;
+          else
+            r = sum / (float)(incl ? padded : valid);
           yp[(o0 * q.out[1] + o1) * q.out[2] + o2] = r;
         }
   }
@@ -721,8 +748,8 @@ static dm_err k_batchnorm(const kc *c) {
   int64_t N = X->dims[0], C = X->dims[1], S = prod(X->dims, 2, X->rank);
   for (int i = 1; i < 5; i++)
     if (rin(c, i)->dtype != DM_ONNX_FLOAT || rin(c, i)->numel != C)
-      return nerr(c->eb, DM_FORMAT, c->n, "input %d must hold %" PRId64
-                  " floats", i, C);
+      return nerr(c->eb, DM_FORMAT, c->n,
+                  "input %d must hold %" PRId64 " floats", i, C);
   const float *x = c->in[0], *sc = c->in[1], *bi = c->in[2], *mu = c->in[3],
               *var = c->in[4];
   float *y = c->out[0];
@@ -732,7 +759,8 @@ static dm_err k_batchnorm(const kc *c) {
     for (int64_t b0 = 0; b0 < N; b0++) {
       const float *p = x + (b0 * C + ch) * S;
       float *q = y + (b0 * C + ch) * S;
-      for (int64_t j = 0; j < S; j++) q[j] = p[j] * a + b;
+      for (int64_t j = 0; j < S; j++)
+        q[j] = p[j] * a + b;
     }
   }
   return DM_OK;
@@ -748,8 +776,8 @@ static dm_err k_instancenorm(const kc *c) {
   int64_t N = X->dims[0], C = X->dims[1], S = prod(X->dims, 2, X->rank);
   for (int i = 1; i < 3; i++)
     if (rin(c, i)->dtype != DM_ONNX_FLOAT || rin(c, i)->numel != C)
-      return nerr(c->eb, DM_FORMAT, c->n, "input %d must hold %" PRId64
-                  " floats", i, C);
+      return nerr(c->eb, DM_FORMAT, c->n,
+                  "input %d must hold %" PRId64 " floats", i, C);
   const float *x = c->in[0], *sc = c->in[1], *bi = c->in[2];
   float *y = c->out[0];
   float eps = c->n->p.instancenorm.eps;
@@ -758,12 +786,15 @@ static dm_err k_instancenorm(const kc *c) {
       const float *p = x + (b * C + ch) * S;
       float *q = y + (b * C + ch) * S;
       float mean = 0.0f, var = 0.0f;
-      for (int64_t j = 0; j < S; j++) mean += p[j];
+      for (int64_t j = 0; j < S; j++)
+        mean += p[j];
       mean /= (float)S;
-      for (int64_t j = 0; j < S; j++) var += (p[j] - mean) * (p[j] - mean);
+      for (int64_t j = 0; j < S; j++)
+        var += (p[j] - mean) * (p[j] - mean);
       var /= (float)S;
       float a = sc[ch] / sqrtf(var + eps);
-      for (int64_t j = 0; j < S; j++) q[j] = (p[j] - mean) * a + bi[ch];
+      for (int64_t j = 0; j < S; j++)
+        q[j] = (p[j] - mean) * a + bi[ch];
     }
   return DM_OK;
 }
@@ -798,9 +829,11 @@ static dm_err k_layernorm(const kc *c) {
     const float *p = x + o * D;
     float *q = y + o * D;
     float mean = 0.0f, var = 0.0f;
-    for (int64_t j = 0; j < D; j++) mean += p[j];
+    for (int64_t j = 0; j < D; j++)
+      mean += p[j];
     mean /= (float)D;
-    for (int64_t j = 0; j < D; j++) var += (p[j] - mean) * (p[j] - mean);
+    for (int64_t j = 0; j < D; j++)
+      var += (p[j] - mean) * (p[j] - mean);
     var /= (float)D;
     float inv = 1.0f / sqrtf(var + eps);
     if (mean_out) mean_out[o] = mean;
@@ -841,9 +874,8 @@ static dm_err k_lrn(const kc *c) {
           float v = x[(b * C + k) * S + j];
           sq += v * v;
         }
-        y[(b * C + ch) * S + j] =
-            x[(b * C + ch) * S + j] /
-            powf(bias + alpha / (float)size * sq, beta);
+        y[(b * C + ch) * S + j] = x[(b * C + ch) * S + j] /
+                                  powf(bias + alpha / (float)size * sq, beta);
       }
     }
   return DM_OK;
@@ -887,14 +919,16 @@ static dm_err k_unary(const kc *c) {
       return bad_dtype(c, X);
     const uint8_t *x = c->in[0];
     uint8_t *y = c->out[0];
-    for (int64_t i = 0; i < cnt; i++) y[i] = (uint8_t)!x[i];
+    for (int64_t i = 0; i < cnt; i++)
+      y[i] = (uint8_t)!x[i];
     return DM_OK;
   }
   if (X->dtype != Y->dtype) return bad_dtype(c, Y);
   if (X->dtype == DM_ONNX_FLOAT && act_is_float(k)) {
     const float *x = c->in[0];
     float *y = c->out[0];
-    for (int64_t i = 0; i < cnt; i++) y[i] = act_f32(a, x[i]);
+    for (int64_t i = 0; i < cnt; i++)
+      y[i] = act_f32(a, x[i]);
     return DM_OK;
   }
   if ((k == DM_UNARY_NEG || k == DM_UNARY_ABS || k == DM_UNARY_SIGN) &&
@@ -904,7 +938,7 @@ static dm_err k_unary(const kc *c) {
       int64_t v = ld_i(c->in[0], X->dtype, i);
       /* negation on unsigned: INT_MIN wraps instead of overflowing */
       int64_t neg = (int64_t)(0u - (uint64_t)v);
-      int64_t r = k == DM_UNARY_NEG ? neg
+      int64_t r = k == DM_UNARY_NEG   ? neg
                   : k == DM_UNARY_ABS ? (v < 0 ? neg : v)
                                       : (v > 0) - (v < 0);
       st_i(c->out[0], Y->dtype, i, r);
@@ -922,12 +956,22 @@ static dm_err k_unary(const kc *c) {
 typedef enum { BIN_ARITH, BIN_CMP, BIN_LOGIC, BIN_UNKNOWN } bin_class;
 static bin_class bin_classify(dm_binary k) {
   switch (k) {
-  case DM_BINARY_ADD: case DM_BINARY_SUB: case DM_BINARY_MUL:
-  case DM_BINARY_DIV: case DM_BINARY_POW: case DM_BINARY_MAX:
-  case DM_BINARY_MIN: case DM_BINARY_MOD: return BIN_ARITH;
-  case DM_BINARY_EQUAL: case DM_BINARY_LESS: case DM_BINARY_GREATER:
-  case DM_BINARY_LESSEQ: case DM_BINARY_GREATEREQ: return BIN_CMP;
-  case DM_BINARY_AND: case DM_BINARY_OR: case DM_BINARY_XOR: return BIN_LOGIC;
+  case DM_BINARY_ADD:
+  case DM_BINARY_SUB:
+  case DM_BINARY_MUL:
+  case DM_BINARY_DIV:
+  case DM_BINARY_POW:
+  case DM_BINARY_MAX:
+  case DM_BINARY_MIN:
+  case DM_BINARY_MOD: return BIN_ARITH;
+  case DM_BINARY_EQUAL:
+  case DM_BINARY_LESS:
+  case DM_BINARY_GREATER:
+  case DM_BINARY_LESSEQ:
+  case DM_BINARY_GREATEREQ: return BIN_CMP;
+  case DM_BINARY_AND:
+  case DM_BINARY_OR:
+  case DM_BINARY_XOR: return BIN_LOGIC;
   case DM_BINARY_COUNT: break;
   }
   return BIN_UNKNOWN;
@@ -955,9 +999,15 @@ static void bin_f32_row(dm_binary k, const float *a, int64_t sa, const float *b,
   case DM_BINARY_MAX: ROW(u > v || u != u ? u : v); /* NaN propagates */
   case DM_BINARY_MIN: ROW(u < v || u != u ? u : v);
   case DM_BINARY_MOD: ROW(fmodf(u, v)); /* float Mod requires fmod=1 */
-  case DM_BINARY_EQUAL: case DM_BINARY_LESS: case DM_BINARY_GREATER:
-  case DM_BINARY_LESSEQ: case DM_BINARY_GREATEREQ: case DM_BINARY_AND:
-  case DM_BINARY_OR: case DM_BINARY_XOR: case DM_BINARY_COUNT: break;
+  case DM_BINARY_EQUAL:
+  case DM_BINARY_LESS:
+  case DM_BINARY_GREATER:
+  case DM_BINARY_LESSEQ:
+  case DM_BINARY_GREATEREQ:
+  case DM_BINARY_AND:
+  case DM_BINARY_OR:
+  case DM_BINARY_XOR:
+  case DM_BINARY_COUNT: break;
   }
 #undef ROW
 }
@@ -976,10 +1026,18 @@ static void cmp_f32_row(dm_binary k, const float *a, int64_t sa, const float *b,
   case DM_BINARY_GREATER: ROW(u > v);
   case DM_BINARY_LESSEQ: ROW(u <= v);
   case DM_BINARY_GREATEREQ: ROW(u >= v);
-  case DM_BINARY_ADD: case DM_BINARY_SUB: case DM_BINARY_MUL:
-  case DM_BINARY_DIV: case DM_BINARY_POW: case DM_BINARY_MAX:
-  case DM_BINARY_MIN: case DM_BINARY_MOD: case DM_BINARY_AND:
-  case DM_BINARY_OR: case DM_BINARY_XOR: case DM_BINARY_COUNT: break;
+  case DM_BINARY_ADD:
+  case DM_BINARY_SUB:
+  case DM_BINARY_MUL:
+  case DM_BINARY_DIV:
+  case DM_BINARY_POW:
+  case DM_BINARY_MAX:
+  case DM_BINARY_MIN:
+  case DM_BINARY_MOD:
+  case DM_BINARY_AND:
+  case DM_BINARY_OR:
+  case DM_BINARY_XOR:
+  case DM_BINARY_COUNT: break;
   }
 #undef ROW
 }
@@ -1000,7 +1058,9 @@ static double bin_d(dm_binary k, double u, double v) {
   case DM_BINARY_GREATER: return u > v;
   case DM_BINARY_LESSEQ: return u <= v;
   case DM_BINARY_GREATEREQ: return u >= v;
-  case DM_BINARY_AND: case DM_BINARY_OR: case DM_BINARY_XOR:
+  case DM_BINARY_AND:
+  case DM_BINARY_OR:
+  case DM_BINARY_XOR:
   case DM_BINARY_COUNT: break;
   }
   return NAN;
@@ -1067,8 +1127,8 @@ static dm_err k_binary(const kc *c) {
   if (is_logic(k))
     ok_types = ta == DM_ONNX_BOOL && tb == DM_ONNX_BOOL && ty == DM_ONNX_BOOL;
   else if (is_cmp(k))
-    ok_types = ta == tb && ty == DM_ONNX_BOOL &&
-               (is_real(ta) || is_i64able(ta));
+    ok_types =
+        ta == tb && ty == DM_ONNX_BOOL && (is_real(ta) || is_i64able(ta));
   else if (k == DM_BINARY_POW)
     ok_types = ty == ta && (is_real(ta) || is_i64able(ta)) &&
                (is_real(tb) || is_i64able(tb)) && ta != DM_ONNX_BOOL;
@@ -1092,8 +1152,8 @@ static dm_err k_binary(const kc *c) {
       const float *a = (const float *)pa + it.off[0];
       const float *b = (const float *)pb + it.off[1];
       if (is_cmp(k))
-        cmp_f32_row(k, a, it.ist[0], b, it.ist[1],
-                    (uint8_t *)py + o * it.inner, it.inner);
+        cmp_f32_row(k, a, it.ist[0], b, it.ist[1], (uint8_t *)py + o * it.inner,
+                    it.inner);
       else
         bin_f32_row(k, a, it.ist[0], b, it.ist[1], (float *)py + o * it.inner,
                     it.inner);
@@ -1144,10 +1204,9 @@ static dm_err k_where(const kc *c) {
   char *y = c->out[0];
   for (int64_t o = 0; o < it.outer; o++, it_step(&it))
     for (int64_t i = 0; i < it.inner; i++) {
-      const char *src =
-          cond[it.off[0] + i * it.ist[0]]
-              ? x + (it.off[1] + i * it.ist[1]) * es
-              : z + (it.off[2] + i * it.ist[2]) * es;
+      const char *src = cond[it.off[0] + i * it.ist[0]]
+                            ? x + (it.off[1] + i * it.ist[1]) * es
+                            : z + (it.off[2] + i * it.ist[2]) * es;
       cp_elem(y + (o * it.inner + i) * es, src, es);
     }
   return DM_OK;
@@ -1177,38 +1236,44 @@ static dm_err k_reduce(const kc *c) {
   iter ko, ro; /* kept dims (output order) and reduced dims */
   int nk = 0, nr = 0;
   for (int d = 0; d < X->rank; d++) {
-    if (mask & (1u << d)) rd[nr++] = X->dims[d];
-    else kd[nk++] = X->dims[d];
+    if (mask & (1u << d))
+      rd[nr++] = X->dims[d];
+    else
+      kd[nk++] = X->dims[d];
   }
   it_init(&ko, nk, kd, 1);
   it_init(&ro, nr, rd, 1);
   nk = nr = 0;
   for (int d = 0; d < X->rank; d++) {
-    if (mask & (1u << d)) ro.st[0][nr++] = xs[d];
-    else ko.st[0][nk++] = xs[d];
+    if (mask & (1u << d))
+      ro.st[0][nr++] = xs[d];
+    else
+      ko.st[0][nk++] = xs[d];
   }
   it_finish(&ko);
   it_finish(&ro);
   if (ko.total != Y->numel)
-    return nerr(c->eb, DM_FORMAT, n, "output has %" PRId64 " elements, "
-                "expected %" PRId64, Y->numel, ko.total);
+    return nerr(c->eb, DM_FORMAT, n,
+                "output has %" PRId64 " elements, "
+                "expected %" PRId64,
+                Y->numel, ko.total);
   int64_t cnt = ro.total;
   for (int64_t o = 0; o < ko.outer; o++, it_step(&ko))
     for (int64_t i = 0; i < ko.inner; i++) {
       int64_t base = ko.off[0] + i * ko.ist[0], iy = o * ko.inner + i;
       if (fl) {
         const float *x = (const float *)c->in[0] + base;
-        float acc = k == DM_REDUCE_PROD ? 1.0f
-                    : k == DM_REDUCE_MAX || k == DM_REDUCE_LOGSUMEXP
-                        ? -INFINITY
-                    : k == DM_REDUCE_MIN ? INFINITY
-                                         : 0.0f;
+        float acc = k == DM_REDUCE_PROD                              ? 1.0f
+                    : k == DM_REDUCE_MAX || k == DM_REDUCE_LOGSUMEXP ? -INFINITY
+                    : k == DM_REDUCE_MIN                             ? INFINITY
+                                                                     : 0.0f;
         it_reset(&ro);
         for (int64_t a = 0; a < ro.outer; a++, it_step(&ro))
           for (int64_t b = 0; b < ro.inner; b++) {
             float v = x[ro.off[0] + b * ro.ist[0]];
             switch (k) {
-            case DM_REDUCE_MAX: case DM_REDUCE_LOGSUMEXP:
+            case DM_REDUCE_MAX:
+            case DM_REDUCE_LOGSUMEXP:
               if (v > acc || v != v) acc = v;
               break;
             case DM_REDUCE_MIN:
@@ -1216,13 +1281,17 @@ static dm_err k_reduce(const kc *c) {
               break;
             case DM_REDUCE_PROD: acc *= v; break;
             case DM_REDUCE_L1: acc += fabsf(v); break;
-            case DM_REDUCE_L2: case DM_REDUCE_SUMSQUARE: acc += v * v; break;
-            case DM_REDUCE_SUM: case DM_REDUCE_MEAN: acc += v; break;
+            case DM_REDUCE_L2:
+            case DM_REDUCE_SUMSQUARE: acc += v * v; break;
+            case DM_REDUCE_SUM:
+            case DM_REDUCE_MEAN: acc += v; break;
             case DM_REDUCE_COUNT: break; /* no default: see -Wswitch */
             }
           }
-        if (k == DM_REDUCE_MEAN) acc /= (float)cnt;
-        else if (k == DM_REDUCE_L2) acc = sqrtf(acc);
+        if (k == DM_REDUCE_MEAN)
+          acc /= (float)cnt;
+        else if (k == DM_REDUCE_L2)
+          acc = sqrtf(acc);
         else if (k == DM_REDUCE_LOGSUMEXP && isfinite(acc)) {
           float mx = acc, s = 0.0f;
           it_reset(&ro);
@@ -1234,20 +1303,23 @@ static dm_err k_reduce(const kc *c) {
         ((float *)c->out[0])[iy] = acc;
       } else {
         bool i32 = X->dtype == DM_ONNX_INT32;
-        int64_t acc = k == DM_REDUCE_PROD ? 1
+        int64_t acc = k == DM_REDUCE_PROD  ? 1
                       : k == DM_REDUCE_MAX ? (i32 ? INT32_MIN : INT64_MIN)
                       : k == DM_REDUCE_MIN ? (i32 ? INT32_MAX : INT64_MAX)
                                            : 0;
         it_reset(&ro);
         for (int64_t a = 0; a < ro.outer; a++, it_step(&ro))
           for (int64_t b = 0; b < ro.inner; b++) {
-            int64_t v = ld_i(c->in[0], X->dtype, base + ro.off[0] +
-                                                     b * ro.ist[0]);
-            if (k == DM_REDUCE_MAX) acc = v > acc ? v : acc;
-            else if (k == DM_REDUCE_MIN) acc = v < acc ? v : acc;
+            int64_t v =
+                ld_i(c->in[0], X->dtype, base + ro.off[0] + b * ro.ist[0]);
+            if (k == DM_REDUCE_MAX)
+              acc = v > acc ? v : acc;
+            else if (k == DM_REDUCE_MIN)
+              acc = v < acc ? v : acc;
             else if (k == DM_REDUCE_PROD)
               acc = (int64_t)((uint64_t)acc * (uint64_t)v);
-            else acc = (int64_t)((uint64_t)acc + (uint64_t)v);
+            else
+              acc = (int64_t)((uint64_t)acc + (uint64_t)v);
           }
         st_i(c->out[0], Y->dtype, iy, acc);
       }
@@ -1264,7 +1336,8 @@ static dm_err k_softmax(const kc *c) {
   const dm_value *X = rin(c, 0), *Y = rout(c, 0);
   if (!all_f32(X, Y)) return bad_dtype(c, X);
   int ax = n->p.softmax.axis, r = X->rank;
-  if (r == 0) ax = 0;
+  if (r == 0)
+    ax = 0;
   else if (ax < 0 || ax >= r)
     return nerr(c->eb, DM_FORMAT, n, "axis %d out of range", ax);
   int64_t outer = prod(X->dims, 0, ax), A, inner;
@@ -1285,16 +1358,19 @@ static dm_err k_softmax(const kc *c) {
       for (int64_t j = 0; j < A; j++)
         if (p[j * inner] > mx) mx = p[j * inner];
       if (n->p.softmax.log) {
-        for (int64_t j = 0; j < A; j++) s += expf(p[j * inner] - mx);
+        for (int64_t j = 0; j < A; j++)
+          s += expf(p[j * inner] - mx);
         float ls = logf(s);
-        for (int64_t j = 0; j < A; j++) q[j * inner] = p[j * inner] - mx - ls;
+        for (int64_t j = 0; j < A; j++)
+          q[j * inner] = p[j * inner] - mx - ls;
       } else {
         for (int64_t j = 0; j < A; j++) {
           float e = expf(p[j * inner] - mx);
           q[j * inner] = e;
           s += e;
         }
-        for (int64_t j = 0; j < A; j++) q[j * inner] /= s;
+        for (int64_t j = 0; j < A; j++)
+          q[j * inner] /= s;
       }
     }
   return DM_OK;
@@ -1325,24 +1401,29 @@ static dm_err k_gemm(const kc *c) {
   for (int64_t i = 0; i < M; i++) {
     float *yr = y + i * N;
     if (!tb) { /* y[i,:] += A'[i,k] * B[k,:], contiguous rows of B */
-      for (int64_t j = 0; j < N; j++) yr[j] = 0.0f;
+      for (int64_t j = 0; j < N; j++)
+        yr[j] = 0.0f;
       for (int64_t k = 0; k < K; k++) {
         float av = ta ? a[k * M + i] : a[i * K + k];
         const float *br = b + k * N;
-        for (int64_t j = 0; j < N; j++) yr[j] += av * br[j];
+        for (int64_t j = 0; j < N; j++)
+          yr[j] += av * br[j];
       }
     } else { /* dot with contiguous rows of B (torch Linear layout) */
       for (int64_t j = 0; j < N; j++) {
         const float *br = b + j * K;
         float s = 0.0f;
         if (ta)
-          for (int64_t k = 0; k < K; k++) s += a[k * M + i] * br[k];
+          for (int64_t k = 0; k < K; k++)
+            s += a[k * M + i] * br[k];
         else
-          for (int64_t k = 0; k < K; k++) s += a[i * K + k] * br[k];
+          for (int64_t k = 0; k < K; k++)
+            s += a[i * K + k] * br[k];
         yr[j] = s;
       }
     }
-    for (int64_t j = 0; j < N; j++) yr[j] *= alpha;
+    for (int64_t j = 0; j < N; j++)
+      yr[j] *= alpha;
   }
   if (C && beta != 0.0f) { /* C broadcast unidirectionally to [M, N] */
     const float *cp = c->in[2];
@@ -1366,8 +1447,7 @@ static dm_err k_matmul(const kc *c) {
     return nerr(c->eb, DM_UNSUPPORTED, n, "MatMul on %s x %s",
                 dt_name(A->dtype), dt_name(B->dtype));
   int ra = A->rank, rb = B->rank;
-  if (ra < 1 || rb < 1)
-    return nerr(c->eb, DM_FORMAT, n, "MatMul of a scalar");
+  if (ra < 1 || rb < 1) return nerr(c->eb, DM_FORMAT, n, "MatMul of a scalar");
   /* numpy: a 1-D A is [1,K] and a 1-D B is [K,1]; those dims are dropped */
   int64_t M = ra == 1 ? 1 : A->dims[ra - 2], K = A->dims[ra - 1];
   int64_t N = rb == 1 ? 1 : B->dims[rb - 1];
@@ -1394,11 +1474,13 @@ static dm_err k_matmul(const kc *c) {
       float *yb = y + (o * it.inner + t) * M * N;
       for (int64_t i = 0; i < M; i++) {
         float *yr = yb + i * N;
-        for (int64_t j = 0; j < N; j++) yr[j] = 0.0f;
+        for (int64_t j = 0; j < N; j++)
+          yr[j] = 0.0f;
         for (int64_t k = 0; k < K; k++) {
           float av = ab[i * K + k];
           const float *br = bb + k * N;
-          for (int64_t j = 0; j < N; j++) yr[j] += av * br[j];
+          for (int64_t j = 0; j < N; j++)
+            yr[j] += av * br[j];
         }
       }
     }
@@ -1425,8 +1507,7 @@ static dm_err k_transpose(const kc *c) {
   const dm_value *X = rin(c, 0), *Y = rout(c, 0);
   int64_t es = esize(X->dtype), xs[DM_MAX_RANK];
   if (!es || Y->dtype != X->dtype) return bad_dtype(c, X);
-  if (Y->rank != X->rank)
-    return nerr(c->eb, DM_FORMAT, c->n, "rank mismatch");
+  if (Y->rank != X->rank) return nerr(c->eb, DM_FORMAT, c->n, "rank mismatch");
   row_strides(X, xs);
   iter it;
   it_init(&it, Y->rank, Y->dims, 1);
@@ -1511,8 +1592,7 @@ static dm_err k_slice(const kc *c) {
   const dm_value *X = rin(c, 0), *Y = rout(c, 0);
   int64_t es = esize(X->dtype), xs[DM_MAX_RANK], base = 0;
   if (!es || Y->dtype != X->dtype) return bad_dtype(c, X);
-  if (Y->rank != X->rank)
-    return nerr(c->eb, DM_FORMAT, c->n, "rank mismatch");
+  if (Y->rank != X->rank) return nerr(c->eb, DM_FORMAT, c->n, "rank mismatch");
   row_strides(X, xs);
   iter it;
   it_init(&it, Y->rank, Y->dims, 1);
@@ -1576,15 +1656,19 @@ static dm_err k_pad(const kc *c) {
     bool konst = false;
     for (int d = 0; d < r - 1; d++) {
       int64_t m = pad_map(idx[d] - n->p.pad.pads[d], X->dims[d], mode);
-      if (m < 0) konst = true;
-      else off += m * xs[d];
+      if (m < 0)
+        konst = true;
+      else
+        off += m * xs[d];
     }
     char *yr = y + o * inner * es;
     for (int64_t i = 0; i < inner; i++) {
-      int64_t m = r ? pad_map(i - n->p.pad.pads[r - 1], X->dims[r - 1], mode)
-                    : 0;
-      if (konst || m < 0) cp_elem(yr + i * es, (const char *)&fill, es);
-      else cp_elem(yr + i * es, x + (off + m) * es, es);
+      int64_t m =
+          r ? pad_map(i - n->p.pad.pads[r - 1], X->dims[r - 1], mode) : 0;
+      if (konst || m < 0)
+        cp_elem(yr + i * es, (const char *)&fill, es);
+      else
+        cp_elem(yr + i * es, x + (off + m) * es, es);
     }
     for (int d = r - 2; d >= 0; d--) {
       if (++idx[d] < Y->dims[d]) break;
@@ -1659,8 +1743,7 @@ static dm_err k_tile(const kc *c) {
   const dm_value *X = rin(c, 0), *Y = rout(c, 0), *R = oin(c, 1);
   int64_t es = esize(X->dtype), xs[DM_MAX_RANK];
   if (!es || Y->dtype != X->dtype) return bad_dtype(c, X);
-  if (Y->rank != X->rank)
-    return nerr(c->eb, DM_FORMAT, c->n, "rank mismatch");
+  if (Y->rank != X->rank) return nerr(c->eb, DM_FORMAT, c->n, "rank mismatch");
   if (Y->numel == 0) return DM_OK;
   /* out viewed as [rep0, d0, rep1, d1, ...] with strides [0, s0, 0, s1...] */
   int64_t dims[IT_MAXR];
@@ -1676,7 +1759,8 @@ static dm_err k_tile(const kc *c) {
     dims[2 * d + 1] = X->dims[d];
   }
   it_init(&it, 2 * X->rank, dims, 1);
-  for (int d = 0; d < X->rank; d++) it.st[0][2 * d + 1] = xs[d];
+  for (int d = 0; d < X->rank; d++)
+    it.st[0][2 * d + 1] = xs[d];
   it_finish(&it);
   strided_copy(c->out[0], c->in[0], 0, es, &it);
   return DM_OK;
@@ -1691,7 +1775,8 @@ static dm_err k_shape(const kc *c) {
       c->n->p.shape.end - s != Y->numel)
     return nerr(c->eb, DM_FORMAT, c->n, "shape slice out of range");
   int64_t *y = c->out[0];
-  for (int64_t i = 0; i < Y->numel; i++) y[i] = X->dims[s + i];
+  for (int64_t i = 0; i < Y->numel; i++)
+    y[i] = X->dims[s + i];
   return DM_OK;
 }
 
@@ -1760,11 +1845,13 @@ static dm_err k_range(const kc *c) {
   if (dt == DM_ONNX_FLOAT) { /* spec: start + i * delta, not accumulated */
     float s = *(const float *)c->in[0], d = *(const float *)c->in[2];
     float *y = c->out[0];
-    for (int64_t i = 0; i < Y->numel; i++) y[i] = s + (float)i * d;
+    for (int64_t i = 0; i < Y->numel; i++)
+      y[i] = s + (float)i * d;
   } else if (dt == DM_ONNX_DOUBLE) {
     double s = *(const double *)c->in[0], d = *(const double *)c->in[2];
     double *y = c->out[0];
-    for (int64_t i = 0; i < Y->numel; i++) y[i] = s + (double)i * d;
+    for (int64_t i = 0; i < Y->numel; i++)
+      y[i] = s + (double)i * d;
   } else if (dt == DM_ONNX_INT32 || dt == DM_ONNX_INT64 ||
              dt == DM_ONNX_INT16) {
     uint64_t s = (uint64_t)ld_i(c->in[0], dt, 0);
@@ -1798,9 +1885,12 @@ static dm_err k_cast(const kc *c) {
       st_d(y, to, i, ld_d(x, from, i));
     } else if (from == DM_ONNX_UINT64) {
       uint64_t u = ((const uint64_t *)x)[i];
-      if (to == DM_ONNX_FLOAT) ((float *)y)[i] = (float)u;
-      else if (to == DM_ONNX_DOUBLE) ((double *)y)[i] = (double)u;
-      else st_i(y, to, i, (int64_t)u);
+      if (to == DM_ONNX_FLOAT)
+        ((float *)y)[i] = (float)u;
+      else if (to == DM_ONNX_DOUBLE)
+        ((double *)y)[i] = (double)u;
+      else
+        st_i(y, to, i, (int64_t)u);
     } else {
       st_i(y, to, i, ld_i(x, from, i)); /* int -> float rounds once */
     }
@@ -1835,7 +1925,8 @@ static dm_err k_quantize(const kc *c) {
       (X->dtype != DM_ONNX_FLOAT && X->dtype != DM_ONNX_INT32) ||
       (Z && Z->dtype != qt))
     return bad_dtype(c, X);
-  double lo = qt == DM_ONNX_UINT8 ? 0 : -128, hi = qt == DM_ONNX_UINT8 ? 255 : 127;
+  double lo = qt == DM_ONNX_UINT8 ? 0 : -128,
+         hi = qt == DM_ONNX_UINT8 ? 255 : 127;
   int64_t inner, dim;
   quant_geom(c, X, &inner, &dim);
   for (int64_t i = 0; i < X->numel; i++) {
@@ -1843,7 +1934,8 @@ static dm_err k_quantize(const kc *c) {
     float x = X->dtype == DM_ONNX_FLOAT ? ((const float *)c->in[0])[i]
                                         : (float)((const int32_t *)c->in[0])[i];
     float r = nearbyintf(x / s[ch]);
-    double v = (z ? (double)ld_i(z, qt, ch) : 0.0) + (isnan(r) ? 0.0 : (double)r);
+    double v =
+        (z ? (double)ld_i(z, qt, ch) : 0.0) + (isnan(r) ? 0.0 : (double)r);
     v = v < lo ? lo : (v > hi ? hi : v);
     st_i(c->out[0], qt, i, (int64_t)v);
   }
@@ -1874,8 +1966,8 @@ static dm_err k_dequantize(const kc *c) {
 
 /* ---------- entry point ---------- */
 
-dm_err dm__ref_node(const dm_graph *g, const dm_node *n,
-                    const void *const *in, void *const *out, dm_errbuf *eb) {
+dm_err dm__ref_node(const dm_graph *g, const dm_node *n, const void *const *in,
+                    void *const *out, dm_errbuf *eb) {
   kc c = {g, n, in, out, eb};
   dm_err rc;
   switch (n->op) {

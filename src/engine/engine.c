@@ -23,11 +23,11 @@ struct dm_engine {
 struct dm_session {
   const dm_engine *e;
   void *sess;
-  void **outs;          /* one buffer per graph output */
-  const void **ins;     /* scratch for input pointers (last run's inputs) */
-  bool ran;             /* a run completed: outputs hold values */
-  dm_cam_state *cam;    /* Grad-CAM tail buffers, when built with cam */
-  float *cam_grad;      /* (c, h, w) */
+  void **outs;       /* one buffer per graph output */
+  const void **ins;  /* scratch for input pointers (last run's inputs) */
+  bool ran;          /* a run completed: outputs hold values */
+  dm_cam_state *cam; /* Grad-CAM tail buffers, when built with cam */
+  float *cam_grad;   /* (c, h, w) */
 };
 
 static double now_ms(void) {
@@ -52,11 +52,14 @@ static dm_err align_consts(dm_graph *g, dm_backend_kind be, dm_errbuf *eb) {
   for (int i = 0; i < g->n_nodes; i++) {
     const dm_node *n = &g->nodes[i];
     for (int k = 0; k < n->n_in; k++)
-      if (n->in[k] >= 0 && !((n->op == DM_OP_CONV || n->op == DM_OP_GEMM) && k == 1))
+      if (n->in[k] >= 0 &&
+          !((n->op == DM_OP_CONV || n->op == DM_OP_GEMM) && k == 1))
         keep[n->in[k]] = false;
   }
-  for (int k = 0; k < g->n_outputs; k++) keep[g->outputs[k]] = false;
-  for (int k = 0; k < g->n_keep; k++) keep[g->keep[k]] = false; /* handed out */
+  for (int k = 0; k < g->n_outputs; k++)
+    keep[g->outputs[k]] = false;
+  for (int k = 0; k < g->n_keep; k++)
+    keep[g->keep[k]] = false;               /* handed out */
   for (int i = 0; i < g->n_cam_tail; i++) { /* read by grad.c in C */
     const dm_node *n = &g->nodes[g->cam_tail[i]];
     for (int k = 0; k < n->n_in; k++)
@@ -179,7 +182,8 @@ void dm_session_free(dm_session *s) {
   if (!s) return;
   if (s->sess) s->e->be->session_free(s->sess);
   if (s->outs)
-    for (int i = 0; i < s->e->g->n_outputs; i++) free(s->outs[i]);
+    for (int i = 0; i < s->e->g->n_outputs; i++)
+      free(s->outs[i]);
   free(s->outs);
   free(s->ins);
   dm__cam_state_free(s->cam);
@@ -197,7 +201,8 @@ dm_err dm_session_run(dm_session *s, const dm_tensor *inputs, size_t n_inputs,
     const dm_value *v = &g->values[g->inputs[i]];
     const dm_tensor *t = &inputs[i];
     bool same = t->dtype == v->dtype && t->rank == v->rank;
-    for (int d = 0; same && d < v->rank; d++) same = t->dims[d] == v->dims[d];
+    for (int d = 0; same && d < v->rank; d++)
+      same = t->dims[d] == v->dims[d];
     if (!same) {
       char want[128], got[128];
       size_t o = 0;
@@ -210,8 +215,8 @@ dm_err dm_session_run(dm_session *s, const dm_tensor *inputs, size_t n_inputs,
         o += (size_t)snprintf(got + o, sizeof got - o, d ? "x%lld" : "%lld",
                               (long long)t->dims[d]);
       if (t->rank <= 0) snprintf(got, sizeof got, "scalar");
-      return dm_errf(eb, DM_ARG, "input '%s' expects %s %s, got %s %s",
-                     v->name, dm_onnx_dtype_name(v->dtype), want,
+      return dm_errf(eb, DM_ARG, "input '%s' expects %s %s, got %s %s", v->name,
+                     dm_onnx_dtype_name(v->dtype), want,
                      dm_onnx_dtype_name(t->dtype), got);
     }
     if (!t->data && v->nbytes)
@@ -254,8 +259,8 @@ dm_tensor dm_session_output(const dm_session *s, size_t i) {
 }
 
 dm_err dm_session_run_cam(dm_session *s, const dm_tensor *inputs,
-                          size_t n_inputs, int class_index,
-                          dm_cam_result *out, dm_errbuf *eb) {
+                          size_t n_inputs, int class_index, dm_cam_result *out,
+                          dm_errbuf *eb) {
   const dm_graph *g = s->e->g;
   if (!s->cam)
     return dm_errf(eb, DM_ARG, "the engine was built without Grad-CAM");

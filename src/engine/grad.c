@@ -30,7 +30,7 @@
 
 struct dm_cam_state {
   int n;
-  float **fwd;  /* per tail node: its output (plain) */
+  float **fwd;    /* per tail node: its output (plain) */
   float *g0, *g1; /* gradient ping-pong buffers, max tail value size */
   int last_fwd;   /* tail nodes [0, last_fwd] must run forward; see below */
 };
@@ -80,8 +80,7 @@ static const char *unsupported(const dm_graph *g, const dm_node *n, int k) {
   switch (n->op) {
   case DM_OP_RESHAPE:
   case DM_OP_GLOBALAVGPOOL:
-  case DM_OP_GLOBALMAXPOOL:
-    return NULL;
+  case DM_OP_GLOBALMAXPOOL: return NULL;
   case DM_OP_AVGPOOL:
   case DM_OP_MAXPOOL:
     for (int i = 0; i < n->p.pool.w.nsp; i++)
@@ -97,23 +96,28 @@ static const char *unsupported(const dm_graph *g, const dm_node *n, int k) {
                : "this reduction";
   case DM_OP_UNARY:
     switch (n->p.unary.kind) {
-    case DM_UNARY_RELU: case DM_UNARY_LEAKYRELU: case DM_UNARY_CLIP:
-    case DM_UNARY_SIGMOID: case DM_UNARY_TANH: case DM_UNARY_HARDSIGMOID:
-    case DM_UNARY_HARDSWISH: case DM_UNARY_SWISH: case DM_UNARY_ELU:
-    case DM_UNARY_GELU: case DM_UNARY_SOFTPLUS: case DM_UNARY_NEG:
-      return NULL;
-    default:
-      return "this activation";
+    case DM_UNARY_RELU:
+    case DM_UNARY_LEAKYRELU:
+    case DM_UNARY_CLIP:
+    case DM_UNARY_SIGMOID:
+    case DM_UNARY_TANH:
+    case DM_UNARY_HARDSIGMOID:
+    case DM_UNARY_HARDSWISH:
+    case DM_UNARY_SWISH:
+    case DM_UNARY_ELU:
+    case DM_UNARY_GELU:
+    case DM_UNARY_SOFTPLUS:
+    case DM_UNARY_NEG: return NULL;
+    default: return "this activation";
     }
   case DM_OP_BINARY:
     if (x->numel != y->numel) return "a broadcast that expands the activation";
     switch (n->p.binary.kind) {
-    case DM_BINARY_ADD: case DM_BINARY_SUB: case DM_BINARY_MUL:
-      return NULL;
-    case DM_BINARY_DIV:
-      return k == 0 ? NULL : "division by the activation";
-    default:
-      return "this binary op";
+    case DM_BINARY_ADD:
+    case DM_BINARY_SUB:
+    case DM_BINARY_MUL: return NULL;
+    case DM_BINARY_DIV: return k == 0 ? NULL : "division by the activation";
+    default: return "this binary op";
     }
   case DM_OP_GEMM:
     return k == 0 && n->n_post == 0 ? NULL : "Gemm on its second input";
@@ -121,8 +125,7 @@ static const char *unsupported(const dm_graph *g, const dm_node *n, int k) {
     return k == 0 && x->rank == 2 && val(g, n->in[1])->rank == 2
                ? NULL
                : "MatMul other than [M,K] x constant [K,N]";
-  default:
-    return "this op";
+  default: return "this op";
   }
 }
 
@@ -151,8 +154,10 @@ static dm_err walk_chain(const dm_graph *g, int s, int t, int *out, int *n_out,
                      "scores has no backward rule (%s); choose a later target",
                      nd->name, nd->op_type, val(g, t)->name, why);
     if (n == CAM_MAX_TAIL)
-      return dm_errf(eb, DM_UNSUPPORTED, "Grad-CAM: more than %d ops after "
-                     "the target", CAM_MAX_TAIL);
+      return dm_errf(eb, DM_UNSUPPORTED,
+                     "Grad-CAM: more than %d ops after "
+                     "the target",
+                     CAM_MAX_TAIL);
     out[n++] = p;
     v = nd->in[k];
   }
@@ -166,7 +171,8 @@ static dm_err walk_chain(const dm_graph *g, int s, int t, int *out, int *n_out,
 }
 
 static void set_producers(dm_graph *g) {
-  for (int v = 0; v < g->n_values; v++) g->values[v].producer = -1;
+  for (int v = 0; v < g->n_values; v++)
+    g->values[v].producer = -1;
   for (int i = 0; i < g->n_nodes; i++)
     for (int k = 0; k < g->nodes[i].n_out; k++)
       g->values[g->nodes[i].out[k]].producer = i;
@@ -213,9 +219,11 @@ dm_err dm__cam_resolve(dm_graph *g, const char *target, dm_errbuf *eb) {
   int tail[CAM_MAX_TAIL], nt = 0;
   dm_err rc = walk_chain(g, s, t, tail, &nt, eb);
   if (rc) return rc;
-  for (int i = 0; i < nt; i++) g->nodes[tail[i]].no_fuse = true;
+  for (int i = 0; i < nt; i++)
+    g->nodes[tail[i]].no_fuse = true;
   bool already = false;
-  for (int i = 0; i < g->n_outputs; i++) already |= g->outputs[i] == t;
+  for (int i = 0; i < g->n_outputs; i++)
+    already |= g->outputs[i] == t;
   if (!already) {
     g->outputs[g->n_outputs++] = t; /* room reserved by graph.c */
     g->values[t].is_output = true;
@@ -238,8 +246,7 @@ dm_err dm__cam_finish(dm_graph *g, dm_errbuf *eb) {
   return DM_OK;
 }
 
-dm_err dm__cam_state_new(const dm_graph *g, dm_cam_state **out,
-                         dm_errbuf *eb) {
+dm_err dm__cam_state_new(const dm_graph *g, dm_cam_state **out, dm_errbuf *eb) {
   dm_cam_state *st = calloc(1, sizeof *st);
   if (!st) return dm_errf(eb, DM_NOMEM, "out of memory");
   st->n = g->n_cam_tail;
@@ -274,7 +281,8 @@ nomem:
 
 void dm__cam_state_free(dm_cam_state *st) {
   if (!st) return;
-  for (int i = 0; st->fwd && i < st->n; i++) free(st->fwd[i]);
+  for (int i = 0; st->fwd && i < st->n; i++)
+    free(st->fwd[i]);
   free(st->fwd);
   free(st->g0);
   free(st->g1);
@@ -323,15 +331,12 @@ static float dact(const dm_act *a, float x, float y) {
 }
 
 /* dx = d(score)/d(chain input of n), given dy = d(score)/d(output). */
-static void backward(const dm_graph *g, const dm_node *n, int k,
-                     const float *x, const float *y, const float *dy,
-                     float *dx) {
+static void backward(const dm_graph *g, const dm_node *n, int k, const float *x,
+                     const float *y, const float *dy, float *dx) {
   const dm_value *X = val(g, n->in[k]), *Y = val(g, n->out[0]);
   int64_t nx = X->numel;
   switch (n->op) {
-  case DM_OP_RESHAPE:
-    memcpy(dx, dy, (size_t)nx * sizeof *dx);
-    return;
+  case DM_OP_RESHAPE: memcpy(dx, dy, (size_t)nx * sizeof *dx); return;
   case DM_OP_GLOBALAVGPOOL:
   case DM_OP_AVGPOOL:
   case DM_OP_GLOBALMAXPOOL:
@@ -342,7 +347,8 @@ static void backward(const dm_graph *g, const dm_node *n, int k,
       float *d = dx + c * inner;
       const float *p = x + c * inner;
       if (!mx) {
-        for (int64_t i = 0; i < inner; i++) d[i] = dy[c] / (float)inner;
+        for (int64_t i = 0; i < inner; i++)
+          d[i] = dy[c] / (float)inner;
         continue;
       }
       int64_t am = 0;
@@ -360,11 +366,14 @@ static void backward(const dm_graph *g, const dm_node *n, int k,
     for (int d = X->rank - 1; d >= 0; d--) {
       bool red = n->p.reduce.axes_mask & (1u << d);
       ystride[d] = red ? 0 : s;
-      if (red) count *= X->dims[d];
-      else s *= X->dims[d];
+      if (red)
+        count *= X->dims[d];
+      else
+        s *= X->dims[d];
     }
     if (n->p.reduce.kind == DM_REDUCE_MAX) {
-      for (int64_t i = 0; i < nx; i++) dx[i] = 0;
+      for (int64_t i = 0; i < nx; i++)
+        dx[i] = 0;
       /* one winner per output element: the first maximum */
       for (int64_t o = 0; o < Y->numel; o++) {
         int64_t best = -1;
@@ -392,7 +401,8 @@ static void backward(const dm_graph *g, const dm_node *n, int k,
     return;
   }
   case DM_OP_UNARY:
-    for (int64_t i = 0; i < nx; i++) dx[i] = dy[i] * dact(&n->p.unary, x[i], y[i]);
+    for (int64_t i = 0; i < nx; i++)
+      dx[i] = dy[i] * dact(&n->p.unary, x[i], y[i]);
     return;
   case DM_OP_BINARY: {
     const dm_value *C = val(g, n->in[1 - k]);
@@ -432,9 +442,7 @@ static void backward(const dm_graph *g, const dm_node *n, int k,
       }
     return;
   }
-  default:
-    memset(dx, 0, (size_t)nx * sizeof *dx);
-    return;
+  default: memset(dx, 0, (size_t)nx * sizeof *dx); return;
   }
 }
 
@@ -452,7 +460,7 @@ dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
     if (n->n_in > (int)(sizeof ins / sizeof ins[0]))
       return dm_errf(eb, DM_UNSUPPORTED, "too many inputs");
     for (int j = 0; j < n->n_in; j++)
-      ins[j] = j == k ? (const void *)cur
+      ins[j] = j == k          ? (const void *)cur
                : n->in[j] >= 0 ? dm__value_ptr(g, n->in[j], NULL)
                                : NULL;
     outs[0] = st->fwd[i];
@@ -462,7 +470,9 @@ dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
   }
   const dm_value *S = val(g, g->cam_score);
   int64_t ns = S->numel;
-  const float *score = scores ? scores : st->n ? st->fwd[st->n - 1] : activation;
+  const float *score = scores  ? scores
+                       : st->n ? st->fwd[st->n - 1]
+                               : activation;
   int c = class_index;
   if (c < 0) {
     c = 0;

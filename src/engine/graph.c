@@ -90,9 +90,22 @@ typedef struct op_entry {
   int sub; /* dm_unary / dm_binary / dm_reduce, or a variant flag */
 } op_entry;
 
-enum { V_NONE = 0, V_FLATTEN, V_SQUEEZE, V_UNSQUEEZE, V_IDENTITY, V_DROPOUT,
-       V_LOGSOFTMAX, V_SUM, V_MEAN, V_VARMAX, V_VARMIN, V_CONSTANT, V_SIZE,
-       V_ARGMIN };
+enum {
+  V_NONE = 0,
+  V_FLATTEN,
+  V_SQUEEZE,
+  V_UNSQUEEZE,
+  V_IDENTITY,
+  V_DROPOUT,
+  V_LOGSOFTMAX,
+  V_SUM,
+  V_MEAN,
+  V_VARMAX,
+  V_VARMIN,
+  V_CONSTANT,
+  V_SIZE,
+  V_ARGMIN
+};
 
 static const op_entry op_table[] = {
     {"Conv", DM_OP_CONV, 0},
@@ -101,12 +114,12 @@ static const op_entry op_table[] = {
     DM_UNARY_MAP(X)
 #undef X
 #define X(e, s) {s, DM_OP_BINARY, DM_BINARY_##e},
-    DM_BINARY_MAP(X)
+        DM_BINARY_MAP(X)
 #undef X
 #define X(e, s) {s, DM_OP_REDUCE, DM_REDUCE_##e},
-    DM_REDUCE_MAP(X)
+            DM_REDUCE_MAP(X)
 #undef X
-    {"Where", DM_OP_WHERE, 0},
+                {"Where", DM_OP_WHERE, 0},
     {"MaxPool", DM_OP_MAXPOOL, 0},
     {"AveragePool", DM_OP_AVGPOOL, 0},
     {"GlobalAveragePool", DM_OP_GLOBALAVGPOOL, 0},
@@ -174,7 +187,8 @@ const char *const *dm_engine_supported_ops(void) {
 static dm_err grow(void **p, int *cap, int need, size_t elem) {
   if (need <= *cap) return DM_OK;
   int nc = *cap ? *cap : 64;
-  while (nc < need) nc *= 2;
+  while (nc < need)
+    nc *= 2;
   void *q = realloc(*p, (size_t)nc * elem);
   if (!q) return DM_NOMEM;
   memset((char *)q + (size_t)*cap * elem, 0, (size_t)(nc - *cap) * elem);
@@ -191,14 +205,15 @@ typedef struct builder {
   size_t n_slots;
   const dm_onnx_node *cur; /* node being read, for messages */
   int cur_index;
-  int n_out;                   /* outputs of cur, trailing unnamed ones cut */
-  const char *bad_attr;        /* an attribute read with the wrong type */
-  bool legacy_axis;            /* opset < 7 broadcast axis already handled */
+  int n_out;            /* outputs of cur, trailing unnamed ones cut */
+  const char *bad_attr; /* an attribute read with the wrong type */
+  bool legacy_axis;     /* opset < 7 broadcast axis already handled */
 } builder;
 
 static uint64_t hash_str(const char *s) {
   uint64_t h = 1469598103934665603ull;
-  while (*s) h = (h ^ (uint8_t)*s++) * 1099511628211ull;
+  while (*s)
+    h = (h ^ (uint8_t)*s++) * 1099511628211ull;
   return h;
 }
 
@@ -214,14 +229,16 @@ static int find_value(const builder *b, const char *name) {
 static dm_err rehash(builder *b, size_t n) {
   int *s = malloc(n * sizeof *s);
   if (!s) return DM_NOMEM;
-  for (size_t i = 0; i < n; i++) s[i] = -1;
+  for (size_t i = 0; i < n; i++)
+    s[i] = -1;
   free(b->slots);
   b->slots = s;
   b->n_slots = n;
   for (int v = 0; v < b->g->n_values; v++) {
     if (!b->g->values[v].name[0]) continue;
     size_t i = hash_str(b->g->values[v].name) & (n - 1);
-    while (s[i] >= 0) i = (i + 1) & (n - 1);
+    while (s[i] >= 0)
+      i = (i + 1) & (n - 1);
     s[i] = v;
   }
   return DM_OK;
@@ -249,7 +266,8 @@ static dm_err add_value(builder *b, const char *name, int *out) {
   } else if (name[0]) {
     size_t mask = b->n_slots - 1;
     size_t i = hash_str(name) & mask;
-    while (b->slots[i] >= 0) i = (i + 1) & mask;
+    while (b->slots[i] >= 0)
+      i = (i + 1) & mask;
     b->slots[i] = v;
   }
   *out = v;
@@ -272,8 +290,7 @@ static dm_err set_shape(builder *b, int v, int32_t dtype, int rank,
       return dm_errf(b->eb, DM_UNSUPPORTED,
                      "value '%s': dimension %d is not static", x->name, i);
     if (__builtin_mul_overflow(n, dims[i], &n) || n > ((int64_t)1 << 40))
-      return dm_errf(b->eb, DM_RANGE, "value '%s': too many elements",
-                     x->name);
+      return dm_errf(b->eb, DM_RANGE, "value '%s': too many elements", x->name);
     x->dims[i] = dims[i];
   }
   x->dtype = dtype;
@@ -324,7 +341,8 @@ static const char *node_label(const builder *b) {
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
-static dm_err node_err(builder *b, dm_err rc, const char *fmt, ...) {
+static dm_err
+node_err(builder *b, dm_err rc, const char *fmt, ...) {
   char tmp[200];
   va_list ap;
   va_start(ap, fmt);
@@ -370,10 +388,10 @@ static dm_err check_attrs(builder *b, const char *const *known) {
     /* opset < 7 attributes handled in add_onnx_node or without effect on
      * results: consumed_inputs (a memory hint), is_test (checked there),
      * broadcast/axis of arithmetic ops (rewritten there). */
-    bool ok = b->g->opset < 7 && (!strcmp(a->name, "consumed_inputs") ||
-                                  !strcmp(a->name, "is_test") ||
-                                  !strcmp(a->name, "broadcast") ||
-                                  (!strcmp(a->name, "axis") && b->legacy_axis));
+    bool ok = b->g->opset < 7 &&
+              (!strcmp(a->name, "consumed_inputs") ||
+               !strcmp(a->name, "is_test") || !strcmp(a->name, "broadcast") ||
+               (!strcmp(a->name, "axis") && b->legacy_axis));
     for (const char *const *k = known; *k; k++)
       if (strcmp(*k, a->name) == 0) ok = true;
     if (!ok)
@@ -400,7 +418,8 @@ static dm_err const_ints(builder *b, int v, int64_t *dst, int max, int *n,
                     "input '%s' must be a constant (dynamic shapes are not "
                     "supported)",
                     what);
-  if (dm__graph_align_const(b->g, v)) return dm_errf(b->eb, DM_NOMEM, "out of memory");
+  if (dm__graph_align_const(b->g, v))
+    return dm_errf(b->eb, DM_NOMEM, "out of memory");
   const dm_value *x = V(b, v);
   if (x->numel > max)
     return NODE_ERR(b, DM_UNSUPPORTED, "input '%s' has %lld values (max %d)",
@@ -420,7 +439,8 @@ static dm_err const_ints(builder *b, int v, int64_t *dst, int max, int *n,
 
 static dm_err const_scalar_f(builder *b, int v, double *out, const char *what) {
   if (v < 0) return DM_OK;
-  if (dm__graph_align_const(b->g, v)) return dm_errf(b->eb, DM_NOMEM, "out of memory");
+  if (dm__graph_align_const(b->g, v))
+    return dm_errf(b->eb, DM_NOMEM, "out of memory");
   const dm_value *x = V(b, v);
   if (x->kind != DM_VAL_CONST)
     return NODE_ERR(b, DM_UNSUPPORTED, "input '%s' must be a constant", what);
@@ -465,8 +485,8 @@ static bool is_int(int32_t dt) {
 
 /* Window geometry for Conv and pools.  x: [N, C, spatial...]. */
 static dm_err parse_window(builder *b, const dm_value *x, const int64_t *kernel,
-                           int nsp, bool ceil_mode, bool is_pool,
-                           dm_window *w, int64_t *out_sp) {
+                           int nsp, bool ceil_mode, bool is_pool, dm_window *w,
+                           int64_t *out_sp) {
   w->nsp = nsp;
   const dm_onnx_attr *st = attr_ints(b, "strides"),
                      *dl = attr_ints(b, "dilations"),
@@ -474,14 +494,17 @@ static dm_err parse_window(builder *b, const dm_value *x, const int64_t *kernel,
   if ((st && st->n_ints != (size_t)nsp) || (dl && dl->n_ints != (size_t)nsp) ||
       (pd && pd->n_ints != (size_t)(2 * nsp)))
     return NODE_ERR(b, DM_FORMAT,
-                    "strides/dilations/pads do not match %d spatial dims",
-                    nsp);
+                    "strides/dilations/pads do not match %d spatial dims", nsp);
   const char *ap = attr_s(b, "auto_pad", "NOTSET");
   int mode;
-  if (!strcmp(ap, "NOTSET")) mode = 0;
-  else if (!strcmp(ap, "SAME_UPPER")) mode = 1;
-  else if (!strcmp(ap, "SAME_LOWER")) mode = 2;
-  else if (!strcmp(ap, "VALID")) mode = 3;
+  if (!strcmp(ap, "NOTSET"))
+    mode = 0;
+  else if (!strcmp(ap, "SAME_UPPER"))
+    mode = 1;
+  else if (!strcmp(ap, "SAME_LOWER"))
+    mode = 2;
+  else if (!strcmp(ap, "VALID"))
+    mode = 3;
   else
     return NODE_ERR(b, DM_UNSUPPORTED, "attribute 'auto_pad' value '%s'", ap);
   for (int i = 0; i < nsp; i++) {
@@ -518,8 +541,8 @@ static dm_err parse_window(builder *b, const dm_value *x, const int64_t *kernel,
                       "attribute 'pads' not smaller than the kernel");
     int64_t span = in + w->pad_b[i] + w->pad_e[i] - ek;
     if (span < 0)
-      return NODE_ERR(b, DM_FORMAT, "kernel larger than padded input on axis %d",
-                      i);
+      return NODE_ERR(b, DM_FORMAT,
+                      "kernel larger than padded input on axis %d", i);
     int64_t o = ceil_mode ? (span + w->stride[i] - 1) / w->stride[i] + 1
                           : span / w->stride[i] + 1;
     /* the last window must start inside the input or the begin padding */
@@ -583,8 +606,9 @@ static dm_err infer_quant(builder *b, dm_node *n, int32_t *odt) {
     return NODE_ERR(b, DM_FORMAT, "zero point and scale shapes differ");
   n->p.quant.axis = -1; /* one value (scalar or [1]): per-tensor */
   if (s->rank > 1 || (s->numel != 1 && (s->rank != 1 || b->g->opset < 13)))
-    return NODE_ERR(b, DM_FORMAT, "scale must be a scalar or, from opset 13, "
-                                  "1-D (per-axis)");
+    return NODE_ERR(b, DM_FORMAT,
+                    "scale must be a scalar or, from opset 13, "
+                    "1-D (per-axis)");
   if (s->numel != 1) {
     int64_t a = attr_i(b, "axis", 1);
     int ax = norm_axis(a, x->rank);
@@ -618,8 +642,9 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
   }
   switch (n->op) {
   case DM_OP_CONV: {
-    static const char *const k[] = {"auto_pad", "dilations", "group",
-                                    "kernel_shape", "pads", "strides", NULL};
+    static const char *const k[] = {
+        "auto_pad", "dilations", "group", "kernel_shape",
+        "pads",     "strides",   NULL};
     if ((rc = check_attrs(b, k)) || (rc = need_inputs(b, n, 2, 3))) return rc;
     const dm_value *w = V(b, n->in[1]);
     if (!is_float(x->dtype) || !is_float(w->dtype)) return bad_dtype(b, x);
@@ -652,17 +677,18 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
                            sp)))
       return rc;
     odims[0][1] = w->dims[0];
-    for (int i = 0; i < nsp; i++) odims[0][2 + i] = sp[i];
+    for (int i = 0; i < nsp; i++)
+      odims[0][2 + i] = sp[i];
     return DM_OK;
   }
   case DM_OP_MAXPOOL:
   case DM_OP_AVGPOOL: {
-    static const char *const km[] = {"auto_pad",     "ceil_mode", "dilations",
-                                     "kernel_shape", "pads",      "strides",
+    static const char *const km[] = {"auto_pad",      "ceil_mode", "dilations",
+                                     "kernel_shape",  "pads",      "strides",
                                      "storage_order", NULL};
-    static const char *const ka[] = {"auto_pad",     "ceil_mode", "count_include_pad",
-                                     "kernel_shape", "pads",      "strides",
-                                     "dilations", NULL};
+    static const char *const ka[] = {
+        "auto_pad", "ceil_mode", "count_include_pad", "kernel_shape",
+        "pads",     "strides",   "dilations",         NULL};
     if ((rc = check_attrs(b, n->op == DM_OP_MAXPOOL ? km : ka)) ||
         (rc = need_inputs(b, n, 1, 1)))
       return rc;
@@ -688,7 +714,8 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
       for (int i = 0; i < nsp; i++)
         if (n->p.pool.w.dil[i] != 1)
           return NODE_ERR(b, DM_UNSUPPORTED, "attribute 'dilations' != 1");
-    for (int i = 0; i < nsp; i++) odims[0][2 + i] = sp[i];
+    for (int i = 0; i < nsp; i++)
+      odims[0][2 + i] = sp[i];
     return DM_OK;
   }
   case DM_OP_GLOBALAVGPOOL:
@@ -698,7 +725,8 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     if (!is_float(x->dtype)) return bad_dtype(b, x);
     if (x->rank < 3)
       return NODE_ERR(b, DM_UNSUPPORTED, "input rank %d < 3", x->rank);
-    for (int i = 2; i < x->rank; i++) odims[0][i] = 1;
+    for (int i = 2; i < x->rank; i++)
+      odims[0][i] = 1;
     return DM_OK;
   case DM_OP_BATCHNORM: {
     static const char *const k[] = {"epsilon", "momentum", "spatial",
@@ -711,7 +739,8 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
       return NODE_ERR(b, DM_UNSUPPORTED, "training outputs are not supported");
     if (!is_float(x->dtype) || x->rank < 2) return bad_dtype(b, x);
     for (int i = 1; i < 5; i++)
-      if (V(b, n->in[i])->numel != x->dims[1] || !is_float(V(b, n->in[i])->dtype))
+      if (V(b, n->in[i])->numel != x->dims[1] ||
+          !is_float(V(b, n->in[i])->dtype))
         return NODE_ERR(b, DM_FORMAT, "input %d must hold %lld floats", i,
                         (long long)x->dims[1]);
     n->p.bn.eps = attr_f(b, "epsilon", 1e-5f);
@@ -761,8 +790,7 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
       n->p.unary.beta = (float)hi;
       break;
     }
-    default:
-      break;
+    default: break;
     }
     if ((rc = check_attrs(b, known)) || (rc = need_inputs(b, n, 1, 1)))
       return rc;
@@ -798,8 +826,7 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
       if (k == DM_BINARY_MOD && is_float(x->dtype) && !n->p.binary.fmod)
         return NODE_ERR(b, DM_FORMAT, "float Mod requires fmod=1");
     }
-    if (k >= DM_BINARY_EQUAL && k <= DM_BINARY_GREATEREQ)
-      odt[0] = DM_ONNX_BOOL;
+    if (k >= DM_BINARY_EQUAL && k <= DM_BINARY_GREATEREQ) odt[0] = DM_ONNX_BOOL;
     return broadcast(b, x, y, &orank[0], odims[0]);
   }
   case DM_OP_WHERE: {
@@ -839,8 +866,9 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     uint32_t mask = 0;
     for (int i = 0; i < na; i++) {
       int a = norm_axis(axes[i], x->rank);
-      if (a < 0) return NODE_ERR(b, DM_FORMAT, "axis %lld out of range",
-                                 (long long)axes[i]);
+      if (a < 0)
+        return NODE_ERR(b, DM_FORMAT, "axis %lld out of range",
+                        (long long)axes[i]);
       mask |= 1u << a;
     }
     if (na == 0 && !attr_i(b, "noop_with_empty_axes", 0))
@@ -880,7 +908,8 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
           if (neg >= 0) return NODE_ERR(b, DM_FORMAT, "two -1 in shape");
           neg = i;
         } else if (dims[i] < 0) {
-          return NODE_ERR(b, DM_FORMAT, "shape[%d]=%lld", i, (long long)dims[i]);
+          return NODE_ERR(b, DM_FORMAT, "shape[%d]=%lld", i,
+                          (long long)dims[i]);
         } else {
           known *= dims[i];
         }
@@ -903,12 +932,14 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
       if (ax < 0 || ax > x->rank)
         return NODE_ERR(b, DM_FORMAT, "attribute 'axis' out of range");
       int64_t a = 1;
-      for (int i = 0; i < ax; i++) a *= x->dims[i];
+      for (int i = 0; i < ax; i++)
+        a *= x->dims[i];
       dims[0] = a;
       dims[1] = a ? x->numel / a : 0;
       if (!a) {
         dims[1] = 1;
-        for (int i = (int)ax; i < x->rank; i++) dims[1] *= x->dims[i];
+        for (int i = (int)ax; i < x->rank; i++)
+          dims[1] *= x->dims[i];
       }
       nd = 2;
     } else if (sub == V_SQUEEZE || sub == V_UNSQUEEZE) {
@@ -952,7 +983,8 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
           mask |= 1u << a;
         }
         int j = 0;
-        for (int i = 0; i < r; i++) dims[i] = (mask & (1u << i)) ? 1 : x->dims[j++];
+        for (int i = 0; i < r; i++)
+          dims[i] = (mask & (1u << i)) ? 1 : x->dims[j++];
         nd = r;
       }
     } else { /* Identity, Dropout */
@@ -963,8 +995,7 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
       if (sub == V_DROPOUT && n->n_in == 3 && n->in[2] >= 0) {
         double tm = 0;
         if ((rc = const_scalar_f(b, n->in[2], &tm, "training_mode"))) return rc;
-        if (tm != 0)
-          return NODE_ERR(b, DM_UNSUPPORTED, "training_mode=true");
+        if (tm != 0) return NODE_ERR(b, DM_UNSUPPORTED, "training_mode=true");
       }
       n->n_in = 1;
       nd = x->rank;
@@ -1039,7 +1070,9 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
       ns = no;
     }
     int64_t tot = 0;
-    if (ns != no) return NODE_ERR(b, DM_FORMAT, "split has %d sizes for %d outputs", ns, no);
+    if (ns != no)
+      return NODE_ERR(b, DM_FORMAT, "split has %d sizes for %d outputs", ns,
+                      no);
     for (int i = 0; i < no; i++) {
       if (sizes[i] < 0) return NODE_ERR(b, DM_FORMAT, "negative split");
       tot += sizes[i];
@@ -1120,10 +1153,14 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     static const char *const k[] = {"mode", "pads", "value", NULL};
     if ((rc = check_attrs(b, k)) || (rc = need_inputs(b, n, 1, 4))) return rc;
     const char *mode = attr_s(b, "mode", "constant");
-    if (!strcmp(mode, "constant")) n->p.pad.mode = 0;
-    else if (!strcmp(mode, "reflect")) n->p.pad.mode = 1;
-    else if (!strcmp(mode, "edge")) n->p.pad.mode = 2;
-    else return NODE_ERR(b, DM_UNSUPPORTED, "attribute 'mode' value '%s'", mode);
+    if (!strcmp(mode, "constant"))
+      n->p.pad.mode = 0;
+    else if (!strcmp(mode, "reflect"))
+      n->p.pad.mode = 1;
+    else if (!strcmp(mode, "edge"))
+      n->p.pad.mode = 2;
+    else
+      return NODE_ERR(b, DM_UNSUPPORTED, "attribute 'mode' value '%s'", mode);
     int64_t pads[2 * DM_MAX_RANK];
     int np = 0;
     double value = 0;
@@ -1156,7 +1193,8 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
         memcpy(pads, full, sizeof full);
         np = 2 * x->rank;
       }
-      if (np != 2 * x->rank) return NODE_ERR(b, DM_FORMAT, "pads length %d", np);
+      if (np != 2 * x->rank)
+        return NODE_ERR(b, DM_FORMAT, "pads length %d", np);
       n->n_in = 1;
     }
     n->p.pad.value = value;
@@ -1190,8 +1228,9 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     int64_t ka = n->p.gemm.trans_a ? x->dims[0] : x->dims[1];
     int64_t kb = n->p.gemm.trans_b ? w->dims[1] : w->dims[0];
     int64_t nn = n->p.gemm.trans_b ? w->dims[0] : w->dims[1];
-    if (ka != kb) return NODE_ERR(b, DM_FORMAT, "inner dims %lld vs %lld",
-                                  (long long)ka, (long long)kb);
+    if (ka != kb)
+      return NODE_ERR(b, DM_FORMAT, "inner dims %lld vs %lld", (long long)ka,
+                      (long long)kb);
     orank[0] = 2;
     odims[0][0] = m;
     odims[0][1] = nn;
@@ -1219,8 +1258,9 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
       return NODE_ERR(b, DM_FORMAT, "scalar operand");
     int64_t ka = x->dims[x->rank - 1];
     int64_t kb = y->rank == 1 ? y->dims[0] : y->dims[y->rank - 2];
-    if (ka != kb) return NODE_ERR(b, DM_FORMAT, "inner dims %lld vs %lld",
-                                  (long long)ka, (long long)kb);
+    if (ka != kb)
+      return NODE_ERR(b, DM_FORMAT, "inner dims %lld vs %lld", (long long)ka,
+                      (long long)kb);
     dm_value bx = {0}, by = {0};
     bx.rank = x->rank > 2 ? x->rank - 2 : 0;
     memcpy(bx.dims, x->dims, (size_t)bx.rank * 8);
@@ -1277,9 +1317,12 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     int r = 0;
     if (x->rank - 1 + idx->rank > DM_MAX_RANK)
       return NODE_ERR(b, DM_UNSUPPORTED, "rank");
-    for (int i = 0; i < ax; i++) odims[0][r++] = x->dims[i];
-    for (int i = 0; i < idx->rank; i++) odims[0][r++] = idx->dims[i];
-    for (int i = ax + 1; i < x->rank; i++) odims[0][r++] = x->dims[i];
+    for (int i = 0; i < ax; i++)
+      odims[0][r++] = x->dims[i];
+    for (int i = 0; i < idx->rank; i++)
+      odims[0][r++] = idx->dims[i];
+    for (int i = ax + 1; i < x->rank; i++)
+      odims[0][r++] = x->dims[i];
     orank[0] = r;
     return DM_OK;
   }
@@ -1287,9 +1330,9 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     static const char *const k[] = {"to", "saturate", NULL};
     if ((rc = check_attrs(b, k)) || (rc = need_inputs(b, n, 1, 1))) return rc;
     int32_t to = (int32_t)attr_i(b, "to", 0);
-    static const int32_t ok[] = {DM_ONNX_FLOAT, DM_ONNX_DOUBLE, DM_ONNX_INT8,
-                                 DM_ONNX_INT16, DM_ONNX_INT32, DM_ONNX_INT64,
-                                 DM_ONNX_UINT8, DM_ONNX_UINT16, DM_ONNX_UINT32,
+    static const int32_t ok[] = {DM_ONNX_FLOAT,  DM_ONNX_DOUBLE, DM_ONNX_INT8,
+                                 DM_ONNX_INT16,  DM_ONNX_INT32,  DM_ONNX_INT64,
+                                 DM_ONNX_UINT8,  DM_ONNX_UINT16, DM_ONNX_UINT32,
                                  DM_ONNX_UINT64, DM_ONNX_BOOL};
     bool to_ok = false, from_ok = false;
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
@@ -1327,15 +1370,34 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     n->p.constantofshape.value = 0;
     if (va) {
       const dm_onnx_tensor *t = va->t;
-      if (t->numel != 1) return NODE_ERR(b, DM_FORMAT, "value must hold one element");
+      if (t->numel != 1)
+        return NODE_ERR(b, DM_FORMAT, "value must hold one element");
       odt[0] = t->dtype;
       double v = 0;
       switch (t->dtype) {
-      case DM_ONNX_FLOAT: { float f; memcpy(&f, t->data, 4); v = f; break; }
-      case DM_ONNX_INT64: { int64_t q; memcpy(&q, t->data, 8); v = (double)q; break; }
-      case DM_ONNX_INT32: { int32_t q; memcpy(&q, t->data, 4); v = q; break; }
-      case DM_ONNX_BOOL: case DM_ONNX_UINT8: v = ((const uint8_t *)t->data)[0]; break;
-      default: return NODE_ERR(b, DM_UNSUPPORTED, "value dtype %s", dm_onnx_dtype_name(t->dtype));
+      case DM_ONNX_FLOAT: {
+        float f;
+        memcpy(&f, t->data, 4);
+        v = f;
+        break;
+      }
+      case DM_ONNX_INT64: {
+        int64_t q;
+        memcpy(&q, t->data, 8);
+        v = (double)q;
+        break;
+      }
+      case DM_ONNX_INT32: {
+        int32_t q;
+        memcpy(&q, t->data, 4);
+        v = q;
+        break;
+      }
+      case DM_ONNX_BOOL:
+      case DM_ONNX_UINT8: v = ((const uint8_t *)t->data)[0]; break;
+      default:
+        return NODE_ERR(b, DM_UNSUPPORTED, "value dtype %s",
+                        dm_onnx_dtype_name(t->dtype));
       }
       n->p.constantofshape.value = v;
     }
@@ -1386,7 +1448,8 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
       odt[i] = DM_ONNX_FLOAT;
       orank[i] = x->rank;
       memcpy(odims[i], x->dims, sizeof x->dims);
-      for (int d = ax; d < x->rank; d++) odims[i][d] = 1;
+      for (int d = ax; d < x->rank; d++)
+        odims[i][d] = 1;
     }
     n->p.layernorm.eps = attr_f(b, "epsilon", 1e-5f);
     return DM_OK;
@@ -1435,13 +1498,13 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     odt[0] = DM_ONNX_INT64;
     int r = 0;
     for (int i = 0; i < x->rank; i++)
-      if (i != ax || n->p.argmax.keepdims) odims[0][r++] = i == ax ? 1 : x->dims[i];
+      if (i != ax || n->p.argmax.keepdims)
+        odims[0][r++] = i == ax ? 1 : x->dims[i];
     orank[0] = r;
     return DM_OK;
   }
   case DM_OP_QUANTIZE:
-  case DM_OP_DEQUANTIZE:
-    return infer_quant(b, n, odt);
+  case DM_OP_DEQUANTIZE: return infer_quant(b, n, odt);
   default:
     return NODE_ERR(b, DM_UNSUPPORTED, "internal: op without shape rule");
   }
@@ -1492,7 +1555,8 @@ static dm_err emit(builder *b, dm_op op, int sub, const int *ins, int n_in,
     goto out;
   }
   /* trailing omitted optional inputs are dropped */
-  while (n.n_in > 0 && n.in[n.n_in - 1] < 0) n.n_in--;
+  while (n.n_in > 0 && n.in[n.n_in - 1] < 0)
+    n.n_in--;
   bool all_const = true;
   for (int i = 0; i < n.n_in; i++)
     if (n.in[i] >= 0 && V(b, n.in[i])->kind != DM_VAL_CONST) all_const = false;
@@ -1529,9 +1593,10 @@ static dm_err emit(builder *b, dm_op op, int sub, const int *ins, int n_in,
       goto out;
     }
     for (int i = 0; i < n.n_in; i++)
-      ip[i] = n.in[i] < 0                              ? NULL
-              : V(b, n.in[i])->kind == DM_VAL_CONST ? V(b, n.in[i])->data
-                                                    : (const void *)&n; /* Shape: not read */
+      ip[i] = n.in[i] < 0 ? NULL
+              : V(b, n.in[i])->kind == DM_VAL_CONST
+                  ? V(b, n.in[i])->data
+                  : (const void *)&n; /* Shape: not read */
     for (int i = 0; i < n_out && !rc; i++) {
       rc = set_const(b, n.out[i], NULL, false);
       op_[i] = V(b, n.out[i])->owned;
@@ -1549,7 +1614,8 @@ static dm_err emit(builder *b, dm_op op, int sub, const int *ins, int n_in,
   }
   int idx = -1;
   if ((rc = push_node(b, &n, &idx))) goto out;
-  for (int i = 0; i < n_out; i++) V(b, n.out[i])->producer = idx;
+  for (int i = 0; i < n_out; i++)
+    V(b, n.out[i])->producer = idx;
 out:
   free(odt);
   free(orank);
@@ -1559,8 +1625,8 @@ out:
 
 static dm_err add_constant_node(builder *b) {
   const dm_onnx_node *on = b->cur;
-  static const char *const k[] = {"value",        "value_float", "value_floats",
-                                  "value_int",    "value_ints", NULL};
+  static const char *const k[] = {"value",     "value_float", "value_floats",
+                                  "value_int", "value_ints",  NULL};
   dm_err rc;
   if ((rc = check_attrs(b, k))) return rc;
   if (on->n_outputs != 1 || on->n_attrs != 1)
@@ -1645,7 +1711,8 @@ static dm_err legacy_rewrite(builder *b, const op_entry *e, int *ins,
     /* opset < 7 PRelu: a [C] slope applies per channel (axis 1) */
     int64_t shape[DM_MAX_RANK], r = V(b, ins[0])->rank - 1;
     shape[0] = V(b, ins[1])->dims[0];
-    for (int i = 1; i < r; i++) shape[i] = 1;
+    for (int i = 1; i < r; i++)
+      shape[i] = 1;
     int sv, ns;
     if ((rc = add_value(b, "", &sv)) ||
         (rc = set_shape(b, sv, DM_ONNX_INT64, 1, &r)) ||
@@ -1668,7 +1735,8 @@ static dm_err legacy_rewrite(builder *b, const op_entry *e, int *ins,
     return NODE_ERR(b, DM_FORMAT, "broadcast axis %lld out of range",
                     (long long)ax->i);
   int64_t shape[DM_MAX_RANK], r = A->rank - axis;
-  for (int i = 0; i < r; i++) shape[i] = i < B->rank ? B->dims[i] : 1;
+  for (int i = 0; i < r; i++)
+    shape[i] = i < B->rank ? B->dims[i] : 1;
   int sv, nb;
   if ((rc = add_value(b, "", &sv)) ||
       (rc = set_shape(b, sv, DM_ONNX_INT64, 1, &r)) ||
@@ -1729,17 +1797,19 @@ static dm_err add_onnx_node(builder *b) {
                       on->inputs[i]);
   }
   int n_out = (int)on->n_outputs;
-  while (n_out > 1 && !on->outputs[n_out - 1][0]) n_out--;
+  while (n_out > 1 && !on->outputs[n_out - 1][0])
+    n_out--;
   b->n_out = n_out;
   /* Dropout's optional mask output: a constant all-true tensor. */
   if (e->op == DM_OP_RESHAPE && e->sub == V_DROPOUT && n_out == 2) {
-    if ((rc = emit(b, e->op, e->sub, ins, n_in, (const char *const *)on->outputs, 1,
-                   NULL)))
+    if ((rc = emit(b, e->op, e->sub, ins, n_in,
+                   (const char *const *)on->outputs, 1, NULL)))
       return rc;
     int v, src = find_value(b, on->outputs[0]);
     if (!on->outputs[1][0]) return DM_OK;
     if ((rc = add_value(b, on->outputs[1], &v)) ||
-        (rc = set_shape(b, v, DM_ONNX_BOOL, V(b, src)->rank, V(b, src)->dims)) ||
+        (rc =
+             set_shape(b, v, DM_ONNX_BOOL, V(b, src)->rank, V(b, src)->dims)) ||
         (rc = set_const(b, v, NULL, false)))
       return rc;
     memset(V(b, v)->owned, 1, V(b, v)->nbytes);
@@ -1747,12 +1817,13 @@ static dm_err add_onnx_node(builder *b) {
   }
   if (b->g->opset < 7 && (rc = legacy_rewrite(b, e, ins, &n_in))) return rc;
   /* Variadic Sum/Mean/Max/Min: a chain of binary nodes. */
-  bool variadic = e->op == DM_OP_BINARY &&
-                  (e->sub < 0 || ((e->sub == DM_BINARY_MAX ||
-                                   e->sub == DM_BINARY_MIN) && n_in != 2));
+  bool variadic =
+      e->op == DM_OP_BINARY &&
+      (e->sub < 0 ||
+       ((e->sub == DM_BINARY_MAX || e->sub == DM_BINARY_MIN) && n_in != 2));
   if (variadic) {
     dm_binary k = e->sub == -V_SUM || e->sub == -V_MEAN ? DM_BINARY_ADD
-                                                       : (dm_binary)e->sub;
+                                                        : (dm_binary)e->sub;
     if (n_in < 1 || n_out != 1)
       return NODE_ERR(b, DM_FORMAT, "needs at least one input");
     for (int i = 0; i < n_in; i++)
@@ -1808,7 +1879,8 @@ static void count_consumers(dm_graph *g, const bool *dead) {
     const dm_node *n = &g->nodes[i];
     for (int k = 0; k < n->n_in; k++)
       if (n->in[k] >= 0) g->values[n->in[k]].n_consumers++;
-    for (int k = 0; k < n->n_out; k++) g->values[n->out[k]].producer = i;
+    for (int k = 0; k < n->n_out; k++)
+      g->values[n->out[k]].producer = i;
   }
 }
 
@@ -1826,13 +1898,17 @@ static int sole_consumer(const dm_graph *g, int v, const bool *dead) {
 
 static bool fusable_act(dm_unary u) {
   switch (u) {
-  case DM_UNARY_RELU: case DM_UNARY_LEAKYRELU: case DM_UNARY_CLIP:
-  case DM_UNARY_SIGMOID: case DM_UNARY_HARDSIGMOID: case DM_UNARY_HARDSWISH:
-  case DM_UNARY_TANH: case DM_UNARY_ELU: case DM_UNARY_SWISH:
-  case DM_UNARY_GELU:
-    return true;
-  default:
-    return false;
+  case DM_UNARY_RELU:
+  case DM_UNARY_LEAKYRELU:
+  case DM_UNARY_CLIP:
+  case DM_UNARY_SIGMOID:
+  case DM_UNARY_HARDSIGMOID:
+  case DM_UNARY_HARDSWISH:
+  case DM_UNARY_TANH:
+  case DM_UNARY_ELU:
+  case DM_UNARY_SWISH:
+  case DM_UNARY_GELU: return true;
+  default: return false;
   }
 }
 
@@ -1853,23 +1929,27 @@ static dm_err fold_bn(dm_graph *g, bool *dead, dm_errbuf *eb) {
       cst = cst && g->values[bn->in[k]].kind == DM_VAL_CONST;
     if (!cst) continue;
     for (int k = 1; k < 5; k++)
-      if (dm__graph_align_const(g, bn->in[k])) return dm_errf(eb, DM_NOMEM, "out of memory");
+      if (dm__graph_align_const(g, bn->in[k]))
+        return dm_errf(eb, DM_NOMEM, "out of memory");
     if (dm__graph_align_const(g, c->in[1]) ||
         (c->n_in >= 3 && c->in[2] >= 0 && dm__graph_align_const(g, c->in[2])))
       return dm_errf(eb, DM_NOMEM, "out of memory");
     const dm_value *w = &g->values[c->in[1]];
     int64_t oc = w->dims[0], per = w->numel / oc;
-    const float *sc = g->values[bn->in[1]].data, *bb = g->values[bn->in[2]].data,
-                *mu = g->values[bn->in[3]].data, *var = g->values[bn->in[4]].data;
+    const float *sc = g->values[bn->in[1]].data,
+                *bb = g->values[bn->in[2]].data,
+                *mu = g->values[bn->in[3]].data,
+                *var = g->values[bn->in[4]].data;
     const float *w0 = w->data;
-    const float *b0 = c->n_in >= 3 && c->in[2] >= 0 ? g->values[c->in[2]].data
-                                                    : NULL;
+    const float *b0 =
+        c->n_in >= 3 && c->in[2] >= 0 ? g->values[c->in[2]].data : NULL;
     float *nw = dm__graph_alloc(g, w->nbytes);
     float *nb = dm__graph_alloc(g, (size_t)oc * sizeof(float));
     if (!nw || !nb) return dm_errf(eb, DM_NOMEM, "out of memory folding BN");
     for (int64_t o = 0; o < oc; o++) {
       float s = sc[o] / sqrtf(var[o] + bn->p.bn.eps);
-      for (int64_t j = 0; j < per; j++) nw[o * per + j] = w0[o * per + j] * s;
+      for (int64_t j = 0; j < per; j++)
+        nw[o * per + j] = w0[o * per + j] * s;
       nb[o] = ((b0 ? b0[o] : 0.f) - mu[o]) * s + bb[o];
     }
     /* new constant values for the folded weight and bias */
@@ -1914,8 +1994,8 @@ static dm_err fold_bn(dm_graph *g, bool *dead, dm_errbuf *eb) {
 static void fuse_gates(dm_graph *g, bool *dead) {
   for (int i = 0; i < g->n_nodes; i++) {
     dm_node *m = &g->nodes[i];
-    if (dead[i] || m->op != DM_OP_BINARY ||
-        m->p.binary.kind != DM_BINARY_MUL || m->no_fuse)
+    if (dead[i] || m->op != DM_OP_BINARY || m->p.binary.kind != DM_BINARY_MUL ||
+        m->no_fuse)
       continue;
     for (int side = 0; side < 2; side++) {
       int gv = m->in[side], a = m->in[1 - side];
@@ -1972,14 +2052,16 @@ static void fuse_post(dm_graph *g, bool *dead) {
         if (other == c->out[0]) break;
         const dm_value *o = &g->values[other];
         const dm_value *z = &g->values[n->out[0]];
-        if (o->rank != y->rank || memcmp(o->dims, y->dims, sizeof(int64_t) * (size_t)y->rank) ||
+        if (o->rank != y->rank ||
+            memcmp(o->dims, y->dims, sizeof(int64_t) * (size_t)y->rank) ||
             z->numel != y->numel || o->dtype != DM_ONNX_FLOAT)
           break;
         /* the addend must exist before c runs */
         if (o->producer > i) break;
         /* addends go after the optional bias/C slot, which stays -1 when
          * absent, so kernels never mistake an addend for a bias */
-        while (c->n_in < 3) c->in[c->n_in++] = -1;
+        while (c->n_in < 3)
+          c->in[c->n_in++] = -1;
         c->in[c->n_in] = other;
         c->post[c->n_post].kind = DM_POST_ADD;
         c->post[c->n_post].input = c->n_in;
@@ -2000,12 +2082,14 @@ static void remove_dead(dm_graph *g, bool *dead) {
   /* liveness from the outputs backwards */
   bool *need = calloc((size_t)g->n_values, 1);
   if (!need) return; /* keep everything: still correct */
-  for (int k = 0; k < g->n_outputs; k++) need[g->outputs[k]] = true;
+  for (int k = 0; k < g->n_outputs; k++)
+    need[g->outputs[k]] = true;
   for (int i = g->n_nodes - 1; i >= 0; i--) {
     if (dead[i]) continue;
     const dm_node *n = &g->nodes[i];
     bool live = false;
-    for (int k = 0; k < n->n_out; k++) live |= need[n->out[k]];
+    for (int k = 0; k < n->n_out; k++)
+      live |= need[n->out[k]];
     if (!live) {
       dead[i] = true;
       g->stats.dead++;
@@ -2060,7 +2144,8 @@ static dm_err plan_memory(dm_graph *g, bool alias_views, dm_errbuf *eb) {
     if (alias_views && n->op == DM_OP_RESHAPE && n->in[0] >= 0 &&
         g->values[n->in[0]].kind != DM_VAL_CONST) {
       int root = n->in[0];
-      while (g->values[root].alias_of >= 0) root = g->values[root].alias_of;
+      while (g->values[root].alias_of >= 0)
+        root = g->values[root].alias_of;
       g->values[n->out[0]].alias_of = root;
     }
     for (int k = 0; k < n->n_out; k++) {
@@ -2212,8 +2297,7 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
         if (dims[d] >= 0 && dims[d] != ov->dims[d]) {
           rc = dm_errf(eb, DM_ARG,
                        "graph input '%s': dimension %d is %lld, override %lld",
-                       vi->name, d, (long long)dims[d],
-                       (long long)ov->dims[d]);
+                       vi->name, d, (long long)dims[d], (long long)ov->dims[d]);
           goto fail;
         }
         dims[d] = ov->dims[d];
@@ -2232,8 +2316,8 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
     }
     int v;
     if ((rc = add_value(&b, vi->name, &v)) ||
-        (rc = set_shape(&b, v, vi->dtype ? vi->dtype : DM_ONNX_FLOAT,
-                        vi->ndim, dims)))
+        (rc = set_shape(&b, v, vi->dtype ? vi->dtype : DM_ONNX_FLOAT, vi->ndim,
+                        dims)))
       goto fail;
     g->values[v].kind = DM_VAL_INPUT;
     g->inputs[g->n_inputs++] = v;

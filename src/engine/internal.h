@@ -29,14 +29,14 @@
 #define DM_OP_MAP(X)                                                           \
   X(CONV, "Conv")                                                              \
   X(BATCHNORM, "BatchNormalization")                                           \
-  X(UNARY, "(unary)") /* every elementwise one-input op, see dm_unary */       \
-  X(BINARY, "(binary)") /* elementwise two-input ops with broadcasting */     \
+  X(UNARY, "(unary)")   /* every elementwise one-input op, see dm_unary */     \
+  X(BINARY, "(binary)") /* elementwise two-input ops with broadcasting */      \
   X(WHERE, "Where")                                                            \
   X(MAXPOOL, "MaxPool")                                                        \
   X(AVGPOOL, "AveragePool")                                                    \
   X(GLOBALAVGPOOL, "GlobalAveragePool")                                        \
   X(GLOBALMAXPOOL, "GlobalMaxPool")                                            \
-  X(REDUCE, "(reduce)") /* ReduceMean/Sum/Max/Min/Prod/L1/L2/SumSquare...*/   \
+  X(REDUCE, "(reduce)") /* ReduceMean/Sum/Max/Min/Prod/L1/L2/SumSquare...*/    \
   X(RESHAPE, "Reshape") /* also Flatten, Squeeze, Unsqueeze, Identity:    */   \
                         /* a copy (or alias) whose out shape is known     */   \
   X(TRANSPOSE, "Transpose")                                                    \
@@ -58,7 +58,7 @@
   X(INSTANCENORM, "InstanceNormalization")                                     \
   X(PRELU, "PRelu")                                                            \
   X(LRN, "LRN")                                                                \
-  X(ARGMAX, "ArgMax") /* also ArgMin (p.argmax.min) */                     \
+  X(ARGMAX, "ArgMax")               /* also ArgMin (p.argmax.min) */           \
   X(QUANTIZE, "QuantizeLinear")     /* in: X, scale, [zero point] */           \
   X(DEQUANTIZE, "DequantizeLinear") /* in: X, scale, [zero point] */
 
@@ -72,14 +72,14 @@ typedef enum {
 /* Elementwise one-input functions.  alpha/beta in dm_node.p.unary. */
 #define DM_UNARY_MAP(X)                                                        \
   X(RELU, "Relu")                                                              \
-  X(LEAKYRELU, "LeakyRelu")   /* alpha */                                      \
-  X(CLIP, "Clip")             /* alpha=min, beta=max */                        \
+  X(LEAKYRELU, "LeakyRelu") /* alpha */                                        \
+  X(CLIP, "Clip")           /* alpha=min, beta=max */                          \
   X(SIGMOID, "Sigmoid")                                                        \
   X(HARDSIGMOID, "HardSigmoid") /* max(0,min(1,alpha*x+beta)) */               \
-  X(HARDSWISH, "HardSwish")   /* x*max(0,min(1,x/6+0.5)) */                    \
+  X(HARDSWISH, "HardSwish")     /* x*max(0,min(1,x/6+0.5)) */                  \
   X(TANH, "Tanh")                                                              \
-  X(ELU, "Elu")               /* alpha */                                      \
-  X(SELU, "Selu")             /* alpha, beta=gamma */                          \
+  X(ELU, "Elu")   /* alpha */                                                  \
+  X(SELU, "Selu") /* alpha, beta=gamma */                                      \
   X(SOFTPLUS, "Softplus")                                                      \
   X(SOFTSIGN, "Softsign")                                                      \
   X(ERF, "Erf")                                                                \
@@ -95,8 +95,8 @@ typedef enum {
   X(SIGN, "Sign")                                                              \
   X(SIN, "Sin")                                                                \
   X(COS, "Cos")                                                                \
-  X(NOT, "Not") /* bool */                                                     \
-  X(GELU, "(gelu)") /* x*0.5*(1+erf(x/sqrt2)), from a fused Erf pattern */ \
+  X(NOT, "Not")       /* bool */                                               \
+  X(GELU, "(gelu)")   /* x*0.5*(1+erf(x/sqrt2)), from a fused Erf pattern */   \
   X(SWISH, "(swish)") /* x*sigmoid(x), from a fused Sigmoid+Mul pattern */
 
 typedef enum {
@@ -162,36 +162,44 @@ typedef struct dm_act {
 typedef enum { DM_POST_ACT = 1, DM_POST_ADD = 2 } dm_post_kind;
 typedef struct dm_post {
   dm_post_kind kind;
-  dm_act act;  /* ACT */
-  int input;   /* ADD: index into dm_node.in */
+  dm_act act; /* ACT */
+  int input;  /* ADD: index into dm_node.in */
 } dm_post;
 
 #define DM_MAX_SPATIAL 3
-typedef struct dm_window {   /* Conv and pooling geometry */
-  int nsp;                   /* spatial dims: 1, 2 or 3 */
+typedef struct dm_window { /* Conv and pooling geometry */
+  int nsp;                 /* spatial dims: 1, 2 or 3 */
   int64_t kernel[DM_MAX_SPATIAL];
   int64_t stride[DM_MAX_SPATIAL];
-  int64_t dil[DM_MAX_SPATIAL];    /* 1 when absent */
-  int64_t pad_b[DM_MAX_SPATIAL];  /* begin pads, auto_pad resolved */
-  int64_t pad_e[DM_MAX_SPATIAL];  /* end pads; for ceil_mode pooling these */
-                                  /* are the ONNX pads, not the overhang   */
+  int64_t dil[DM_MAX_SPATIAL];   /* 1 when absent */
+  int64_t pad_b[DM_MAX_SPATIAL]; /* begin pads, auto_pad resolved */
+  int64_t pad_e[DM_MAX_SPATIAL]; /* end pads; for ceil_mode pooling these */
+                                 /* are the ONNX pads, not the overhang   */
 } dm_window;
 
 typedef struct dm_node {
   dm_op op;
-  const char *name;     /* ONNX node name (or op_type#index), for messages */
-  const char *op_type;  /* ONNX op_type as written */
+  const char *name;    /* ONNX node name (or op_type#index), for messages */
+  const char *op_type; /* ONNX op_type as written */
   int n_in, n_out;
-  int *in;   /* value indices; -1 for an omitted optional input */
-  int *out;  /* value indices */
+  int *in;  /* value indices; -1 for an omitted optional input */
+  int *out; /* value indices */
   int n_post;
   dm_post post[DM_MAX_POST]; /* CONV, GEMM */
   bool no_fuse; /* on the Grad-CAM tail: kept elementary (grad.c) */
   union {
-    struct { dm_window w; int64_t group; } conv; /* in: X, W, [B], adds.. */
-    struct { float eps; } bn;     /* in: X, scale, B, mean, var */
-    dm_act unary;                 /* in: X */
-    struct { dm_binary kind; bool fmod; } binary; /* numpy broadcasting */
+    struct {
+      dm_window w;
+      int64_t group;
+    } conv; /* in: X, W, [B], adds.. */
+    struct {
+      float eps;
+    } bn;         /* in: X, scale, B, mean, var */
+    dm_act unary; /* in: X */
+    struct {
+      dm_binary kind;
+      bool fmod;
+    } binary; /* numpy broadcasting */
     struct {
       dm_window w;
       bool ceil_mode, count_include_pad;
@@ -202,37 +210,67 @@ typedef struct dm_node {
       uint32_t axes_mask; /* bit i set: reduce dim i (empty = all unless */
       bool keepdims;      /* noop_with_empty_axes; resolved at build)    */
     } reduce;
-    struct { int64_t perm[DM_MAX_RANK]; } transpose;
-    struct { int axis; } concat;
-    struct { int axis; } split;      /* output sizes from the out shapes */
     struct {
-      int64_t start[DM_MAX_RANK];    /* per input dim, normalised, clamped */
-      int64_t step[DM_MAX_RANK];     /* out dims give the counts */
+      int64_t perm[DM_MAX_RANK];
+    } transpose;
+    struct {
+      int axis;
+    } concat;
+    struct {
+      int axis;
+    } split; /* output sizes from the out shapes */
+    struct {
+      int64_t start[DM_MAX_RANK]; /* per input dim, normalised, clamped */
+      int64_t step[DM_MAX_RANK];  /* out dims give the counts */
     } slice;
     struct {
-      int mode; /* 0 constant, 1 reflect, 2 edge */
+      int mode;                      /* 0 constant, 1 reflect, 2 edge */
       int64_t pads[2 * DM_MAX_RANK]; /* begins then ends, may be negative */
       double value;
     } pad;
-    struct { float alpha, beta; bool trans_a, trans_b; } gemm; /* C optional */
     struct {
-      int axis;     /* normalised; opset < 13: coerced 2-D at axis */
-      bool legacy;  /* opset < 13 semantics (flatten at axis) */
-      bool log;     /* LogSoftmax */
+      float alpha, beta;
+      bool trans_a, trans_b;
+    } gemm; /* C optional */
+    struct {
+      int axis;    /* normalised; opset < 13: coerced 2-D at axis */
+      bool legacy; /* opset < 13 semantics (flatten at axis) */
+      bool log;    /* LogSoftmax */
     } softmax;
-    struct { int64_t start, end; } shape; /* normalised slice of the shape */
-    struct { int axis; } gather;          /* indices may be negative */
-    struct { int32_t to; } cast;
-    struct { double value; } constantofshape; /* dtype from output value */
-    struct { int axis; float eps; } layernorm; /* in: X, scale, [B] */
-    struct { float eps; } instancenorm;        /* in: X, scale, B */
-    struct { int64_t size; float alpha, beta, bias; } lrn;
-    struct { int axis; bool keepdims, min, last; } argmax; /* -> int64 */
+    struct {
+      int64_t start, end;
+    } shape; /* normalised slice of the shape */
+    struct {
+      int axis;
+    } gather; /* indices may be negative */
+    struct {
+      int32_t to;
+    } cast;
+    struct {
+      double value;
+    } constantofshape; /* dtype from output value */
+    struct {
+      int axis;
+      float eps;
+    } layernorm; /* in: X, scale, [B] */
+    struct {
+      float eps;
+    } instancenorm; /* in: X, scale, B */
+    struct {
+      int64_t size;
+      float alpha, beta, bias;
+    } lrn;
+    struct {
+      int axis;
+      bool keepdims, min, last;
+    } argmax; /* -> int64 */
     /* QuantizeLinear: y = sat(rint_half_even(x / scale) + zp), y dtype =
      * zp dtype (uint8 when zp is omitted); DequantizeLinear: y = (x - zp) *
      * scale in float32.  axis < 0: per-tensor (scale has one value), else
      * scale and zp hold dims[axis] values (per-axis, opset >= 13). */
-    struct { int axis; } quant;
+    struct {
+      int axis;
+    } quant;
   } p;
 } dm_node;
 
@@ -240,7 +278,7 @@ typedef enum { DM_VAL_INPUT, DM_VAL_CONST, DM_VAL_ACT } dm_val_kind;
 
 typedef struct dm_value {
   const char *name;
-  int32_t dtype;   /* DM_ONNX_* */
+  int32_t dtype; /* DM_ONNX_* */
   int rank;
   int64_t dims[DM_MAX_RANK];
   int64_t numel;
@@ -253,8 +291,8 @@ typedef struct dm_value {
   int n_consumers;  /* live nodes reading it (+1 if a graph output) */
   bool is_output;   /* a graph output */
   /* memory plan for INPUT/ACT values (set by dm__graph_plan) */
-  size_t offset;    /* byte offset in the session arena */
-  int alias_of;     /* value whose storage this one shares (views), or -1 */
+  size_t offset; /* byte offset in the session arena */
+  int alias_of;  /* value whose storage this one shares (views), or -1 */
 } dm_value;
 
 typedef struct dm_graph {
@@ -264,7 +302,7 @@ typedef struct dm_graph {
   int n_values, cap_values;
   dm_node *nodes;
   int n_nodes, cap_nodes;
-  int *inputs;  /* graph inputs (INPUT values) in file order */
+  int *inputs; /* graph inputs (INPUT values) in file order */
   int n_inputs;
   int *outputs; /* graph outputs in file order */
   int n_outputs;
@@ -280,12 +318,12 @@ typedef struct dm_graph {
                       /* Grad-CAM target come after                   */
   int *keep;          /* dm_graph_opts.keep resolved to value indices */
   int n_keep;
-  void *pool;   /* allocation list of the graph (names, params, buffers) */
+  void *pool; /* allocation list of the graph (names, params, buffers) */
 } dm_graph;
 
 typedef struct dm_graph_opts {
-  bool fuse;          /* BN folding, activation/add fusion */
-  bool alias_views;   /* Reshape-family outputs alias their input storage */
+  bool fuse;        /* BN folding, activation/add fusion */
+  bool alias_views; /* Reshape-family outputs alias their input storage */
   const dm_tensor *input_shapes; /* see dm_engine_opts */
   size_t n_input_shapes;
   bool cam;                /* resolve a Grad-CAM target, keep it as output */
@@ -332,8 +370,8 @@ dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
  * others for the data-movement and shape ops used in constant folding).
  * Never allocates for float32 Conv/Gemm/MatMul beyond small stack use; may
  * malloc for rare ops (returns DM_NOMEM on failure). */
-dm_err dm__ref_node(const dm_graph *g, const dm_node *n,
-                    const void *const *in, void *const *out, dm_errbuf *eb);
+dm_err dm__ref_node(const dm_graph *g, const dm_node *n, const void *const *in,
+                    void *const *out, dm_errbuf *eb);
 
 /* A backend executes a built graph. */
 typedef struct dm_backend {

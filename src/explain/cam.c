@@ -10,7 +10,8 @@
 
 int dm_cam_method_parse(const char *s) {
   if (!strcmp(s, "gradcam")) return DM_CAM_GRADCAM;
-  if (!strcmp(s, "gradcampp") || !strcmp(s, "gradcam++")) return DM_CAM_GRADCAMPP;
+  if (!strcmp(s, "gradcampp") || !strcmp(s, "gradcam++"))
+    return DM_CAM_GRADCAMPP;
   if (!strcmp(s, "hirescam")) return DM_CAM_HIRESCAM;
   return -1;
 }
@@ -33,7 +34,8 @@ dm_err dm_cam_compute(const dm_cam_result *r, dm_cam_method m, float *cam,
   if (m == DM_CAM_HIRESCAM) {
     for (int64_t i = 0; i < HW; i++) {
       double acc = 0;
-      for (int64_t k = 0; k < C; k++) acc += (double)G[k * HW + i] * A[k * HW + i];
+      for (int64_t k = 0; k < C; k++)
+        acc += (double)G[k * HW + i] * A[k * HW + i];
       cam[i] = acc > 0 ? (float)acc : 0.f;
     }
     return DM_OK;
@@ -44,11 +46,13 @@ dm_err dm_cam_compute(const dm_cam_result *r, dm_cam_method m, float *cam,
     const float *a = A + k * HW, *g = G + k * HW;
     double acc = 0;
     if (m == DM_CAM_GRADCAM) {
-      for (int64_t i = 0; i < HW; i++) acc += g[i];
+      for (int64_t i = 0; i < HW; i++)
+        acc += g[i];
       acc /= (double)HW;
     } else {
       double sa = 0;
-      for (int64_t i = 0; i < HW; i++) sa += a[i];
+      for (int64_t i = 0; i < HW; i++)
+        sa += a[i];
       for (int64_t i = 0; i < HW; i++) {
         double g2 = (double)g[i] * g[i], g3 = g2 * g[i];
         double alpha = g[i] != 0 ? g2 / (2 * g2 + sa * g3 + 1e-7) : 0;
@@ -59,7 +63,8 @@ dm_err dm_cam_compute(const dm_cam_result *r, dm_cam_method m, float *cam,
   }
   for (int64_t i = 0; i < HW; i++) {
     double acc = 0;
-    for (int64_t k = 0; k < C; k++) acc += w[k] * A[k * HW + i];
+    for (int64_t k = 0; k < C; k++)
+      acc += w[k] * A[k * HW + i];
     cam[i] = acc > 0 ? (float)acc : 0.f;
   }
   free(w);

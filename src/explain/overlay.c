@@ -30,9 +30,20 @@ static uint8_t u8(double v) {
 void dm_colormap_rgb(dm_colormap m, float t, uint8_t rgb[3]) {
   double x = t < 0 ? 0 : t > 1 ? 1 : t;
   if (m == DM_CMAP_TURBO) {
-    double r = 0.13572138 + x * (4.61539260 + x * (-42.66032258 + x * (132.13108234 + x * (-152.94239396 + x * 59.28637943))));
-    double g = 0.09140261 + x * (2.19418839 + x * (4.84296658 + x * (-14.18503333 + x * (4.27729857 + x * 2.82956604))));
-    double b = 0.10667330 + x * (12.64194608 + x * (-60.58204836 + x * (110.36276771 + x * (-89.90310912 + x * 27.34824973))));
+    double r =
+        0.13572138 +
+        x * (4.61539260 +
+             x * (-42.66032258 +
+                  x * (132.13108234 + x * (-152.94239396 + x * 59.28637943))));
+    double g = 0.09140261 +
+               x * (2.19418839 +
+                    x * (4.84296658 + x * (-14.18503333 +
+                                           x * (4.27729857 + x * 2.82956604))));
+    double b =
+        0.10667330 +
+        x * (12.64194608 +
+             x * (-60.58204836 +
+                  x * (110.36276771 + x * (-89.90310912 + x * 27.34824973))));
     rgb[0] = u8(r), rgb[1] = u8(g), rgb[2] = u8(b);
     return;
   }
@@ -140,7 +151,8 @@ dm_err dm_cam_to_gray(const float *cam, int h, int w, dm_image *out,
   float lo, hi;
   minmax(cam, n, &lo, &hi);
   float span = hi > lo ? hi - lo : 1.f;
-  for (size_t i = 0; i < n; i++) px[i] = u8((cam[i] - lo) / span);
+  for (size_t i = 0; i < n; i++)
+    px[i] = u8((cam[i] - lo) / span);
   out->w = w;
   out->h = h;
   out->c = 1;
@@ -150,15 +162,16 @@ dm_err dm_cam_to_gray(const float *cam, int h, int w, dm_image *out,
 
 dm_err dm_image_encode_png(const dm_image *im, uint8_t **out, size_t *len,
                            dm_errbuf *eb) {
-  if (im->c != 1 && im->c != 3) return dm_errf(eb, DM_ARG, "PNG: 1 or 3 channels");
+  if (im->c != 1 && im->c != 3)
+    return dm_errf(eb, DM_ARG, "PNG: 1 or 3 channels");
   spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
   if (!ctx) return dm_errf(eb, DM_NOMEM, "out of memory");
   struct spng_ihdr ihdr = {0};
   ihdr.width = (uint32_t)im->w;
   ihdr.height = (uint32_t)im->h;
   ihdr.bit_depth = 8;
-  ihdr.color_type = im->c == 1 ? SPNG_COLOR_TYPE_GRAYSCALE
-                               : SPNG_COLOR_TYPE_TRUECOLOR;
+  ihdr.color_type =
+      im->c == 1 ? SPNG_COLOR_TYPE_GRAYSCALE : SPNG_COLOR_TYPE_TRUECOLOR;
   int e;
   size_t n = (size_t)im->w * (size_t)im->h * (size_t)im->c;
   if ((e = spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1)) ||
@@ -191,7 +204,8 @@ dm_err dm_image_encode_jpeg(const dm_image *im, int quality, uint8_t **out,
   } else {
     /* hand back malloc'd memory so callers free() both encoders' output */
     *out = malloc(n ? n : 1);
-    if (!*out) rc = dm_errf(eb, DM_NOMEM, "out of memory");
+    if (!*out)
+      rc = dm_errf(eb, DM_NOMEM, "out of memory");
     else {
       memcpy(*out, buf, n);
       *len = n;

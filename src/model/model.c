@@ -32,7 +32,7 @@ struct dm_model {
   dm_onnx_model *onnx;
   dm_engine *engine;
   dm_model_info info;
-  char *strings;    /* one buffer holding labels/names/paths */
+  char *strings; /* one buffer holding labels/names/paths */
   const char **labels, **names;
   bool nhwc;
   size_t in_numel;
@@ -42,8 +42,8 @@ struct dm_model {
 struct dm_predictor {
   dm_model *m;
   dm_session *s;
-  float *input; /* (3, H, W) or (H, W, 3) */
-  float *cam;   /* (h, w) of the last explanation */
+  float *input;   /* (3, H, W) or (H, W, 3) */
+  float *cam;     /* (h, w) of the last explanation */
   dm_image image; /* the last decoded image, kept for overlays */
 };
 
@@ -64,7 +64,8 @@ typedef struct sbuf { /* growing string arena for the model's strings */
 static size_t sb_add(sbuf *b, const char *s, size_t len) {
   if (b->n + len + 1 > b->cap) {
     size_t c = b->cap ? b->cap * 2 : 1024;
-    while (c < b->n + len + 1) c *= 2;
+    while (c < b->n + len + 1)
+      c *= 2;
     char *q = realloc(b->p, c);
     if (!q) return (size_t)-1;
     b->p = q;
@@ -78,8 +79,8 @@ static size_t sb_add(sbuf *b, const char *s, size_t len) {
 }
 
 /* Splits v at sep into at most max trimmed items (offsets into b). */
-static size_t split(sbuf *b, const char *v, char sep, size_t *offs,
-                    size_t max, bool *overflow) {
+static size_t split(sbuf *b, const char *v, char sep, size_t *offs, size_t max,
+                    bool *overflow) {
   size_t n = 0;
   *overflow = false;
   const char *p = v;
@@ -87,8 +88,10 @@ static size_t split(sbuf *b, const char *v, char sep, size_t *offs,
     const char *e = strchr(p, sep);
     size_t len = e ? (size_t)(e - p) : strlen(p);
     const char *s = p;
-    while (len && (*s == ' ' || *s == '\t')) s++, len--;
-    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
+    while (len && (*s == ' ' || *s == '\t'))
+      s++, len--;
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+      len--;
     if (n == max) {
       *overflow = true;
       return n;
@@ -111,13 +114,15 @@ static bool parse_floats3(const char *v, float out[3]) {
     if (errno || end == p || !isfinite(f)) return false;
     out[i] = f;
     p = end;
-    while (*p == ' ') p++;
+    while (*p == ' ')
+      p++;
     if (i < 2) {
       if (*p != ',') return false;
       p++;
     }
   }
-  while (*p == ' ') p++;
+  while (*p == ' ')
+    p++;
   return *p == 0;
 }
 
@@ -176,13 +181,15 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   if (rc && eo.cam) {
     /* A model without a usable Grad-CAM target still classifies: build it
      * plain and report why explanations are unavailable. */
-    snprintf(m->gradcam_error, sizeof m->gradcam_error, "%s", eb ? eb->msg : "");
+    snprintf(m->gradcam_error, sizeof m->gradcam_error, "%s",
+             eb ? eb->msg : "");
     eo.cam = false;
     info->gradcam_target_auto = false;
     rc = dm_engine_new(m->onnx, &eo, &m->engine, eb);
   }
   if (rc) goto fail;
-  if (dm_engine_n_inputs(m->engine) != 1 || dm_engine_n_outputs(m->engine) != 1) {
+  if (dm_engine_n_inputs(m->engine) != 1 ||
+      dm_engine_n_outputs(m->engine) != 1) {
     rc = dm_errf(eb, DM_UNSUPPORTED,
                  "%s: a classifier has one input and one output (this model: "
                  "%zu and %zu)",
@@ -200,8 +207,8 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
     goto fail;
   }
   int64_t k = outp.rank == 2 && outp.dims[0] == 1 ? outp.dims[1]
-              : outp.rank == 1                   ? outp.dims[0]
-                                                 : -1;
+              : outp.rank == 1                    ? outp.dims[0]
+                                                  : -1;
   if (outp.dtype != DM_ONNX_FLOAT || k < 1 || k > DM_MAX_CLASSES) {
     rc = dm_errf(eb, DM_UNSUPPORTED,
                  "%s: output must be float32 [1,K] with K <= %d", path,
@@ -217,8 +224,10 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   else if (lay && !strcmp(lay, "NCHW") && nchw)
     m->nhwc = false;
   else if (lay) {
-    rc = dm_errf(eb, DM_UNSUPPORTED, "%s: metadata layout '%s' contradicts "
-                 "the input shape", path, lay);
+    rc = dm_errf(eb, DM_UNSUPPORTED,
+                 "%s: metadata layout '%s' contradicts "
+                 "the input shape",
+                 path, lay);
     goto fail;
   } else {
     m->nhwc = !nchw;
@@ -257,15 +266,17 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   } else if (!strcmp(v, "shorter_crop")) {
     pp->resize_mode = DM_RESIZE_SHORTER_CROP;
   } else {
-    rc = dm_errf(eb, DM_UNSUPPORTED, "%s: metadata resize '%s' (direct or "
-                 "shorter_crop)", path, v);
+    rc = dm_errf(eb, DM_UNSUPPORTED,
+                 "%s: metadata resize '%s' (direct or "
+                 "shorter_crop)",
+                 path, v);
     goto fail;
   }
   int shorter = (gh < gw ? gh : gw) * 256 / 224;
   if ((v = dm_onnx_meta(m->onnx, "resize_shorter"))) {
     if (!parse_pos_int(v, &shorter)) {
-      rc = dm_errf(eb, DM_UNSUPPORTED, "%s: metadata resize_shorter '%s'",
-                   path, v);
+      rc = dm_errf(eb, DM_UNSUPPORTED, "%s: metadata resize_shorter '%s'", path,
+                   v);
       goto fail;
     }
   } else if (pp->resize_mode == DM_RESIZE_SHORTER_CROP) {
@@ -276,7 +287,8 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   for (int i = 0; i < 2; i++) {
     float *dst = i ? pp->std : pp->mean;
     if ((v = dm_onnx_meta(m->onnx, fkeys[i]))) {
-      if (!parse_floats3(v, dst) || (i && (dst[0] <= 0 || dst[1] <= 0 || dst[2] <= 0))) {
+      if (!parse_floats3(v, dst) ||
+          (i && (dst[0] <= 0 || dst[1] <= 0 || dst[2] <= 0))) {
         rc = dm_errf(eb, DM_UNSUPPORTED, "%s: metadata %s '%s' (three numbers)",
                      path, fkeys[i], v);
         goto fail;
@@ -353,7 +365,8 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   const char *gt = dm_engine_cam_target(m->engine);
   if (!meta_target) note_default(defaulted, sizeof defaulted, "gradcam_target");
   size_t o_path = sb_add(&sb, path, strlen(path));
-  size_t o_name = nm ? sb_add(&sb, nm, strlen(nm)) : sb_add(&sb, base, strlen(base));
+  size_t o_name =
+      nm ? sb_add(&sb, nm, strlen(nm)) : sb_add(&sb, base, strlen(base));
   size_t o_ver = sb_add(&sb, ver ? ver : "", ver ? strlen(ver) : 0);
   size_t o_gt = sb_add(&sb, gt, strlen(gt));
   size_t o_def = sb_add(&sb, defaulted, strlen(defaulted));
@@ -403,7 +416,8 @@ const dm_engine *dm_model_engine(const dm_model *m) { return m->engine; }
 dm_err dm_predictor_new(dm_model *m, dm_predictor **out, dm_errbuf *eb) {
   dm_predictor *p = calloc(1, sizeof *p);
   if (!p) return dm_errf(eb, DM_NOMEM, "out of memory");
-  p->input = aligned_alloc(64, (m->in_numel * sizeof(float) + 63) & ~(size_t)63);
+  p->input =
+      aligned_alloc(64, (m->in_numel * sizeof(float) + 63) & ~(size_t)63);
   dm_err rc;
   if (!p->input) {
     rc = dm_errf(eb, DM_NOMEM, "out of memory");
@@ -459,10 +473,12 @@ static dm_err run(dm_predictor *p, const dm_image *im, dm_prediction *out,
     if (y[i] > mx) mx = y[i];
   }
   if (m->info.outputs_probabilities) {
-    for (size_t i = 0; i < n; i++) out->prob[i] = y[i];
+    for (size_t i = 0; i < n; i++)
+      out->prob[i] = y[i];
   } else {
     double sum = 0;
-    for (size_t i = 0; i < n; i++) sum += exp((double)(y[i] - mx));
+    for (size_t i = 0; i < n; i++)
+      sum += exp((double)(y[i] - mx));
     for (size_t i = 0; i < n; i++)
       out->prob[i] = (float)(exp((double)(y[i] - mx)) / sum);
   }
@@ -478,8 +494,8 @@ static dm_err run(dm_predictor *p, const dm_image *im, dm_prediction *out,
   return DM_OK;
 }
 
-dm_err dm_predict_image(dm_predictor *p, const dm_image *im,
-                        dm_prediction *out, dm_errbuf *eb) {
+dm_err dm_predict_image(dm_predictor *p, const dm_image *im, dm_prediction *out,
+                        dm_errbuf *eb) {
   return run(p, im, out, -1, NULL, eb);
 }
 
@@ -498,8 +514,8 @@ static dm_err decode(dm_predictor *p, const void *bytes, size_t len,
   double t0 = now_ms();
   memset(&out->image, 0, sizeof out->image);
   dm_image_free(&p->image);
-  dm_err rc = dm_image_decode(bytes, len, lim, target, &p->image, &out->image,
-                              eb);
+  dm_err rc =
+      dm_image_decode(bytes, len, lim, target, &p->image, &out->image, eb);
   out->ms_decode = now_ms() - t0;
   return rc;
 }
@@ -517,8 +533,7 @@ dm_err dm_predict_explain(dm_predictor *p, const void *bytes, size_t len,
                           dm_cam_method method, dm_prediction *out,
                           dm_explanation *ex, dm_errbuf *eb) {
   if (!p->m->info.gradcam_target[0])
-    return dm_errf(eb, DM_UNSUPPORTED,
-                   "the model was opened without Grad-CAM");
+    return dm_errf(eb, DM_UNSUPPORTED, "the model was opened without Grad-CAM");
   if (class_index >= (int)p->m->info.n_classes)
     return dm_errf(eb, DM_ARG, "class %d out of range", class_index);
   dm_err rc = decode(p, bytes, len, lim, 384, out, eb);
@@ -572,7 +587,8 @@ char *dm_prediction_json(const dm_model *m, const dm_prediction *r,
   json_object_set(o, "top", top);
   json_object_set(o, "probabilities", probs);
   json_object_set(o, "ms", ms);
-  s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+  s = json_dumps(o,
+                 JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
 out:
   json_decref(o);
   json_decref(top);

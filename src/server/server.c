@@ -75,11 +75,11 @@ struct req {
       f_history[16];
   /* options */
   int top_k;
-  char cam_class[32];   /* gradcam_class: label to explain, "" = top-1 */
-  int cam_method;       /* gradcam_method */
-  float cam_alpha;      /* alpha: heatmap weight in the overlay */
-  int heatmap_max;      /* longest side of heatmap_png */
-  bool no_history;      /* history=0: do not store (re-explanations) */
+  char cam_class[32];         /* gradcam_class: label to explain, "" = top-1 */
+  int cam_method;             /* gradcam_method */
+  float cam_alpha;            /* alpha: heatmap weight in the overlay */
+  int heatmap_max;            /* longest side of heatmap_png */
+  bool no_history;            /* history=0: do not store (re-explanations) */
   const char *heatmap_status; /* NULL: no heatmap asked */
   bool want_cam;              /* compute the Grad-CAM heatmap */
   /* worker's answer */
@@ -334,7 +334,8 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind,
                                                : NULL;
   if (dst) {
     size_t have = strlen(dst);
-    size_t cap = dst == r->f_cam_class ? sizeof r->f_cam_class : sizeof r->f_top;
+    size_t cap =
+        dst == r->f_cam_class ? sizeof r->f_cam_class : sizeof r->f_top;
     if (have + size >= cap) {
       r->bad_form = true;
       return MHD_NO;
@@ -571,7 +572,8 @@ static enum MHD_Result admit_prediction(dm_server *s, req *r) {
   const char *hi = query(r, "history");
   if (!hi && r->f_history[0]) hi = r->f_history;
   int hflag = hi ? parse_flag(hi) : 1;
-  if (hflag < 0) return respond_error(r, 400, "history must be 0 or 1", 0, NULL);
+  if (hflag < 0)
+    return respond_error(r, 400, "history must be 0 or 1", 0, NULL);
   r->no_history = hflag == 0;
   int pressure = memory_pressure(s, NULL);
   if (pressure == 2) {
@@ -849,10 +851,10 @@ static void predict_one(worker_ctx *w, req *r) {
     finish_error(r, 400, msg, 0);
     return;
   }
-  dm_err rc = cam ? dm_predict_explain(w->pred, r->body, r->len, &lim,
-                                       cam_class, (dm_cam_method)r->cam_method,
-                                       p, &ex, &eb)
-                  : dm_predict(w->pred, r->body, r->len, &lim, p, &eb);
+  dm_err rc =
+      cam ? dm_predict_explain(w->pred, r->body, r->len, &lim, cam_class,
+                               (dm_cam_method)r->cam_method, p, &ex, &eb)
+          : dm_predict(w->pred, r->body, r->len, &lim, p, &eb);
   if (rc) {
     int st;
     switch (rc) {

@@ -18,7 +18,8 @@ typedef struct pb {
 static inline void pb_raw(pb *b, const void *d, size_t n) {
   if (b->n + n > b->cap) {
     size_t c = b->cap ? b->cap : 256;
-    while (c < b->n + n) c *= 2;
+    while (c < b->n + n)
+      c *= 2;
     b->p = realloc(b->p, c);
     if (!b->p) abort();
     b->cap = c;
@@ -114,8 +115,10 @@ static inline void pb_value_info(pb *g, unsigned field, const char *name,
 static inline pb pb_node(const char *op, const char *name,
                          const char *const *ins, const char *const *outs) {
   pb n = {0};
-  for (; *ins; ins++) pb_str(&n, 1, *ins);
-  for (; *outs; outs++) pb_str(&n, 2, *outs);
+  for (; *ins; ins++)
+    pb_str(&n, 1, *ins);
+  for (; *outs; outs++)
+    pb_str(&n, 2, *outs);
   pb_str(&n, 3, name);
   pb_str(&n, 4, op);
   return n;
@@ -138,7 +141,8 @@ static inline void pb_attr_ints(pb *n, const char *name, const int64_t *v,
                                 int k) {
   pb a = {0};
   pb_str(&a, 1, name);
-  for (int i = 0; i < k; i++) pb_int(&a, 8, v[i]);
+  for (int i = 0; i < k; i++)
+    pb_int(&a, 8, v[i]);
   pb_int(&a, 20, 7);
   pb_msg(n, 5, &a);
 }

@@ -38,9 +38,11 @@ static float frand(void) {
 static void init_f(pb *g, const char *name, const int64_t *dims, int nd,
                    float lo, float hi) {
   size_t n = 1;
-  for (int i = 0; i < nd; i++) n *= (size_t)dims[i];
+  for (int i = 0; i < nd; i++)
+    n *= (size_t)dims[i];
   float *v = malloc(n * sizeof *v);
-  for (size_t i = 0; i < n; i++) v[i] = lo + (frand() + 1.f) * 0.5f * (hi - lo);
+  for (size_t i = 0; i < n; i++)
+    v[i] = lo + (frand() + 1.f) * 0.5f * (hi - lo);
   pb_tensor_f(g, 5, name, dims, nd, v);
   free(v);
 }
@@ -153,8 +155,8 @@ static float input[8 * 12 * 12];
 static float expect_y[7];
 
 static dm_tensor in_tensor(void) {
-  dm_tensor t = {.dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, 8, 12, 12},
-                 .data = input};
+  dm_tensor t = {
+      .dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, 8, 12, 12}, .data = input};
   return t;
 }
 
@@ -168,8 +170,9 @@ static int run_once(dm_backend_kind be, bool no_opt, float *y) {
   if (!rc) rc = dm_session_new(e, &s, &eb);
   if (!rc) rc = dm_session_run(s, &x, 1, &eb);
   if (!rc) memcpy(y, dm_session_output(s, 0).data, 7 * sizeof *y);
-  if (rc) printf("run (%s%s): %s\n", be ? "ref" : "onednn",
-                 no_opt ? ", no_opt" : "", eb.msg);
+  if (rc)
+    printf("run (%s%s): %s\n", be ? "ref" : "onednn", no_opt ? ", no_opt" : "",
+           eb.msg);
   dm_session_free(s);
   dm_engine_free(e);
   return rc;
@@ -191,11 +194,13 @@ static void test_backends_agree(void) {
   CHECK(run_once(DM_BACKEND_ONEDNN, false, c) == 0, "onednn runs");
   CHECK(run_once(DM_BACKEND_ONEDNN, true, d) == 0, "onednn unoptimised runs");
   float sum = 0;
-  for (int i = 0; i < 7; i++) sum += a[i];
+  for (int i = 0; i < 7; i++)
+    sum += a[i];
   CHECK(fabsf(sum - 1.f) < 1e-5f, "softmax sums to %g", (double)sum);
   CHECK(max_rel(b, a, 7) < 1e-5f, "fusion changes results: %g",
         (double)max_rel(b, a, 7));
-  CHECK(max_rel(c, a, 7) < 1e-4f, "onednn vs ref: %g", (double)max_rel(c, a, 7));
+  CHECK(max_rel(c, a, 7) < 1e-4f, "onednn vs ref: %g",
+        (double)max_rel(c, a, 7));
   CHECK(max_rel(d, a, 7) < 1e-4f, "onednn no_opt vs ref: %g",
         (double)max_rel(d, a, 7));
   memcpy(expect_y, c, sizeof expect_y);
@@ -239,7 +244,8 @@ static void test_passes_and_plan(void) {
         unaries, binaries);
   /* memory plan: values alive at the same time never share bytes */
   int nv = g->n_values;
-  int *first = malloc(sizeof(int) * (size_t)nv), *last = malloc(sizeof(int) * (size_t)nv);
+  int *first = malloc(sizeof(int) * (size_t)nv),
+      *last = malloc(sizeof(int) * (size_t)nv);
   for (int v = 0; v < nv; v++) {
     first[v] = g->values[v].kind == DM_VAL_INPUT ? -1 : 1 << 30;
     last[v] = -2;
@@ -254,7 +260,8 @@ static void test_passes_and_plan(void) {
     for (int k = 0; k < n->n_in; k++)
       if (n->in[k] >= 0 && last[n->in[k]] < i) last[n->in[k]] = i;
   }
-  for (int k = 0; k < g->n_outputs; k++) last[g->outputs[k]] = g->n_nodes;
+  for (int k = 0; k < g->n_outputs; k++)
+    last[g->outputs[k]] = g->n_nodes;
   int overlaps = 0;
   size_t sum = 0;
   for (int a = 0; a < nv; a++) {
@@ -343,8 +350,7 @@ static void test_input_checks(void) {
   }
   dm_tensor x = in_tensor();
   x.dims[2] = 13;
-  CHECK(dm_session_run(s, &x, 1, &eb) == DM_ARG &&
-            strstr(eb.msg, "1x8x12x12"),
+  CHECK(dm_session_run(s, &x, 1, &eb) == DM_ARG && strstr(eb.msg, "1x8x12x12"),
         "wrong shape refused: %s", eb.msg);
   x = in_tensor();
   x.dtype = DM_ONNX_INT64;
@@ -381,7 +387,8 @@ static void test_add_into_biasless_conv(void) {
   static float out[3][8 * 12 * 12];
   for (int k = 0; k < 3; k++) {
     dm_engine_opts o = {.backend = k == 2 ? DM_BACKEND_ONEDNN : DM_BACKEND_REF,
-                        .threads = 1, .no_opt = k == 0};
+                        .threads = 1,
+                        .no_opt = k == 0};
     dm_engine *e = NULL;
     dm_session *s = NULL;
     dm_tensor x = in_tensor();
@@ -390,8 +397,7 @@ static void test_add_into_biasless_conv(void) {
     if (!rc) rc = dm_session_run(s, &x, 1, &eb);
     CHECK(rc == DM_OK, "biasless conv + add, variant %d: %s", k, eb.msg);
     if (!rc) memcpy(out[k], dm_session_output(s, 0).data, sizeof out[k]);
-    if (k == 1 && e)
-      CHECK(dm_engine_get_stats(e)->fused_act == 1, "add fused");
+    if (k == 1 && e) CHECK(dm_engine_get_stats(e)->fused_act == 1, "add fused");
     dm_session_free(s);
     dm_engine_free(e);
   }

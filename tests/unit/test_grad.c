@@ -42,9 +42,11 @@ static float frand(void) {
 static void init_f(pb *g, const char *name, const int64_t *dims, int nd,
                    float scale) {
   size_t n = 1;
-  for (int i = 0; i < nd; i++) n *= (size_t)dims[i];
+  for (int i = 0; i < nd; i++)
+    n *= (size_t)dims[i];
   float *v = malloc(n * sizeof *v);
-  for (size_t i = 0; i < n; i++) v[i] = frand() * scale;
+  for (size_t i = 0; i < n; i++)
+    v[i] = frand() * scale;
   pb_tensor_f(g, 5, name, dims, nd, v);
   free(v);
 }
@@ -190,8 +192,8 @@ static pb build(head h) {
  * the test recomputes log-free logits by running without the Softmax is
  * not possible, so the FD uses the engine's own score through run_cam). */
 static float score_of(dm_session *s, float *x, int c) {
-  dm_tensor t = {.dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, C, H, W},
-                 .data = x};
+  dm_tensor t = {
+      .dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, C, H, W}, .data = x};
   dm_cam_result r;
   dm_errbuf eb;
   if (dm_session_run_cam(s, &t, 1, c, &r, &eb)) return NAN;
@@ -208,8 +210,10 @@ static void check_head(head h, const char *name) {
     return;
   }
   for (int be = 0; be < 2; be++) {
-    dm_engine_opts o = {.backend = (dm_backend_kind)be, .threads = 1,
-                        .cam = true, .cam_target = "x"};
+    dm_engine_opts o = {.backend = (dm_backend_kind)be,
+                        .threads = 1,
+                        .cam = true,
+                        .cam_target = "x"};
     dm_engine *e = NULL;
     dm_session *s = NULL;
     if (dm_engine_new(m, &o, &e, &eb) || dm_session_new(e, &s, &eb)) {
@@ -218,9 +222,10 @@ static void check_head(head h, const char *name) {
       continue;
     }
     float x[C * H * W], g[C * H * W];
-    for (int i = 0; i < C * H * W; i++) x[i] = frand() * 1.5f;
-    dm_tensor t = {.dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, C, H, W},
-                   .data = x};
+    for (int i = 0; i < C * H * W; i++)
+      x[i] = frand() * 1.5f;
+    dm_tensor t = {
+        .dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, C, H, W}, .data = x};
     dm_cam_result r;
     for (int cls = 0; cls < NCLS; cls += 2) {
       if (dm_session_run_cam(s, &t, 1, cls, &r, &eb)) {
@@ -273,7 +278,8 @@ static void check_refusals(void) {
     free(mb.p);
     return;
   }
-  dm_engine_opts o = {.backend = DM_BACKEND_REF, .cam = true, .cam_target = "x"};
+  dm_engine_opts o = {
+      .backend = DM_BACKEND_REF, .cam = true, .cam_target = "x"};
   dm_engine *e = NULL;
   dm_err rc = dm_engine_new(m, &o, &e, &eb);
   CHECK(rc == DM_UNSUPPORTED && strstr(eb.msg, "inner_softmax") &&

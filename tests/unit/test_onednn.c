@@ -52,7 +52,8 @@ static float frand(void) { /* uniform in [-1, 1) */
 
 static size_t numel(const int64_t *d, int nd) {
   size_t n = 1;
-  for (int i = 0; i < nd; i++) n *= (size_t)d[i];
+  for (int i = 0; i < nd; i++)
+    n *= (size_t)d[i];
   return n;
 }
 
@@ -63,7 +64,8 @@ static float *init(pb *g, const char *name, const int64_t *dims, int nd,
   size_t n = numel(dims, nd);
   float *v = malloc((n ? n : 1) * sizeof *v);
   if (!v) abort();
-  for (size_t i = 0; i < n; i++) v[i] = lo + (frand() + 1.f) * 0.5f * (hi - lo);
+  for (size_t i = 0; i < n; i++)
+    v[i] = lo + (frand() + 1.f) * 0.5f * (hi - lo);
   pb_tensor_f(g, 5, name, dims, nd, v);
   if (keep) return v;
   free(v);
@@ -132,14 +134,14 @@ typedef struct result {
 } result;
 
 static void result_free(result *r) {
-  for (int i = 0; i < r->n; i++) free(r->y[i]);
+  for (int i = 0; i < r->n; i++)
+    free(r->y[i]);
   memset(r, 0, sizeof *r);
 }
 
-static dm_err run_model(const dm_onnx_model *m, dm_backend_kind be,
-                        bool no_opt, int threads, const dm_tensor *x,
-                        result *r, double *p50_ms, int iters,
-                        dm_errbuf *eb) {
+static dm_err run_model(const dm_onnx_model *m, dm_backend_kind be, bool no_opt,
+                        int threads, const dm_tensor *x, result *r,
+                        double *p50_ms, int iters, dm_errbuf *eb) {
   dm_engine_opts o = {.backend = be, .threads = threads, .no_opt = no_opt};
   dm_engine *e = NULL;
   dm_session *s = NULL;
@@ -173,7 +175,8 @@ static dm_err run_model(const dm_onnx_model *m, dm_backend_kind be,
     for (int i = 0; i < r->n; i++) {
       dm_tensor t = dm_session_output(s, (size_t)i);
       size_t n = 1;
-      for (int d = 0; d < t.rank; d++) n *= (size_t)t.dims[d];
+      for (int d = 0; d < t.rank; d++)
+        n *= (size_t)t.dims[d];
       r->len[i] = n;
       r->y[i] = malloc((n ? n : 1) * sizeof(float));
       if (!r->y[i]) abort();
@@ -201,8 +204,7 @@ static void compare(const char *name, const char *what, const result *got,
   CHECK(got->n == ref->n, "%s (%s): %d outputs, ref %d", name, what, got->n,
         ref->n);
   for (int i = 0; i < got->n && i < ref->n; i++) {
-    CHECK(got->len[i] == ref->len[i], "%s (%s): output %d size", name, what,
-          i);
+    CHECK(got->len[i] == ref->len[i], "%s (%s): output %d size", name, what, i);
     if (got->len[i] != ref->len[i]) continue;
     double e = rel_err(got->y[i], ref->y[i], got->len[i]);
     CHECK(e <= tol, "%s (%s): output %d rel err %.3g", name, what, i, e);
@@ -228,19 +230,23 @@ static void check_case(const char *name, pb *g, int64_t opset,
   size_t n = numel(xd, xr);
   float *x = malloc(n * sizeof *x);
   if (!x) abort();
-  for (size_t i = 0; i < n; i++) x[i] = frand() * 2.f;
+  for (size_t i = 0; i < n; i++)
+    x[i] = frand() * 2.f;
   dm_tensor xt = {.dtype = DM_ONNX_FLOAT, .rank = xr, .data = x};
   memcpy(xt.dims, xd, (size_t)xr * sizeof *xd);
   result ref, got;
   rc = run_model(m, DM_BACKEND_REF, true, 1, &xt, &ref, NULL, 0, &eb);
   CHECK(rc == DM_OK, "%s: ref: %s", name, eb.msg);
   if (rc == DM_OK) {
-    static const struct { bool no_opt; int threads; const char *what; } v[] = {
-        {false, 1, "fused"}, {true, 1, "no_opt"}, {false, 2, "2 threads"}};
+    static const struct {
+      bool no_opt;
+      int threads;
+      const char *what;
+    } v[] = {{false, 1, "fused"}, {true, 1, "no_opt"}, {false, 2, "2 threads"}};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
       memset(&eb, 0, sizeof eb);
-      rc = run_model(m, DM_BACKEND_ONEDNN, v[i].no_opt, v[i].threads, &xt,
-                     &got, NULL, 0, &eb);
+      rc = run_model(m, DM_BACKEND_ONEDNN, v[i].no_opt, v[i].threads, &xt, &got,
+                     NULL, 0, &eb);
       CHECK(rc == DM_OK, "%s (%s): onednn: %s", name, v[i].what, eb.msg);
       if (rc == DM_OK) compare(name, v[i].what, &got, &ref, TOL);
       result_free(&got);
@@ -291,18 +297,18 @@ static void naive_conv(const conv_case *c, const float *x, const float *wt,
 static void test_conv_naive(void) {
   static const conv_case cases[] = {
       /* ic oc  g   h   w kh kw sh sw dh dw pt pl pb pr bias */
-      {3, 16, 1, 33, 31, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, true},   /* stem */
-      {3, 8, 1, 30, 30, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, false},   /* 7x7 */
-      {16, 32, 1, 14, 14, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, true},  /* 1x1 */
-      {24, 40, 1, 9, 9, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, true},    /* 1x1 s2 */
-      {32, 32, 32, 15, 15, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, true}, /* dw */
-      {24, 24, 24, 17, 17, 5, 5, 2, 2, 1, 1, 2, 2, 2, 2, true}, /* dw 5x5 */
-      {16, 32, 4, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, true},  /* grouped */
-      {8, 16, 1, 16, 16, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, true},   /* dilated */
-      {16, 16, 16, 12, 12, 3, 3, 1, 1, 3, 3, 3, 3, 3, 3, false},/* dw dil 3 */
-      {8, 12, 1, 11, 13, 3, 2, 2, 1, 1, 1, 0, 1, 1, 2, true},   /* asym */
-      {64, 1000, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, true},  /* 1x1x1 */
-      {5, 7, 1, 6, 6, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, true},      /* odd C */
+      {3, 16, 1, 33, 31, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, true},    /* stem */
+      {3, 8, 1, 30, 30, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3, false},    /* 7x7 */
+      {16, 32, 1, 14, 14, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, true},   /* 1x1 */
+      {24, 40, 1, 9, 9, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, true},     /* 1x1 s2 */
+      {32, 32, 32, 15, 15, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, true},  /* dw */
+      {24, 24, 24, 17, 17, 5, 5, 2, 2, 1, 1, 2, 2, 2, 2, true},  /* dw 5x5 */
+      {16, 32, 4, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, true},   /* grouped */
+      {8, 16, 1, 16, 16, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, true},    /* dilated */
+      {16, 16, 16, 12, 12, 3, 3, 1, 1, 3, 3, 3, 3, 3, 3, false}, /* dw dil 3 */
+      {8, 12, 1, 11, 13, 3, 2, 2, 1, 1, 1, 0, 1, 1, 2, true},    /* asym */
+      {64, 1000, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, true},   /* 1x1x1 */
+      {5, 7, 1, 6, 6, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, true},       /* odd C */
   };
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
     const conv_case *c = &cases[ci];
@@ -366,13 +372,16 @@ static void test_conv_naive_direct(void) {
   dm_onnx_model *m = NULL;
   dm_err rc = dm_onnx_parse(bytes.p, bytes.n, NULL, &m, &eb);
   CHECK(rc == DM_OK, "parse: %s", eb.msg);
-  float *x = malloc(16 * 20 * 20 * sizeof *x), *y = malloc(24 * 20 * 20 * sizeof *y);
+  float *x = malloc(16 * 20 * 20 * sizeof *x),
+        *y = malloc(24 * 20 * 20 * sizeof *y);
   if (!x || !y) abort();
-  for (int i = 0; i < 16 * 20 * 20; i++) x[i] = frand();
+  for (int i = 0; i < 16 * 20 * 20; i++)
+    x[i] = frand();
   naive_conv(&c, x, wt, b, y, 20, 20);
-  for (int i = 0; i < 24 * 20 * 20; i++) y[i] = y[i] > 0 ? y[i] : 0;
-  dm_tensor xt = {.dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, 16, 20, 20},
-                  .data = x};
+  for (int i = 0; i < 24 * 20 * 20; i++)
+    y[i] = y[i] > 0 ? y[i] : 0;
+  dm_tensor xt = {
+      .dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, 16, 20, 20}, .data = x};
   result got;
   if (rc == DM_OK) {
     rc = run_model(m, DM_BACKEND_ONEDNN, false, 1, &xt, &got, NULL, 0, &eb);
@@ -532,7 +541,7 @@ static void case_pools(void) {
   pb_attr_ints(&n, "kernel_shape", k3, 2);
   pb_attr_ints(&n, "dilations", d2, 2);
   add(&g, &n);
-  conv(&g, "c12", "x", "c2", 8, 16, 1, 2, 1, 0, true); /* 12x12 */
+  conv(&g, "c12", "x", "c2", 8, 16, 1, 2, 1, 0, true);    /* 12x12 */
   n = pb_node("AveragePool", "api2", IN("c2"), IN("a4")); /* overhang */
   pb_attr_ints(&n, "kernel_shape", k3, 2);
   pb_attr_ints(&n, "strides", s2, 2);
@@ -583,7 +592,7 @@ static void case_binaries(void) {
   int64_t perm[4] = {0, 1, 3, 2};
   pb_attr_ints(&n, "perm", perm, 4);
   add(&g, &n);
-  binary(&g, "Add", "t1", "b7", "b8"); /* plain + blocked */
+  binary(&g, "Add", "t1", "b7", "b8");  /* plain + blocked */
   binary(&g, "Pow", "b8", "two", "b9"); /* not mapped: ref */
   binary(&g, "Mul", "b9", "c1", "y");
   output(&g, "y");
@@ -592,9 +601,9 @@ static void case_binaries(void) {
 }
 
 static void case_unaries(void) {
-  static const char *ops[] = {"Relu",  "Sigmoid", "Tanh", "Elu",
-                              "Exp",   "Softplus", "Abs", "Neg",
-                              "Floor", "Erf",     "HardSwish", "Softsign"};
+  static const char *ops[] = {"Relu",  "Sigmoid",  "Tanh",      "Elu",
+                              "Exp",   "Softplus", "Abs",       "Neg",
+                              "Floor", "Erf",      "HardSwish", "Softsign"};
   pb g = {0};
   /* on the plain input, then on a conv output that is also a graph output
    * (so nothing fuses) */
@@ -757,9 +766,9 @@ static void case_batchnorm_ref_ops(void) {
 
 /* ------------------------------------------------------ real models -- */
 
-static const char *const model_names[] = {"mobilenet_v2", "resnet50",
-                                          "efficientnet_b0", "resnet18",
-                                          "squeezenet1_1", "mobilenet_v3_small"};
+static const char *const model_names[] = {
+    "mobilenet_v2", "resnet50",      "efficientnet_b0",
+    "resnet18",     "squeezenet1_1", "mobilenet_v3_small"};
 
 static void test_real_models(void) {
   const char *dir = getenv("DERMAL_MODELS");
@@ -798,17 +807,18 @@ static void test_real_models(void) {
     CHECK(rc == DM_OK, "%s: ref: %s", nm, eb.msg);
     double p50 = 0, p50b = 0;
     int iters = bench ? 100 : 0;
-    dm_err rc1 = run_model(m, DM_BACKEND_ONEDNN, false, 1, &x, &got, &p50,
-                           iters, &eb);
+    dm_err rc1 =
+        run_model(m, DM_BACKEND_ONEDNN, false, 1, &x, &got, &p50, iters, &eb);
     CHECK(rc1 == DM_OK, "%s: onednn: %s", nm, eb.msg);
-    dm_err rc2 = run_model(m, DM_BACKEND_ONEDNN, false, 2, &x, &got2, &p50b,
-                           iters, &eb);
+    dm_err rc2 =
+        run_model(m, DM_BACKEND_ONEDNN, false, 2, &x, &got2, &p50b, iters, &eb);
     CHECK(rc2 == DM_OK, "%s: onednn 2 threads: %s", nm, eb.msg);
     if (!rc && !rc1) compare(nm, "vs ref", &got, &ref, TOL);
     if (!rc && !rc2) compare(nm, "2 threads vs ref", &got2, &ref, TOL);
     if (have_torch && !rc1 && got.n == 1) {
       size_t n = 1;
-      for (int d = 0; d < t.rank; d++) n *= (size_t)t.dims[d];
+      for (int d = 0; d < t.rank; d++)
+        n *= (size_t)t.dims[d];
       CHECK(n == got.len[0], "%s: torch output size", nm);
       if (n == got.len[0]) {
         double e = rel_err(got.y[0], t.data, n);
@@ -880,9 +890,10 @@ static void test_concurrent(void) {
   size_t nx = numel(xd, 4), ny = 16 * 24 * 24;
   float *x = malloc(nx * sizeof *x), *expect = malloc(ny * sizeof *expect);
   if (!x || !expect) abort();
-  for (size_t i = 0; i < nx; i++) x[i] = frand();
-  dm_tensor xt = {.dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, 8, 24, 24},
-                  .data = x};
+  for (size_t i = 0; i < nx; i++)
+    x[i] = frand();
+  dm_tensor xt = {
+      .dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, 8, 24, 24}, .data = x};
   dm_engine_opts o = {.backend = DM_BACKEND_ONEDNN, .threads = 2};
   dm_err rc = dm_onnx_parse(bytes.p, bytes.n, NULL, &m, &eb);
   if (!rc) rc = dm_engine_new(m, &o, &e, &eb);

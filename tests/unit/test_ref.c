@@ -82,8 +82,8 @@ static bool eq_i64(const char *what, const int64_t *got, const int64_t *exp,
                    int64_t n) {
   for (int64_t i = 0; i < n; i++)
     if (got[i] != exp[i]) {
-      printf("  %s[%" PRId64 "]: got %" PRId64 ", expected %" PRId64 "\n",
-             what, i, got[i], exp[i]);
+      printf("  %s[%" PRId64 "]: got %" PRId64 ", expected %" PRId64 "\n", what,
+             i, got[i], exp[i]);
       return false;
     }
   return true;
@@ -117,7 +117,8 @@ static float frand(void) { /* [-1, 1) */
   return (float)(rng >> 8) / 8388608.0f - 1.0f;
 }
 static void fill_rand(float *p, int64_t n) {
-  for (int64_t i = 0; i < n; i++) p[i] = frand();
+  for (int64_t i = 0; i < n; i++)
+    p[i] = frand();
 }
 
 /* ---------- a tiny graph builder ---------- */
@@ -139,16 +140,24 @@ typedef struct T {
 
 /* rank, dims as two arguments: D(2, 3) -> 2, (int64_t[]){2, 3} */
 #define D(...)                                                                 \
-  (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),                   \
-      (int64_t[]) { __VA_ARGS__ }
+  (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]) {     \
+    __VA_ARGS__                                                                \
+  }
 #define SCALAR 0, NULL
 
 static size_t dsize(int32_t dt) {
   switch (dt) {
-  case DM_ONNX_UINT8: case DM_ONNX_INT8: case DM_ONNX_BOOL: return 1;
-  case DM_ONNX_UINT16: case DM_ONNX_INT16: return 2;
-  case DM_ONNX_FLOAT: case DM_ONNX_INT32: case DM_ONNX_UINT32: return 4;
-  case DM_ONNX_INT64: case DM_ONNX_UINT64: case DM_ONNX_DOUBLE: return 8;
+  case DM_ONNX_UINT8:
+  case DM_ONNX_INT8:
+  case DM_ONNX_BOOL: return 1;
+  case DM_ONNX_UINT16:
+  case DM_ONNX_INT16: return 2;
+  case DM_ONNX_FLOAT:
+  case DM_ONNX_INT32:
+  case DM_ONNX_UINT32: return 4;
+  case DM_ONNX_INT64:
+  case DM_ONNX_UINT64:
+  case DM_ONNX_DOUBLE: return 8;
   default: return 0;
   }
 }
@@ -215,13 +224,15 @@ static dm_err t_run(T *t) {
 }
 
 static void t_free(T *t) {
-  for (int i = 0; i < t->nbufs; i++) free(t->bufs[i]);
+  for (int i = 0; i < t->nbufs; i++)
+    free(t->bufs[i]);
   t->nbufs = 0;
 }
 
 static int64_t numel(int rank, const int64_t *dims) {
   int64_t p = 1;
-  for (int d = 0; d < rank; d++) p *= dims[d];
+  for (int d = 0; d < rank; d++)
+    p *= dims[d];
   return p;
 }
 
@@ -263,7 +274,8 @@ static void ref_conv(const conv_case *cc, const int64_t *od, const float *x,
               kr /= cc->k[j];
             }
             for (int j = 0; j < cc->nsp; j++) {
-              int64_t pos = o[j] * cc->stride[j] - cc->pb[j] + k[j] * cc->dil[j];
+              int64_t pos =
+                  o[j] * cc->stride[j] - cc->pb[j] + k[j] * cc->dil[j];
               if (pos < 0 || pos >= cc->in[j]) inside = false;
               ii = ii * cc->in[j] + pos;
             }
@@ -309,29 +321,118 @@ static void conv_setup(T *t, const conv_case *cc, float **x, float **w,
   t->n.p.conv.group = cc->group;
   ydims[0] = cc->n;
   ydims[1] = cc->m;
-  for (int j = 0; j < cc->nsp; j++) ydims[2 + j] = od[j];
+  for (int j = 0; j < cc->nsp; j++)
+    ydims[2 + j] = od[j];
   *yrank = r;
 }
 
 static void test_conv(void) {
   static const conv_case cases[] = {
-      {"conv2d_group_dil_asym", 2, 2, 4, 6, 2, {7, 6}, {3, 2}, {2, 1}, {1, 2},
-       {1, 0}, {0, 2}, true},
-      {"conv2d_depthwise_x2", 2, 1, 3, 6, 3, {5, 5}, {3, 3}, {1, 1}, {1, 1},
-       {1, 1}, {1, 1}, true},
-      {"conv2d_depthwise_s2", 2, 1, 4, 4, 4, {8, 7}, {3, 3}, {2, 2}, {1, 1},
-       {1, 1}, {0, 1}, false},
+      {"conv2d_group_dil_asym",
+       2,
+       2,
+       4,
+       6,
+       2,
+       {7, 6},
+       {3, 2},
+       {2, 1},
+       {1, 2},
+       {1, 0},
+       {0, 2},
+       true},
+      {"conv2d_depthwise_x2",
+       2,
+       1,
+       3,
+       6,
+       3,
+       {5, 5},
+       {3, 3},
+       {1, 1},
+       {1, 1},
+       {1, 1},
+       {1, 1},
+       true},
+      {"conv2d_depthwise_s2",
+       2,
+       1,
+       4,
+       4,
+       4,
+       {8, 7},
+       {3, 3},
+       {2, 2},
+       {1, 1},
+       {1, 1},
+       {0, 1},
+       false},
       {"conv1d", 1, 2, 2, 3, 1, {9}, {3}, {2}, {2}, {2}, {1}, true},
-      {"conv3d", 3, 1, 2, 2, 1, {4, 5, 3}, {2, 3, 2}, {1, 2, 1}, {1, 1, 1},
-       {1, 1, 0}, {0, 1, 1}, true},
-      {"conv_pointwise", 2, 2, 5, 3, 1, {4, 4}, {1, 1}, {1, 1}, {1, 1},
-       {0, 0}, {0, 0}, true},
-      {"conv_pointwise_s2", 2, 1, 3, 2, 1, {5, 4}, {1, 1}, {2, 2}, {1, 1},
-       {0, 0}, {0, 0}, false},
-      {"conv_pointwise_pad_end", 2, 1, 2, 2, 1, {3, 3}, {1, 1}, {1, 1},
-       {1, 1}, {0, 0}, {1, 0}, true},
-      {"conv_big_pad", 2, 1, 1, 1, 1, {2, 2}, {2, 2}, {1, 1}, {1, 1},
-       {3, 2}, {2, 3}, true},
+      {"conv3d",
+       3,
+       1,
+       2,
+       2,
+       1,
+       {4, 5, 3},
+       {2, 3, 2},
+       {1, 2, 1},
+       {1, 1, 1},
+       {1, 1, 0},
+       {0, 1, 1},
+       true},
+      {"conv_pointwise",
+       2,
+       2,
+       5,
+       3,
+       1,
+       {4, 4},
+       {1, 1},
+       {1, 1},
+       {1, 1},
+       {0, 0},
+       {0, 0},
+       true},
+      {"conv_pointwise_s2",
+       2,
+       1,
+       3,
+       2,
+       1,
+       {5, 4},
+       {1, 1},
+       {2, 2},
+       {1, 1},
+       {0, 0},
+       {0, 0},
+       false},
+      {"conv_pointwise_pad_end",
+       2,
+       1,
+       2,
+       2,
+       1,
+       {3, 3},
+       {1, 1},
+       {1, 1},
+       {1, 1},
+       {0, 0},
+       {1, 0},
+       true},
+      {"conv_big_pad",
+       2,
+       1,
+       1,
+       1,
+       1,
+       {2, 2},
+       {2, 2},
+       {1, 1},
+       {1, 1},
+       {3, 2},
+       {2, 3},
+       true},
   };
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
     const conv_case *cc = &cases[ci];
@@ -358,8 +459,9 @@ static void test_conv(void) {
 
 /* Post-ops run in order: relu(conv) + r  versus  relu(conv + r). */
 static void test_conv_post(void) {
-  static const conv_case cc = {"conv_post", 2, 1, 2, 3, 1, {4, 4}, {3, 3},
-                               {1, 1}, {1, 1}, {1, 1}, {1, 1}, true};
+  static const conv_case cc = {"conv_post", 2,      1,      2,      3,
+                               1,           {4, 4}, {3, 3}, {1, 1}, {1, 1},
+                               {1, 1},      {1, 1}, true};
   for (int order = 0; order < 2; order++) {
     T t;
     float *x, *w, *b;
@@ -378,8 +480,10 @@ static void test_conv_post(void) {
     float e[48];
     ref_conv(&cc, od, x, w, b, e);
     for (int i = 0; i < 48; i++) {
-      if (order) e[i] = fmaxf(e[i] + res[i], 0.0f);
-      else e[i] = fmaxf(e[i], 0.0f) + res[i];
+      if (order)
+        e[i] = fmaxf(e[i] + res[i], 0.0f);
+      else
+        e[i] = fmaxf(e[i], 0.0f) + res[i];
     }
     dm_err rc = t_run(&t);
     CHECK(rc == DM_OK && near_f("conv_post", y, e, 48, 1e-5),
@@ -456,7 +560,8 @@ static void test_pools(void) {
 
   /* MaxPool with pads on negative input: padding never wins */
   float neg[16];
-  for (int i = 0; i < 16; i++) neg[i] = -x16[i];
+  for (int i = 0; i < 16; i++)
+    neg[i] = -x16[i];
   t_init(&t, DM_OP_MAXPOOL, "maxpool_neg_pad");
   t_in(&t, DM_ONNX_FLOAT, D(1, 1, 4, 4), neg);
   y = t_out(&t, DM_ONNX_FLOAT, D(1, 1, 4, 4));
@@ -473,8 +578,8 @@ static void test_pools(void) {
   t_init(&t, DM_OP_MAXPOOL, "maxpool_dil");
   t_in(&t, DM_ONNX_FLOAT, D(1, 1, 7), (const float[]){3, 1, 4, 1, 5, 9, 2});
   y = t_out(&t, DM_ONNX_FLOAT, D(1, 1, 4));
-  t.n.p.pool.w = (dm_window){.nsp = 1, .kernel = {2}, .stride = {1},
-                             .dil = {3}};
+  t.n.p.pool.w =
+      (dm_window){.nsp = 1, .kernel = {2}, .stride = {1}, .dil = {3}};
   CHECK(t_run(&t) == DM_OK &&
             near_f("maxpool_dil", y, (const float[]){3, 5, 9, 2}, 4, 0),
         "maxpool dilation");
@@ -482,7 +587,8 @@ static void test_pools(void) {
 
   /* Global pools over [2, 2, 2, 3] */
   float g[24];
-  for (int i = 0; i < 24; i++) g[i] = (float)((i * 7) % 11) - 5.0f;
+  for (int i = 0; i < 24; i++)
+    g[i] = (float)((i * 7) % 11) - 5.0f;
   for (int mx = 0; mx < 2; mx++) {
     t_init(&t, mx ? DM_OP_GLOBALMAXPOOL : DM_OP_GLOBALAVGPOOL, "gpool");
     t_in(&t, DM_ONNX_FLOAT, D(2, 2, 2, 3), g);
@@ -511,31 +617,123 @@ typedef struct un_case {
   bool positive_only;
 } un_case;
 
-static double f_relu(double x, double a, double b) { (void)a; (void)b; return x > 0 ? x : 0; }
-static double f_leaky(double x, double a, double b) { (void)b; return x >= 0 ? x : a * x; }
-static double f_clip(double x, double a, double b) { return x < a ? a : x > b ? b : x; }
-static double f_sigm(double x, double a, double b) { (void)a; (void)b; return 1 / (1 + exp(-x)); }
-static double f_hsig(double x, double a, double b) { return fmax(0, fmin(1, a * x + b)); }
-static double f_hswish(double x, double a, double b) { (void)a; (void)b; return x * fmax(0, fmin(1, x / 6 + 0.5)); }
-static double f_tanh(double x, double a, double b) { (void)a; (void)b; return tanh(x); }
-static double f_elu(double x, double a, double b) { (void)b; return x >= 0 ? x : a * (exp(x) - 1); }
-static double f_selu(double x, double a, double b) { return x > 0 ? b * x : b * (a * exp(x) - a); }
-static double f_softplus(double x, double a, double b) { (void)a; (void)b; return log(exp(x) + 1); }
-static double f_softsign(double x, double a, double b) { (void)a; (void)b; return x / (1 + fabs(x)); }
-static double f_erf(double x, double a, double b) { (void)a; (void)b; return erf(x); }
-static double f_exp(double x, double a, double b) { (void)a; (void)b; return exp(x); }
-static double f_log(double x, double a, double b) { (void)a; (void)b; return log(x); }
-static double f_sqrt(double x, double a, double b) { (void)a; (void)b; return sqrt(x); }
-static double f_neg(double x, double a, double b) { (void)a; (void)b; return -x; }
-static double f_abs(double x, double a, double b) { (void)a; (void)b; return fabs(x); }
-static double f_recip(double x, double a, double b) { (void)a; (void)b; return 1 / x; }
-static double f_floor(double x, double a, double b) { (void)a; (void)b; return floor(x); }
-static double f_ceil(double x, double a, double b) { (void)a; (void)b; return ceil(x); }
-static double f_sign(double x, double a, double b) { (void)a; (void)b; return x > 0 ? 1 : x < 0 ? -1 : 0; }
-static double f_sin(double x, double a, double b) { (void)a; (void)b; return sin(x); }
-static double f_cos(double x, double a, double b) { (void)a; (void)b; return cos(x); }
-static double f_gelu(double x, double a, double b) { (void)a; (void)b; return 0.5 * x * (1 + erf(x / sqrt(2.0))); }
-static double f_swish(double x, double a, double b) { (void)a; (void)b; return x / (1 + exp(-x)); }
+static double f_relu(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return x > 0 ? x : 0;
+}
+static double f_leaky(double x, double a, double b) {
+  (void)b;
+  return x >= 0 ? x : a * x;
+}
+static double f_clip(double x, double a, double b) {
+  return x < a ? a : x > b ? b : x;
+}
+static double f_sigm(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return 1 / (1 + exp(-x));
+}
+static double f_hsig(double x, double a, double b) {
+  return fmax(0, fmin(1, a * x + b));
+}
+static double f_hswish(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return x * fmax(0, fmin(1, x / 6 + 0.5));
+}
+static double f_tanh(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return tanh(x);
+}
+static double f_elu(double x, double a, double b) {
+  (void)b;
+  return x >= 0 ? x : a * (exp(x) - 1);
+}
+static double f_selu(double x, double a, double b) {
+  return x > 0 ? b * x : b * (a * exp(x) - a);
+}
+static double f_softplus(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return log(exp(x) + 1);
+}
+static double f_softsign(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return x / (1 + fabs(x));
+}
+static double f_erf(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return erf(x);
+}
+static double f_exp(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return exp(x);
+}
+static double f_log(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return log(x);
+}
+static double f_sqrt(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return sqrt(x);
+}
+static double f_neg(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return -x;
+}
+static double f_abs(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return fabs(x);
+}
+static double f_recip(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return 1 / x;
+}
+static double f_floor(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return floor(x);
+}
+static double f_ceil(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return ceil(x);
+}
+static double f_sign(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return x > 0 ? 1 : x < 0 ? -1 : 0;
+}
+static double f_sin(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return sin(x);
+}
+static double f_cos(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return cos(x);
+}
+static double f_gelu(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return 0.5 * x * (1 + erf(x / sqrt(2.0)));
+}
+static double f_swish(double x, double a, double b) {
+  (void)a;
+  (void)b;
+  return x / (1 + exp(-x));
+}
 
 static void test_unary(void) {
   static const float xs[10] = {-3.25f, -2.5f, -1.0f, -0.5f, -0.125f,
@@ -601,13 +799,11 @@ static void test_unary(void) {
 
   /* Neg/Abs/Sign on int64 and int32, INT_MIN wraps */
   static const int64_t i64[4] = {-3, 0, 5, INT64_MIN};
-  static const int64_t e64[3][4] = {{3, 0, -5, INT64_MIN},
-                                    {3, 0, 5, INT64_MIN},
-                                    {-1, 0, 1, -1}};
+  static const int64_t e64[3][4] = {
+      {3, 0, -5, INT64_MIN}, {3, 0, 5, INT64_MIN}, {-1, 0, 1, -1}};
   static const int32_t i32[4] = {-3, 0, 5, INT32_MIN};
-  static const int32_t e32[3][4] = {{3, 0, -5, INT32_MIN},
-                                    {3, 0, 5, INT32_MIN},
-                                    {-1, 0, 1, -1}};
+  static const int32_t e32[3][4] = {
+      {3, 0, -5, INT32_MIN}, {3, 0, 5, INT32_MIN}, {-1, 0, 1, -1}};
   static const dm_unary ik[3] = {DM_UNARY_NEG, DM_UNARY_ABS, DM_UNARY_SIGN};
   for (int k = 0; k < 3; k++) {
     t_init(&t, DM_OP_UNARY, "int_unary");
@@ -675,7 +871,8 @@ static void test_binary(void) {
   float a[24], b[3];
   fill_rand(a, 24);
   fill_rand(b, 3);
-  for (int i = 0; i < 3; i++) b[i] += 2.0f; /* positive: Pow, Div */
+  for (int i = 0; i < 3; i++)
+    b[i] += 2.0f; /* positive: Pow, Div */
   static const dm_binary ks[] = {DM_BINARY_ADD, DM_BINARY_SUB, DM_BINARY_MUL,
                                  DM_BINARY_DIV, DM_BINARY_POW, DM_BINARY_MAX,
                                  DM_BINARY_MIN};
@@ -684,7 +881,8 @@ static void test_binary(void) {
       t_init(&t, DM_OP_BINARY, "bin_bcast");
       const int64_t ad[3] = {2, 3, 4}, bd[2] = {3, 1};
       float pa[24];
-      for (int i = 0; i < 24; i++) pa[i] = fabsf(a[i]) + 0.5f;
+      for (int i = 0; i < 24; i++)
+        pa[i] = fabsf(a[i]) + 0.5f;
       if (swap) {
         t_in(&t, DM_ONNX_FLOAT, 2, bd, b);
         t_in(&t, DM_ONNX_FLOAT, 3, ad, pa);
@@ -745,8 +943,11 @@ static void test_binary(void) {
     int64_t *yi = t_out(&t, DM_ONNX_INT64, D(6));
     bin_node(&t, k == 0 ? DM_BINARY_DIV : DM_BINARY_MOD);
     t.n.p.binary.fmod = k == 2;
-    CHECK(t_run(&t) == DM_OK &&
-              eq_i64("divmod", yi, k == 0 ? ediv : k == 1 ? emod : efmod, 6),
+    CHECK(t_run(&t) == DM_OK && eq_i64("divmod", yi,
+                                       k == 0   ? ediv
+                                       : k == 1 ? emod
+                                                : efmod,
+                                       6),
           "int64 div/mod %d", k);
     t_free(&t);
   }
@@ -761,10 +962,10 @@ static void test_binary(void) {
             eq_i32("int32_mod", y32, (const int32_t[]){1, -1, 1}, 3),
         "int32 mod");
   bin_node(&t, DM_BINARY_ADD);
-  CHECK(t_run(&t) == DM_OK &&
-            eq_i32("int32_add", y32, (const int32_t[]){-2, 2, INT32_MIN + 6},
-                   3),
-        "int32 add wraps");
+  CHECK(
+      t_run(&t) == DM_OK &&
+          eq_i32("int32_add", y32, (const int32_t[]){-2, 2, INT32_MIN + 6}, 3),
+      "int32 add wraps");
   t_free(&t);
 
   /* integer division by zero is an error, not a trap */
@@ -796,8 +997,10 @@ static void test_binary(void) {
     /* not compound literals in the if: their lifetime would end there */
     static const int32_t e32[3] = {3, 2, 3};
     static const int64_t e64[3] = {3, 2, 3};
-    if (w) t_in(&t, DM_ONNX_INT32, D(3), e32);
-    else t_in(&t, DM_ONNX_INT64, D(3), e64);
+    if (w)
+      t_in(&t, DM_ONNX_INT32, D(3), e32);
+    else
+      t_in(&t, DM_ONNX_INT64, D(3), e64);
     y = t_out(&t, DM_ONNX_FLOAT, D(3));
     bin_node(&t, DM_BINARY_POW);
     CHECK(t_run(&t) == DM_OK &&
@@ -895,10 +1098,10 @@ static void test_where(void) {
   t_in(&t, DM_ONNX_INT64, D(3), (const int64_t[]){10, 20, 30});
   t_in(&t, DM_ONNX_INT64, D(2, 1), (const int64_t[]){-1, -2});
   int64_t *yi = t_out(&t, DM_ONNX_INT64, D(2, 3));
-  CHECK(t_run(&t) == DM_OK &&
-            eq_i64("where_i64", yi,
-                   (const int64_t[]){10, -1, 30, 10, -2, 30}, 6),
-        "where int64");
+  CHECK(
+      t_run(&t) == DM_OK &&
+          eq_i64("where_i64", yi, (const int64_t[]){10, -1, 30, 10, -2, 30}, 6),
+      "where int64");
   t_free(&t);
 }
 
@@ -906,12 +1109,12 @@ static void test_where(void) {
 
 static void test_reduce(void) {
   float x[24];
-  for (int i = 0; i < 24; i++) x[i] = (float)((i * 5) % 7) * 0.5f - 1.0f;
-  static const dm_reduce ks[] = {DM_REDUCE_MEAN, DM_REDUCE_SUM,
-                                 DM_REDUCE_MAX,  DM_REDUCE_MIN,
-                                 DM_REDUCE_PROD, DM_REDUCE_L1,
-                                 DM_REDUCE_L2,   DM_REDUCE_SUMSQUARE,
-                                 DM_REDUCE_LOGSUMEXP};
+  for (int i = 0; i < 24; i++)
+    x[i] = (float)((i * 5) % 7) * 0.5f - 1.0f;
+  static const dm_reduce ks[] = {
+      DM_REDUCE_MEAN, DM_REDUCE_SUM,       DM_REDUCE_MAX,
+      DM_REDUCE_MIN,  DM_REDUCE_PROD,      DM_REDUCE_L1,
+      DM_REDUCE_L2,   DM_REDUCE_SUMSQUARE, DM_REDUCE_LOGSUMEXP};
   static const uint32_t masks[] = {0x2, 0x5, 0x7, 0x4};
   for (size_t mi = 0; mi < sizeof masks / sizeof masks[0]; mi++)
     for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
@@ -947,7 +1150,8 @@ static void test_reduce(void) {
           break;
         case DM_REDUCE_PROD: acc[o] *= v; break;
         case DM_REDUCE_L1: acc[o] += fabs(v); break;
-        case DM_REDUCE_L2: case DM_REDUCE_SUMSQUARE: acc[o] += v * v; break;
+        case DM_REDUCE_L2:
+        case DM_REDUCE_SUMSQUARE: acc[o] += v * v; break;
         case DM_REDUCE_LOGSUMEXP: acc[o] += exp(v - mx[o]); break;
         default: acc[o] += v; break;
         }
@@ -961,7 +1165,8 @@ static void test_reduce(void) {
         e[o] = (float)r;
       }
       if (ks[ki] == DM_REDUCE_MIN) { /* recompute plainly */
-        for (int o = 0; o < on; o++) e[o] = INFINITY;
+        for (int o = 0; o < on; o++)
+          e[o] = INFINITY;
         for (int i = 0; i < 24; i++) {
           int idx[3] = {i / 12, (i / 4) % 3, i % 4}, o = 0;
           for (int d = 0; d < 3; d++)
@@ -983,8 +1188,8 @@ static void test_reduce(void) {
 
   /* int64 sum/prod/max/min over axis 1 of [2,3] */
   static const int64_t xi[6] = {1, -2, 3, 4, 5, -6};
-  static const dm_reduce iks[4] = {DM_REDUCE_SUM, DM_REDUCE_PROD,
-                                   DM_REDUCE_MAX, DM_REDUCE_MIN};
+  static const dm_reduce iks[4] = {DM_REDUCE_SUM, DM_REDUCE_PROD, DM_REDUCE_MAX,
+                                   DM_REDUCE_MIN};
   static const int64_t ie[4][2] = {{2, 3}, {-6, -120}, {3, 5}, {-2, -6}};
   for (int k = 0; k < 4; k++) {
     T t;
@@ -1030,8 +1235,7 @@ static void test_reduce(void) {
   t.n.p.reduce.kind = DM_REDUCE_MAX;
   t.n.p.reduce.axes_mask = 0x2;
   CHECK(t_run(&t) == DM_OK &&
-            eq_i64("empty_i64", yi, (const int64_t[]){INT64_MIN, INT64_MIN},
-                   2),
+            eq_i64("empty_i64", yi, (const int64_t[]){INT64_MIN, INT64_MIN}, 2),
         "int64 reduce max over empty axis");
   t_free(&t);
 }
@@ -1058,7 +1262,8 @@ static void ref_softmax(const float *x, float *y, int64_t outer, int64_t a,
 static void test_softmax(void) {
   float x[24], e[24];
   fill_rand(x, 24);
-  for (int i = 0; i < 24; i++) x[i] *= 4.0f;
+  for (int i = 0; i < 24; i++)
+    x[i] *= 4.0f;
   x[5] = 1000.0f; /* stability */
   struct {
     int axis;
@@ -1102,13 +1307,20 @@ static void test_gemm(void) {
          * (i,k) of op(A) is a[ta ? k*M+i : i*K+k]. */
         T t;
         t_init(&t, DM_OP_GEMM, "gemm");
-        if (ta) t_in(&t, DM_ONNX_FLOAT, D(5, 3), a);
-        else t_in(&t, DM_ONNX_FLOAT, D(3, 5), a);
-        if (tb) t_in(&t, DM_ONNX_FLOAT, D(4, 5), b);
-        else t_in(&t, DM_ONNX_FLOAT, D(5, 4), b);
-        if (cmode == 1) t_in(&t, DM_ONNX_FLOAT, D(4), cn);
-        else if (cmode == 2) t_in(&t, DM_ONNX_FLOAT, D(3, 1), cm);
-        else if (cmode == 3) t_in(&t, DM_ONNX_FLOAT, SCALAR, cm);
+        if (ta)
+          t_in(&t, DM_ONNX_FLOAT, D(5, 3), a);
+        else
+          t_in(&t, DM_ONNX_FLOAT, D(3, 5), a);
+        if (tb)
+          t_in(&t, DM_ONNX_FLOAT, D(4, 5), b);
+        else
+          t_in(&t, DM_ONNX_FLOAT, D(5, 4), b);
+        if (cmode == 1)
+          t_in(&t, DM_ONNX_FLOAT, D(4), cn);
+        else if (cmode == 2)
+          t_in(&t, DM_ONNX_FLOAT, D(3, 1), cm);
+        else if (cmode == 3)
+          t_in(&t, DM_ONNX_FLOAT, SCALAR, cm);
         float *y = t_out(&t, DM_ONNX_FLOAT, D(3, 4));
         t.n.p.gemm.alpha = 0.5f;
         t.n.p.gemm.beta = 2.0f;
@@ -1123,8 +1335,10 @@ static void test_gemm(void) {
             for (int64_t k = 0; k < K; k++)
               s += (double)a[ta ? k * M + i : i * K + k] *
                    b[tb ? j * K + k : k * N + j];
-            double c = cmode == 1 ? cn[j] : cmode == 2 ? cm[i]
-                       : cmode == 3 ? cm[0] : 0;
+            double c = cmode == 1   ? cn[j]
+                       : cmode == 2 ? cm[i]
+                       : cmode == 3 ? cm[0]
+                                    : 0;
             double r = 0.5 * s + 2.0 * c;
             e[i * N + j] = (float)(r < 0 ? 0.1 * r : r);
           }
@@ -1177,8 +1391,8 @@ static void test_matmul(void) {
     t_in(&t, DM_ONNX_FLOAT, rb, cs[ci].bd, b);
     float *y = t_out(&t, DM_ONNX_FLOAT, ro, cs[ci].od);
     dm_err rc = t_run(&t);
-    CHECK(rc == DM_OK && near_f("matmul", y, e, no, 1e-6), "matmul case %zu: %s",
-          ci, t.eb.msg);
+    CHECK(rc == DM_OK && near_f("matmul", y, e, no, 1e-6),
+          "matmul case %zu: %s", ci, t.eb.msg);
     t_free(&t);
   }
   T t;
@@ -1221,7 +1435,8 @@ static void test_norms(void) {
     int64_t outer = ax == 2 ? 6 : 2, d = ax == 2 ? 4 : 12;
     for (int64_t o = 0; o < outer; o++) {
       double m = 0, v = 0;
-      for (int64_t j = 0; j < d; j++) m += x[o * d + j];
+      for (int64_t j = 0; j < d; j++)
+        m += x[o * d + j];
       m /= (double)d;
       for (int64_t j = 0; j < d; j++)
         v += (x[o * d + j] - m) * (x[o * d + j] - m);
@@ -1233,8 +1448,10 @@ static void test_norms(void) {
     t_init(&t, DM_OP_LAYERNORM, "ln");
     t_in(&t, DM_ONNX_FLOAT, D(2, 3, 4), x);
     t_in(&t, DM_ONNX_FLOAT, D(4), s4);
-    if (ax == 2) t_in(&t, DM_ONNX_FLOAT, D(4), b4);
-    else t_none(&t);
+    if (ax == 2)
+      t_in(&t, DM_ONNX_FLOAT, D(4), b4);
+    else
+      t_none(&t);
     y = t_out(&t, DM_ONNX_FLOAT, D(2, 3, 4));
     t.n.p.layernorm.axis = ax;
     t.n.p.layernorm.eps = 1e-5f;
@@ -1247,9 +1464,11 @@ static void test_norms(void) {
   for (int64_t p = 0; p < 6; p++) {
     int c = (int)(p % 3);
     double m = 0, v = 0;
-    for (int j = 0; j < 4; j++) m += x[p * 4 + j];
+    for (int j = 0; j < 4; j++)
+      m += x[p * 4 + j];
     m /= 4;
-    for (int j = 0; j < 4; j++) v += (x[p * 4 + j] - m) * (x[p * 4 + j] - m);
+    for (int j = 0; j < 4; j++)
+      v += (x[p * 4 + j] - m) * (x[p * 4 + j] - m);
     v /= 4;
     for (int j = 0; j < 4; j++)
       e[p * 4 + j] =
@@ -1347,7 +1566,8 @@ static void test_movement(void) {
 
   /* Concat axis 1: [2,1,2] + [2,3,2] + [2,0,2] (empty, NULL data) */
   int32_t c1[4] = {1, 2, 3, 4}, c2[12];
-  for (int i = 0; i < 12; i++) c2[i] = 100 + i;
+  for (int i = 0; i < 12; i++)
+    c2[i] = 100 + i;
   t_init(&t, DM_OP_CONCAT, "concat");
   t_in(&t, DM_ONNX_INT32, D(2, 1, 2), c1);
   t_in(&t, DM_ONNX_INT32, D(2, 3, 2), c2);
@@ -1364,7 +1584,8 @@ static void test_movement(void) {
 
   /* Split axis 1 of [2,5] into 2 + 3 */
   t_init(&t, DM_OP_SPLIT, "split");
-  t_in(&t, DM_ONNX_FLOAT, D(2, 5), (const float[]){0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  t_in(&t, DM_ONNX_FLOAT, D(2, 5),
+       (const float[]){0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
   float *s0 = t_out(&t, DM_ONNX_FLOAT, D(2, 2));
   float *s1 = t_out(&t, DM_ONNX_FLOAT, D(2, 3));
   t.n.p.split.axis = 1;
@@ -1376,7 +1597,8 @@ static void test_movement(void) {
 
   /* Slice [4,5] with negative steps: rows 3,1 and cols 4,1 */
   float x20[20];
-  for (int i = 0; i < 20; i++) x20[i] = (float)i;
+  for (int i = 0; i < 20; i++)
+    x20[i] = (float)i;
   t_init(&t, DM_OP_SLICE, "slice_neg");
   t_in(&t, DM_ONNX_FLOAT, D(4, 5), x20);
   y = t_out(&t, DM_ONNX_FLOAT, D(2, 2));
@@ -1417,8 +1639,8 @@ static void test_movement(void) {
     t.n.p.pad.mode = mode;
     memcpy(t.n.p.pad.pads, (const int64_t[]){0, 2, 0, 3}, 4 * 8);
     t.n.p.pad.value = 9;
-    CHECK(t_run(&t) == DM_OK && near_f("pad", y, pe[mode], 9, 0),
-          "pad mode %d", mode);
+    CHECK(t_run(&t) == DM_OK && near_f("pad", y, pe[mode], 9, 0), "pad mode %d",
+          mode);
     t_free(&t);
   }
   t_init(&t, DM_OP_PAD, "pad_crop");
@@ -1443,7 +1665,8 @@ static void test_movement(void) {
     static const int rm[7] = {2, 1, 0, 1, 2, 1, 0}, cm[5] = {1, 0, 1, 2, 1};
     float e[35];
     for (int r = 0; r < 7; r++)
-      for (int c = 0; c < 5; c++) e[r * 5 + c] = x9[rm[r] * 3 + cm[c]];
+      for (int c = 0; c < 5; c++)
+        e[r * 5 + c] = x9[rm[r] * 3 + cm[c]];
     CHECK(t_run(&t) == DM_OK && near_f("pad_reflect2d", y, e, 35, 0),
           "pad reflect 2-D");
   }
@@ -1478,8 +1701,8 @@ static void test_movement(void) {
   for (int bad = 0; bad < 2; bad++) {
     t_init(&t, DM_OP_GATHER, "gather_oob");
     t_in(&t, DM_ONNX_FLOAT, D(3, 2), g6);
-    t_in(&t, DM_ONNX_INT64, D(2), bad ? (const int64_t[]){0, -4}
-                                      : (const int64_t[]){0, 3});
+    t_in(&t, DM_ONNX_INT64, D(2),
+         bad ? (const int64_t[]){0, -4} : (const int64_t[]){0, 3});
     t_out(&t, DM_ONNX_FLOAT, D(2, 2));
     CHECK(t_run(&t) == DM_RANGE && strstr(t.eb.msg, "gather_oob") &&
               strstr(t.eb.msg, bad ? "-4" : "3"),
@@ -1493,7 +1716,8 @@ static void test_movement(void) {
   int32_t *ye = t_out(&t, DM_ONNX_INT32, D(2, 3, 4));
   {
     int32_t e[24];
-    for (int i = 0; i < 24; i++) e[i] = (i / 4) % 3 + 1;
+    for (int i = 0; i < 24; i++)
+      e[i] = (i / 4) % 3 + 1;
     CHECK(t_run(&t) == DM_OK && eq_i32("expand", ye, e, 24), "expand");
   }
   t_free(&t);
@@ -1506,7 +1730,8 @@ static void test_movement(void) {
   {
     float e[24];
     for (int r = 0; r < 4; r++)
-      for (int c = 0; c < 6; c++) e[r * 6 + c] = r6[(r % 2) * 3 + c % 3];
+      for (int c = 0; c < 6; c++)
+        e[r * 6 + c] = r6[(r % 2) * 3 + c % 3];
     CHECK(t_run(&t) == DM_OK && near_f("tile", y, e, 24, 0), "tile");
   }
   t_free(&t);
@@ -1527,9 +1752,8 @@ static void test_movement(void) {
   y = t_out(&t, DM_ONNX_FLOAT, D(2, 3));
   t.n.p.constantofshape.value = 1.5;
   CHECK(t_run(&t) == DM_OK &&
-            near_f("cos_f", y, (const float[]){1.5f, 1.5f, 1.5f, 1.5f, 1.5f,
-                                               1.5f},
-                   6, 0),
+            near_f("cos_f", y,
+                   (const float[]){1.5f, 1.5f, 1.5f, 1.5f, 1.5f, 1.5f}, 6, 0),
         "constantofshape float");
   t_free(&t);
   t_init(&t, DM_OP_CONSTANTOFSHAPE, "cos_i");
@@ -1585,10 +1809,10 @@ static void test_cast(void) {
   t_in(&t, DM_ONNX_FLOAT, D(7), xf);
   uint8_t *yb = t_out(&t, DM_ONNX_UINT8, D(7));
   t.n.p.cast.to = DM_ONNX_UINT8;
-  CHECK(t_run(&t) == DM_OK &&
-            eq_u8("cast_f_u8", yb, (const uint8_t[]){255, 2, 2, 0, 44, 0, 0},
-                  7),
-        "cast float->uint8 wraps");
+  CHECK(
+      t_run(&t) == DM_OK &&
+          eq_u8("cast_f_u8", yb, (const uint8_t[]){255, 2, 2, 0, 44, 0, 0}, 7),
+      "cast float->uint8 wraps");
   t_free(&t);
   t_init(&t, DM_OP_CAST, "cast_f_b");
   t_in(&t, DM_ONNX_FLOAT, D(7), xf);
@@ -1657,8 +1881,8 @@ static void test_errors(void) {
   t_in(&t, DM_ONNX_INT64, D(1, 1, 2, 2), (const int64_t[]){1, 2, 3, 4});
   t_in(&t, DM_ONNX_INT64, D(1, 1, 1, 1), (const int64_t[]){1});
   t_out(&t, DM_ONNX_INT64, D(1, 1, 2, 2));
-  t.n.p.conv.w = (dm_window){.nsp = 2, .kernel = {1, 1}, .stride = {1, 1},
-                             .dil = {1, 1}};
+  t.n.p.conv.w =
+      (dm_window){.nsp = 2, .kernel = {1, 1}, .stride = {1, 1}, .dil = {1, 1}};
   t.n.p.conv.group = 1;
   CHECK(t_run(&t) == DM_UNSUPPORTED && strstr(t.eb.msg, "conv_i64") &&
             strstr(t.eb.msg, "int64"),
@@ -1729,8 +1953,8 @@ static void test_backend(void) {
   c->n_out = 1;
   c->in = cin;
   c->out = cout;
-  c->p.conv.w = (dm_window){.nsp = 2, .kernel = {1, 1}, .stride = {1, 1},
-                            .dil = {1, 1}};
+  c->p.conv.w =
+      (dm_window){.nsp = 2, .kernel = {1, 1}, .stride = {1, 1}, .dil = {1, 1}};
   c->p.conv.group = 1;
   r->op = DM_OP_UNARY;
   r->name = "r";
@@ -1750,7 +1974,8 @@ static void test_backend(void) {
   g.n_outputs = 3;
 
   float x[18], z[18], wo[4], xo[18], e[18];
-  for (int i = 0; i < 18; i++) x[i] = (float)i - 4.0f;
+  for (int i = 0; i < 18; i++)
+    x[i] = (float)i - 4.0f;
   for (int p = 0; p < 9; p++)
     for (int m = 0; m < 2; m++) {
       float v = b[m] + w[m * 2] * x[p] + w[m * 2 + 1] * x[9 + p];
