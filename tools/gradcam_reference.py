@@ -36,9 +36,38 @@ TARGETS = {
 }
 
 
+def default_model(path):
+    """MobileNetV2TF with 7 outputs, weights read from the ONNX file by the
+    parameter names torch.onnx.export kept; fails loudly if any is missing."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    import tflite_mobilenet as tm
+    labels = None
+    m = onnx.load(path)
+    for p in m.metadata_props:
+        if p.key == "labels":
+            labels = p.value.split(",")
+    model = tm.MobileNetV2TF(num_classes=len(labels))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    sd = model.state_dict()
+    missing = [k for k in sd if k not in inits]
+    if missing:
+        raise SystemExit("default model: %d parameters not found by name in %s "
+                         "(first: %s)" % (len(missing), path, missing[0]))
+    model.load_state_dict({k: torch.from_numpy(inits[k].copy()) for k in sd})
+    return model.eval()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--arch", required=True, choices=sorted(TARGETS))
+    ap.add_argument("--arch", choices=sorted(TARGETS))
+    ap.add_argument("--default-model", metavar="ONNX",
+                    help="dermal's default model: rebuilt in PyTorch from "
+                         "tools/tflite_mobilenet.py's MobileNetV2TF with the "
+                         "ONNX file's weights (loaded by parameter name), "
+                         "preprocessed as its metadata says (direct 224 "
+                         "resize, mean/std 0.5)")
     ap.add_argument("--image", required=True)
     ap.add_argument("--tensor-out", required=True)
     ap.add_argument("--cam-out", required=True)
@@ -51,14 +80,24 @@ def main():
     from torchvision import transforms
 
     torch.set_num_threads(1)
-    model = ex.build_model(a.arch)
-    tf = transforms.Compose([
-        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    if a.default_model:
+        model = default_model(a.default_model)
+        tf = transforms.Compose([
+            transforms.Resize((224, 224)), transforms.ToTensor(),
+            transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])])
+        target = "features"
+    elif a.arch:
+        model = ex.build_model(a.arch)
+        tf = transforms.Compose([
+            transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+        target = TARGETS[a.arch]
+    else:
+        ap.error("--arch or --default-model is required")
     x = tf(Image.open(a.image).convert("RGB")).unsqueeze(0)
     np.save(a.tensor_out, x.numpy().astype(np.float32))
 
-    mod = model.get_submodule(TARGETS[a.arch])
+    mod = model.get_submodule(target)
     store = {}
 
     def fwd_hook(_m, _i, out):

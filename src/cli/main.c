@@ -15,6 +15,7 @@
 #include "dermal/onnx.h"
 #include "npy.h"
 #include "predict.h"
+#include "quantize.h"
 #include "util.h"
 
 #define DERMAL_VERSION "0.1.0"
@@ -687,6 +688,7 @@ static const char main_help[] =
     "  predict   classify images (default model: models/dermal-ham10000.onnx)\n"
     "  eval      accuracy, balanced accuracy, confusion matrix on a labelled "
     "folder\n"
+    "  quantize  int8 QDQ model from calibration images\n"
     "  run       run a model on a .npy tensor, write the output as .npy\n"
     "  inspect   show a model's inputs, outputs, ops and metadata\n"
     "  bench     measure load time, latency and memory of a model\n"
@@ -703,6 +705,7 @@ static const cmd cmds[] = {
     {"serve", dm_cli_serve},
     {"migrate", dm_cli_migrate},
     {"predict", dm_cli_predict},
+    {"quantize", dm_cli_quantize},
     {"eval", dm_cli_eval},
     {"run", cmd_run},
     {"inspect", cmd_inspect},

@@ -51,7 +51,7 @@
 #include "dermal/image.h"
 #include "dermal/model.h"
 #include "dermal/onnx.h"
-#include "dermal/onnx_write.h"
+#include "dermal/onnxwrite.h"
 #include "util.h"
 
 #define HBINS 2048
@@ -75,11 +75,11 @@ typedef enum { M_MINMAX, M_PERCENTILE, M_ENTROPY } method;
 /* An activation tensor to quantize. */
 typedef struct qact {
   const char *name;
-  int producer;      /* file node index, -1 for a graph input */
-  bool usable;       /* float, seen in the engine */
-  float min, max;    /* pass 1 */
-  double hlo, hw;    /* pass 2 histogram: first edge, bin width */
-  uint64_t *hist;    /* HBINS */
+  int producer;   /* file node index, -1 for a graph input */
+  bool usable;    /* float, seen in the engine */
+  float min, max; /* pass 1 */
+  double hlo, hw; /* pass 2 histogram: first edge, bin width */
+  uint64_t *hist; /* HBINS */
   float scale;
   int zp;
   const char *q_out, *dq_out, *s_name, *z_name; /* names in the output */
@@ -95,7 +95,7 @@ typedef struct qslot {
   int wslot;       /* bias: index of the weight slot of the same node */
   float *scale;    /* per channel (1 when per-tensor) */
   int64_t n_scale;
-  void *q;         /* int8 or int32 data */
+  void *q; /* int8 or int32 data */
   const char *dq_out;
 } qslot;
 
@@ -121,7 +121,8 @@ typedef struct ctx {
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-static char *sfmt(ctx *c, const char *fmt, ...) {
+static char *
+sfmt(ctx *c, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   int n = vsnprintf(NULL, 0, fmt, ap);
@@ -178,8 +179,10 @@ static const char *uniq(ctx *c, const char *base, const char *suffix) {
     size_t n = strlen(base) + strlen(suffix) + 16;
     tmp = malloc(n);
     if (!tmp) return NULL;
-    if (k) snprintf(tmp, n, "%s%s_%d", base, suffix, k);
-    else snprintf(tmp, n, "%s%s", base, suffix);
+    if (k)
+      snprintf(tmp, n, "%s%s_%d", base, suffix, k);
+    else
+      snprintf(tmp, n, "%s%s", base, suffix);
     if (!name_taken(c, tmp)) {
       const char *r = sfmt(c, "%s", tmp);
       free(tmp);
@@ -195,9 +198,14 @@ static bool is_default_domain(const dm_onnx_node *n) {
 }
 
 static bool is_target(const dm_onnx_node *n) {
-  static const char *const ops[] = {"Conv", "Gemm", "MatMul", "Add",
-                                    "MaxPool", "AveragePool",
-                                    "GlobalAveragePool", "GlobalMaxPool",
+  static const char *const ops[] = {"Conv",
+                                    "Gemm",
+                                    "MatMul",
+                                    "Add",
+                                    "MaxPool",
+                                    "AveragePool",
+                                    "GlobalAveragePool",
+                                    "GlobalMaxPool",
                                     NULL};
   if (!is_default_domain(n)) return false;
   for (const char *const *o = ops; *o; o++)
@@ -268,7 +276,7 @@ static int weight_init(const dm_onnx_graph *g, const dm_onnx_node *n, size_t k,
   if (i < 0) return -1;
   const dm_onnx_tensor *t = &g->initializers[i];
   return t->dtype == DM_ONNX_FLOAT && t->ndim >= min_rank && t->numel > 0 ? i
-                                                                           : -1;
+                                                                          : -1;
 }
 
 /* ---------- the plan: which tensors get quantized ---------- */
@@ -309,8 +317,7 @@ static dm_err plan(ctx *c) {
       if (b >= 0 && g->initializers[b].ndim == 1 &&
           g->initializers[b].dims[0] == nout &&
           attr_float(n, "alpha", 1.f) == 1.f &&
-          attr_float(n, "beta", 1.f) == 1.f &&
-          attr_int(n, "transA", 0) == 0) {
+          attr_float(n, "beta", 1.f) == 1.f && attr_int(n, "transA", 0) == 0) {
         if ((rc = add_slot(c, node, 2, b, true, c->per_tensor ? -1 : 0))) break;
         c->slots[c->n_slots - 1].wslot = ws;
       }
@@ -367,7 +374,8 @@ static char **list_images(const char *dir, int max, int *n) {
   }
   closedir(d);
   if (v) qsort(v, (size_t)cnt, sizeof *v, cmp_str);
-  for (int i = max; i < cnt; i++) free(v[i]);
+  for (int i = max; i < cnt; i++)
+    free(v[i]);
   *n = cnt < max ? cnt : max;
   return v;
 }
@@ -376,7 +384,8 @@ static void progress(const ctx *c, const char *what, int done, int total) {
   if (!c->tty || total <= 0) return;
   int width = 30, fill = (int)((long)done * width / total);
   char bar[64];
-  for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+  for (int i = 0; i < width; i++)
+    bar[i] = i < fill ? '#' : '.';
   bar[width] = 0;
   fprintf(stderr, "\r%-22s [%s] %d/%d", what, bar, done, total);
   if (done == total) fputc('\n', stderr);
@@ -388,8 +397,8 @@ static dm_err load_input(const char *path, const dm_model_info *info,
                          float *buf, dm_image *im_out, dm_errbuf *eb) {
   char err[256];
   size_t len = 0;
-  void *bytes = dm_cli_read_file(path, DM_IMAGE_DEFAULT_MAX_BYTES, &len, err,
-                                 sizeof err);
+  void *bytes =
+      dm_cli_read_file(path, DM_IMAGE_DEFAULT_MAX_BYTES, &len, err, sizeof err);
   if (!bytes) return dm_errf(eb, DM_IO, "%s: %s", path, err);
   const dm_preproc *pp = &info->preproc;
   int target = pp->resize_mode == DM_RESIZE_SHORTER_CROP
@@ -421,7 +430,8 @@ static dm_err calib_pass(ctx *c, int pass, dm_session *s, const dm_engine *e,
                          int *top1, int *used, dm_errbuf *eb) {
   dm_tensor in = dm_engine_input(e, 0, NULL);
   size_t numel = 1;
-  for (int d = 0; d < in.rank; d++) numel *= (size_t)in.dims[d];
+  for (int d = 0; d < in.rank; d++)
+    numel *= (size_t)in.dims[d];
   float *buf = malloc(numel * sizeof *buf);
   if (!buf) return dm_errf(eb, DM_NOMEM, "out of memory");
   in.data = buf;
@@ -442,7 +452,8 @@ static dm_err calib_pass(ctx *c, int pass, dm_session *s, const dm_engine *e,
     if (top1) {
       dm_tensor o = dm_session_output(s, 0);
       int64_t k = 1;
-      for (int d = 0; d < o.rank; d++) k *= o.dims[d];
+      for (int d = 0; d < o.rank; d++)
+        k *= o.dims[d];
       top1[i] = o.dtype == DM_ONNX_FLOAT ? argmax(o.data, k) : -1;
     }
     for (int a = 0; a < c->n_acts; a++) {
@@ -455,7 +466,8 @@ static dm_err calib_pass(ctx *c, int pass, dm_session *s, const dm_engine *e,
       if (pass == 1 && ok == 1) q->usable = true;
       if (!q->usable) continue;
       int64_t k = 1;
-      for (int d = 0; d < t.rank; d++) k *= t.dims[d];
+      for (int d = 0; d < t.rank; d++)
+        k *= t.dims[d];
       const float *x = t.data;
       if (pass == 1) {
         float lo = q->min, hi = q->max;
@@ -484,21 +496,26 @@ out:
 }
 
 /* KL(P || Q) of TensorRT's entropy calibration for the first i bins. */
-static double kl_at(const uint64_t *h, int i, int levels, double *p, double *q) {
+static double kl_at(const uint64_t *h, int i, int levels, double *p,
+                    double *q) {
   double outl = 0;
-  for (int k = i; k < HBINS; k++) outl += (double)h[k];
-  for (int k = 0; k < i; k++) p[k] = (double)h[k];
+  for (int k = i; k < HBINS; k++)
+    outl += (double)h[k];
+  for (int k = 0; k < i; k++)
+    p[k] = (double)h[k];
   p[i - 1] += outl;
   double merged = (double)i / levels;
   for (int j = 0; j < levels; j++) {
-    int s = (int)(j * merged), e = j == levels - 1 ? i : (int)((j + 1) * merged);
+    int s = (int)(j * merged),
+        e = j == levels - 1 ? i : (int)((j + 1) * merged);
     double tot = 0;
     int nz = 0;
     for (int k = s; k < e; k++) {
       tot += (double)h[k];
       nz += h[k] != 0;
     }
-    for (int k = s; k < e; k++) q[k] = h[k] && nz ? tot / nz : 0;
+    for (int k = s; k < e; k++)
+      q[k] = h[k] && nz ? tot / nz : 0;
   }
   double sp = 0, sq = 0;
   for (int k = 0; k < i; k++) {
@@ -521,7 +538,8 @@ static void choose_range(const ctx *c, const qact *q, double *lo, double *hi) {
   *hi = q->max;
   if (c->meth == M_PERCENTILE && q->hist && q->hw > 0) {
     uint64_t tot = 0;
-    for (int k = 0; k < HBINS; k++) tot += q->hist[k];
+    for (int k = 0; k < HBINS; k++)
+      tot += q->hist[k];
     double tail = (1.0 - c->pct / 100.0) * (double)tot;
     uint64_t acc = 0;
     int kl = 0, kh = HBINS - 1;
@@ -593,7 +611,8 @@ static dm_err quantize_slot(ctx *c, qslot *sl) {
   int64_t nch = sl->axis < 0 ? 1 : t->dims[sl->axis];
   int64_t inner = 1;
   if (sl->axis >= 0)
-    for (int d = sl->axis + 1; d < t->ndim; d++) inner *= t->dims[d];
+    for (int d = sl->axis + 1; d < t->ndim; d++)
+      inner *= t->dims[d];
   sl->n_scale = nch;
   sl->scale = calloc((size_t)nch, sizeof *sl->scale);
   sl->q = malloc((size_t)t->numel * (sl->bias ? 4 : 1));
@@ -746,8 +765,8 @@ static dm_err emit_act(ctx *c, out_graph *o, qact *q) {
       (rc = add_tensor(c, o, q->z_name, zt, 0, NULL, &zb)) ||
       (rc = add_qdq_node(c, o, true, q->name, q->s_name, q->z_name, q->q_out,
                          -1)) ||
-      (rc = add_qdq_node(c, o, false, q->q_out, q->s_name, q->z_name,
-                         q->dq_out, -1)))
+      (rc = add_qdq_node(c, o, false, q->q_out, q->s_name, q->z_name, q->dq_out,
+                         -1)))
     return rc;
   return DM_OK;
 }
@@ -794,15 +813,16 @@ static dm_err build_meta(ctx *c, const char *calib_dir, int used,
                              ? sfmt(c, "percentile %g", c->pct)
                              : sfmt(c, "%s", mname[c->meth]);
   p[n++] = (dm_onnx_prop){"quant_format", "QDQ"};
-  p[n++] = (dm_onnx_prop){
-      "quant_weights", c->per_tensor ? "int8 symmetric per-tensor"
-                                     : "int8 symmetric per-channel"};
+  p[n++] = (dm_onnx_prop){"quant_weights", c->per_tensor
+                                               ? "int8 symmetric per-tensor"
+                                               : "int8 symmetric per-channel"};
   p[n++] = (dm_onnx_prop){"quant_activations",
                           c->act_int8 ? "int8 asymmetric per-tensor"
                                       : "uint8 asymmetric per-tensor"};
   p[n++] = (dm_onnx_prop){"quant_method", method_s};
   p[n++] = (dm_onnx_prop){"quant_calib_count", sfmt(c, "%d", used)};
-  p[n++] = (dm_onnx_prop){"quant_calib_dir", sfmt(c, "%s", base && base[1] ? base + 1 : calib_dir)};
+  p[n++] = (dm_onnx_prop){
+      "quant_calib_dir", sfmt(c, "%s", base && base[1] ? base + 1 : calib_dir)};
   p[n++] = (dm_onnx_prop){"quant_date", sfmt(c, "%s", date)};
   for (size_t i = 0; i < n; i++)
     if (!p[i].value) {
@@ -910,16 +930,19 @@ out:
 /* ---------- the command ---------- */
 
 static void ctx_free(ctx *c) {
-  for (int a = 0; a < c->n_acts; a++) free(c->acts[a].hist);
+  for (int a = 0; a < c->n_acts; a++)
+    free(c->acts[a].hist);
   free(c->acts);
   for (int s = 0; s < c->n_slots; s++) {
     free(c->slots[s].scale);
     free(c->slots[s].q);
   }
   free(c->slots);
-  for (size_t i = 0; i < c->n_strs; i++) free(c->strs[i]);
+  for (size_t i = 0; i < c->n_strs; i++)
+    free(c->strs[i]);
   free(c->strs);
-  for (size_t i = 0; i < c->n_bufs; i++) free(c->bufs[i]);
+  for (size_t i = 0; i < c->n_bufs; i++)
+    free(c->bufs[i]);
   free(c->bufs);
 }
 
@@ -949,9 +972,12 @@ int dm_cli_quantize(int argc, char **argv) {
       if (dm_cli_parse_int(a, argv[++i], 1, 256, &threads)) goto usage;
     } else if (!strcmp(a, "--method") && has) {
       const char *v = argv[++i];
-      if (!strcmp(v, "minmax")) c.meth = M_MINMAX;
-      else if (!strcmp(v, "percentile")) c.meth = M_PERCENTILE;
-      else if (!strcmp(v, "entropy")) c.meth = M_ENTROPY;
+      if (!strcmp(v, "minmax"))
+        c.meth = M_MINMAX;
+      else if (!strcmp(v, "percentile"))
+        c.meth = M_PERCENTILE;
+      else if (!strcmp(v, "entropy"))
+        c.meth = M_ENTROPY;
       else {
         fprintf(stderr, "dermal quantize: --method expects minmax, percentile "
                         "or entropy\n");
@@ -968,14 +994,16 @@ int dm_cli_quantize(int argc, char **argv) {
       c.per_tensor = true;
     } else if (!strcmp(a, "--act-type") && has) {
       const char *v = argv[++i];
-      if (!strcmp(v, "int8")) c.act_int8 = true;
+      if (!strcmp(v, "int8"))
+        c.act_int8 = true;
       else if (strcmp(v, "uint8")) {
         fprintf(stderr, "dermal quantize: --act-type expects uint8 or int8\n");
         goto usage;
       }
     } else if (!strcmp(a, "--backend") && has) {
       const char *v = argv[++i];
-      if (!strcmp(v, "ref")) backend = DM_BACKEND_REF;
+      if (!strcmp(v, "ref"))
+        backend = DM_BACKEND_REF;
       else if (strcmp(v, "onednn")) {
         fprintf(stderr, "dermal quantize: --backend expects onednn or ref\n");
         goto usage;
@@ -1017,13 +1045,16 @@ int dm_cli_quantize(int argc, char **argv) {
   c.m = om;
   c.g = &om->graph;
   if (om->opset < 10) {
-    fprintf(stderr, "dermal quantize: %s: opset %lld < 10 has no "
-                    "QuantizeLinear\n", model, (long long)om->opset);
+    fprintf(stderr,
+            "dermal quantize: %s: opset %lld < 10 has no "
+            "QuantizeLinear\n",
+            model, (long long)om->opset);
     goto done;
   }
   if (om->opset < 13 && !c.per_tensor) {
-    fprintf(stderr, "dermal quantize: opset %lld < 13: per-tensor weights "
-                    "(per-axis DequantizeLinear needs opset 13)\n",
+    fprintf(stderr,
+            "dermal quantize: opset %lld < 13: per-tensor weights "
+            "(per-axis DequantizeLinear needs opset 13)\n",
             (long long)om->opset);
     c.per_tensor = true;
   }
@@ -1039,9 +1070,12 @@ int dm_cli_quantize(int argc, char **argv) {
   keep = calloc((size_t)c.n_acts + 1, sizeof *keep);
   top1 = calloc((size_t)n_img, sizeof *top1);
   if (!keep || !top1) goto nomem;
-  for (int a = 0; a < c.n_acts; a++) keep[a] = c.acts[a].name;
-  dm_engine_opts eo = {.backend = backend, .threads = threads,
-                       .keep = keep, .n_keep = (size_t)c.n_acts};
+  for (int a = 0; a < c.n_acts; a++)
+    keep[a] = c.acts[a].name;
+  dm_engine_opts eo = {.backend = backend,
+                       .threads = threads,
+                       .keep = keep,
+                       .n_keep = (size_t)c.n_acts};
   if ((rc = dm_engine_new(om, &eo, &e, &eb)) ||
       (rc = dm_session_new(e, &s, &eb))) {
     fprintf(stderr, "dermal quantize: %s\n", eb.msg);
@@ -1115,8 +1149,10 @@ int dm_cli_quantize(int argc, char **argv) {
         if (c.slots[sl->wslot].n_scale == 1) sl->axis = -1;
       }
       if (quantize_slot(&c, sl)) goto nomem;
-      if (sl->bias) n_b++;
-      else n_w++;
+      if (sl->bias)
+        n_b++;
+      else
+        n_w++;
     }
   eb.msg[0] = 0;
   if ((rc = write_qdq(&c, out, calib, used, &eb))) {
@@ -1135,8 +1171,9 @@ int dm_cli_quantize(int argc, char **argv) {
   printf("  activations: %d tensors (%s, %s), weights: %d int8 (%s), biases: "
          "%d int32\n",
          n_q, c.act_int8 ? "int8" : "uint8",
-         c.meth == M_MINMAX ? "minmax"
-                            : (c.meth == M_PERCENTILE ? "percentile" : "entropy"),
+         c.meth == M_MINMAX
+             ? "minmax"
+             : (c.meth == M_PERCENTILE ? "percentile" : "entropy"),
          n_w, c.per_tensor ? "per-tensor" : "per-channel", n_b);
   printf("  calibration: %d images from %s\n", used, calib);
   printf("  size: %zu -> %zu bytes (%.1f%%)\n", in_bytes, out_bytes,
@@ -1182,7 +1219,8 @@ done:
   dm_engine_free(e);
   dm_model_release(dmm);
   dm_onnx_free(om);
-  for (int i = 0; i < n_img; i++) free(imgs[i]);
+  for (int i = 0; i < n_img; i++)
+    free(imgs[i]);
   free(imgs);
   free(keep);
   free(top1);

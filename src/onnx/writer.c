@@ -1,5 +1,5 @@
 /* writer.c: ONNX (protobuf) serializer over the reader's structs, see
- * include/dermal/onnx_write.h.
+ * include/dermal/onnxwrite.h.
  *
  * Purpose: let dermal write models it edited (`dermal quantize` inserts
  * QuantizeLinear/DequantizeLinear nodes into a parsed graph).
@@ -17,7 +17,7 @@
  * fail with DM_RANGE rather than corrupting memory).
  *
  * Threading: no global mutable state; reentrant. */
-#include "dermal/onnx_write.h"
+#include "dermal/onnxwrite.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,10 +31,10 @@
 /* ---------- encoder ---------- */
 
 typedef struct enc {
-  uint8_t *p;   /* NULL: count only */
-  size_t n;     /* bytes produced so far */
-  size_t cap;   /* writing mode: buffer size */
-  dm_err rc;    /* first error */
+  uint8_t *p; /* NULL: count only */
+  size_t n;   /* bytes produced so far */
+  size_t cap; /* writing mode: buffer size */
+  dm_err rc;  /* first error */
   dm_errbuf *eb;
 } enc;
 
@@ -109,10 +109,12 @@ static size_t varint_len(uint64_t v) {
 static void f_packed_i64(enc *e, int field, const int64_t *v, size_t n) {
   if (!n) return;
   size_t len = 0;
-  for (size_t i = 0; i < n; i++) len += varint_len((uint64_t)v[i]);
+  for (size_t i = 0; i < n; i++)
+    len += varint_len((uint64_t)v[i]);
   tag(e, field, WT_LEN);
   varint(e, len);
-  for (size_t i = 0; i < n; i++) varint(e, (uint64_t)v[i]);
+  for (size_t i = 0; i < n; i++)
+    varint(e, (uint64_t)v[i]);
 }
 
 static void f_packed_f32(enc *e, int field, const float *v, size_t n) {
@@ -166,8 +168,7 @@ static void enc_tensor(enc *e, const void *msg) {
       (size_t)t->numel * es != t->nbytes || (t->nbytes && !t->data)) {
     e->rc = dm_errf(e->eb, DM_ARG,
                     "tensor '%s': %zu bytes for %lld elements of %zu bytes",
-                    t->name ? t->name : "", t->nbytes, (long long)t->numel,
-                    es);
+                    t->name ? t->name : "", t->nbytes, (long long)t->numel, es);
     return;
   }
   f_packed_i64(e, 1, t->dims, (size_t)t->ndim);
@@ -190,7 +191,9 @@ static void enc_attr(enc *e, const void *msg) {
   switch (a->type) {
   case DM_ONNX_ATTR_FLOAT: f_float(e, 2, a->f); break;
   case DM_ONNX_ATTR_INT: f_int(e, 3, a->i); break;
-  case DM_ONNX_ATTR_STRING: f_bytes(e, 4, a->s ? a->s : "", a->s ? a->s_len : 0); break;
+  case DM_ONNX_ATTR_STRING:
+    f_bytes(e, 4, a->s ? a->s : "", a->s ? a->s_len : 0);
+    break;
   case DM_ONNX_ATTR_TENSOR:
     if (!a->t) goto bad;
     f_msg(e, 5, enc_tensor, a->t);
@@ -198,25 +201,27 @@ static void enc_attr(enc *e, const void *msg) {
   case DM_ONNX_ATTR_FLOATS: f_packed_f32(e, 7, a->floats, a->n_floats); break;
   case DM_ONNX_ATTR_INTS: f_packed_i64(e, 8, a->ints, a->n_ints); break;
   case DM_ONNX_ATTR_STRINGS:
-    for (size_t i = 0; i < a->n_strings; i++) f_str(e, 9, a->strings[i]);
+    for (size_t i = 0; i < a->n_strings; i++)
+      f_str(e, 9, a->strings[i]);
     break;
-  default:
-    goto bad;
+  default: goto bad;
   }
   f_int(e, 20, a->type);
   return;
 bad:
   e->rc = dm_errf(e->eb, DM_UNSUPPORTED,
                   "node '%s' (%s): attribute '%s' of type %d cannot be written",
-                  c->node->name ? c->node->name : "", c->node->op_type,
-                  a->name, (int)a->type);
+                  c->node->name ? c->node->name : "", c->node->op_type, a->name,
+                  (int)a->type);
 }
 
 /* NodeProto: input=1, output=2, name=3, op_type=4, attribute=5, domain=7. */
 static void enc_node(enc *e, const void *msg) {
   const dm_onnx_node *n = msg;
-  for (size_t i = 0; i < n->n_inputs; i++) f_str(e, 1, n->inputs[i]);
-  for (size_t i = 0; i < n->n_outputs; i++) f_str(e, 2, n->outputs[i]);
+  for (size_t i = 0; i < n->n_inputs; i++)
+    f_str(e, 1, n->inputs[i]);
+  for (size_t i = 0; i < n->n_outputs; i++)
+    f_str(e, 2, n->outputs[i]);
   f_ostr(e, 3, n->name);
   f_str(e, 4, n->op_type);
   for (size_t i = 0; i < n->n_attrs; i++) {
@@ -262,7 +267,8 @@ static void enc_value_info(enc *e, const void *msg) {
  * value_info=13. */
 static void enc_graph(enc *e, const void *msg) {
   const dm_onnx_graph *g = msg;
-  for (size_t i = 0; i < g->n_nodes; i++) f_msg(e, 1, enc_node, &g->nodes[i]);
+  for (size_t i = 0; i < g->n_nodes; i++)
+    f_msg(e, 1, enc_node, &g->nodes[i]);
   f_str(e, 2, g->name && g->name[0] ? g->name : "graph");
   for (size_t i = 0; i < g->n_initializers; i++)
     f_msg(e, 5, enc_tensor, &g->initializers[i]);
@@ -359,7 +365,8 @@ dm_err dm_onnx_write(const dm_onnx_model *m, const char *path, dm_errbuf *eb) {
     ssize_t k = write(fd, (const char *)buf + off, len - off);
     if (k < 0 && errno == EINTR) continue;
     if (k <= 0) {
-      rc = dm_errf(eb, DM_IO, "%s: %s", tmp, k < 0 ? strerror(errno) : "short write");
+      rc = dm_errf(eb, DM_IO, "%s: %s", tmp,
+                   k < 0 ? strerror(errno) : "short write");
       goto out;
     }
     off += (size_t)k;

@@ -1,6 +1,6 @@
 /* test_quant.c: QuantizeLinear / DequantizeLinear in the engine, the
  * calibration hook (dm_engine_opts.keep + dm_session_value) and the ONNX
- * writer (include/dermal/onnx_write.h).
+ * writer (include/dermal/onnxwrite.h).
  *
  * Every model is built from the reader's structs, serialized with
  * dm_onnx_serialize, parsed back with dm_onnx_parse and run on both backends
@@ -19,7 +19,7 @@
 
 #include "dermal/engine.h"
 #include "dermal/onnx.h"
-#include "dermal/onnx_write.h"
+#include "dermal/onnxwrite.h"
 
 static int n_pass, n_fail;
 
@@ -112,7 +112,8 @@ static void m_io(dm_onnx_value_info *v, const char *name, int32_t dt, int nd,
   v->name = name;
   v->dtype = dt;
   v->ndim = nd;
-  for (int i = 0; i < nd; i++) v->dims[i] = dims[i];
+  for (int i = 0; i < nd; i++)
+    v->dims[i] = dims[i];
 }
 
 static void m_in(model *m, const char *name, int32_t dt, int nd,
@@ -193,10 +194,10 @@ static void test_quantize_rounding(void) {
                               0.0f,  -5.0f, 200.f, -200.f, 1e30f,  -1e30f};
   /* 2x: .5 1.5 2.5 -.5 -1.5 -2.5 0 -10 400 -400 inf -inf
    * rint:  0  2  2  -0  -2  -2  0 -10 ... ; + 10, clamp [0, 255] */
-  static const uint8_t want_u8[12] = {10, 12, 12, 10, 8, 8,
-                                      10, 0,  255, 0, 255, 0};
+  static const uint8_t want_u8[12] = {10, 12, 12,  10, 8,   8,
+                                      10, 0,  255, 0,  255, 0};
   /* int8 with zero point -3: clamp [-128, 127] */
-  static const int8_t want_i8[12] = {-3, -1, -1, -3, -5, -5,
+  static const int8_t want_i8[12] = {-3, -1,  -1,  -3,   -5,  -5,
                                      -3, -13, 127, -128, 127, -128};
   float scale = 0.5f;
   uint8_t zu = 10;
@@ -215,8 +216,8 @@ static void test_quantize_rounding(void) {
     m_out(&m, "y", DM_ONNX_UINT8, 1, d12);
     dm_err rc = m_run(&m, backends[b], x, yu, sizeof yu, &eb);
     CHECK(rc == DM_OK && !memcmp(yu, want_u8, sizeof yu),
-          "%s uint8 quantize: rc %d %s; got %u %u %u %u %u %u", be_name[b],
-          rc, eb.msg, yu[0], yu[1], yu[2], yu[3], yu[4], yu[5]);
+          "%s uint8 quantize: rc %d %s; got %u %u %u %u %u %u", be_name[b], rc,
+          eb.msg, yu[0], yu[1], yu[2], yu[3], yu[4], yu[5]);
     m_init(&m, 13);
     m_in(&m, "x", DM_ONNX_FLOAT, 1, d12);
     m_const(&m, "s", DM_ONNX_FLOAT, 0, NULL, &scale);
@@ -243,7 +244,8 @@ static void test_quantize_rounding(void) {
 /* Per-axis: x [2, 3, 2], axis 1 (and -2), scale/zero point [3]. */
 static void test_quantize_axis(void) {
   float x[12];
-  for (int i = 0; i < 12; i++) x[i] = (float)(i - 6) * 0.7f;
+  for (int i = 0; i < 12; i++)
+    x[i] = (float)(i - 6) * 0.7f;
   static const float sc[3] = {0.5f, 0.1f, 2.0f};
   static const int8_t zp[3] = {0, -20, 100};
   int8_t want[12];
@@ -266,8 +268,8 @@ static void test_quantize_axis(void) {
       m_out(&m, "y", DM_ONNX_INT8, 3, d);
       dm_err rc = m_run(&m, backends[b], x, y, sizeof y, &eb);
       CHECK(rc == DM_OK && !memcmp(y, want, sizeof y),
-            "%s per-axis quantize (axis %d): rc %d %s", be_name[b],
-            ax ? -2 : 1, rc, eb.msg);
+            "%s per-axis quantize (axis %d): rc %d %s", be_name[b], ax ? -2 : 1,
+            rc, eb.msg);
     }
 }
 
@@ -294,7 +296,8 @@ static void test_dequantize(void) {
     m_out(&m, "y", DM_ONNX_FLOAT, 1, d6);
     dm_err rc = m_run(&m, backends[b], xu, y, sizeof y, &eb);
     bool ok = rc == DM_OK;
-    for (int i = 0; i < 6 && ok; i++) ok = y[i] == ((float)xu[i] - 128.f) * s;
+    for (int i = 0; i < 6 && ok; i++)
+      ok = y[i] == ((float)xu[i] - 128.f) * s;
     CHECK(ok, "%s uint8 dequantize: rc %d %s", be_name[b], rc, eb.msg);
 
     m_init(&m, 13);
@@ -305,7 +308,8 @@ static void test_dequantize(void) {
     m_out(&m, "y", DM_ONNX_FLOAT, 1, d6);
     rc = m_run(&m, backends[b], xi, y, sizeof y, &eb);
     ok = rc == DM_OK;
-    for (int i = 0; i < 6 && ok; i++) ok = y[i] == ((float)xi[i] + 1.f) * s;
+    for (int i = 0; i < 6 && ok; i++)
+      ok = y[i] == ((float)xi[i] + 1.f) * s;
     CHECK(ok, "%s int8 dequantize: rc %d %s", be_name[b], rc, eb.msg);
 
     m_init(&m, 13);
@@ -316,7 +320,8 @@ static void test_dequantize(void) {
     m_out(&m, "y", DM_ONNX_FLOAT, 1, d6);
     rc = m_run(&m, backends[b], x32, y, sizeof y, &eb);
     ok = rc == DM_OK;
-    for (int i = 0; i < 6 && ok; i++) ok = y[i] == (float)x32[i] * s;
+    for (int i = 0; i < 6 && ok; i++)
+      ok = y[i] == (float)x32[i] * s;
     CHECK(ok, "%s int32 dequantize: rc %d %s", be_name[b], rc, eb.msg);
 
     /* per-axis on axis 0 of [3, 2] (weights layout) */
@@ -331,7 +336,8 @@ static void test_dequantize(void) {
     m_out(&m, "y", DM_ONNX_FLOAT, 2, d32);
     rc = m_run(&m, backends[b], xi, y, sizeof y, &eb);
     ok = rc == DM_OK;
-    for (int i = 0; i < 6 && ok; i++) ok = y[i] == (float)xi[i] * sc[i / 2];
+    for (int i = 0; i < 6 && ok; i++)
+      ok = y[i] == (float)xi[i] * sc[i / 2];
     CHECK(ok, "%s per-axis dequantize: rc %d %s", be_name[b], rc, eb.msg);
   }
 }
@@ -339,7 +345,8 @@ static void test_dequantize(void) {
 /* Q(DQ(q)) == q for every code; |DQ(Q(x)) - x| <= scale / 2 in range. */
 static void test_round_trips(void) {
   uint8_t codes[256], back[256];
-  for (int i = 0; i < 256; i++) codes[i] = (uint8_t)i;
+  for (int i = 0; i < 256; i++)
+    codes[i] = (uint8_t)i;
   float s = 0.0371f;
   uint8_t z = 77;
   int64_t d[1] = {256};
@@ -450,8 +457,8 @@ static void test_errors(void) {
     }
     m_out(&m, "y", DM_ONNX_FLOAT, 2, d);
     dm_err rc = m_run(&m, DM_BACKEND_REF, x, y, sizeof y, &eb);
-    CHECK(rc == DM_FORMAT || rc == DM_UNSUPPORTED,
-          "%s: accepted (rc %d)", cases[i].what, rc);
+    CHECK(rc == DM_FORMAT || rc == DM_UNSUPPORTED, "%s: accepted (rc %d)",
+          cases[i].what, rc);
     CHECK(rc == DM_OK || strstr(eb.msg, "Linear"),
           "%s: message does not name the op: %s", cases[i].what, eb.msg);
   }
@@ -488,7 +495,9 @@ static void test_keep(void) {
     dm_tensor t;
     CHECK(rc == DM_OK && dm_session_value(s, "r", &t, NULL) == DM_ARG,
           "%s: value before any run", be_name[b]);
-    dm_tensor in = {.dtype = DM_ONNX_FLOAT, .rank = 1, .dims = {4},
+    dm_tensor in = {.dtype = DM_ONNX_FLOAT,
+                    .rank = 1,
+                    .dims = {4},
                     .data = (void *)(uintptr_t)x};
     if (!rc) rc = dm_session_run(s, &in, 1, &eb);
     dm_tensor r = {0}, xi = {0};
@@ -518,33 +527,54 @@ static void test_writer(void) {
   static const char *const strs[2] = {"a", "bc"};
   static const float tv[2] = {3.f, 4.f};
   int64_t d2[1] = {2};
-  dm_onnx_tensor tt = {.name = "t", .dtype = DM_ONNX_FLOAT, .ndim = 1,
-                       .dims = {2}, .numel = 2, .data = tv, .nbytes = 8};
+  dm_onnx_tensor tt = {.name = "t",
+                       .dtype = DM_ONNX_FLOAT,
+                       .ndim = 1,
+                       .dims = {2},
+                       .numel = 2,
+                       .data = tv,
+                       .nbytes = 8};
   dm_onnx_attr attrs[6] = {
       {.name = "f", .type = DM_ONNX_ATTR_FLOAT, .f = 0.25f},
       {.name = "i", .type = DM_ONNX_ATTR_INT, .i = -7},
       {.name = "s", .type = DM_ONNX_ATTR_STRING, .s = "hi", .s_len = 2},
       {.name = "fs", .type = DM_ONNX_ATTR_FLOATS, .floats = fl, .n_floats = 2},
       {.name = "is", .type = DM_ONNX_ATTR_INTS, .ints = in, .n_ints = 3},
-      {.name = "ss", .type = DM_ONNX_ATTR_STRINGS, .strings = strs,
+      {.name = "ss",
+       .type = DM_ONNX_ATTR_STRINGS,
+       .strings = strs,
        .n_strings = 2}};
   dm_onnx_attr ta = {.name = "value", .type = DM_ONNX_ATTR_TENSOR, .t = &tt};
   const char *ins[1] = {"x"}, *outs[1] = {"y"}, *couts[1] = {"c"};
-  dm_onnx_node nodes[2] = {
-      {.name = "n0", .op_type = "Custom", .domain = "my.domain",
-       .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
-       .attrs = attrs, .n_attrs = 6},
-      {.name = "", .op_type = "Constant", .domain = "", .outputs = couts,
-       .n_outputs = 1, .attrs = &ta, .n_attrs = 1}};
+  dm_onnx_node nodes[2] = {{.name = "n0",
+                            .op_type = "Custom",
+                            .domain = "my.domain",
+                            .inputs = ins,
+                            .n_inputs = 1,
+                            .outputs = outs,
+                            .n_outputs = 1,
+                            .attrs = attrs,
+                            .n_attrs = 6},
+                           {.name = "",
+                            .op_type = "Constant",
+                            .domain = "",
+                            .outputs = couts,
+                            .n_outputs = 1,
+                            .attrs = &ta,
+                            .n_attrs = 1}};
   dm_onnx_value_info vi[2];
   m_io(&vi[0], "x", DM_ONNX_FLOAT, 1, d2);
   vi[0].dims[0] = -1; /* symbolic */
   m_io(&vi[1], "y", DM_ONNX_FLOAT, 1, d2);
   dm_onnx_prop props[2] = {{"k", "v"}, {"empty", ""}};
   dm_onnx_opset os[2] = {{"", 13}, {"my.domain", 1}};
-  dm_onnx_model om = {.ir_version = 8, .opset = 13, .opsets = os,
-                      .n_opsets = 2, .producer_name = "p",
-                      .metadata = props, .n_metadata = 2};
+  dm_onnx_model om = {.ir_version = 8,
+                      .opset = 13,
+                      .opsets = os,
+                      .n_opsets = 2,
+                      .producer_name = "p",
+                      .metadata = props,
+                      .n_metadata = 2};
   om.graph.name = "g";
   om.graph.nodes = nodes;
   om.graph.n_nodes = 2;
@@ -562,7 +592,8 @@ static void test_writer(void) {
             p->opset == 13 && p->n_metadata == 2 &&
             !strcmp(dm_onnx_meta(p, "k"), "v") &&
             !strcmp(p->graph.nodes[0].domain, "my.domain") &&
-            p->graph.inputs[0].dims[0] == -1 && p->graph.outputs[0].dims[0] == 2;
+            p->graph.inputs[0].dims[0] == -1 &&
+            p->graph.outputs[0].dims[0] == 2;
   const dm_onnx_node *n = ok ? &p->graph.nodes[0] : NULL;
   const dm_onnx_attr *a;
   ok = ok && (a = dm_onnx_attr_find(n, "f")) && a->f == 0.25f;
