@@ -251,13 +251,16 @@ usage:
 
 static const char eval_help[] =
     "usage: dermal eval [--model M] --images DIR --labels CSV [--json]\n"
-    "                   [--plot PNG] [--threads N] [--backend ref|onednn]\n"
+    "                   [--plot PNG] [--compare M2] [--threads N]\n"
+    "                   [--backend ref|onednn]\n"
     "  CSV has a header naming the columns image_id and dx; each image is\n"
     "  DIR/<image_id>.jpg or .png (or image_id itself when it has an\n"
     "  extension).  Prints accuracy, balanced accuracy (mean per-class recall\n"
     "  over the classes present), per-class precision/recall/F1/support,\n"
     "  macro F1, the confusion matrix (rows = truth) and the expected\n"
-    "  calibration error.  Unreadable images are skipped and counted.\n";
+    "  calibration error.  Unreadable images are skipped and counted.\n"
+    "  --compare M2 also runs M2 (e.g. the int8 model) on the same images and\n"
+    "  prints its metrics beside M's, with their top-1 agreement.\n";
 
 typedef struct row {
   char *id, *dx;
@@ -358,8 +361,138 @@ static char *image_path(const char *dir, const char *id) {
   return NULL;
 }
 
+/* Confusion matrix and calibration bins of one model over a run. */
+enum { BINS = 15 };
+typedef struct tally {
+  size_t K;
+  size_t *conf; /* K x K, rows = truth */
+  double bin_conf[BINS], bin_acc[BINS];
+  size_t bin_n[BINS];
+} tally;
+
+typedef struct scores {
+  size_t total, present;
+  double acc, bal, macro_f1, ece;
+  double *prec, *rec, *f1;
+  size_t *support;
+} scores;
+
+static void tally_add(tally *t, size_t truth, const dm_prediction *r) {
+  size_t pred = (size_t)r->order[0];
+  t->conf[truth * t->K + pred]++;
+  double c = (double)r->prob[pred];
+  int b = (int)(c * BINS);
+  b = b < 0 ? 0 : b >= BINS ? BINS - 1 : b;
+  t->bin_conf[b] += c;
+  t->bin_acc[b] += pred == truth;
+  t->bin_n[b]++;
+}
+
+static void scores_free(scores *s) {
+  free(s->prec);
+  free(s->rec);
+  free(s->f1);
+  free(s->support);
+}
+
+/* Accuracy, balanced accuracy (mean recall over classes present), macro F1
+ * (same classes), per-class precision/recall/F1/support, ECE. */
+static int scores_compute(const tally *t, scores *s) {
+  size_t K = t->K;
+  memset(s, 0, sizeof *s);
+  s->prec = calloc(K, sizeof *s->prec);
+  s->rec = calloc(K, sizeof *s->rec);
+  s->f1 = calloc(K, sizeof *s->f1);
+  s->support = calloc(K, sizeof *s->support);
+  if (!s->prec || !s->rec || !s->f1 || !s->support) {
+    scores_free(s);
+    return -1;
+  }
+  size_t correct = 0;
+  for (size_t c = 0; c < K; c++) {
+    size_t tp = t->conf[c * K + c], col = 0;
+    for (size_t j = 0; j < K; j++) {
+      s->support[c] += t->conf[c * K + j];
+      col += t->conf[j * K + c];
+    }
+    s->total += s->support[c];
+    correct += tp;
+    s->prec[c] = col ? (double)tp / (double)col : 0;
+    s->rec[c] = s->support[c] ? (double)tp / (double)s->support[c] : 0;
+    s->f1[c] = s->prec[c] + s->rec[c] > 0
+                   ? 2 * s->prec[c] * s->rec[c] / (s->prec[c] + s->rec[c])
+                   : 0;
+    if (s->support[c]) {
+      s->present++;
+      s->bal += s->rec[c];
+      s->macro_f1 += s->f1[c];
+    }
+  }
+  s->acc = s->total ? (double)correct / (double)s->total : 0;
+  s->bal = s->present ? s->bal / (double)s->present : 0;
+  s->macro_f1 = s->present ? s->macro_f1 / (double)s->present : 0;
+  for (int b = 0; b < BINS; b++)
+    if (t->bin_n[b])
+      s->ece += (double)t->bin_n[b] / (double)(s->total ? s->total : 1) *
+                fabs(t->bin_acc[b] / (double)t->bin_n[b] -
+                     t->bin_conf[b] / (double)t->bin_n[b]);
+  return 0;
+}
+
+/* The JSON members of one model's scores (no braces). */
+static void scores_json(const tally *t, const scores *s,
+                        const dm_model_info *info) {
+  size_t K = t->K;
+  printf("\"n\":%zu,\"accuracy\":%.6f,\"balanced_accuracy\":%.6f,"
+         "\"macro_f1\":%.6f,\"ece\":%.6f,\"labels\":[",
+         s->total, s->acc, s->bal, s->macro_f1, s->ece);
+  for (size_t c = 0; c < K; c++) {
+    if (c) putchar(',');
+    dm_cli_json_str(stdout, info->labels[c]);
+  }
+  printf("],\"per_class\":{");
+  for (size_t c = 0; c < K; c++) {
+    if (c) putchar(',');
+    dm_cli_json_str(stdout, info->labels[c]);
+    printf(":{\"precision\":%.6f,\"recall\":%.6f,\"f1\":%.6f,\"support\":%zu}",
+           s->prec[c], s->rec[c], s->f1[c], s->support[c]);
+  }
+  printf("},\"confusion\":[");
+  for (size_t r = 0; r < K; r++) {
+    printf("%s[", r ? "," : "");
+    for (size_t c = 0; c < K; c++)
+      printf("%s%zu", c ? "," : "", t->conf[r * K + c]);
+    putchar(']');
+  }
+  putchar(']');
+}
+
+static void scores_text(const tally *t, const scores *s,
+                        const dm_model_info *info) {
+  size_t K = t->K;
+  printf("accuracy           %.4f\n", s->acc);
+  printf("balanced accuracy  %.4f  (mean recall over %zu classes present)\n",
+         s->bal, s->present);
+  printf("macro F1           %.4f\n", s->macro_f1);
+  printf("ECE                %.4f  (15 bins)\n\n", s->ece);
+  printf("%-8s %9s %9s %9s %8s\n", "class", "precision", "recall", "f1",
+         "support");
+  for (size_t c = 0; c < K; c++)
+    printf("%-8s %9.4f %9.4f %9.4f %8zu\n", info->labels[c], s->prec[c],
+           s->rec[c], s->f1[c], s->support[c]);
+  printf("\nconfusion (rows = truth, columns = prediction)\n%8s", "");
+  for (size_t c = 0; c < K; c++) printf(" %6.6s", info->labels[c]);
+  putchar('\n');
+  for (size_t r = 0; r < K; r++) {
+    printf("%-8.8s", info->labels[r]);
+    for (size_t c = 0; c < K; c++) printf(" %6zu", t->conf[r * K + c]);
+    putchar('\n');
+  }
+}
+
 int dm_cli_eval(int argc, char **argv) {
-  const char *model = NULL, *dir = NULL, *labels = NULL, *plot = NULL;
+  const char *model = NULL, *dir = NULL, *labels = NULL, *plot = NULL,
+             *compare = NULL;
   bool json = false;
   dm_model_opts mo = {0};
   for (int i = 0; i < argc; i++) {
@@ -372,6 +505,8 @@ int dm_cli_eval(int argc, char **argv) {
       json = true;
     } else if (!strcmp(a, "--model") && has) {
       model = argv[++i];
+    } else if (!strcmp(a, "--compare") && has) {
+      compare = argv[++i];
     } else if (!strcmp(a, "--images") && has) {
       dir = argv[++i];
     } else if (!strcmp(a, "--labels") && has) {
@@ -405,20 +540,34 @@ int dm_cli_eval(int argc, char **argv) {
   size_t n_rows = 0;
   row *rows = read_labels(labels, &n_rows);
   if (!rows) return 1;
-  dm_model *m = NULL;
-  dm_predictor *p = NULL;
+  dm_model *m = NULL, *m2 = NULL;
+  dm_predictor *p = NULL, *p2 = NULL;
   int ret = 1;
-  size_t *conf = NULL;
-  dm_prediction *r = NULL;
+  tally t1 = {0}, t2 = {0};
+  scores s1 = {0}, s2 = {0};
+  dm_prediction *r = NULL, *r2 = NULL;
   if (open_model(model, &mo, &m, &p)) goto out;
+  if (compare && open_model(compare, &mo, &m2, &p2)) goto out;
   const dm_model_info *info = dm_model_get_info(m);
   size_t K = info->n_classes;
-  conf = calloc(K * K, sizeof *conf);
+  if (m2) { /* the same classes in the same order, or comparing is moot */
+    const dm_model_info *i2 = dm_model_get_info(m2);
+    bool same = i2->n_classes == K;
+    for (size_t c = 0; same && c < K; c++)
+      same = !strcmp(i2->labels[c], info->labels[c]);
+    if (!same) {
+      fprintf(stderr, "dermal eval: --compare %s has other labels than %s\n",
+              compare, model);
+      goto out;
+    }
+  }
+  t1.K = t2.K = K;
+  t1.conf = calloc(K * K, sizeof *t1.conf);
+  t2.conf = calloc(K * K, sizeof *t2.conf);
   r = malloc(sizeof *r);
-  if (!conf || !r) goto out;
-  enum { BINS = 15 };
-  double bin_conf[BINS] = {0}, bin_acc[BINS] = {0};
-  size_t bin_n[BINS] = {0}, skipped = 0, unknown = 0, done = 0;
+  r2 = malloc(sizeof *r2);
+  if (!t1.conf || !t2.conf || !r || !r2) goto out;
+  size_t skipped = 0, unknown = 0, done = 0, agree = 0;
   bool tty = isatty(2);
   double t0 = dm_cli_now_ms();
   for (size_t i = 0; i < n_rows; i++) {
@@ -432,33 +581,28 @@ int dm_cli_eval(int argc, char **argv) {
     char *path = image_path(dir, rows[i].id);
     char err[256];
     size_t len = 0;
-    void *bytes =
-        path ? dm_cli_read_file(path, MAX_IMAGE_BYTES, &len, err, sizeof err)
-             : NULL;
+    void *bytes = path ? dm_cli_read_file(path, MAX_IMAGE_BYTES, &len, err,
+                                          sizeof err)
+                       : NULL;
     dm_errbuf eb = {{0}};
-    if (!bytes || dm_predict(p, bytes, len, NULL, r, &eb)) {
+    bool bad = !bytes || dm_predict(p, bytes, len, NULL, r, &eb) ||
+               (m2 && dm_predict(p2, bytes, len, NULL, r2, &eb));
+    if (bad) {
       skipped++;
       if (!json || tty)
         fprintf(stderr, "%sdermal: skipped %s: %s\n", tty ? "\r" : "",
-                rows[i].id,
-                !path    ? "not found"
-                : !bytes ? err
-                         : eb.msg);
+                rows[i].id, !path ? "not found" : !bytes ? err : eb.msg);
       free(bytes);
       free(path);
       continue;
     }
     free(bytes);
     free(path);
-    size_t pred = (size_t)r->order[0];
-    conf[truth * K + pred]++;
-    double c = (double)r->prob[pred];
-    int b = (int)(c * BINS);
-    if (b >= BINS) b = BINS - 1;
-    if (b < 0) b = 0;
-    bin_conf[b] += c;
-    bin_acc[b] += pred == truth;
-    bin_n[b]++;
+    tally_add(&t1, truth, r);
+    if (m2) {
+      tally_add(&t2, truth, r2);
+      agree += r->order[0] == r2->order[0];
+    }
     done++;
     if (tty && (done % 10 == 0 || i + 1 == n_rows)) {
       int w = 30, f = (int)((double)w * (double)(i + 1) / (double)n_rows);
@@ -468,115 +612,58 @@ int dm_cli_eval(int argc, char **argv) {
     }
   }
   if (tty) fputc('\n', stderr);
-  /* metrics */
-  size_t total = 0, correct = 0;
-  double *prec = calloc(K, sizeof *prec), *rec = calloc(K, sizeof *rec),
-         *f1 = calloc(K, sizeof *f1);
-  size_t *support = calloc(K, sizeof *support);
-  if (!prec || !rec || !f1 || !support) {
-    free(prec), free(rec), free(f1), free(support);
-    goto out;
-  }
-  double bal = 0, macro_f1 = 0;
-  size_t present = 0;
-  for (size_t c = 0; c < K; c++) {
-    size_t tp = conf[c * K + c], col = 0;
-    for (size_t t = 0; t < K; t++) {
-      support[c] += conf[c * K + t];
-      col += conf[t * K + c];
-    }
-    total += support[c];
-    correct += tp;
-    prec[c] = col ? (double)tp / (double)col : 0;
-    rec[c] = support[c] ? (double)tp / (double)support[c] : 0;
-    f1[c] =
-        prec[c] + rec[c] > 0 ? 2 * prec[c] * rec[c] / (prec[c] + rec[c]) : 0;
-    if (support[c]) {
-      present++;
-      bal += rec[c];
-      macro_f1 += f1[c];
-    }
-  }
-  double acc = total ? (double)correct / (double)total : 0;
-  bal = present ? bal / (double)present : 0;
-  macro_f1 = present ? macro_f1 / (double)present : 0;
-  double ece = 0;
-  for (int b = 0; b < BINS; b++)
-    if (bin_n[b])
-      ece +=
-          (double)bin_n[b] / (double)(total ? total : 1) *
-          fabs(bin_acc[b] / (double)bin_n[b] - bin_conf[b] / (double)bin_n[b]);
+  if (scores_compute(&t1, &s1) || (m2 && scores_compute(&t2, &s2))) goto out;
+  double agreement = done ? (double)agree / (double)done : 0;
   if (json) {
     printf("{\"model\":");
     dm_cli_json_str(stdout, model);
-    printf(
-        ",\"n\":%zu,\"skipped\":%zu,\"unknown_labels\":%zu,\"accuracy\":%.6f,"
-        "\"balanced_accuracy\":%.6f,\"macro_f1\":%.6f,\"ece\":%.6f,"
-        "\"labels\":[",
-        total, skipped, unknown, acc, bal, macro_f1, ece);
-    for (size_t c = 0; c < K; c++) {
-      if (c) putchar(',');
-      dm_cli_json_str(stdout, info->labels[c]);
+    printf(",\"skipped\":%zu,\"unknown_labels\":%zu,", skipped, unknown);
+    scores_json(&t1, &s1, info);
+    if (m2) {
+      printf(",\"compare\":{\"model\":");
+      dm_cli_json_str(stdout, compare);
+      printf(",\"top1_agreement\":%.6f,\"balanced_accuracy_delta\":%.6f,",
+             agreement, s2.bal - s1.bal);
+      scores_json(&t2, &s2, info);
+      putchar('}');
     }
-    printf("],\"per_class\":{");
-    for (size_t c = 0; c < K; c++) {
-      if (c) putchar(',');
-      dm_cli_json_str(stdout, info->labels[c]);
-      printf(
-          ":{\"precision\":%.6f,\"recall\":%.6f,\"f1\":%.6f,\"support\":%zu}",
-          prec[c], rec[c], f1[c], support[c]);
-    }
-    printf("},\"confusion\":[");
-    for (size_t t = 0; t < K; t++) {
-      printf("%s[", t ? "," : "");
-      for (size_t c = 0; c < K; c++)
-        printf("%s%zu", c ? "," : "", conf[t * K + c]);
-      putchar(']');
-    }
-    printf("]}\n");
+    printf("}\n");
   } else {
     printf("model              %s\n", model);
     printf("images             %zu evaluated, %zu skipped, %zu with labels "
            "the model lacks\n",
-           total, skipped, unknown);
-    printf("accuracy           %.4f\n", acc);
-    printf("balanced accuracy  %.4f  (mean recall over %zu classes present)\n",
-           bal, present);
-    printf("macro F1           %.4f\n", macro_f1);
-    printf("ECE                %.4f  (15 bins)\n\n", ece);
-    printf("%-8s %9s %9s %9s %8s\n", "class", "precision", "recall", "f1",
-           "support");
-    for (size_t c = 0; c < K; c++)
-      printf("%-8s %9.4f %9.4f %9.4f %8zu\n", info->labels[c], prec[c], rec[c],
-             f1[c], support[c]);
-    printf("\nconfusion (rows = truth, columns = prediction)\n%8s", "");
-    for (size_t c = 0; c < K; c++)
-      printf(" %6.6s", info->labels[c]);
-    putchar('\n');
-    for (size_t t = 0; t < K; t++) {
-      printf("%-8.8s", info->labels[t]);
-      for (size_t c = 0; c < K; c++)
-        printf(" %6zu", conf[t * K + c]);
-      putchar('\n');
+           s1.total, skipped, unknown);
+    scores_text(&t1, &s1, info);
+    if (m2) {
+      printf("\ncompared with      %s\n", compare);
+      printf("top-1 agreement    %.4f\n", agreement);
+      printf("accuracy           %.4f  (%+.4f)\n", s2.acc, s2.acc - s1.acc);
+      printf("balanced accuracy  %.4f  (%+.4f)\n", s2.bal, s2.bal - s1.bal);
+      printf("macro F1           %.4f  (%+.4f)\n", s2.macro_f1,
+             s2.macro_f1 - s1.macro_f1);
+      printf("ECE                %.4f  (%+.4f)\n", s2.ece, s2.ece - s1.ece);
     }
   }
   ret = 0;
   if (plot) {
     char err[256];
-    if (dm_cli_plot_confusion(plot, info->labels, K, conf, err, sizeof err)) {
+    if (dm_cli_plot_confusion(plot, info->labels, K, t1.conf, err,
+                              sizeof err)) {
       fprintf(stderr, "dermal: --plot %s: %s\n", plot, err);
       ret = 1;
     }
   }
-  free(prec);
-  free(rec);
-  free(f1);
-  free(support);
 out:
+  scores_free(&s1);
+  scores_free(&s2);
   free(r);
-  free(conf);
+  free(r2);
+  free(t1.conf);
+  free(t2.conf);
   dm_predictor_free(p);
+  dm_predictor_free(p2);
   dm_model_release(m);
+  dm_model_release(m2);
   for (size_t i = 0; i < n_rows; i++) {
     free(rows[i].id);
     free(rows[i].dx);

@@ -38,5 +38,11 @@ $PY tests/integration/check_predict.py eval "$T/pred.jsonl" "$T/eval.json" "$T/l
 $PY -c "from PIL import Image; im = Image.open('$T/conf.png'); assert im.size[0] > 300, im.size" && ok "confusion PNG" || no "confusion PNG"
 "$DERMAL" eval --model "$M" --images "$T/imgs" --labels "$T/labels.csv" | grep -q "balanced accuracy" && ok "eval text" || no "eval text"
 "$DERMAL" eval --model "$M" --images "$T/imgs" 2>/dev/null; [ $? -eq 2 ] && ok "eval without --labels is a usage error" || no "eval usage"
+"$DERMAL" eval --model "$M" --compare "$M" --images "$T/imgs" --labels "$T/labels.csv" --json 2>/dev/null |
+  $PY -c "
+import json, sys
+d = json.load(sys.stdin); c = d['compare']
+assert c['top1_agreement'] == 1.0 and c['balanced_accuracy_delta'] == 0, c
+assert c['confusion'] == d['confusion'] and c['n'] == d['n'], c" && ok "eval --compare (a model against itself)" || no "eval --compare"
 echo "test_predict: $pass passed, $fail failed"
 [ $fail -eq 0 ]
