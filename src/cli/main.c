@@ -702,14 +702,10 @@ typedef struct cmd {
 } cmd;
 
 static const cmd cmds[] = {
-    {"serve", dm_cli_serve},
-    {"migrate", dm_cli_migrate},
-    {"predict", dm_cli_predict},
-    {"quantize", dm_cli_quantize},
-    {"eval", dm_cli_eval},
-    {"run", cmd_run},
-    {"inspect", cmd_inspect},
-    {"bench", cmd_bench},
+    {"serve", dm_cli_serve},     {"migrate", dm_cli_migrate},
+    {"predict", dm_cli_predict}, {"quantize", dm_cli_quantize},
+    {"eval", dm_cli_eval},       {"run", cmd_run},
+    {"inspect", cmd_inspect},    {"bench", cmd_bench},
     {"version", cmd_version},
 };
 

@@ -481,11 +481,13 @@ static void scores_text(const tally *t, const scores *s,
     printf("%-8s %9.4f %9.4f %9.4f %8zu\n", info->labels[c], s->prec[c],
            s->rec[c], s->f1[c], s->support[c]);
   printf("\nconfusion (rows = truth, columns = prediction)\n%8s", "");
-  for (size_t c = 0; c < K; c++) printf(" %6.6s", info->labels[c]);
+  for (size_t c = 0; c < K; c++)
+    printf(" %6.6s", info->labels[c]);
   putchar('\n');
   for (size_t r = 0; r < K; r++) {
     printf("%-8.8s", info->labels[r]);
-    for (size_t c = 0; c < K; c++) printf(" %6zu", t->conf[r * K + c]);
+    for (size_t c = 0; c < K; c++)
+      printf(" %6zu", t->conf[r * K + c]);
     putchar('\n');
   }
 }
@@ -581,9 +583,9 @@ int dm_cli_eval(int argc, char **argv) {
     char *path = image_path(dir, rows[i].id);
     char err[256];
     size_t len = 0;
-    void *bytes = path ? dm_cli_read_file(path, MAX_IMAGE_BYTES, &len, err,
-                                          sizeof err)
-                       : NULL;
+    void *bytes =
+        path ? dm_cli_read_file(path, MAX_IMAGE_BYTES, &len, err, sizeof err)
+             : NULL;
     dm_errbuf eb = {{0}};
     bool bad = !bytes || dm_predict(p, bytes, len, NULL, r, &eb) ||
                (m2 && dm_predict(p2, bytes, len, NULL, r2, &eb));
@@ -591,7 +593,10 @@ int dm_cli_eval(int argc, char **argv) {
       skipped++;
       if (!json || tty)
         fprintf(stderr, "%sdermal: skipped %s: %s\n", tty ? "\r" : "",
-                rows[i].id, !path ? "not found" : !bytes ? err : eb.msg);
+                rows[i].id,
+                !path    ? "not found"
+                : !bytes ? err
+                         : eb.msg);
       free(bytes);
       free(path);
       continue;

@@ -24,20 +24,7 @@
 #include "commands.h"
 #include "dermal/server.h"
 #include "dermal/store.h"
-
-static int parse_num(const char *flag, const char *s, long lo, long hi,
-                     long *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < lo || v > hi) {
-    fprintf(stderr, "dermal: %s expects an integer in %ld..%ld, got '%s'\n",
-            flag, lo, hi, s);
-    return -1;
-  }
-  *out = v;
-  return 0;
-}
+#include "util.h"
 
 /* Re-executes /proc/self/exe with the same argv and OMP_WAIT_POLICY=PASSIVE.
  * Returns only if that is not possible (then serving goes on, with a
@@ -150,22 +137,22 @@ int dm_cli_serve(int argc, char **argv) {
     else if (!strcmp(a, "--database-url"))
       c.database_url = val;
     else if (!strcmp(a, "--port")) {
-      if (parse_num(a, val, 0, 65535, &v)) return 2;
+      if (dm_cli_parse_long(a, val, 0, 65535, &v)) return 2;
       c.port = (int)v;
     } else if (!strcmp(a, "--workers")) {
-      if (parse_num(a, val, 1, 256, &v)) return 2;
+      if (dm_cli_parse_long(a, val, 1, 256, &v)) return 2;
       c.workers = (int)v;
     } else if (!strcmp(a, "--threads")) {
-      if (parse_num(a, val, 1, 256, &v)) return 2;
+      if (dm_cli_parse_long(a, val, 1, 256, &v)) return 2;
       c.threads = (int)v;
     } else if (!strcmp(a, "--queue")) {
-      if (parse_num(a, val, 1, 100000, &v)) return 2;
+      if (dm_cli_parse_long(a, val, 1, 100000, &v)) return 2;
       c.queue = (int)v;
     } else if (!strcmp(a, "--max-upload-mb")) {
-      if (parse_num(a, val, 1, 4096, &v)) return 2;
+      if (dm_cli_parse_long(a, val, 1, 4096, &v)) return 2;
       c.max_upload_bytes = (size_t)v << 20;
     } else if (!strcmp(a, "--max-pixels")) {
-      if (parse_num(a, val, 64, 2000000000L, &v)) return 2;
+      if (dm_cli_parse_long(a, val, 64, 2000000000L, &v)) return 2;
       c.max_pixels = (uint64_t)v;
     } else if (!strcmp(a, "--log-format")) {
       if (strcmp(val, "text") && strcmp(val, "json")) {
@@ -242,7 +229,8 @@ int dm_cli_migrate(int argc, char **argv) {
     } else if (!strcmp(a, "--database-url") && i + 1 < argc) {
       url = argv[++i];
     } else if (!strcmp(a, "--to") && i + 1 < argc) {
-      if (parse_num(a, argv[++i], 0, dm_store_latest_version(), &target))
+      if (dm_cli_parse_long(a, argv[++i], 0, dm_store_latest_version(),
+                            &target))
         return 2;
     } else {
       fprintf(stderr, "dermal migrate: unknown option '%s' (see --help)\n", a);

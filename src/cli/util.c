@@ -23,8 +23,8 @@ double dm_cli_peak_rss_mb(void) {
   return (double)ru.ru_maxrss / 1024.0; /* Linux: KiB */
 }
 
-int dm_cli_parse_int(const char *flag, const char *s, long lo, long hi,
-                     int *out) {
+int dm_cli_parse_long(const char *flag, const char *s, long lo, long hi,
+                      long *out) {
   char *end;
   errno = 0;
   long v = strtol(s, &end, 10);
@@ -33,6 +33,15 @@ int dm_cli_parse_int(const char *flag, const char *s, long lo, long hi,
             flag, lo, hi, s);
     return -1;
   }
+  *out = v;
+  return 0;
+}
+
+int dm_cli_parse_int(const char *flag, const char *s, long lo, long hi,
+                     int *out) {
+  long v;
+  if (dm_cli_parse_long(flag, s, lo, hi < INT_MAX ? hi : INT_MAX, &v))
+    return -1;
   *out = (int)v;
   return 0;
 }

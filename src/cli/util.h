@@ -11,6 +11,8 @@ double dm_cli_peak_rss_mb(void);
  * returns -1 on error. */
 int dm_cli_parse_int(const char *flag, const char *s, long lo, long hi,
                      int *out);
+int dm_cli_parse_long(const char *flag, const char *s, long lo, long hi,
+                      long *out);
 /* Writes s as a JSON string literal. */
 void dm_cli_json_str(FILE *f, const char *s);
 /* The default model: $MODEL_PATH, else models/dermal-ham10000.onnx in the

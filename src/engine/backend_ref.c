@@ -76,26 +76,6 @@ static const char *op_name(dm_op op) {
   return (unsigned)op < DM_OP_COUNT ? names[op] : "?";
 }
 
-static const char *dt_name(int32_t dt) {
-  switch (dt) {
-  case DM_ONNX_FLOAT: return "float32";
-  case DM_ONNX_UINT8: return "uint8";
-  case DM_ONNX_INT8: return "int8";
-  case DM_ONNX_UINT16: return "uint16";
-  case DM_ONNX_INT16: return "int16";
-  case DM_ONNX_INT32: return "int32";
-  case DM_ONNX_INT64: return "int64";
-  case DM_ONNX_STRING: return "string";
-  case DM_ONNX_BOOL: return "bool";
-  case DM_ONNX_FLOAT16: return "float16";
-  case DM_ONNX_DOUBLE: return "float64";
-  case DM_ONNX_UINT32: return "uint32";
-  case DM_ONNX_UINT64: return "uint64";
-  case DM_ONNX_BFLOAT16: return "bfloat16";
-  default: return "unknown";
-  }
-}
-
 /* "node 'name' (OpType): <details>" */
 #if defined(__GNUC__)
 __attribute__((format(printf, 4, 5)))
@@ -424,7 +404,7 @@ static dm_err need(const kc *c, int nin, int nout) {
 
 static dm_err bad_dtype(const kc *c, const dm_value *v) {
   return nerr(c->eb, DM_UNSUPPORTED, c->n, "dtype %s of '%s' not supported",
-              dt_name(v->dtype), v->name ? v->name : "?");
+              dm_onnx_dtype_name(v->dtype), v->name ? v->name : "?");
 }
 
 static bool all_f32(const dm_value *a, const dm_value *b) {
@@ -946,7 +926,7 @@ static dm_err k_unary(const kc *c) {
     return DM_OK;
   }
   return nerr(c->eb, DM_UNSUPPORTED, c->n, "%s on %s", unary_name(k),
-              dt_name(X->dtype));
+              dm_onnx_dtype_name(X->dtype));
 }
 
 /* ---------- binary ---------- */
@@ -1137,7 +1117,8 @@ static dm_err k_binary(const kc *c) {
                (is_real(ta) || is_i64able(ta));
   if (!ok_types)
     return nerr(c->eb, DM_UNSUPPORTED, n, "%s on %s, %s -> %s", binary_name(k),
-                dt_name(ta), dt_name(tb), dt_name(ty));
+                dm_onnx_dtype_name(ta), dm_onnx_dtype_name(tb),
+                dm_onnx_dtype_name(ty));
   if (A->rank > Y->rank || B->rank > Y->rank)
     return nerr(c->eb, DM_FORMAT, n, "operand rank exceeds output rank");
   iter it;
@@ -1190,7 +1171,8 @@ static dm_err k_where(const kc *c) {
   if (C->dtype != DM_ONNX_BOOL || X->dtype != Y->dtype ||
       Z->dtype != Y->dtype || !es)
     return nerr(c->eb, DM_UNSUPPORTED, c->n, "Where on %s, %s, %s",
-                dt_name(C->dtype), dt_name(X->dtype), dt_name(Z->dtype));
+                dm_onnx_dtype_name(C->dtype), dm_onnx_dtype_name(X->dtype),
+                dm_onnx_dtype_name(Z->dtype));
   if (C->rank > Y->rank || X->rank > Y->rank || Z->rank > Y->rank)
     return nerr(c->eb, DM_FORMAT, c->n, "operand rank exceeds output rank");
   iter it;
@@ -1227,7 +1209,7 @@ static dm_err k_reduce(const kc *c) {
              k == DM_REDUCE_PROD);
   if ((!fl && !in) || Y->dtype != X->dtype || (unsigned)k >= DM_REDUCE_COUNT)
     return nerr(c->eb, DM_UNSUPPORTED, n, "%s on %s", reduce_name(k),
-                dt_name(X->dtype));
+                dm_onnx_dtype_name(X->dtype));
   if (X->rank < 32 && (mask >> X->rank) != 0)
     return nerr(c->eb, DM_FORMAT, n, "axes mask 0x%x beyond rank %d",
                 (unsigned)mask, X->rank);
@@ -1445,7 +1427,7 @@ static dm_err k_matmul(const kc *c) {
   const dm_value *A = rin(c, 0), *B = rin(c, 1), *Y = rout(c, 0);
   if (!all_f32(A, B) || Y->dtype != DM_ONNX_FLOAT)
     return nerr(c->eb, DM_UNSUPPORTED, n, "MatMul on %s x %s",
-                dt_name(A->dtype), dt_name(B->dtype));
+                dm_onnx_dtype_name(A->dtype), dm_onnx_dtype_name(B->dtype));
   int ra = A->rank, rb = B->rank;
   if (ra < 1 || rb < 1) return nerr(c->eb, DM_FORMAT, n, "MatMul of a scalar");
   /* numpy: a 1-D A is [1,K] and a 1-D B is [K,1]; those dims are dropped */
@@ -1531,7 +1513,7 @@ static dm_err k_concat(const kc *c) {
   int64_t es = esize(Y->dtype);
   if (!es || ax < 0 || ax >= Y->rank)
     return nerr(c->eb, DM_FORMAT, n, "axis %d / dtype %s", ax,
-                dt_name(Y->dtype));
+                dm_onnx_dtype_name(Y->dtype));
   int64_t outer = prod(Y->dims, 0, ax), inner = prod(Y->dims, ax + 1, Y->rank);
   int64_t tot = 0;
   for (int i = 0; i < n->n_in; i++) {
@@ -1563,7 +1545,7 @@ static dm_err k_split(const kc *c) {
   int64_t es = esize(X->dtype);
   if (!es || ax < 0 || ax >= X->rank)
     return nerr(c->eb, DM_FORMAT, n, "axis %d / dtype %s", ax,
-                dt_name(X->dtype));
+                dm_onnx_dtype_name(X->dtype));
   int64_t outer = prod(X->dims, 0, ax), inner = prod(X->dims, ax + 1, X->rank);
   int64_t tot = 0;
   for (int j = 0; j < n->n_out; j++) {
@@ -1688,7 +1670,7 @@ static dm_err k_gather(const kc *c) {
   if (!es || Y->dtype != X->dtype ||
       (I->dtype != DM_ONNX_INT32 && I->dtype != DM_ONNX_INT64))
     return nerr(c->eb, DM_UNSUPPORTED, n, "Gather of %s by %s",
-                dt_name(X->dtype), dt_name(I->dtype));
+                dm_onnx_dtype_name(X->dtype), dm_onnx_dtype_name(I->dtype));
   if (ax < 0 || ax >= X->rank)
     return nerr(c->eb, DM_FORMAT, n, "axis %d out of range", ax);
   int64_t outer = prod(X->dims, 0, ax), A = X->dims[ax];
@@ -1841,7 +1823,7 @@ static dm_err k_range(const kc *c) {
   for (int i = 0; i < 3; i++)
     if (rin(c, i)->dtype != dt || rin(c, i)->numel != 1)
       return nerr(c->eb, DM_FORMAT, c->n, "input %d must be a %s scalar", i,
-                  dt_name(dt));
+                  dm_onnx_dtype_name(dt));
   if (dt == DM_ONNX_FLOAT) { /* spec: start + i * delta, not accumulated */
     float s = *(const float *)c->in[0], d = *(const float *)c->in[2];
     float *y = c->out[0];
@@ -1873,7 +1855,7 @@ static dm_err k_cast(const kc *c) {
   bool to_ok = is_real(to) || is_i64able(to) || to == DM_ONNX_UINT64;
   if (!from_ok || !to_ok || to != c->n->p.cast.to || Y->numel != X->numel)
     return nerr(c->eb, DM_UNSUPPORTED, c->n, "Cast from %s to %s",
-                dt_name(from), dt_name(to));
+                dm_onnx_dtype_name(from), dm_onnx_dtype_name(to));
   const void *x = c->in[0];
   void *y = c->out[0];
   if (from == to) {

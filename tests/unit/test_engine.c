@@ -4,30 +4,18 @@
  * HardSigmoid-gate patterns, and a Shape/Gather/Unsqueeze/Concat/Reshape chain
  * that constant folding must remove.  Also: concurrent sessions on one engine
  * (run under TSan by `make check`), and input validation.
- * Last line: `test_engine: N passed, N failed`. */
+ * Last line: `test_engine: N tests_passed, N tests_failed`. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "dermal/engine.h"
 #include "dermal/onnx.h"
 #include "internal.h"
 #include "pb_builder.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    if (cond) {                                                                \
-      passed++;                                                                \
-    } else {                                                                   \
-      failed++;                                                                \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                              \
-      printf(__VA_ARGS__);                                                     \
-      printf("\n");                                                            \
-    }                                                                          \
-  } while (0)
 
 static uint32_t rng = 1;
 static float frand(void) {
@@ -428,6 +416,6 @@ int main(void) {
   test_add_into_biasless_conv();
   dm_onnx_free(model);
   free(model_bytes.p);
-  printf("test_engine: %d passed, %d failed\n", passed, failed);
-  return failed != 0;
+  printf("test_engine: %d passed, %d failed\n", tests_passed, tests_failed);
+  return tests_failed != 0;
 }

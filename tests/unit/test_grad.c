@@ -7,29 +7,17 @@
  *   (score(x + h e_i) - score(x - h e_i)) / 2h
  * for every element i, on both backends.  Also: automatic target choice,
  * refusal of a tail op without a backward rule, and the CAM formulas.
- * Last line: `test_grad: N passed, N failed`. */
+ * Last line: `test_grad: N tests_passed, N tests_failed`. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "dermal/engine.h"
 #include "dermal/explain.h"
 #include "dermal/onnx.h"
 #include "pb_builder.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    if (cond) {                                                                \
-      passed++;                                                                \
-    } else {                                                                   \
-      failed++;                                                                \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                              \
-      printf(__VA_ARGS__);                                                     \
-      printf("\n");                                                            \
-    }                                                                          \
-  } while (0)
 
 #define IN(...) ((const char *const[]){__VA_ARGS__, NULL})
 
@@ -336,6 +324,6 @@ int main(void) {
   check_head(HEAD_SWISH, "gap+reshape+swish");
   check_refusals();
   check_cam_formulas();
-  printf("test_grad: %d passed, %d failed\n", passed, failed);
-  return failed != 0;
+  printf("test_grad: %d passed, %d failed\n", tests_passed, tests_failed);
+  return tests_failed != 0;
 }

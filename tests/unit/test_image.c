@@ -21,23 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include <spng.h>
 #include <turbojpeg.h>
 #include <webp/encode.h>
-
-static int n_pass, n_fail;
-
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    if (cond) {                                                                \
-      n_pass++;                                                                \
-    } else {                                                                   \
-      n_fail++;                                                                \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                              \
-      printf(__VA_ARGS__);                                                     \
-      printf("\n");                                                            \
-    }                                                                          \
-  } while (0)
 
 /* ---- generators --------------------------------------------------------- */
 
@@ -223,7 +210,7 @@ static dm_err dec(const uint8_t *buf, size_t len, const dm_image_limits *lim,
   rc = dm_image_decode(buf, len, lim, target, out, info, &eb);
   if (rc != DM_OK && !eb.msg[0]) {
     printf("FAIL error %d without a message\n", (int)rc);
-    n_fail++;
+    tests_failed++;
   }
   return rc;
 }
@@ -410,7 +397,7 @@ static void test_jpeg(void) {
       }
       if (dec(t, lb, NULL, 0, &o, NULL) == DM_OK) {
         n_ok++;
-        if (o.w != w || o.h != h) n_fail++;
+        if (o.w != w || o.h != h) tests_failed++;
       }
       dm_image_free(&o);
     }
@@ -1093,6 +1080,6 @@ int main(void) {
   test_exif();
   test_resize();
   test_preproc();
-  printf("test_image: %d passed, %d failed\n", n_pass, n_fail);
-  return n_fail ? 1 : 0;
+  printf("test_image: %d passed, %d failed\n", tests_passed, tests_failed);
+  return tests_failed ? 1 : 0;
 }

@@ -15,7 +15,7 @@
  * <name>.input.npy and <name>.opset13.torch.npy, exported by
  * tools/export_torchvision.py) against ref and PyTorch; skipped, saying so,
  * when absent.  Also concurrent sessions on one engine.
- * Last line: `test_onednn: N passed, N failed`. */
+ * Last line: `test_onednn: N tests_passed, N tests_failed`. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -23,23 +23,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "check.h"
 #include "cli/npy.h"
 #include "dermal/engine.h"
 #include "dermal/onnx.h"
 #include "pb_builder.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    if (cond) {                                                                \
-      passed++;                                                                \
-    } else {                                                                   \
-      failed++;                                                                \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                              \
-      printf(__VA_ARGS__);                                                     \
-      printf("\n");                                                            \
-    }                                                                          \
-  } while (0)
 
 #define IN(...) ((const char *const[]){__VA_ARGS__, NULL})
 #define TOL 1e-4
@@ -938,6 +926,6 @@ int main(void) {
   case_batchnorm_ref_ops();
   test_concurrent();
   test_real_models();
-  printf("test_onednn: %d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+  printf("test_onednn: %d passed, %d failed\n", tests_passed, tests_failed);
+  return tests_failed ? 1 : 0;
 }

@@ -17,23 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "dermal/engine.h"
 #include "dermal/onnx.h"
 #include "dermal/onnxwrite.h"
-
-static int n_pass, n_fail;
-
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    if (cond) {                                                                \
-      n_pass++;                                                                \
-    } else {                                                                   \
-      n_fail++;                                                                \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                              \
-      printf(__VA_ARGS__);                                                     \
-      printf("\n");                                                            \
-    }                                                                          \
-  } while (0)
 
 /* ---------- model building ---------- */
 
@@ -632,6 +619,6 @@ int main(void) {
   test_errors();
   test_keep();
   test_writer();
-  printf("test_quant: %d passed, %d failed\n", n_pass, n_fail);
-  return n_fail ? 1 : 0;
+  printf("test_quant: %d passed, %d failed\n", tests_passed, tests_failed);
+  return tests_failed ? 1 : 0;
 }

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "engine/internal.h"
 
 /* ---------- stand-ins for graph.c ---------- */
@@ -48,20 +49,6 @@ void *dm__graph_alloc(dm_graph *g, size_t n) {
 #endif
 
 /* ---------- checks ---------- */
-
-static int n_pass, n_fail;
-
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    if (cond) {                                                                \
-      n_pass++;                                                                \
-    } else {                                                                   \
-      n_fail++;                                                                \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                              \
-      printf(__VA_ARGS__);                                                     \
-      printf("\n");                                                            \
-    }                                                                          \
-  } while (0)
 
 /* |got - exp| <= tol * (1 + |exp|) elementwise; NaN matches NaN. */
 static bool near_f(const char *what, const float *got, const float *exp,
@@ -2021,6 +2008,6 @@ int main(void) {
   test_cast();
   test_errors();
   test_backend();
-  printf("test_ref: %d passed, %d failed\n", n_pass, n_fail);
-  return n_fail ? 1 : 0;
+  printf("test_ref: %d passed, %d failed\n", tests_passed, tests_failed);
+  return tests_failed ? 1 : 0;
 }
