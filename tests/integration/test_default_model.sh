@@ -1,0 +1,109 @@
+#!/bin/bash
+# The shipped default model (models/dermal-ham10000.onnx) end to end:
+# its metadata, its accuracy on the lesion-level `val` split of
+# ../shared/data/ham10000 (must reproduce the model card's numbers, stored in
+# the file's metadata, within 0.01), Grad-CAM parity with a PyTorch
+# reference (forward/backward hooks on the same weights), top-1 agreement
+# between the full decode and the JPEG DCT-scaled decode of large photos,
+# and, when models/dermal-ham10000.int8.onnx exists, issue 6's quality bars
+# (top-1 agreement >= 99 %, balanced accuracy drop <= 1 point).
+# Skips, saying why, when the model, the data or PyTorch is absent.
+set -u
+O=${1:-build}
+cd "$(dirname "$0")/../.." || exit 2
+DERMAL=${DERMAL:-$PWD/$O/dermal}
+PY=/usr/bin/python3
+M=models/dermal-ham10000.onnx
+Q=models/dermal-ham10000.int8.onnx
+D=../shared/data/ham10000
+F=../shared/data/ham10000-fullres/images
+pass=0 fail=0 skip=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+no() { fail=$((fail + 1)); echo "FAIL $1"; }
+sk() { skip=$((skip + 1)); echo "SKIP $1"; }
+if [ ! -f "$M" ]; then
+  echo "SKIP: $M missing (make model)"; echo "test_default_model: 0 passed, 0 failed, 1 skipped"; exit 0
+fi
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+"$DERMAL" inspect "$M" --json > "$T/inspect.json" && $PY - "$T/inspect.json" <<'PYEOF' && ok "metadata complete" || no "metadata"
+import json, sys
+d = json.load(open(sys.argv[1])); m = d["metadata"]
+assert m["labels"] == "akiec,bcc,bkl,df,mel,nv,vasc", m["labels"]
+for k in ["label_names", "input_size", "resize", "mean", "std", "color", "gradcam_target",
+          "model_version", "training_data", "licence", "val_balanced_accuracy"]:
+    assert k in m, k
+assert d["inputs"][0]["shape"] == [1, 3, 224, 224] and d["unsupported_ops"] == [], d
+PYEOF
+if [ ! -f "$D/split.csv" ]; then
+  sk "$D absent: accuracy, parity and DCT checks need the data"
+else
+  awk -F, 'NR==1{print "image_id,dx"} NR>1 && $4=="val"{print $1","$3}' "$D/split.csv" > "$T/val.csv"
+  "$DERMAL" eval --model "$M" --images "$D/images" --labels "$T/val.csv" --json > "$T/eval.json" 2>/dev/null
+  $PY - "$T/eval.json" "$T/inspect.json" <<'PYEOF' && ok "val metrics reproduce the model card" || no "val metrics"
+import json, sys
+e = json.load(open(sys.argv[1])); m = json.load(open(sys.argv[2]))["metadata"]
+print("val: n=%d accuracy=%.4f balanced_accuracy=%.4f macro_f1=%.4f ece=%.4f (card: %s / %s)" % (
+    e["n"], e["accuracy"], e["balanced_accuracy"], e["macro_f1"], e["ece"],
+    m.get("val_accuracy"), m["val_balanced_accuracy"]))
+assert e["n"] == int(m.get("val_images", e["n"])) and e["skipped"] == 0, e["n"]
+assert abs(e["balanced_accuracy"] - float(m["val_balanced_accuracy"])) <= 0.01
+assert abs(e["accuracy"] - float(m["val_accuracy"])) <= 0.01
+PYEOF
+  if $PY -c 'import torch, torchvision, PIL' 2>/dev/null && [ -d "$F" ]; then
+    for img in $(ls "$F" | head -n 3); do
+      for method in gradcam gradcampp; do
+        c=$($PY tools/gradcam_reference.py --default-model "$M" --image "$F/$img" \
+              --tensor-out "$T/x.npy" --cam-out "$T/ref.npy" --method $method 2>"$T/err") ||
+          { no "reference: $(tail -1 "$T/err")"; continue; }
+        "$DERMAL" run "$M" --input "$T/x.npy" --cam "$T/cam.npy" --cam-class "$c" \
+          --cam-method $method 2>/dev/null || { no "dermal run --cam"; continue; }
+        r=$($PY -c "
+import numpy as np
+a = np.load('$T/cam.npy').ravel().astype(float); b = np.load('$T/ref.npy').ravel().astype(float)
+print(1.0 if a.std() == 0 and b.std() == 0 and np.allclose(a, b) else np.corrcoef(a, b)[0, 1])")
+        $PY -c "import sys; sys.exit(0 if float('$r') >= 0.999 else 1)" &&
+          ok "Grad-CAM parity $img $method r=$r" || no "Grad-CAM parity $img $method r=$r"
+      done
+    done
+    # large photos take the DCT-scaled JPEG path: top-1 must agree with a
+    # full decode of the same pixels (PNG)
+    $PY - "$F" "$T" <<'PYEOF'
+import os, sys
+from PIL import Image
+src, out = sys.argv[1], sys.argv[2]
+os.makedirs(out + "/big", exist_ok=True)
+for name in sorted(os.listdir(src))[:24]:
+    im = Image.open(os.path.join(src, name)).convert("RGB").resize((2400, 1800), Image.BICUBIC)
+    base = os.path.splitext(name)[0]
+    im.save(f"{out}/big/{base}.jpg", quality=95)
+    Image.open(f"{out}/big/{base}.jpg").save(f"{out}/big/{base}.png")
+PYEOF
+    "$DERMAL" predict --model "$M" --json "$T"/big/*.jpg > "$T/jpg.jsonl" 2>/dev/null
+    "$DERMAL" predict --model "$M" --json "$T"/big/*.png > "$T/png.jsonl" 2>/dev/null
+    $PY - "$T/jpg.jsonl" "$T/png.jsonl" <<'PYEOF' && ok "DCT-scaled decode agrees with full decode" || no "DCT top-1 agreement"
+import json, sys
+a = [json.loads(l)["label"] for l in open(sys.argv[1])]
+b = [json.loads(l)["label"] for l in open(sys.argv[2])]
+agree = sum(x == y for x, y in zip(a, b)) / len(a)
+print("DCT path top-1 agreement %.3f on %d images (2400x1800)" % (agree, len(a)))
+assert len(a) == len(b) >= 20 and agree >= 0.95
+PYEOF
+  else
+    sk "PyTorch or $F absent: Grad-CAM parity and DCT check"
+  fi
+  if [ -f "$Q" ]; then
+    "$DERMAL" eval --model "$M" --compare "$Q" --images "$D/images" --labels "$T/val.csv" --json \
+      > "$T/cmp.json" 2>/dev/null
+    $PY - "$T/cmp.json" <<'PYEOF' && ok "int8 quality bars" || no "int8 quality bars"
+import json, sys
+e = json.load(open(sys.argv[1])); c = e["compare"]
+print("int8: top-1 agreement %.4f, balanced accuracy %.4f vs fp32 %.4f (delta %+.4f)" % (
+    c["top1_agreement"], c["balanced_accuracy"], e["balanced_accuracy"], c["balanced_accuracy_delta"]))
+assert c["top1_agreement"] >= 0.99 and c["balanced_accuracy_delta"] >= -0.01
+PYEOF
+  else
+    sk "$Q missing: int8 quality bars"
+  fi
+fi
+echo "test_default_model: $pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ]
