@@ -24,9 +24,9 @@ OPT      := -O1 -g -fsanitize=thread
 LDOPT    := -fsanitize=thread
 endif
 WERROR   ?=
-CFLAGS   := $(STD) $(WARN) $(WERROR) $(OPT) -Iinclude -MMD -MP $(EXTRA_CFLAGS)
+CFLAGS   := $(STD) $(WARN) $(WERROR) $(OPT) -Iinclude -I/usr/include/postgresql -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS   := -ldnnl -lgomp -lturbojpeg -lspng -lwebp -ljansson -lmicrohttpd \
-            -lsqlite3 -lm -lpthread
+            -lsqlite3 -lpq -lm -lpthread
 
 LIB_SRC  := $(wildcard src/common/*.c src/onnx/*.c src/engine/*.c src/image/*.c \
               src/model/*.c src/explain/*.c src/store/*.c src/server/*.c)

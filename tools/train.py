@@ -475,9 +475,12 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "dermal-ham10000.onnx"))
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (fine-tuning epochs)")
-    ap.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head-only warmup steps")
-    ap.add_argument("--head-steps", type=int, default=100, help="first steps train the new head only")
+    ap.add_argument("--lr", type=float, default=5e-5,
+                    help="peak learning rate of the backbone (BatchNorm is folded into the TFLite "
+                         "convolutions, so Adam steps are not scale-invariant: keep them small)")
+    ap.add_argument("--head-lr", type=float, default=1e-3, help="peak learning rate of the new head")
+    ap.add_argument("--head-steps", type=int, default=-1,
+                    help="first steps train the new head only (-1: one epoch)")
     ap.add_argument("--weight-decay", type=float, default=0.02)
     ap.add_argument("--class-weight-power", type=float, default=0.75,
                     help="class weights ~ (1/frequency)^POWER (1 = fully balanced, 0 = none)")
@@ -533,10 +536,15 @@ def main():
     # 3. model, optimiser, schedule
     model = build_model().to(memory_format=torch.channels_last)
     steps = math.ceil(len(itr) / args.batch)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    if args.head_steps < 0:
+        args.head_steps = steps
+    groups = []
+    for part, lr in ((model.features, args.lr), (model.classifier, args.head_lr)):
+        groups.append({"params": [p for p in part.parameters() if p.ndim > 1],
+                       "weight_decay": args.weight_decay, "lr": lr})
+        groups.append({"params": [p for p in part.parameters() if p.ndim <= 1],
+                       "weight_decay": 0.0, "lr": lr})
+    opt = torch.optim.AdamW(groups, lr=args.lr)
     # plan["epochs"] is --epochs unless the deadline forces fewer (then the
     # cosine is re-fitted so that it still ends at the last epoch that fits)
     plan = {"epochs": args.epochs}
@@ -602,7 +610,7 @@ def main():
             loss = criterion(model.classifier(torch.flatten(model.pool(h), 1)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if head_only:
+            if head_only:                                    # constant head learning rate
                 for g in opt.param_groups:
                     g["lr"] = args.head_lr
             else:
@@ -624,7 +632,8 @@ def main():
         if improved:
             best = mv["balanced_accuracy"]
             torch.save({"model": model.state_dict(), "epoch": epoch, "val": mv}, best_path)
-        history.append({"epoch": epoch, "loss": tot / max(nb, 1), "lr_end": opt.param_groups[0]["lr"],
+        history.append({"epoch": epoch, "loss": tot / max(nb, 1),
+                        "lr_end": [g["lr"] for g in opt.param_groups[::2]],
                         "val_accuracy": mv["accuracy"],
                         "val_balanced_accuracy": mv["balanced_accuracy"], "seconds": secs,
                         "recall": {c: mv["per_class"][c]["recall"] for c in CLASSES}})

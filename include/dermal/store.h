@@ -2,10 +2,10 @@
  *
  * Backends: SQLite (WAL) through `sqlite:///relative/path` (three slashes:
  * relative to the working directory), `sqlite:////absolute/path` (four) or
- * `sqlite:///:memory:` (tests).  `postgres://` URLs are recognised and
- * refused with DM_UNSUPPORTED until the libpq backend lands (issue 4,
- * scale-out path); `none` (or an empty URL) means "no store" and is handled
- * by the caller (dm_store_url_disabled).
+ * `sqlite:///:memory:` (tests), and PostgreSQL through libpq with
+ * `postgres://` or `postgresql://` URLs (the scale-out path: replicas share
+ * one database; migrations take an advisory lock); `none` (or an empty URL)
+ * means "no store" and is handled by the caller (dm_store_url_disabled).
  *
  * Schema changes are versioned migrations, each with an up and a down step,
  * recorded in the table schema_migrations(version, name, applied_at).  Every
@@ -43,11 +43,14 @@ typedef struct dm_store_record {
   double ms_decode, ms_preprocess, ms_inference, ms_total;
 } dm_store_record;
 
+/* Copies url into out with any password replaced by "***", for logs. */
+void dm_store_url_redact(const char *url, char *out, size_t n);
+
 /* True for "", "none", "off", "false", "0" (case-insensitive): store off. */
 bool dm_store_url_disabled(const char *url);
 
-/* Opens (creating the file if needed) without migrating.  Errors: DM_ARG
- * (unrecognised URL), DM_UNSUPPORTED (postgres:// for now), DM_DB. */
+/* Opens (creating the SQLite file if needed) without migrating.  Errors:
+ * DM_ARG (unrecognised URL), DM_DB (cannot open or connect). */
 dm_err dm_store_open(const char *url, dm_store **out, dm_errbuf *eb);
 void dm_store_close(dm_store *s); /* NULL ok */
 

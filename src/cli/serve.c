@@ -246,6 +246,8 @@ int dm_cli_migrate(int argc, char **argv) {
   }
   dm_errbuf eb = {{0}};
   dm_store *s = NULL;
+  char shown[512]; /* the URL without its password, for output */
+  dm_store_url_redact(url, shown, sizeof shown);
   if (dm_store_open(url, &s, &eb)) {
     fprintf(stderr, "dermal migrate: %s\n", eb.msg);
     return 1;
@@ -253,18 +255,20 @@ int dm_cli_migrate(int argc, char **argv) {
   int before = 0, after = 0, steps = 0, rc = 0;
   if (dm_store_version(s, &before, &eb)) goto fail;
   if (status_only) {
-    printf("store: %s at schema version %d (latest %d)\n", url, before,
+    printf("store: %s at schema version %d (latest %d)\n", shown, before,
            dm_store_latest_version());
     dm_store_close(s);
     return 0;
   }
   if (dm_store_migrate(s, (int)target, &steps, &eb)) goto fail;
   if (dm_store_version(s, &after, &eb)) goto fail;
-  for (int v = before + 1; v <= after; v++)
+  /* another migrator may have run the steps while we waited for its lock:
+   * name steps only when this process ran them */
+  for (int v = before + 1; steps && v <= after; v++)
     printf("applied %d: %s\n", v, dm_store_migration_name(v));
-  for (int v = before; v > after; v--)
+  for (int v = before; steps && v > after; v--)
     printf("reverted %d: %s\n", v, dm_store_migration_name(v));
-  printf("store: %s at schema version %d (%d step%s)\n", url, after, steps,
+  printf("store: %s at schema version %d (%d step%s)\n", shown, after, steps,
          steps == 1 ? "" : "s");
   dm_store_close(s);
   return 0;

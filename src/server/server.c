@@ -1174,6 +1174,8 @@ static dm_err open_store(dm_server *s, dm_errbuf *eb) {
     dm__log(DM__LOG_INFO, "history store off (DATABASE_URL=none)");
     return DM_OK;
   }
+  char shown[512]; /* logs never carry the database password */
+  dm_store_url_redact(url, shown, sizeof shown);
   dm_err rc = dm_store_open(url, &s->store, eb);
   if (rc) return rc;
   int v = 0;
@@ -1182,21 +1184,22 @@ static dm_err open_store(dm_server *s, dm_errbuf *eb) {
   if (v == 0) {
     if ((rc = dm_store_migrate(s->store, -1, NULL, eb))) goto fail;
     dm__log(DM__LOG_INFO,
-            "history store: new database %s, migrated to version %d", url,
+            "history store: new database %s, migrated to version %d", shown,
             latest);
   } else if (v != latest) {
     /* Not ours to change behind the operator's back. */
     dm__log(DM__LOG_ERROR,
             "history store %s is at schema version %d, this binary needs %d: "
             "run `dermal migrate`; history is off until then",
-            url, v, latest);
+            shown, v, latest);
     snprintf(s->store_state, sizeof s->store_state,
              "off: schema version %d, need %d (run dermal migrate)", v, latest);
     dm_store_close(s->store);
     s->store = NULL;
     return DM_OK;
   }
-  snprintf(s->store_state, sizeof s->store_state, "sqlite");
+  snprintf(s->store_state, sizeof s->store_state, "%s",
+           strncmp(url, "postgres", 8) == 0 ? "postgresql" : "sqlite");
   return DM_OK;
 fail:
   dm_store_close(s->store);

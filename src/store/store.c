@@ -1,16 +1,20 @@
-/* store.c: prediction history in SQLite, with versioned up/down migrations.
+/* store.c: the store front end and its SQLite backend.
  *
  * Purpose: persist one row per served prediction and list them newest first
- * for GET /history; `dermal migrate` drives the migrations.
- * Invariants: every statement is sqlite3_prepare_v2 + bound parameters (no
- * SQL text is ever built from input); each migration step runs in its own
- * transaction together with its schema_migrations row, so the recorded
- * version always matches the schema; the database is opened in WAL mode with
- * synchronous=NORMAL (durable across process crashes, fast inserts).
- * Threading: one sqlite3 connection per dm_store, every public call holds
- * s->mu, so worker threads may share one handle.
- * PostgreSQL (libpq) is not implemented yet: postgres:// URLs are refused
- * with DM_UNSUPPORTED (TODO issue 4). */
+ * for GET /history; `dermal migrate` drives the versioned migrations.  The
+ * public functions of dermal/store.h live here: they pick a backend by the
+ * DATABASE_URL scheme (sqlite:/// here, postgres:// and postgresql:// in
+ * pg.c), check arguments, hold the handle's mutex and call the backend's
+ * operation table (internal.h).  The JSON of GET /history is built here from
+ * backend rows, so both backends answer byte-for-byte alike.
+ * Invariants (SQLite): every statement is sqlite3_prepare_v2 + bound
+ * parameters (no SQL text is ever built from input); each migration step
+ * runs in its own transaction together with its schema_migrations row, so
+ * the recorded version always matches the schema; the database is opened in
+ * WAL mode with synchronous=NORMAL (durable across process crashes, fast
+ * inserts).
+ * Threading: one connection per dm_store; every public call holds s->mu, so
+ * worker threads may share one handle. */
 #include "dermal/store.h"
 
 #include <jansson.h>
@@ -22,22 +26,25 @@
 #include <strings.h>
 #include <time.h>
 
-struct dm_store {
-  sqlite3 *db;
-  pthread_mutex_t mu;
-  sqlite3_stmt *ins; /* cached insert, prepared once the table exists */
+#include "internal.h"
+
+/* ------------------------------------------------------------------------ */
+/* migrations: names shared by the backends, SQLite DDL here                 */
+
+/* Append-only: never edit a released step, add a new one (in every
+ * backend: pg.c has the PostgreSQL DDL of the same steps). */
+const char *const dm__store_migration_names[DM__STORE_N_MIGRATIONS] = {
+    "create predictions",
+    "image format and stored image path",
 };
 
 typedef struct migration {
-  const char *name;
   const char *up; /* may hold several statements */
   const char *down;
 } migration;
 
-/* Append-only: never edit a released step, add a new one. */
-static const migration MIGRATIONS[] = {
-    {"create predictions",
-     "CREATE TABLE predictions ("
+static const migration SQLITE_MIGRATIONS[] = {
+    {"CREATE TABLE predictions ("
      " id INTEGER PRIMARY KEY AUTOINCREMENT,"
      " created_ms INTEGER NOT NULL,"
      " request_id TEXT NOT NULL,"
@@ -50,20 +57,23 @@ static const migration MIGRATIONS[] = {
      " ms_decode REAL, ms_preprocess REAL, ms_inference REAL, ms_total REAL);"
      "CREATE INDEX predictions_created ON predictions(created_ms);",
      "DROP INDEX predictions_created; DROP TABLE predictions;"},
-    {"image format and stored image path",
-     "ALTER TABLE predictions ADD COLUMN image_format TEXT;"
+    {"ALTER TABLE predictions ADD COLUMN image_format TEXT;"
      "ALTER TABLE predictions ADD COLUMN image_path TEXT;"
      "CREATE INDEX predictions_image ON predictions(image_sha256);",
      "DROP INDEX predictions_image;"
      "ALTER TABLE predictions DROP COLUMN image_path;"
      "ALTER TABLE predictions DROP COLUMN image_format;"},
 };
-#define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
+_Static_assert(sizeof SQLITE_MIGRATIONS / sizeof SQLITE_MIGRATIONS[0] ==
+                   DM__STORE_N_MIGRATIONS,
+               "one SQLite step per migration");
 
-int dm_store_latest_version(void) { return N_MIGRATIONS; }
+int dm_store_latest_version(void) { return DM__STORE_N_MIGRATIONS; }
 
 const char *dm_store_migration_name(int v) {
-  return v >= 1 && v <= N_MIGRATIONS ? MIGRATIONS[v - 1].name : NULL;
+  return v >= 1 && v <= DM__STORE_N_MIGRATIONS
+             ? dm__store_migration_names[v - 1]
+             : NULL;
 }
 
 bool dm_store_url_disabled(const char *url) {
@@ -74,161 +84,116 @@ bool dm_store_url_disabled(const char *url) {
   return false;
 }
 
-static dm_err db_err(dm_store *s, dm_errbuf *eb, const char *what) {
-  return dm_errf(eb, DM_DB, "sqlite: %s: %s", what, sqlite3_errmsg(s->db));
-}
-
-static int64_t now_unix_ms(void) {
+int64_t dm__store_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* ------------------------------------------------------------------------ */
+/* SQLite backend                                                            */
+
+typedef struct sq_store {
+  dm_store base; /* first: dm_store * <-> sq_store * */
+  sqlite3 *db;
+  sqlite3_stmt *ins; /* cached insert, prepared once the table exists */
+} sq_store;
+
+static sq_store *sq(dm_store *s) { return (sq_store *)s; }
+
+static dm_err db_err(sq_store *q, dm_errbuf *eb, const char *what) {
+  return dm_errf(eb, DM_DB, "sqlite: %s: %s", what, sqlite3_errmsg(q->db));
+}
+
 /* Runs a fixed (compile-time) SQL script.  Never called with input text. */
-static dm_err exec_script(dm_store *s, const char *sql, dm_errbuf *eb) {
+static dm_err exec_script(sq_store *q, const char *sql, dm_errbuf *eb) {
   char *msg = NULL;
-  if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-    dm_errf(eb, DM_DB, "sqlite: %s", msg ? msg : sqlite3_errmsg(s->db));
+  if (sqlite3_exec(q->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    dm_errf(eb, DM_DB, "sqlite: %s", msg ? msg : sqlite3_errmsg(q->db));
     sqlite3_free(msg);
     return DM_DB;
   }
   return DM_OK;
 }
 
-dm_err dm_store_open(const char *url, dm_store **out, dm_errbuf *eb) {
-  if (!url || !out) return dm_errf(eb, DM_ARG, "store: no URL");
-  const char *path = NULL;
-  if (!strncmp(url, "sqlite:///", 10))
-    path = url + 10; /* "sqlite:////abs" leaves "/abs" */
-  else if (!strncmp(url, "postgres://", 11) ||
-           !strncmp(url, "postgresql://", 13))
-    return dm_errf(eb, DM_UNSUPPORTED,
-                   "store: PostgreSQL is not implemented yet (use "
-                   "sqlite:///path or DATABASE_URL=none)");
-  else
-    return dm_errf(eb, DM_ARG,
-                   "store: DATABASE_URL must be sqlite:///relative, "
-                   "sqlite:////absolute or none, got '%.80s'",
-                   url);
-  if (!*path) return dm_errf(eb, DM_ARG, "store: empty sqlite path");
-
-  dm_store *s = calloc(1, sizeof *s);
-  if (!s) return dm_errf(eb, DM_NOMEM, "store: out of memory");
-  pthread_mutex_init(&s->mu, NULL);
-  int flags =
-      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
-  if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
-    dm_err rc = s->db ? db_err(s, eb, path)
-                      : dm_errf(eb, DM_NOMEM, "sqlite: out of memory");
-    dm_store_close(s);
-    return rc;
-  }
-  sqlite3_busy_timeout(s->db, 5000);
-  sqlite3_extended_result_codes(s->db, 1);
-  dm_err rc = exec_script(s,
-                          "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                          "PRAGMA foreign_keys=ON;"
-                          "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                          " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-                          " applied_ms INTEGER NOT NULL);",
-                          eb);
-  if (rc) {
-    dm_store_close(s);
-    return rc;
-  }
-  *out = s;
-  return DM_OK;
+static void sq_close(dm_store *s) {
+  sq_store *q = sq(s);
+  sqlite3_finalize(q->ins);
+  sqlite3_close(q->db);
+  free(q);
 }
 
-void dm_store_close(dm_store *s) {
-  if (!s) return;
-  sqlite3_finalize(s->ins);
-  sqlite3_close(s->db);
-  pthread_mutex_destroy(&s->mu);
-  free(s);
-}
-
-static dm_err version_locked(dm_store *s, int *out, dm_errbuf *eb) {
+static dm_err sq_version(dm_store *s, int *out, dm_errbuf *eb) {
+  sq_store *q = sq(s);
   sqlite3_stmt *st = NULL;
   if (sqlite3_prepare_v2(
-          s->db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1,
+          q->db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1,
           &st, NULL) != SQLITE_OK)
-    return db_err(s, eb, "read version");
+    return db_err(q, eb, "read version");
   dm_err rc = DM_OK;
   if (sqlite3_step(st) == SQLITE_ROW)
     *out = sqlite3_column_int(st, 0);
   else
-    rc = db_err(s, eb, "read version");
+    rc = db_err(q, eb, "read version");
   sqlite3_finalize(st);
-  return rc;
-}
-
-dm_err dm_store_version(dm_store *s, int *out, dm_errbuf *eb) {
-  pthread_mutex_lock(&s->mu);
-  dm_err rc = version_locked(s, out, eb);
-  pthread_mutex_unlock(&s->mu);
   return rc;
 }
 
 /* One step up (to v) or down (from v), with its bookkeeping row. */
-static dm_err step(dm_store *s, int v, bool up, dm_errbuf *eb) {
-  dm_err rc = exec_script(s, "BEGIN IMMEDIATE", eb);
+static dm_err sq_step(sq_store *q, int v, bool up, dm_errbuf *eb) {
+  dm_err rc = exec_script(q, "BEGIN IMMEDIATE", eb);
   if (rc) return rc;
-  const migration *m = &MIGRATIONS[v - 1];
+  const migration *m = &SQLITE_MIGRATIONS[v - 1];
   sqlite3_stmt *st = NULL;
-  if ((rc = exec_script(s, up ? m->up : m->down, eb))) goto fail;
+  if ((rc = exec_script(q, up ? m->up : m->down, eb))) goto fail;
   const char *sql = up ? "INSERT INTO schema_migrations(version, name, "
                          "applied_ms) VALUES (?1, ?2, ?3)"
                        : "DELETE FROM schema_migrations WHERE version = ?1";
-  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-    rc = db_err(s, eb, "migration bookkeeping");
+  if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK) {
+    rc = db_err(q, eb, "migration bookkeeping");
     goto fail;
   }
   sqlite3_bind_int(st, 1, v);
   if (up) {
-    sqlite3_bind_text(st, 2, m->name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, now_unix_ms());
+    sqlite3_bind_text(st, 2, dm__store_migration_names[v - 1], -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, dm__store_now_ms());
   }
   if (sqlite3_step(st) != SQLITE_DONE) {
-    rc = db_err(s, eb, "migration bookkeeping");
+    rc = db_err(q, eb, "migration bookkeeping");
     goto fail;
   }
   sqlite3_finalize(st);
-  return exec_script(s, "COMMIT", eb);
+  return exec_script(q, "COMMIT", eb);
 fail:
   sqlite3_finalize(st);
   {
     char *msg = NULL;
-    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, &msg);
+    sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, &msg);
     sqlite3_free(msg);
   }
   return rc;
 }
 
-dm_err dm_store_migrate(dm_store *s, int target, int *applied, dm_errbuf *eb) {
-  if (target < 0) target = N_MIGRATIONS;
-  if (target > N_MIGRATIONS)
-    return dm_errf(eb, DM_RANGE, "store: target version %d > latest %d", target,
-                   N_MIGRATIONS);
-  pthread_mutex_lock(&s->mu);
+static dm_err sq_migrate(dm_store *s, int target, int *applied, dm_errbuf *eb) {
+  sq_store *q = sq(s);
   int cur = 0, n = 0;
-  dm_err rc = version_locked(s, &cur, eb);
-  if (!rc && cur > N_MIGRATIONS)
+  dm_err rc = sq_version(s, &cur, eb);
+  if (!rc && cur > DM__STORE_N_MIGRATIONS)
     rc = dm_errf(eb, DM_UNSUPPORTED,
                  "store: database schema version %d is newer than this "
                  "binary's %d",
-                 cur, N_MIGRATIONS);
+                 cur, DM__STORE_N_MIGRATIONS);
   /* The cached insert refers to the old schema. */
-  sqlite3_finalize(s->ins);
-  s->ins = NULL;
+  sqlite3_finalize(q->ins);
+  q->ins = NULL;
   while (!rc && cur < target) {
-    if (!(rc = step(s, cur + 1, true, eb))) cur++, n++;
+    if (!(rc = sq_step(q, cur + 1, true, eb))) cur++, n++;
   }
   while (!rc && cur > target) {
-    if (!(rc = step(s, cur, false, eb))) cur--, n++;
+    if (!(rc = sq_step(q, cur, false, eb))) cur--, n++;
   }
-  pthread_mutex_unlock(&s->mu);
-  if (applied) *applied = n;
+  *applied = n;
   return rc;
 }
 
@@ -239,28 +204,23 @@ static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v) {
     sqlite3_bind_null(st, i);
 }
 
-dm_err dm_store_insert(dm_store *s, dm_store_record *r, dm_errbuf *eb) {
-  if (!r->request_id || !r->image_sha256 || !r->label)
-    return dm_errf(eb, DM_ARG, "store: record without request_id/sha256/label");
-  dm_err rc = DM_OK;
-  pthread_mutex_lock(&s->mu);
-  if (!s->ins &&
+static dm_err sq_insert(dm_store *s, dm_store_record *r, dm_errbuf *eb) {
+  sq_store *q = sq(s);
+  if (!q->ins &&
       sqlite3_prepare_v2(
-          s->db,
+          q->db,
           "INSERT INTO predictions(created_ms, request_id, image_sha256, "
           "image_bytes, image_width, image_height, model_name, model_version, "
           "model_sha256, label, probability, probabilities, ms_decode, "
           "ms_preprocess, ms_inference, ms_total, image_format, image_path) "
           "VALUES "
           "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
-          -1, &s->ins, NULL) != SQLITE_OK) {
-    rc = db_err(s, eb,
-                "prepare insert (database not migrated? run `dermal migrate`)");
-    goto out;
-  }
-  sqlite3_stmt *st = s->ins;
-  sqlite3_bind_int64(st, 1,
-                     r->created_unix_ms ? r->created_unix_ms : now_unix_ms());
+          -1, &q->ins, NULL) != SQLITE_OK)
+    return db_err(
+        q, eb, "prepare insert (database not migrated? run `dermal migrate`)");
+  sqlite3_stmt *st = q->ins;
+  dm_err rc = DM_OK;
+  sqlite3_bind_int64(st, 1, r->created_unix_ms);
   sqlite3_bind_text(st, 2, r->request_id, -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(st, 3, r->image_sha256, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(st, 4, r->image_bytes);
@@ -279,40 +239,252 @@ dm_err dm_store_insert(dm_store *s, dm_store_record *r, dm_errbuf *eb) {
   bind_text_or_null(st, 17, r->image_format);
   bind_text_or_null(st, 18, r->image_path);
   if (sqlite3_step(st) != SQLITE_DONE)
-    rc = db_err(s, eb, "insert");
+    rc = db_err(q, eb, "insert");
   else
-    r->id = sqlite3_last_insert_rowid(s->db);
+    r->id = sqlite3_last_insert_rowid(q->db);
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
-out:
-  pthread_mutex_unlock(&s->mu);
   return rc;
 }
 
-static dm_err count_locked(dm_store *s, int64_t *out, dm_errbuf *eb) {
+static dm_err sq_count(dm_store *s, int64_t *out, dm_errbuf *eb) {
+  sq_store *q = sq(s);
   sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(s->db, "SELECT COUNT(*) FROM predictions", -1, &st,
+  if (sqlite3_prepare_v2(q->db, "SELECT COUNT(*) FROM predictions", -1, &st,
                          NULL) != SQLITE_OK)
-    return db_err(s, eb, "count");
+    return db_err(q, eb, "count");
   dm_err rc = DM_OK;
   if (sqlite3_step(st) == SQLITE_ROW)
     *out = sqlite3_column_int64(st, 0);
   else
-    rc = db_err(s, eb, "count");
+    rc = db_err(q, eb, "count");
   sqlite3_finalize(st);
   return rc;
 }
 
-dm_err dm_store_count(dm_store *s, int64_t *out, dm_errbuf *eb) {
-  pthread_mutex_lock(&s->mu);
-  dm_err rc = count_locked(s, out, eb);
-  pthread_mutex_unlock(&s->mu);
+static const char *col_text(sqlite3_stmt *st, int i) {
+  return (const char *)sqlite3_column_text(st, i);
+}
+
+static dm_err sq_list(dm_store *s, int64_t before_id, int limit,
+                      dm__store_emit emit, void *ctx, dm_errbuf *eb) {
+  sq_store *q = sq(s);
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(
+          q->db,
+          "SELECT id, created_ms, request_id, image_sha256, image_bytes, "
+          "image_width, image_height, image_format, model_name, model_version, "
+          "model_sha256, label, probability, probabilities, ms_decode, "
+          "ms_preprocess, ms_inference, ms_total FROM predictions "
+          "WHERE ?1 <= 0 OR id < ?1 ORDER BY id DESC LIMIT ?2",
+          -1, &st, NULL) != SQLITE_OK)
+    return db_err(q, eb, "list");
+  sqlite3_bind_int64(st, 1, before_id);
+  sqlite3_bind_int(st, 2, limit);
+  dm_err rc = DM_OK;
+  int r;
+  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+    dm__store_row row = {
+        .id = sqlite3_column_int64(st, 0),
+        .created_ms = sqlite3_column_int64(st, 1),
+        .request_id = col_text(st, 2),
+        .image_sha256 = col_text(st, 3),
+        .image_bytes = sqlite3_column_int64(st, 4),
+        .image_width = sqlite3_column_int(st, 5),
+        .image_height = sqlite3_column_int(st, 6),
+        .image_format = col_text(st, 7),
+        .model_name = col_text(st, 8),
+        .model_version = col_text(st, 9),
+        .model_sha256 = col_text(st, 10),
+        .label = col_text(st, 11),
+        .probability = sqlite3_column_double(st, 12),
+        .probabilities = col_text(st, 13),
+        .ms_decode = sqlite3_column_double(st, 14),
+        .ms_preprocess = sqlite3_column_double(st, 15),
+        .ms_inference = sqlite3_column_double(st, 16),
+        .ms_total = sqlite3_column_double(st, 17),
+    };
+    if ((rc = emit(ctx, &row, eb))) break;
+  }
+  if (!rc && r != SQLITE_DONE) rc = db_err(q, eb, "list");
+  sqlite3_finalize(st);
   return rc;
 }
 
-static json_t *col_text(sqlite3_stmt *st, int i) {
-  const unsigned char *t = sqlite3_column_text(st, i);
-  return t ? json_string((const char *)t) : json_null();
+static const dm__store_ops SQLITE_OPS = {
+    .name = "sqlite",
+    .version = sq_version,
+    .migrate = sq_migrate,
+    .insert = sq_insert,
+    .count = sq_count,
+    .list = sq_list,
+    .close = sq_close,
+};
+
+static dm_err sq_open(const char *path, dm_store **out, dm_errbuf *eb) {
+  sq_store *q = calloc(1, sizeof *q);
+  if (!q) return dm_errf(eb, DM_NOMEM, "store: out of memory");
+  q->base.ops = &SQLITE_OPS;
+  int flags =
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
+  dm_err rc;
+  if (sqlite3_open_v2(path, &q->db, flags, NULL) != SQLITE_OK) {
+    rc = q->db ? db_err(q, eb, path)
+               : dm_errf(eb, DM_NOMEM, "sqlite: out of memory");
+    goto fail;
+  }
+  sqlite3_busy_timeout(q->db, 5000);
+  sqlite3_extended_result_codes(q->db, 1);
+  rc = exec_script(q,
+                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                   "PRAGMA foreign_keys=ON;"
+                   "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                   " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                   " applied_ms INTEGER NOT NULL);",
+                   eb);
+  if (rc) goto fail;
+  *out = &q->base;
+  return DM_OK;
+fail:
+  sq_close(&q->base);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* public functions                                                          */
+
+dm_err dm_store_open(const char *url, dm_store **out, dm_errbuf *eb) {
+  if (!url || !out) return dm_errf(eb, DM_ARG, "store: no URL");
+  dm_store *s = NULL;
+  dm_err rc;
+  if (!strncmp(url, "sqlite:///", 10)) {
+    const char *path = url + 10; /* "sqlite:////abs" leaves "/abs" */
+    if (!*path) return dm_errf(eb, DM_ARG, "store: empty sqlite path");
+    rc = sq_open(path, &s, eb);
+  } else if (!strncmp(url, "postgres://", 11) ||
+             !strncmp(url, "postgresql://", 13)) {
+    rc = dm__store_pg_open(url, &s, eb);
+  } else {
+    /* The URL may carry a password: show its scheme only. */
+    const char *colon = strchr(url, ':');
+    int n = colon ? (int)(colon - url) : (int)strlen(url);
+    return dm_errf(eb, DM_ARG,
+                   "store: DATABASE_URL must be sqlite:///relative, "
+                   "sqlite:////absolute, postgres://... or none, got "
+                   "scheme '%.*s'",
+                   n > 40 ? 40 : n, url);
+  }
+  if (rc) return rc;
+  if (pthread_mutex_init(&s->mu, NULL)) {
+    s->ops->close(s);
+    return dm_errf(eb, DM_NOMEM, "store: cannot create mutex");
+  }
+  *out = s;
+  return DM_OK;
+}
+
+void dm_store_close(dm_store *s) {
+  if (!s) return;
+  pthread_mutex_destroy(&s->mu);
+  s->ops->close(s);
+}
+
+dm_err dm_store_version(dm_store *s, int *out, dm_errbuf *eb) {
+  int v = 0;
+  pthread_mutex_lock(&s->mu);
+  dm_err rc = s->ops->version(s, &v, eb);
+  pthread_mutex_unlock(&s->mu);
+  if (!rc) *out = v;
+  return rc;
+}
+
+dm_err dm_store_migrate(dm_store *s, int target, int *applied, dm_errbuf *eb) {
+  if (target < 0) target = DM__STORE_N_MIGRATIONS;
+  if (target > DM__STORE_N_MIGRATIONS)
+    return dm_errf(eb, DM_RANGE, "store: target version %d > latest %d", target,
+                   DM__STORE_N_MIGRATIONS);
+  int n = 0;
+  pthread_mutex_lock(&s->mu);
+  dm_err rc = s->ops->migrate(s, target, &n, eb);
+  pthread_mutex_unlock(&s->mu);
+  if (applied) *applied = n;
+  return rc;
+}
+
+dm_err dm_store_insert(dm_store *s, dm_store_record *r, dm_errbuf *eb) {
+  if (!r->request_id || !r->image_sha256 || !r->label)
+    return dm_errf(eb, DM_ARG, "store: record without request_id/sha256/label");
+  /* The backend sees the time actually stored; the caller's record keeps
+   * its 0 ("now"). */
+  dm_store_record rec = *r;
+  if (!rec.created_unix_ms) rec.created_unix_ms = dm__store_now_ms();
+  pthread_mutex_lock(&s->mu);
+  dm_err rc = s->ops->insert(s, &rec, eb);
+  pthread_mutex_unlock(&s->mu);
+  if (!rc) r->id = rec.id;
+  return rc;
+}
+
+dm_err dm_store_count(dm_store *s, int64_t *out, dm_errbuf *eb) {
+  int64_t n = 0;
+  pthread_mutex_lock(&s->mu);
+  dm_err rc = s->ops->count(s, &n, eb);
+  pthread_mutex_unlock(&s->mu);
+  if (!rc) *out = n;
+  return rc;
+}
+
+static json_t *str_or_null(const char *t) {
+  return t ? json_string(t) : json_null();
+}
+
+typedef struct list_ctx {
+  json_t *items;
+  int limit, n;
+  bool more;
+  int64_t last_id;
+} list_ctx;
+
+static dm_err emit_row(void *arg, const dm__store_row *row, dm_errbuf *eb) {
+  list_ctx *c = arg;
+  /* The backend is asked for one row more than the page: its presence
+   * tells whether a next page exists. */
+  if (c->n == c->limit) {
+    c->more = true;
+    return DM_OK;
+  }
+  json_t *o = json_object();
+  if (!o) return dm_errf(eb, DM_NOMEM, "store: out of memory");
+  c->last_id = row->id;
+  json_object_set_new(o, "id", json_integer(row->id));
+  json_object_set_new(o, "created_ms", json_integer(row->created_ms));
+  json_object_set_new(o, "request_id", str_or_null(row->request_id));
+  json_object_set_new(o, "image_sha256", str_or_null(row->image_sha256));
+  json_object_set_new(o, "image_bytes", json_integer(row->image_bytes));
+  json_object_set_new(o, "image_width", json_integer(row->image_width));
+  json_object_set_new(o, "image_height", json_integer(row->image_height));
+  json_object_set_new(o, "image_format", str_or_null(row->image_format));
+  json_object_set_new(o, "model_name", str_or_null(row->model_name));
+  json_object_set_new(o, "model_version", str_or_null(row->model_version));
+  json_object_set_new(o, "model_sha256", str_or_null(row->model_sha256));
+  json_object_set_new(o, "label", str_or_null(row->label));
+  json_object_set_new(o, "probability", json_real(row->probability));
+  /* Stored by us as a JSON object; a row that does not parse (edited by
+   * hand) is shown as null rather than failing the page. */
+  json_t *probs =
+      row->probabilities ? json_loads(row->probabilities, 0, NULL) : NULL;
+  json_object_set_new(o, "probabilities", probs ? probs : json_null());
+  json_t *ms = json_object();
+  if (ms) {
+    json_object_set_new(ms, "decode", json_real(row->ms_decode));
+    json_object_set_new(ms, "preprocess", json_real(row->ms_preprocess));
+    json_object_set_new(ms, "inference", json_real(row->ms_inference));
+    json_object_set_new(ms, "total", json_real(row->ms_total));
+    json_object_set_new(o, "ms", ms);
+  }
+  json_array_append_new(c->items, o);
+  c->n++;
+  return DM_OK;
 }
 
 dm_err dm_store_list_json(dm_store *s, int64_t before_id, int limit,
@@ -320,88 +492,21 @@ dm_err dm_store_list_json(dm_store *s, int64_t before_id, int limit,
   if (limit < 1 || limit > 1000)
     return dm_errf(eb, DM_RANGE, "store: limit %d not in 1..1000", limit);
   dm_err rc = DM_OK;
-  sqlite3_stmt *st = NULL;
-  json_t *root = json_object(), *items = json_array();
-  if (!root || !items) {
+  list_ctx c = {.items = json_array(), .limit = limit};
+  json_t *root = json_object();
+  if (!root || !c.items) {
     rc = dm_errf(eb, DM_NOMEM, "store: out of memory");
-    goto out_unlocked;
+    goto out;
   }
-  pthread_mutex_lock(&s->mu);
   int64_t total = 0;
-  if ((rc = count_locked(s, &total, eb))) goto out;
-  /* One row more than asked tells whether a next page exists. */
-  if (sqlite3_prepare_v2(
-          s->db,
-          "SELECT id, created_ms, request_id, image_sha256, image_bytes, "
-          "image_width, image_height, image_format, model_name, model_version, "
-          "model_sha256, label, probability, probabilities, ms_decode, "
-          "ms_preprocess, ms_inference, ms_total FROM predictions "
-          "WHERE ?1 <= 0 OR id < ?1 ORDER BY id DESC LIMIT ?2",
-          -1, &st, NULL) != SQLITE_OK) {
-    rc = db_err(s, eb, "list");
-    goto out;
-  }
-  sqlite3_bind_int64(st, 1, before_id);
-  sqlite3_bind_int(st, 2, limit + 1);
-  int n = 0, r;
-  int64_t last_id = 0;
-  bool more = false;
-  while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-    if (n == limit) {
-      more = true;
-      break;
-    }
-    json_t *o = json_object();
-    if (!o) {
-      rc = dm_errf(eb, DM_NOMEM, "store: out of memory");
-      goto out;
-    }
-    last_id = sqlite3_column_int64(st, 0);
-    json_object_set_new(o, "id", json_integer(last_id));
-    json_object_set_new(o, "created_ms",
-                        json_integer(sqlite3_column_int64(st, 1)));
-    json_object_set_new(o, "request_id", col_text(st, 2));
-    json_object_set_new(o, "image_sha256", col_text(st, 3));
-    json_object_set_new(o, "image_bytes",
-                        json_integer(sqlite3_column_int64(st, 4)));
-    json_object_set_new(o, "image_width",
-                        json_integer(sqlite3_column_int(st, 5)));
-    json_object_set_new(o, "image_height",
-                        json_integer(sqlite3_column_int(st, 6)));
-    json_object_set_new(o, "image_format", col_text(st, 7));
-    json_object_set_new(o, "model_name", col_text(st, 8));
-    json_object_set_new(o, "model_version", col_text(st, 9));
-    json_object_set_new(o, "model_sha256", col_text(st, 10));
-    json_object_set_new(o, "label", col_text(st, 11));
-    json_object_set_new(o, "probability",
-                        json_real(sqlite3_column_double(st, 12)));
-    /* Stored by us as a JSON object; a row that does not parse (edited by
-     * hand) is shown as null rather than failing the page. */
-    const unsigned char *pj = sqlite3_column_text(st, 13);
-    json_t *probs = pj ? json_loads((const char *)pj, 0, NULL) : NULL;
-    json_object_set_new(o, "probabilities", probs ? probs : json_null());
-    json_t *ms = json_object();
-    if (ms) {
-      json_object_set_new(ms, "decode",
-                          json_real(sqlite3_column_double(st, 14)));
-      json_object_set_new(ms, "preprocess",
-                          json_real(sqlite3_column_double(st, 15)));
-      json_object_set_new(ms, "inference",
-                          json_real(sqlite3_column_double(st, 16)));
-      json_object_set_new(ms, "total",
-                          json_real(sqlite3_column_double(st, 17)));
-      json_object_set_new(o, "ms", ms);
-    }
-    json_array_append_new(items, o);
-    n++;
-  }
-  if (r != SQLITE_ROW && r != SQLITE_DONE) {
-    rc = db_err(s, eb, "list");
-    goto out;
-  }
-  json_object_set(root, "items", items);
+  pthread_mutex_lock(&s->mu);
+  rc = s->ops->count(s, &total, eb);
+  if (!rc) rc = s->ops->list(s, before_id, limit + 1, emit_row, &c, eb);
+  pthread_mutex_unlock(&s->mu);
+  if (rc) goto out;
+  json_object_set(root, "items", c.items);
   json_object_set_new(root, "next_before",
-                      more ? json_integer(last_id) : json_null());
+                      c.more ? json_integer(c.last_id) : json_null());
   json_object_set_new(root, "total", json_integer(total));
   char *txt = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(7));
   if (!txt)
@@ -409,10 +514,19 @@ dm_err dm_store_list_json(dm_store *s, int64_t before_id, int limit,
   else
     *json_out = txt;
 out:
-  sqlite3_finalize(st);
-  pthread_mutex_unlock(&s->mu);
-out_unlocked:
-  json_decref(items);
+  json_decref(c.items);
   json_decref(root);
   return rc;
+}
+
+void dm_store_url_redact(const char *url, char *out, size_t n) {
+  /* scheme://user:password@host...: blank what lies between ':' and '@' */
+  const char *auth = strstr(url, "://");
+  const char *at = auth ? strchr(auth + 3, '@') : NULL;
+  const char *colon = auth ? strchr(auth + 3, ':') : NULL;
+  if (!at || !colon || colon > at) {
+    snprintf(out, n, "%s", url);
+    return;
+  }
+  snprintf(out, n, "%.*s:***%s", (int)(colon - url), url, at);
 }

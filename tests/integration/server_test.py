@@ -543,7 +543,7 @@ rc, out = run(["serve", "--port", "nope"])
 check(rc == 2, "serve --port nope -> usage error", (rc, out))
 env2 = dict(env, DATABASE_URL="postgres://localhost/x")
 p = subprocess.run([DERMAL, "migrate"], env=env2, capture_output=True, timeout=10 * SLOW)
-check(p.returncode == 1 and b"PostgreSQL" in p.stderr, "postgres:// refused clearly (not yet)", p.stderr)
+check(p.returncode == 1 and b"PostgreSQL" in p.stderr, "unreachable postgres:// -> clear error, exit 1", p.stderr)
 
 print("test_server: %d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)

@@ -13,8 +13,8 @@ O=${1:-build}
 cd "$(dirname "$0")/../.." || exit 2
 DERMAL=${DERMAL:-$PWD/$O/dermal}
 PY=/usr/bin/python3
-M=models/dermal-ham10000.onnx
-Q=models/dermal-ham10000.int8.onnx
+M=${DEFAULT_MODEL:-models/dermal-ham10000.onnx}
+Q=${DEFAULT_MODEL_INT8:-models/dermal-ham10000.int8.onnx}
 D=../shared/data/ham10000
 F=../shared/data/ham10000-fullres/images
 pass=0 fail=0 skip=0
@@ -37,7 +37,7 @@ PYEOF
 if [ ! -f "$D/split.csv" ]; then
   sk "$D absent: accuracy, parity and DCT checks need the data"
 else
-  awk -F, 'NR==1{print "image_id,dx"} NR>1 && $4=="val"{print $1","$3}' "$D/split.csv" > "$T/val.csv"
+  tr -d '\r' < "$D/split.csv" | awk -F, 'NR==1{print "image_id,dx"} NR>1 && $4=="val"{print $1","$3}' > "$T/val.csv"
   "$DERMAL" eval --model "$M" --images "$D/images" --labels "$T/val.csv" --json > "$T/eval.json" 2>/dev/null
   $PY - "$T/eval.json" "$T/inspect.json" <<'PYEOF' && ok "val metrics reproduce the model card" || no "val metrics"
 import json, sys
