@@ -134,6 +134,13 @@ dm_err dm_session_run_cam(dm_session *s, const dm_tensor *inputs,
 /* Name of the Grad-CAM target ("" when the engine was built without cam). */
 const char *dm_engine_cam_target(const dm_engine *e);
 
+/* Resolves the Grad-CAM target of m (by name, or automatically when target
+ * is NULL) and checks the ops after it, without building an engine: shape
+ * inference and folding only, no backend, no weight reorders.  For
+ * `dermal inspect`.  Writes the tensor name into out. */
+dm_err dm_engine_cam_preview(const dm_onnx_model *m, const char *target,
+                             char *out, size_t n, dm_errbuf *eb);
+
 /* Op types the engine runs (default domain), for the conformance runner and
  * `dermal inspect`.  NULL-terminated static list. */
 const char *const *dm_engine_supported_ops(void);

@@ -258,8 +258,9 @@ out:
 static const char inspect_help[] =
     "usage: dermal inspect MODEL [--json]\n"
     "  Parses the ONNX file (builds no engine) and prints its inputs and\n"
-    "  outputs, op histogram, parameter count and bytes, metadata_props and\n"
-    "  the ops the engine does not support.\n";
+    "  outputs, op histogram, parameter count and bytes, metadata_props, the\n"
+    "  Grad-CAM target (metadata or automatic) and the ops the engine does\n"
+    "  not support.\n";
 
 static bool op_supported(const char *op) {
   for (const char *const *s = dm_engine_supported_ops(); *s; s++)
@@ -317,6 +318,11 @@ static int cmd_inspect(int argc, char **argv) {
     }
     h[k].count++;
   }
+  /* the Grad-CAM target, resolved on the graph (no engine is built) */
+  const char *meta_target = dm_onnx_meta(m, "gradcam_target");
+  char cam[256] = "";
+  dm_errbuf ceb = {{0}};
+  dm_err cam_rc = dm_engine_cam_preview(m, meta_target, cam, sizeof cam, &ceb);
   int64_t params = 0;
   size_t bytes = 0;
   for (size_t i = 0; i < g->n_initializers; i++) {
@@ -367,7 +373,13 @@ static int cmd_inspect(int argc, char **argv) {
       fputc(':', f);
       dm_cli_json_str(f, m->metadata[i].value);
     }
-    fprintf(f, "},\"unsupported_ops\":[");
+    fprintf(f, "},\"gradcam_target\":");
+    if (cam_rc)
+      fprintf(f, "null");
+    else
+      dm_cli_json_str(f, cam);
+    fprintf(f, ",\"gradcam_target_source\":\"%s\",\"unsupported_ops\":[",
+            meta_target ? "metadata" : "automatic");
     size_t nu = 0;
     for (size_t k = 0; k < nh; k++)
       if ((h[k].domain[0] && strcmp(h[k].domain, "ai.onnx")) ||
@@ -400,6 +412,11 @@ static int cmd_inspect(int argc, char **argv) {
     }
     fprintf(f, "parameters %lld (%.1f MB)\n", (long long)params,
             (double)bytes / 1e6);
+    if (cam_rc)
+      fprintf(f, "gradcam    unavailable: %s\n", ceb.msg);
+    else
+      fprintf(f, "gradcam    %s (%s)\n", cam,
+              meta_target ? "from metadata" : "chosen automatically");
     fprintf(f, "nodes      %zu\n", g->n_nodes);
     for (size_t k = 0; k < nh; k++)
       fprintf(f, "  %-24s %d%s\n", h[k].op, h[k].count,

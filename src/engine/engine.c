@@ -284,3 +284,13 @@ dm_err dm_session_run_cam(dm_session *s, const dm_tensor *inputs,
   out->gradient = s->cam_grad;
   return DM_OK;
 }
+
+dm_err dm_engine_cam_preview(const dm_onnx_model *m, const char *target,
+                             char *out, size_t n, dm_errbuf *eb) {
+  dm_graph *g = NULL;
+  dm_graph_opts go = {.fuse = false, .cam = true, .cam_target = target};
+  dm_err rc = dm__graph_build(m, &go, &g, eb);
+  if (!rc) snprintf(out, n, "%s", g->values[g->cam_target].name);
+  dm__graph_free(g);
+  return rc;
+}

@@ -49,6 +49,7 @@ assert abs(a.sum() - 1) < 1e-5 and np.abs(a - b).max() < 1e-5, (a, b)"
 
 expect "inspect text" 0 "Conv +1" "$DERMAL" inspect "$T/tiny.onnx"
 expect "inspect shows metadata" 0 "labels = a,b,c,d" "$DERMAL" inspect "$T/tiny.onnx"
+expect "inspect shows the Grad-CAM target" 0 "gradcam +r \(chosen automatically\)" "$DERMAL" inspect "$T/tiny.onnx"
 expect "inspect --json" 0 "" sh -c "'$DERMAL' inspect '$T/tiny.onnx' --json | $PY -c '
 import json, sys
 d = json.loads(sys.stdin.read())
