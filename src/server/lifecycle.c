@@ -51,8 +51,10 @@ static void attempt_locked(dm__lifecycle *lc) {
   dm_err rc = dm_model_open(lc->path, &lc->opts, &m, &eb);
   double ms = dm__now_ms() - t0;
   if (rc)
-    dm__log(DM__LOG_ERROR, "model load failed after %.1f ms: %s: %s (%s)", ms,
-            lc->path, eb.msg[0] ? eb.msg : dm_strerror(rc), dm_strerror(rc));
+    dm__log(DM__LOG_ERROR, "model load failed after %.1f ms: %s%s%s (%s)", ms,
+            strncmp(eb.msg, lc->path, strlen(lc->path)) ? lc->path : "",
+            strncmp(eb.msg, lc->path, strlen(lc->path)) ? ": " : "", eb.msg,
+            dm_strerror(rc));
   else
     dm__log(DM__LOG_INFO, "model loaded in %.1f ms: %s (sha256 %.12s...)", ms,
             lc->path, dm_model_get_info(m)->sha256);
@@ -63,8 +65,10 @@ static void attempt_locked(dm__lifecycle *lc) {
   if (rc) {
     lc->failed = true;
     /* Truncation is fine here: it is a message for humans. */
-    if (snprintf(lc->last_error, sizeof lc->last_error, "%s: %s", lc->path,
-                 eb.msg[0] ? eb.msg : dm_strerror(rc)) >=
+    const char *why = eb.msg[0] ? eb.msg : dm_strerror(rc);
+    bool named = strncmp(why, lc->path, strlen(lc->path)) == 0;
+    if (snprintf(lc->last_error, sizeof lc->last_error, "%s%s%s",
+                 named ? "" : lc->path, named ? "" : ": ", why) >=
         (int)sizeof lc->last_error)
       lc->last_error[sizeof lc->last_error - 1] = 0;
   } else {
