@@ -36,7 +36,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(O)/%.o) $(O)/gen/page.o
 CLI_OBJ  := $(CLI_SRC:%.c=$(O)/%.o)
 TESTS    := $(TEST_SRC:tests/unit/%.c=$(O)/tests/%) $(O)/tests/conformance
 
-.PHONY: all check check-all asan tsan run bench fuzz deps clean format lint models
+.PHONY: all check check-all asan tsan run bench fuzz deps clean format lint model tests
 all: $(O)/dermal
 
 $(O)/%.o: %.c
@@ -105,6 +105,13 @@ run: deps all
 bench: deps all
 	test -d bench/node_modules/onnxruntime-node || (cd bench && npm ci --ignore-scripts)
 	bash bench/compare.sh
+
+# Retrains the default model from ../shared/data (HAM10000 + the ImageNet
+# MobileNet v2 TFLite weights): CPU, fixed seeds, checkpoint per epoch,
+# resumes when build/train/ckpt.pt exists; about 60-90 minutes on 2 cores.
+model: deps all
+	TRAIN_THREADS=$${TRAIN_THREADS:-2} /usr/bin/python3 tools/train.py \
+	  --epochs $${EPOCHS:-8} --out models/dermal-ham10000.onnx
 
 fuzz:
 	$(MAKE) -C tests/fuzz
