@@ -13,6 +13,7 @@
 #include "dermal/engine.h"
 #include "dermal/explain.h"
 #include "dermal/onnx.h"
+#include "meta.h"
 #include "npy.h"
 #include "predict.h"
 #include "quantize.h"
@@ -706,6 +707,8 @@ static const char main_help[] =
     "  eval      accuracy, balanced accuracy, confusion matrix on a labelled "
     "folder\n"
     "  quantize  int8 QDQ model from calibration images\n"
+    "  meta      print or set the metadata dermal reads (labels, "
+    "preprocessing)\n"
     "  run       run a model on a .npy tensor, write the output as .npy\n"
     "  inspect   show a model's inputs, outputs, ops and metadata\n"
     "  bench     measure load time, latency and memory of a model\n"
@@ -718,13 +721,20 @@ typedef struct cmd {
   int (*fn)(int, char **);
 } cmd;
 
+/* clang-format off */
 static const cmd cmds[] = {
-    {"serve", dm_cli_serve},     {"migrate", dm_cli_migrate},
-    {"predict", dm_cli_predict}, {"quantize", dm_cli_quantize},
-    {"eval", dm_cli_eval},       {"run", cmd_run},
-    {"inspect", cmd_inspect},    {"bench", cmd_bench},
+    {"serve", dm_cli_serve},
+    {"migrate", dm_cli_migrate},
+    {"predict", dm_cli_predict},
+    {"eval", dm_cli_eval},
+    {"quantize", dm_cli_quantize},
+    {"meta", dm_cli_meta},
+    {"run", cmd_run},
+    {"inspect", cmd_inspect},
+    {"bench", cmd_bench},
     {"version", cmd_version},
 };
+/* clang-format on */
 
 int main(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||

@@ -28,7 +28,7 @@ $PY tests/integration/make_cli_models.py "$T" || { echo "FAIL model generation";
 expect "help" 0 "commands:" "$DERMAL" --help
 expect "no args is a usage error" 2 "usage" "$DERMAL"
 expect "unknown command" 2 "unknown command" "$DERMAL" frobnicate
-for c in run inspect bench; do
+for c in run inspect bench predict eval meta quantize serve migrate; do
   expect "$c --help" 0 "usage: dermal $c" "$DERMAL" $c --help
 done
 expect "version does not open a model" 0 "model not opened" "$DERMAL" version
@@ -59,6 +59,15 @@ assert d[\"parameters\"] == 6*3*3*3 + 6 + 24 + 4, d[\"parameters\"]
 assert d[\"metadata\"][\"labels\"] == \"a,b,c,d\"'"
 expect "inspect lists unsupported op" 0 "NonMaxSuppression +1 +UNSUPPORTED" "$DERMAL" inspect "$T/bad_op.onnx"
 
+expect "meta prints metadata" 0 "^labels=a,b,c,d" "$DERMAL" meta "$T/tiny.onnx"
+expect "meta --set writes a checked copy" 0 "wrote .*4 classes, input 8x8, direct" \
+  "$DERMAL" meta "$T/tiny.onnx" --set labels=w,x,y,z --set "label_names=W|X|Y|Z" \
+  --set resize=direct --unset version -o "$T/meta.onnx"
+expect "meta copy carries the new keys" 0 "label_names=W\|X\|Y\|Z" "$DERMAL" meta "$T/meta.onnx"
+expect "meta copy runs" 0 "" "$DERMAL" run "$T/meta.onnx" --input "$T/tiny.input.npy" --output "$T/m.npy"
+expect "meta refuses inconsistent labels" 1 "2 entries, the output 4" \
+  "$DERMAL" meta "$T/tiny.onnx" --set labels=a,b -o "$T/bad_meta.onnx"
+expect "refused copy removed" 1 "" test -e "$T/bad_meta.onnx"
 expect "bench --json keys" 0 "" sh -c "'$DERMAL' bench '$T/tiny.onnx' --iters 20 --json | $PY -c '
 import json, sys
 lines = sys.stdin.read().strip().splitlines()
