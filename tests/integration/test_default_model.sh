@@ -49,6 +49,39 @@ assert e["n"] == int(m.get("val_images", e["n"])) and e["skipped"] == 0, e["n"]
 assert abs(e["balanced_accuracy"] - float(m["val_balanced_accuracy"])) <= 0.01
 assert abs(e["accuracy"] - float(m["val_accuracy"])) <= 0.01
 PYEOF
+  # the same val images through dermal (C decode + preprocessing) and through
+  # the PyTorch pipeline (PIL + torchvision transforms + the same weights)
+  if $PY -c 'import torch, torchvision, PIL' 2>/dev/null; then
+    tail -n +2 "$T/val.csv" | cut -d, -f1 | sed "s|^|$D/images/|; s|$|.jpg|" > "$T/val.list"
+    xargs "$DERMAL" predict --model "$M" --json < "$T/val.list" > "$T/val.jsonl" 2>/dev/null
+    $PY - "$M" "$T/val.list" "$T/val.jsonl" <<'PYEOF' && ok "C and PyTorch pipelines agree on val" || no "C vs PyTorch top-1"
+import json, sys
+sys.path.insert(0, "tools")
+import torch
+from PIL import Image
+from torchvision import transforms
+from gradcam_reference import default_model
+torch.set_num_threads(2)
+model = default_model(sys.argv[1])
+labels = "akiec,bcc,bkl,df,mel,nv,vasc".split(",")
+tf = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(),
+                         transforms.Normalize([0.5] * 3, [0.5] * 3)])
+paths = [l.strip() for l in open(sys.argv[2])]
+c = {json.loads(l)["image"]: json.loads(l)["label"] for l in open(sys.argv[3])}
+agree = 0
+with torch.no_grad():
+    for i in range(0, len(paths), 64):
+        batch = paths[i:i + 64]
+        x = torch.stack([tf(Image.open(p).convert("RGB")) for p in batch])
+        for p, k in zip(batch, model(x).argmax(1).tolist()):
+            agree += c.get(p) == labels[k]
+rate = agree / len(paths)
+print("C vs PyTorch top-1 agreement %.4f on %d val images" % (rate, len(paths)))
+assert len(c) == len(paths) and rate >= 0.99
+PYEOF
+  else
+    sk "PyTorch absent: C vs PyTorch agreement"
+  fi
   if $PY -c 'import torch, torchvision, PIL' 2>/dev/null && [ -d "$F" ]; then
     for img in $(ls "$F" | head -n 3); do
       for method in gradcam gradcampp; do
