@@ -67,15 +67,6 @@ static const char *reduce_name(dm_reduce k) {
   return (unsigned)k < DM_REDUCE_COUNT ? names[k] : "?";
 }
 
-static const char *op_name(dm_op op) {
-  static const char *const names[] = {
-#define X(e, s) s,
-      DM_OP_MAP(X)
-#undef X
-  };
-  return (unsigned)op < DM_OP_COUNT ? names[op] : "?";
-}
-
 /* "node 'name' (OpType): <details>" */
 #if defined(__GNUC__)
 __attribute__((format(printf, 4, 5)))
@@ -88,7 +79,7 @@ nerr(dm_errbuf *eb, dm_err rc, const dm_node *n, const char *fmt, ...) {
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
   return dm_errf(eb, rc, "node '%s' (%s): %s", n->name ? n->name : "?",
-                 n->op_type ? n->op_type : op_name(n->op), what);
+                 n->op_type ? n->op_type : dm__op_name(n->op), what);
 }
 
 /* ---------- dtypes ---------- */

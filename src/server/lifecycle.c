@@ -68,8 +68,8 @@ static void attempt_locked(dm__lifecycle *lc) {
     const char *why = eb.msg[0] ? eb.msg : dm_strerror(rc);
     bool named = strncmp(why, lc->path, strlen(lc->path)) == 0;
     if (snprintf(lc->last_error, sizeof lc->last_error, "%s%s%s",
-                 named ? "" : lc->path, named ? "" : ": ", why) >=
-        (int)sizeof lc->last_error)
+                 named ? "" : lc->path, named ? "" : ": ",
+                 why) >= (int)sizeof lc->last_error)
       lc->last_error[sizeof lc->last_error - 1] = 0;
   } else {
     lc->model = m;
