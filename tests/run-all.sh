@@ -44,6 +44,13 @@ run() { # name, command...
   if grep -qE '^(FAIL|not ok)' "$f"; then grep -E '^(FAIL|not ok)' "$f" | head -n 20; fi
 }
 
+# The unit tests that compare backends on real networks (test_onednn) read
+# the torchvision exports in build/models: make them first (cached; ~30 s
+# the first time; skipped without Debian's python3-torch).
+if $PY -c 'import torch, torchvision, onnx' 2>/dev/null; then
+  $PY tools/export_torchvision.py --out build/models --opset 13 >/dev/null 2>&1 ||
+    echo "warning: torchvision export failed; model-based unit checks will skip" >&2
+fi
 for t in "$O"/tests/test_*; do
   [ -x "$t" ] || continue
   run "$(basename "$t")" "$t"
