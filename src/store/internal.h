@@ -17,6 +17,13 @@
 #include "dermal/store.h"
 
 #define DM__STORE_N_MIGRATIONS 2
+/* One schema step of a backend: SQL for up and for down (several
+ * statements allowed). */
+typedef struct migration {
+  const char *up;
+  const char *down;
+} migration;
+
 extern const char *const dm__store_migration_names[DM__STORE_N_MIGRATIONS];
 
 /* One row of predictions as read by a backend for the listing.  Strings are

@@ -40,11 +40,6 @@ typedef struct pg_store {
 
 static pg_store *pg(dm_store *s) { return (pg_store *)s; }
 
-typedef struct migration {
-  const char *up; /* may hold several statements */
-  const char *down;
-} migration;
-
 /* The steps of store.c's SQLite migrations, same tables, columns and
  * indexes.  Types: BIGINT for every 64-bit integer and unix-ms time,
  * DOUBLE PRECISION for SQLite REAL, identity column for AUTOINCREMENT

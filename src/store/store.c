@@ -38,11 +38,6 @@ const char *const dm__store_migration_names[DM__STORE_N_MIGRATIONS] = {
     "image format and stored image path",
 };
 
-typedef struct migration {
-  const char *up; /* may hold several statements */
-  const char *down;
-} migration;
-
 static const migration SQLITE_MIGRATIONS[] = {
     {"CREATE TABLE predictions ("
      " id INTEGER PRIMARY KEY AUTOINCREMENT,"
