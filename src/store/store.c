@@ -118,19 +118,28 @@ static void sq_close(dm_store *s) {
   free(q);
 }
 
-static dm_err sq_version(dm_store *s, int *out, dm_errbuf *eb) {
-  sq_store *q = sq(s);
+/* Runs a query that returns one integer (no parameters). */
+static dm_err query_int64(sq_store *q, const char *sql, const char *what,
+                          int64_t *out, dm_errbuf *eb) {
   sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(
-          q->db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1,
-          &st, NULL) != SQLITE_OK)
-    return db_err(q, eb, "read version");
+  if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+    return db_err(q, eb, what);
   dm_err rc = DM_OK;
   if (sqlite3_step(st) == SQLITE_ROW)
-    *out = sqlite3_column_int(st, 0);
+    *out = sqlite3_column_int64(st, 0);
   else
-    rc = db_err(q, eb, "read version");
+    rc = db_err(q, eb, what);
   sqlite3_finalize(st);
+  return rc;
+}
+
+static dm_err sq_version(dm_store *s, int *out, dm_errbuf *eb) {
+  int64_t v = 0;
+  dm_err rc = query_int64(sq(s),
+                          "SELECT COALESCE(MAX(version), 0) FROM "
+                          "schema_migrations",
+                          "read version", &v, eb);
+  if (!rc) *out = (int)v;
   return rc;
 }
 
@@ -243,18 +252,8 @@ static dm_err sq_insert(dm_store *s, dm_store_record *r, dm_errbuf *eb) {
 }
 
 static dm_err sq_count(dm_store *s, int64_t *out, dm_errbuf *eb) {
-  sq_store *q = sq(s);
-  sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(q->db, "SELECT COUNT(*) FROM predictions", -1, &st,
-                         NULL) != SQLITE_OK)
-    return db_err(q, eb, "count");
-  dm_err rc = DM_OK;
-  if (sqlite3_step(st) == SQLITE_ROW)
-    *out = sqlite3_column_int64(st, 0);
-  else
-    rc = db_err(q, eb, "count");
-  sqlite3_finalize(st);
-  return rc;
+  return query_int64(sq(s), "SELECT COUNT(*) FROM predictions", "count", out,
+                     eb);
 }
 
 static const char *col_text(sqlite3_stmt *st, int i) {
