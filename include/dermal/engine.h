@@ -47,7 +47,14 @@ typedef struct dm_engine_opts {
    * by name, or NULL: the last tensor with spatial extent > 1x1 before the
    * global pooling that leads to the scores), keeps it materialised, and
    * checks that every op between it and the scores has a backward rule;
-   * dm_session_run_cam then works.  Fails at load naming the op otherwise. */
+   * dm_session_run_cam then works.  Fails at load naming the op otherwise.
+   * Ops with a rule: Conv (grouped, strided, dilated; BatchNorm folded and
+   * fused activations/residual Adds included), MaxPool, AveragePool, global
+   * pooling, BatchNormalization, Add/Sub/Mul/Div with broadcasting, Concat,
+   * reshapes, Reduce{Mean,Sum,Max}, Gemm/MatMul with constant weights and
+   * the usual activations.  A target before a Conv or pooling window also
+   * keeps the forward values between it and the scores (see
+   * docs/engine.md), so it costs more memory and time than the default. */
   bool cam;
   const char *cam_target;
   /* Calibration and debugging: names of tensors of the file's graph to keep
@@ -121,13 +128,19 @@ typedef struct dm_cam_result {
   int64_t c, h, w;         /* target tensor [1, c, h, w] */
   const float *activation; /* (c, h, w) target activation */
   const float *gradient;   /* (c, h, w) d score / d activation */
-  double ms_tail;          /* time of the tail forward + backward */
+  double ms_tail;          /* time of the backward pass (and tail forward) */
 } dm_cam_result;
 
 /* Runs once like dm_session_run, then back-propagates the score of
  * class_index (< 0: the top-1 class) from the output to the target through
- * the ops after it (pooling, reshapes, Gemm/MatMul, activations), in plain C.
- * The pointers in *out stay valid until the next run on s. */
+ * the ops after it (gradients w.r.t. activations only).  When those are a
+ * head of global pooling, reshapes, Gemm/MatMul and activations (the
+ * automatic target), that is plain C over a few small tensors.  Through
+ * Convs and pooling windows (an earlier target) the onednn backend uses
+ * oneDNN backward-data and pooling-backward primitives built at load, the
+ * ref backend plain C.  ms_tail times the backward part.  The pointers in
+ * *out stay valid until the next run on s.  Errors: DM_ARG (engine built
+ * without cam, class out of range), DM_NOMEM, DM_BACKEND. */
 dm_err dm_session_run_cam(dm_session *s, const dm_tensor *inputs,
                           size_t n_inputs, int class_index, dm_cam_result *out,
                           dm_errbuf *eb);

@@ -2265,8 +2265,300 @@ static const char *onednn_precision(void *state) {
   return "fp32";
 }
 
+/* ------------------------------------------------- Grad-CAM backward -- */
+
+/* Backward operators for the section between an early Grad-CAM target and
+ * the scores (internal.h dm_grad_ops; grad.c runs everything else in C):
+ *   Conv:    convolution backward data (no bias, no post-ops: grad.c has
+ *            already taken dz through them), and a forward convolution with
+ *            bias but without post-ops, run only when grad.c must recompute
+ *            pre-activations (HardSwish, Swish, ...);
+ *   pooling: pooling backward; max pooling first re-runs a forward_training
+ *            pooling on the kept input to get oneDNN's workspace (argmax).
+ * Every buffer is plain NCHW (weights OIHW/GOIHW, aligned by engine.c):
+ * these maps are small (the section lies after the target), and plain
+ * layouts keep grad.c's interface free of oneDNN.  Primitives are created
+ * once per engine; each call creates its own stream, memory objects and
+ * scratchpad, so sessions may run one op at once. */
+
+typedef struct ograd {
+  const oeng *e;
+  int node;
+  dnnl_primitive_t bwd; /* backward data / pooling backward */
+  dnnl_primitive_t fwd; /* conv forward, or max pooling forward_training */
+  dnnl_memory_desc_t x_md, y_md, w_md, b_md, ws_md, bwd_scr, fwd_scr;
+  const void *w, *b; /* conv weights and bias (graph constants) */
+  bool ws;           /* max pooling: workspace between fwd and bwd */
+} ograd;
+
+static void ograd_free(void *op) {
+  ograd *o = op;
+  if (!o) return;
+  if (o->bwd) dnnl_primitive_destroy(o->bwd);
+  if (o->fwd) dnnl_primitive_destroy(o->fwd);
+  free(o);
+}
+
+static dnnl_status_t ograd_md(dnnl_memory_desc_t *md, int nd,
+                              const int64_t *dims, dnnl_format_tag_t tag) {
+  dnnl_dims_t d;
+  for (int i = 0; i < nd; i++)
+    d[i] = dims[i];
+  return dnnl_memory_desc_init_by_tag(md, nd, d, dnnl_f32, tag);
+}
+
+/* Primitive and scratchpad descriptor from an op descriptor (and hint). */
+static dnnl_status_t ograd_prim(const oeng *e, const_dnnl_op_desc_t d,
+                                const_dnnl_primitive_desc_t hint,
+                                dnnl_primitive_desc_t *pd_out,
+                                dnnl_primitive_t *prim,
+                                dnnl_memory_desc_t *scr) {
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t s = user_attr(&attr);
+  if (s == dnnl_success)
+    s = dnnl_primitive_desc_create(&pd, d, attr, e->eng, hint);
+  dnnl_primitive_attr_destroy(attr);
+  if (s != dnnl_success) return s;
+  *scr = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  if (prim) { /* NULL: only the descriptor is needed, as a hint */
+    s = dnnl_primitive_create(prim, pd);
+    if (s != dnnl_success) *prim = NULL;
+  }
+  if (pd_out && s == dnnl_success)
+    *pd_out = pd;
+  else
+    dnnl_primitive_desc_destroy(pd);
+  return s;
+}
+
+static dm_err ograd_conv(ograd *o, const dm_node *n, dm_errbuf *eb) {
+  const oeng *e = o->e;
+  const dm_value *X = val(e, n->in[0]), *W = val(e, n->in[1]),
+                 *Y = val(e, n->out[0]);
+  const dm_window *win = &n->p.conv.w;
+  int64_t G = n->p.conv.group, wd[5];
+  int bv = n->n_in > 2 ? n->in[2] : -1; /* addends come after slot 2 */
+  if (win->nsp != 2 || X->rank != 4 || W->rank != 4) return DM_OK;
+  int wnd = 4;
+  if (G == 1) {
+    memcpy(wd, W->dims, 4 * sizeof *wd);
+  } else {
+    wnd = 5;
+    wd[0] = G;
+    wd[1] = W->dims[0] / G;
+    for (int i = 1; i < 4; i++)
+      wd[1 + i] = W->dims[i];
+  }
+  dnnl_dims_t st, dil, pl, pr;
+  for (int i = 0; i < 2; i++) {
+    st[i] = win->stride[i];
+    dil[i] = win->dil[i] - 1;
+    pl[i] = win->pad_b[i];
+    pr[i] = win->pad_e[i];
+  }
+  int64_t oc = W->dims[0];
+  if (ograd_md(&o->x_md, 4, X->dims, dnnl_nchw) ||
+      ograd_md(&o->y_md, 4, Y->dims, dnnl_nchw) ||
+      ograd_md(&o->w_md, wnd, wd, wnd == 4 ? dnnl_oihw : dnnl_goihw) ||
+      ograd_md(&o->b_md, 1, &oc, dnnl_x))
+    return DM_OK; /* not expressible: plain C */
+  o->w = W->data;
+  o->b = bv >= 0 ? val(e, bv)->data : NULL;
+  dnnl_convolution_desc_t fd, bd;
+  dnnl_primitive_desc_t fpd = NULL;
+  dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(
+      &fd, dnnl_forward_training, dnnl_convolution_direct, &o->x_md, &o->w_md,
+      o->b ? &o->b_md : NULL, &o->y_md, st, dil, pl, pr);
+  if (s == dnnl_success)
+    s = ograd_prim(e, &fd, NULL, &fpd, &o->fwd, &o->fwd_scr);
+  if (s == dnnl_success)
+    s = dnnl_dilated_convolution_backward_data_desc_init(
+        &bd, dnnl_convolution_direct, &o->x_md, &o->w_md, &o->y_md, st, dil, pl,
+        pr);
+  if (s == dnnl_success)
+    s = ograd_prim(e, &bd, fpd, NULL, &o->bwd, &o->bwd_scr);
+  if (fpd) dnnl_primitive_desc_destroy(fpd);
+  if (s != dnnl_success)
+    return dnnl_fail(eb, n, "Grad-CAM convolution backward data", s);
+  return DM_OK;
+}
+
+static dm_err ograd_pool(ograd *o, const dm_node *n, dm_errbuf *eb) {
+  const oeng *e = o->e;
+  const dm_value *X = val(e, n->in[0]), *Y = val(e, n->out[0]);
+  const dm_window *w = &n->p.pool.w;
+  if (w->nsp != 2 || X->rank != 4 || n->p.pool.storage_order) return DM_OK;
+  bool mx = n->op == DM_OP_MAXPOOL;
+  dnnl_alg_kind_t alg = mx ? dnnl_pooling_max
+                        : n->p.pool.count_include_pad
+                            ? dnnl_pooling_avg_include_padding
+                            : dnnl_pooling_avg_exclude_padding;
+  dnnl_dims_t k, s, d, pl, pr;
+  for (int i = 0; i < 2; i++) {
+    k[i] = w->kernel[i];
+    s[i] = w->stride[i];
+    d[i] = w->dil[i] - 1;
+    pl[i] = w->pad_b[i];
+    /* end pad that gives Y's size (ceil mode), as map_pool does */
+    int64_t ek = (w->kernel[i] - 1) * w->dil[i] + 1;
+    int64_t need =
+        (Y->dims[2 + i] - 1) * w->stride[i] + ek - X->dims[2 + i] - w->pad_b[i];
+    pr[i] = need > w->pad_e[i] ? need : w->pad_e[i];
+    if (pr[i] != w->pad_e[i] && alg == dnnl_pooling_avg_include_padding)
+      return DM_OK; /* ONNX's divisor differs there: plain C */
+    if ((X->dims[2 + i] + pl[i] + pr[i] - ek) / s[i] + 1 != Y->dims[2 + i])
+      return DM_OK;
+  }
+  if (ograd_md(&o->x_md, 4, X->dims, dnnl_nchw) ||
+      ograd_md(&o->y_md, 4, Y->dims, dnnl_nchw))
+    return DM_OK;
+  dnnl_pooling_v2_desc_t fd, bd;
+  dnnl_primitive_desc_t fpd = NULL;
+  dnnl_status_t st = dnnl_pooling_v2_forward_desc_init(
+      &fd, dnnl_forward_training, alg, &o->x_md, &o->y_md, s, k, d, pl, pr);
+  if (st == dnnl_success)
+    st = ograd_prim(e, &fd, NULL, &fpd, mx ? &o->fwd : NULL, &o->fwd_scr);
+  if (st == dnnl_success && mx) {
+    o->ws_md = *dnnl_primitive_desc_query_md(fpd, dnnl_query_workspace_md, 0);
+    o->ws = true;
+  }
+  if (st == dnnl_success)
+    st = dnnl_pooling_v2_backward_desc_init(&bd, alg, &o->x_md, &o->y_md, s, k,
+                                            d, pl, pr);
+  if (st == dnnl_success)
+    st = ograd_prim(e, &bd, fpd, NULL, &o->bwd, &o->bwd_scr);
+  if (fpd) dnnl_primitive_desc_destroy(fpd);
+  if (st != dnnl_success)
+    return dnnl_fail(eb, n, "Grad-CAM pooling backward", st);
+  return DM_OK;
+}
+
+static dm_err ograd_new(void *state, int ni, void **op, dm_errbuf *eb) {
+  const oeng *e = state;
+  const dm_node *n = &e->g->nodes[ni];
+  *op = NULL;
+  ograd *o = calloc(1, sizeof *o);
+  if (!o) return nomem(eb, n);
+  o->e = e;
+  o->node = ni;
+  int prev_threads = omp_get_max_threads();
+  omp_set_num_threads(e->threads); /* primitives keep the creation ICV */
+  dm_err rc = DM_OK;
+  if (n->op == DM_OP_CONV)
+    rc = ograd_conv(o, n, eb);
+  else if (n->op == DM_OP_MAXPOOL || n->op == DM_OP_AVGPOOL)
+    rc = ograd_pool(o, n, eb);
+  omp_set_num_threads(prev_threads);
+  if (rc || !o->bwd) {
+    ograd_free(o); /* an op oneDNN cannot express runs in plain C */
+    return rc;
+  }
+  *op = o;
+  return DM_OK;
+}
+
+/* Runs prim with args (memory objects over the given buffers) and a fresh
+ * scratchpad, on a stream of its own. */
+static dm_err ograd_exec(const ograd *o, dnnl_primitive_t prim,
+                         const dnnl_memory_desc_t *scr, int n_args,
+                         const int *kinds, const dnnl_memory_desc_t *const *mds,
+                         void *const *ptrs, dm_errbuf *eb) {
+  const oeng *e = o->e;
+  const dm_node *n = &e->g->nodes[o->node];
+  dnnl_exec_arg_t args[8];
+  dnnl_stream_t stream = NULL;
+  size_t ssz = dnnl_memory_desc_get_size(scr);
+  void *sbuf = ssz ? aligned_alloc(ALIGN, align_up(ssz)) : NULL;
+  int na = 0;
+  dm_err rc = DM_OK;
+  dnnl_status_t s = dnnl_success;
+  if (ssz && !sbuf) return nomem(eb, n);
+  for (int i = 0; i < n_args + 1 && s == dnnl_success; i++) {
+    if (i == n_args && !ssz) break;
+    const dnnl_memory_desc_t *md = i < n_args ? mds[i] : scr;
+    void *p = i < n_args ? ptrs[i] : sbuf;
+    args[na].arg = i < n_args ? kinds[i] : DNNL_ARG_SCRATCHPAD;
+    s = dnnl_memory_create(&args[na].memory, md, e->eng, p);
+    if (s == dnnl_success) na++;
+  }
+  if (s == dnnl_success)
+    s = dnnl_stream_create(&stream, e->eng, dnnl_stream_default_flags);
+  if (s == dnnl_success) {
+    int prev_threads = omp_get_max_threads();
+    if (prev_threads != e->threads) omp_set_num_threads(e->threads);
+    s = dnnl_primitive_execute(prim, stream, na, args);
+    if (s == dnnl_success) s = dnnl_stream_wait(stream);
+    if (prev_threads != e->threads) omp_set_num_threads(prev_threads);
+  }
+  if (s != dnnl_success) rc = dnnl_fail(eb, n, "Grad-CAM backward step", s);
+  if (stream) dnnl_stream_destroy(stream);
+  for (int i = 0; i < na; i++)
+    dnnl_memory_destroy(args[i].memory);
+  free(sbuf);
+  return rc;
+}
+
+static dm_err ograd_backward(void *op, const float *x, const float *dy,
+                             float *dx, dm_errbuf *eb) {
+  const ograd *o = op;
+  const dm_node *n = &o->e->g->nodes[o->node];
+  if (n->op == DM_OP_CONV) {
+    int k[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
+    const dnnl_memory_desc_t *m[3] = {&o->y_md, &o->w_md, &o->x_md};
+    void *p[3] = {(void *)(uintptr_t)dy, (void *)(uintptr_t)o->w, dx};
+    return ograd_exec(o, o->bwd, &o->bwd_scr, 3, k, m, p, eb);
+  }
+  if (!o->ws) {
+    int k[2] = {DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC};
+    const dnnl_memory_desc_t *m[2] = {&o->y_md, &o->x_md};
+    void *p[2] = {(void *)(uintptr_t)dy, dx};
+    return ograd_exec(o, o->bwd, &o->bwd_scr, 2, k, m, p, eb);
+  }
+  /* max pooling: forward_training for the workspace, then backward */
+  size_t yb = dnnl_memory_desc_get_size(&o->y_md);
+  size_t wb = dnnl_memory_desc_get_size(&o->ws_md);
+  void *y = aligned_alloc(ALIGN, align_up(yb ? yb : 1));
+  void *ws = aligned_alloc(ALIGN, align_up(wb ? wb : 1));
+  dm_err rc = y && ws ? DM_OK : nomem(eb, n);
+  if (!rc) {
+    int k[3] = {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_WORKSPACE};
+    const dnnl_memory_desc_t *m[3] = {&o->x_md, &o->y_md, &o->ws_md};
+    void *p[3] = {(void *)(uintptr_t)x, y, ws};
+    rc = ograd_exec(o, o->fwd, &o->fwd_scr, 3, k, m, p, eb);
+  }
+  if (!rc) {
+    int k[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WORKSPACE, DNNL_ARG_DIFF_SRC};
+    const dnnl_memory_desc_t *m[3] = {&o->y_md, &o->ws_md, &o->x_md};
+    void *p[3] = {(void *)(uintptr_t)dy, ws, dx};
+    rc = ograd_exec(o, o->bwd, &o->bwd_scr, 3, k, m, p, eb);
+  }
+  free(y);
+  free(ws);
+  return rc;
+}
+
+static dm_err ograd_forward(void *op, const float *x, float *y, dm_errbuf *eb) {
+  const ograd *o = op;
+  const dm_node *n = &o->e->g->nodes[o->node];
+  if (n->op != DM_OP_CONV || !o->fwd)
+    return dm_errf(eb, DM_BACKEND, "node '%s': no Grad-CAM forward", nname(n));
+  int k[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+  const dnnl_memory_desc_t *m[4] = {&o->x_md, &o->w_md, &o->y_md, &o->b_md};
+  void *p[4] = {(void *)(uintptr_t)x, (void *)(uintptr_t)o->w, y,
+                (void *)(uintptr_t)o->b};
+  return ograd_exec(o, o->fwd, &o->fwd_scr, o->b ? 4 : 3, k, m, p, eb);
+}
+
+static const dm_grad_ops onednn_grad = {
+    .op_new = ograd_new,
+    .op_free = ograd_free,
+    .backward = ograd_backward,
+    .forward = ograd_forward,
+};
+
 const dm_backend dm__backend_onednn = {
     "onednn",           onednn_prepare,      onednn_release,
     onednn_session_new, onednn_session_free, onednn_run,
-    onednn_precision,
+    onednn_precision,   &onednn_grad,
 };

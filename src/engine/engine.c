@@ -18,6 +18,7 @@ struct dm_engine {
   void *state;
   dm_engine_opts opts;
   dm_engine_stats stats;
+  void **cam_op; /* Grad-CAM section: per node, the backend's backward op */
 };
 
 struct dm_session {
@@ -59,8 +60,9 @@ static dm_err align_consts(dm_graph *g, dm_backend_kind be, dm_errbuf *eb) {
   for (int k = 0; k < g->n_outputs; k++)
     keep[g->outputs[k]] = false;
   for (int k = 0; k < g->n_keep; k++)
-    keep[g->keep[k]] = false;               /* handed out */
-  for (int i = 0; i < g->n_cam_tail; i++) { /* read by grad.c in C */
+    keep[g->keep[k]] = false; /* handed out */
+  for (int i = 0; i < g->n_cam_tail;
+       i++) { /* read by grad.c in C, and by the backward ops as plain arrays */
     const dm_node *n = &g->nodes[g->cam_tail[i]];
     for (int k = 0; k < n->n_in; k++)
       if (n->in[k] >= 0) keep[n->in[k]] = false;
@@ -71,6 +73,25 @@ static dm_err align_consts(dm_graph *g, dm_backend_kind be, dm_errbuf *eb) {
       rc = dm_errf(eb, DM_NOMEM, "out of memory aligning constants");
   free(keep);
   return rc;
+}
+
+/* Grad-CAM section: the backend's backward operators for its Conv and
+ * pooling nodes, created once here (grad.c runs the rest in plain C). */
+static dm_err cam_ops_new(dm_engine *e, dm_errbuf *eb) {
+  const dm_graph *g = e->g;
+  const dm_grad_ops *ops = e->be->grad;
+  if (!g->cam_section || !ops || !ops->op_new) return DM_OK;
+  e->cam_op = calloc((size_t)g->n_nodes + 1, sizeof *e->cam_op);
+  if (!e->cam_op) return dm_errf(eb, DM_NOMEM, "out of memory");
+  for (int i = 0; i < g->n_cam_tail; i++) {
+    int ni = g->cam_tail[i];
+    dm_op op = g->nodes[ni].op;
+    if (op != DM_OP_CONV && op != DM_OP_MAXPOOL && op != DM_OP_AVGPOOL)
+      continue;
+    dm_err rc = ops->op_new(e->state, ni, &e->cam_op[ni], eb);
+    if (rc) return rc;
+  }
+  return DM_OK;
 }
 
 dm_err dm_engine_new(const dm_onnx_model *m, const dm_engine_opts *opts,
@@ -94,6 +115,7 @@ dm_err dm_engine_new(const dm_onnx_model *m, const dm_engine_opts *opts,
   if ((rc = dm__graph_build(m, &go, &e->g, eb)) != DM_OK) goto fail;
   if ((rc = align_consts(e->g, e->opts.backend, eb)) != DM_OK) goto fail;
   if ((rc = e->be->prepare(e->g, &e->opts, &e->state, eb)) != DM_OK) goto fail;
+  if ((rc = cam_ops_new(e, eb)) != DM_OK) goto fail;
   e->stats = e->g->stats; /* after prepare: includes aligned copies */
   e->stats.load_ms = now_ms() - t0;
   *out = e;
@@ -105,6 +127,10 @@ fail:
 
 void dm_engine_free(dm_engine *e) {
   if (!e) return;
+  if (e->cam_op)
+    for (int i = 0; i < e->g->n_nodes; i++)
+      if (e->cam_op[i]) e->be->grad->op_free(e->cam_op[i]);
+  free(e->cam_op);
   if (e->state) e->be->release(e->state);
   dm__graph_free(e->g);
   free(e);
@@ -272,9 +298,13 @@ dm_err dm_session_run_cam(dm_session *s, const dm_tensor *inputs,
   const float *act = s->outs[slot];
   const dm_value *t = &g->values[g->cam_target];
   double t0 = now_ms();
-  const float *scores = g->cam_score == g->outputs[0] ? s->outs[0] : NULL;
-  if ((rc = dm__cam_backward(g, s->cam, act, scores, class_index,
-                             &out->class_index, &out->score, s->cam_grad, eb)))
+  dm_cam_io io = {.activation = act,
+                  .scores = g->cam_score == g->outputs[0] ? s->outs[0] : NULL,
+                  .outs = (const void *const *)s->outs,
+                  .ops = s->e->be->grad,
+                  .op = s->e->cam_op};
+  if ((rc = dm__cam_backward(g, s->cam, &io, class_index, &out->class_index,
+                             &out->score, s->cam_grad, eb)))
     return rc;
   out->ms_tail = now_ms() - t0;
   out->c = t->dims[1];

@@ -310,10 +310,16 @@ typedef struct dm_graph {
   dm_engine_stats stats;
   /* Grad-CAM (dm_graph_opts.cam): the target value (also the last graph
    * output), the score value (the first output, or the input of a final
-   * Softmax) and the tail: node indices from target to score in order. */
+   * Softmax) and the tail: node indices from target to score in order.
+   * cam_section: the ops after the target are not a plain-C tail (a Conv,
+   * pooling window, residual Add or Concat sits in between); cam_tail then
+   * lists every node on a path from target to score (topological order),
+   * and the forward values they read and write are kept as extra graph
+   * outputs (after the target) for the backward pass. */
   int cam_target, cam_score;
   int *cam_tail;
   int n_cam_tail;
+  bool cam_section;
   int n_user_outputs; /* outputs of the file; kept values, then the */
                       /* Grad-CAM target come after                   */
   int *keep;          /* dm_graph_opts.keep resolved to value indices */
@@ -355,14 +361,46 @@ dm_err dm__cam_finish(dm_graph *g, dm_errbuf *eb);
 typedef struct dm_cam_state dm_cam_state;
 dm_err dm__cam_state_new(const dm_graph *g, dm_cam_state **out, dm_errbuf *eb);
 void dm__cam_state_free(dm_cam_state *st);
-/* Tail forward from the target activation (plain NCHW), then backward of
- * score[class] to the target.  class_index < 0: argmax of the score. */
-/* scores: the engine's output when it is the score tensor (saves the tail
- * forward), else NULL. */
+
+/* Grad-CAM backward operators a backend may provide for the Conv and
+ * pooling nodes of a section (g->cam_section).  All buffers are plain
+ * row-major float32 in the node's shapes.  Ops are built once per engine,
+ * after prepare(), and are read-only afterwards: sessions on different
+ * threads may call them at once (each call brings its own stream and
+ * scratch).  A backend without them (NULL dm_backend.grad, or op_new leaving
+ * *op NULL) gets grad.c's plain C for that node. */
+typedef struct dm_grad_ops {
+  /* Node ni of the prepared graph: CONV (backward data of the convolution,
+   * and its forward with bias but without post-ops, to recompute
+   * pre-activations) or MAXPOOL/AVGPOOL (backward). */
+  dm_err (*op_new)(void *state, int ni, void **op, dm_errbuf *eb);
+  void (*op_free)(void *op);
+  /* dx = J^T dy of the node's convolution (no bias, no post-ops) or
+   * pooling; x is the node's forward input (max pooling reads it).  dx is
+   * overwritten. */
+  dm_err (*backward)(void *op, const float *x, const float *dy, float *dx,
+                     dm_errbuf *eb);
+  /* CONV only: y = conv(x) + bias, before the post-ops. */
+  dm_err (*forward)(void *op, const float *x, float *y, dm_errbuf *eb);
+} dm_grad_ops;
+
+/* What dm__cam_backward reads from one run. */
+typedef struct dm_cam_io {
+  const float *activation; /* target value (plain NCHW) */
+  const float *scores;     /* the engine's output when it is the score */
+                           /* tensor (saves the tail forward), or NULL  */
+  const void *const *outs; /* every graph output (g->outputs order): the */
+                           /* section's kept forward values             */
+  const dm_grad_ops *ops;  /* section: backend operators, or NULL */
+  void *const *op;         /* per node index: backend op or NULL */
+} dm_cam_io;
+
+/* Tail: forward from the target activation, then backward of score[class]
+ * to the target.  Section: backward of score[class] through the section on
+ * the kept forward values.  class_index < 0: argmax of the score. */
 dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
-                        const float *activation, const float *scores,
-                        int class_index, int *class_out, float *score_out,
-                        float *grad_out, dm_errbuf *eb);
+                        const dm_cam_io *io, int class_index, int *class_out,
+                        float *score_out, float *grad_out, dm_errbuf *eb);
 
 /* backend_ref.c: one node on plain (row-major, NCHW) buffers.  in[i] is NULL
  * for an omitted optional input.  Supports every dm_op and every dtype the
@@ -389,6 +427,7 @@ typedef struct dm_backend {
   dm_err (*run)(void *state, void *sess, const void *const *inputs,
                 void *const *outputs, dm_errbuf *eb);
   const char *(*precision)(void *state);
+  const dm_grad_ops *grad; /* Grad-CAM section operators; NULL: plain C */
 } dm_backend;
 
 extern const dm_backend dm__backend_ref;
