@@ -19,6 +19,13 @@
  *   output          "logits" | "probabilities" (default: probabilities when
  *                   the graph ends in Softmax, else logits)
  *   gradcam_target  tensor name (default: automatic, issue 5)
+ *   ood_output      name of a second graph output, float [1] or [1,1]: an
+ *                   out-of-distribution score, larger = less like the
+ *                   training images (default "ood_score" when the graph has
+ *                   such an output; docs/model-metadata.md)
+ *   ood_threshold   scores above it are "not in distribution" (required
+ *                   with ood_output)
+ *   ood_method      free text describing the score, reported as is
  *   model_version, name
  *
  * Threading: a dm_model is immutable after dm_model_open and reference
@@ -67,15 +74,19 @@ typedef struct dm_model_info {
   const char *gradcam_error;  /* opened with gradcam but no usable target:
                                  the reason ("" otherwise); the model still
                                  classifies */
+  bool has_ood;               /* the graph has an OOD score output */
+  float ood_threshold;        /* in_distribution = score <= threshold */
+  const char *ood_method;     /* metadata ood_method, "" if absent */
   const char *defaulted;      /* comma-separated metadata keys defaulted */
   double load_ms;             /* open + parse + engine build */
 } dm_model_info;
 
 /* Opens, parses and builds.  Errors: those of dm_onnx_open/dm_engine_new,
  * and DM_UNSUPPORTED when the model is not an image classifier dermal can
- * serve (one float input [1,3,H,W] or [1,H,W,3], one output [1,K] with K <=
- * DM_MAX_CLASSES, or metadata that contradicts it, e.g. 5 labels for 7
- * outputs).  The returned model has one reference. */
+ * serve (one float input [1,3,H,W] or [1,H,W,3], a first output [1,K] with
+ * K <= DM_MAX_CLASSES and at most a second one, the OOD score, or metadata
+ * that contradicts it, e.g. 5 labels for 7 outputs).  The returned model has
+ * one reference. */
 dm_err dm_model_open(const char *path, const dm_model_opts *opts,
                      dm_model **out, dm_errbuf *eb);
 void dm_model_acquire(dm_model *m);
@@ -94,6 +105,9 @@ typedef struct dm_prediction {
   float prob[DM_MAX_CLASSES];  /* softmax probabilities, sum 1 */
   float logit[DM_MAX_CLASSES]; /* raw model output */
   int order[DM_MAX_CLASSES];   /* class indices by decreasing probability */
+  bool has_ood;                /* the model computes an OOD score */
+  float ood_score;             /* valid when has_ood */
+  bool in_distribution;        /* ood_score <= threshold; true without OOD */
   dm_image_info image;         /* what the decoder saw */
   int width, height;           /* upright decoded size */
   double ms_decode, ms_preprocess, ms_inference;
@@ -133,7 +147,9 @@ int dm_model_class_index(const dm_model *m, const char *label);
 
 /* The JSON object `dermal predict --json` prints and the HTTP API returns
  * (without request-specific keys): {"image": ..., "label": ..., "top":
- * [{"label","name","probability"}...], "probabilities": {...}, "ms":
+ * [{"label","name","probability"}...], "probabilities": {...},
+ * "in_distribution": bool, "ood_score": number, "ood_threshold": number
+ * (the three are null when the model has no OOD score), "ms":
  * {"decode","preprocess","inference"}}.  image may be NULL (key omitted).
  * top_k <= 0 or > n_classes means all.  Returns a malloc'd NUL-terminated
  * string (caller frees), NULL on allocation failure. */

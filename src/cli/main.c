@@ -30,6 +30,7 @@ typedef struct opts {
   const char *input, *output;
   const char *cam, *cam_target;
   int cam_class, cam_method;
+  int output_index; /* run: which graph output --output writes */
   dm_engine_opts eng;
   int iters, warmup;
   bool json;
@@ -90,6 +91,8 @@ static int parse_opts(int argc, char **argv, const char *allowed, opts *o) {
       o->cam = v;
     } else if (!strcmp(a, "--cam-target")) {
       o->cam_target = v;
+    } else if (!strcmp(a, "--output-index")) {
+      if (dm_cli_parse_int(a, v, 0, 1 << 20, &o->output_index)) return 2;
     } else if (!strcmp(a, "--cam-class")) {
       if (dm_cli_parse_int(a, v, 0, 1 << 20, &o->cam_class)) return 2;
     } else if (!strcmp(a, "--cam-method")) {
@@ -154,13 +157,15 @@ static void fill_input(dm_tensor *t, size_t n) {
 /* ---------- run ---------- */
 
 static const char run_help[] =
-    "usage: dermal run MODEL --input X.npy [--output Y.npy] [--backend "
-    "ref|onednn] [--threads N]\n"
+    "usage: dermal run MODEL --input X.npy [--output Y.npy [--output-index "
+    "I]]\n"
+    "                  [--backend ref|onednn] [--threads N]\n"
     "                  [--cam CAM.npy [--cam-class INDEX] [--cam-method "
     "gradcam|gradcampp|hirescam]\n"
     "                   [--cam-target TENSOR]]\n"
     "  Feeds the float32 .npy tensor X to the model's first input and writes\n"
-    "  its first output to Y.npy.  MODEL may also be given as --model M.\n"
+    "  its first output (or output I) to Y.npy.  MODEL may also be given as\n"
+    "  --model M.\n"
     "  --cam writes the raw class activation map (float32 H x W at the target\n"
     "  layer's resolution, after the ReLU, before any normalisation) for the\n"
     "  top-1 class or --cam-class; the target is the model's gradcam_target\n"
@@ -170,11 +175,11 @@ static const char run_help[] =
 static int cmd_run(int argc, char **argv) {
   opts o = {0};
   o.cam_class = -1;
-  int st =
-      parse_opts(argc, argv,
-                 "--model --input --output --backend --threads --precision "
-                 "--cam --cam-target --cam-class --cam-method",
-                 &o);
+  int st = parse_opts(argc, argv,
+                      "--model --input --output --output-index --backend "
+                      "--threads --precision --cam --cam-target --cam-class "
+                      "--cam-method",
+                      &o);
   if (st || o.help) {
     fputs(run_help, st ? stderr : stdout);
     return st;
@@ -221,7 +226,14 @@ static int cmd_run(int argc, char **argv) {
     ret = fail("run", rc, &eb);
     goto out;
   }
-  dm_tensor y = dm_session_output(s, 0);
+  if ((size_t)o.output_index >= dm_engine_n_outputs(e)) {
+    fprintf(stderr,
+            "dermal run: --output-index %d: the model has %zu "
+            "outputs\n",
+            o.output_index, dm_engine_n_outputs(e));
+    goto out;
+  }
+  dm_tensor y = dm_session_output(s, (size_t)o.output_index);
   if (o.output && (rc = dm_npy_write(o.output, &y, &eb))) {
     ret = fail("output", rc, &eb);
     goto out;

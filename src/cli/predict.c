@@ -228,6 +228,10 @@ int dm_cli_predict(int argc, char **argv) {
       for (int k = 0; k < top && (size_t)k < r->n_classes; k++)
         printf("%s%s %.1f%%", k ? ", " : "  ", info->labels[r->order[k]],
                100.0 * (double)r->prob[r->order[k]]);
+      if (r->has_ood && !r->in_distribution)
+        printf("  NOT IN DISTRIBUTION (OOD score %.1f > %.1f: this does not "
+               "look like a dermatoscopic image)",
+               (double)r->ood_score, (double)info->ood_threshold);
       printf("  [decode %.1f ms, preprocess %.1f ms, inference %.1f ms",
              r->ms_decode, r->ms_preprocess, r->ms_inference);
       if (cam_out)
@@ -368,6 +372,7 @@ typedef struct tally {
   size_t *conf; /* K x K, rows = truth */
   double bin_conf[BINS], bin_acc[BINS];
   size_t bin_n[BINS];
+  size_t ood_n, ood_out; /* images with an OOD score; those above threshold */
 } tally;
 
 typedef struct scores {
@@ -386,6 +391,10 @@ static void tally_add(tally *t, size_t truth, const dm_prediction *r) {
   t->bin_conf[b] += c;
   t->bin_acc[b] += pred == truth;
   t->bin_n[b]++;
+  if (r->has_ood) {
+    t->ood_n++;
+    t->ood_out += !r->in_distribution;
+  }
 }
 
 static void scores_free(scores *s) {
@@ -444,8 +453,17 @@ static void scores_json(const tally *t, const scores *s,
                         const dm_model_info *info) {
   size_t K = t->K;
   printf("\"n\":%zu,\"accuracy\":%.6f,\"balanced_accuracy\":%.6f,"
-         "\"macro_f1\":%.6f,\"ece\":%.6f,\"labels\":[",
+         "\"macro_f1\":%.6f,\"ece\":%.6f,",
          s->total, s->acc, s->bal, s->macro_f1, s->ece);
+  if (t->ood_n)
+    printf("\"ood_rejected\":%zu,\"ood_rejected_rate\":%.6f,"
+           "\"ood_threshold\":%.6g,",
+           t->ood_out, (double)t->ood_out / (double)t->ood_n,
+           (double)info->ood_threshold);
+  else
+    printf("\"ood_rejected\":null,\"ood_rejected_rate\":null,"
+           "\"ood_threshold\":null,");
+  printf("\"labels\":[");
   for (size_t c = 0; c < K; c++) {
     if (c) putchar(',');
     dm_cli_json_str(stdout, info->labels[c]);
@@ -474,7 +492,13 @@ static void scores_text(const tally *t, const scores *s,
   printf("balanced accuracy  %.4f  (mean recall over %zu classes present)\n",
          s->bal, s->present);
   printf("macro F1           %.4f\n", s->macro_f1);
-  printf("ECE                %.4f  (15 bins)\n\n", s->ece);
+  printf("ECE                %.4f  (15 bins)\n", s->ece);
+  if (t->ood_n)
+    printf("out of distr.      %zu of %zu (%.2f%%) above the OOD threshold "
+           "%.6g\n",
+           t->ood_out, t->ood_n, 100.0 * (double)t->ood_out / (double)t->ood_n,
+           (double)info->ood_threshold);
+  putchar('\n');
   printf("%-8s %9s %9s %9s %8s\n", "class", "precision", "recall", "f1",
          "support");
   for (size_t c = 0; c < K; c++)

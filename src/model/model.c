@@ -2,7 +2,8 @@
  *
  * dm_model_open parses the file, reads the service metadata (defaulting and
  * recording what is missing), checks that the graph is an image classifier
- * dermal can feed (one float image input, one [1,K] output), fingerprints the
+ * dermal can feed (one float image input, one [1,K] output, optionally an
+ * out-of-distribution score as a second output), fingerprints the
  * file and builds the engine.  After that the model is immutable; a
  * reference count (C11 atomics) lets the server swap or drop it while
  * requests still hold it.  Predictors are per-thread: an engine session and
@@ -136,6 +137,53 @@ static bool parse_pos_int(const char *v, int *out) {
   return true;
 }
 
+static bool parse_float(const char *v, float *out) {
+  char *end;
+  errno = 0;
+  float x = strtof(v, &end);
+  if (errno || end == v || !isfinite(x)) return false;
+  while (*end == ' ')
+    end++;
+  *out = x;
+  return *end == 0;
+}
+
+/* The optional second output: an out-of-distribution score (one float)
+ * named by metadata ood_output (default "ood_score"), with its threshold.
+ * It must come after the class scores, which Grad-CAM differentiates. */
+static dm_err read_ood(dm_model *m, const char *path, dm_errbuf *eb) {
+  const char *want = dm_onnx_meta(m->onnx, "ood_output");
+  if (dm_engine_n_outputs(m->engine) == 1) {
+    if (want)
+      return dm_errf(eb, DM_UNSUPPORTED,
+                     "%s: metadata ood_output '%s' but the graph has one "
+                     "output",
+                     path, want);
+    return DM_OK;
+  }
+  const char *name;
+  dm_tensor t = dm_engine_output(m->engine, 1, &name);
+  if (strcmp(name, want ? want : "ood_score"))
+    return dm_errf(eb, DM_UNSUPPORTED,
+                   "%s: second output '%s' is not the OOD score '%s' "
+                   "(metadata ood_output)",
+                   path, name, want ? want : "ood_score");
+  int64_t numel = 1;
+  for (int i = 0; i < t.rank; i++)
+    numel *= t.dims[i];
+  if (t.dtype != DM_ONNX_FLOAT || numel != 1)
+    return dm_errf(eb, DM_UNSUPPORTED, "%s: OOD output '%s' must be one float",
+                   path, name);
+  const char *v = dm_onnx_meta(m->onnx, "ood_threshold");
+  if (!v || !parse_float(v, &m->info.ood_threshold))
+    return dm_errf(eb, DM_UNSUPPORTED,
+                   "%s: OOD output '%s' needs metadata ood_threshold (a "
+                   "number)%s%s",
+                   path, name, v ? ", not " : "", v ? v : "");
+  m->info.has_ood = true;
+  return DM_OK;
+}
+
 static void note_default(char *list, size_t cap, const char *key) {
   size_t n = strlen(list);
   snprintf(list + n, cap - n, "%s%s", n ? "," : "", key);
@@ -210,14 +258,16 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   }
   if (rc) goto fail;
   if (dm_engine_n_inputs(m->engine) != 1 ||
-      dm_engine_n_outputs(m->engine) != 1) {
+      dm_engine_n_outputs(m->engine) < 1 ||
+      dm_engine_n_outputs(m->engine) > 2) {
     rc = dm_errf(eb, DM_UNSUPPORTED,
-                 "%s: a classifier has one input and one output (this model: "
-                 "%zu and %zu)",
+                 "%s: a classifier has one input and one output, plus "
+                 "optionally an OOD score (this model: %zu and %zu)",
                  path, dm_engine_n_inputs(m->engine),
                  dm_engine_n_outputs(m->engine));
     goto fail;
   }
+  if ((rc = read_ood(m, path, eb))) goto fail;
   dm_tensor in = dm_engine_input(m->engine, 0, NULL);
   dm_tensor outp = dm_engine_output(m->engine, 0, NULL);
   bool nchw = in.rank == 4 && in.dims[0] == 1 && in.dims[1] == 3;
@@ -391,8 +441,10 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   size_t o_ver = sb_add(&sb, ver ? ver : "", ver ? strlen(ver) : 0);
   size_t o_gt = sb_add(&sb, gt, strlen(gt));
   size_t o_def = sb_add(&sb, defaulted, strlen(defaulted));
+  const char *om = dm_onnx_meta(m->onnx, "ood_method");
+  size_t o_om = sb_add(&sb, om ? om : "", om ? strlen(om) : 0);
   if (o_path == (size_t)-1 || o_name == (size_t)-1 || o_ver == (size_t)-1 ||
-      o_gt == (size_t)-1 || o_def == (size_t)-1)
+      o_gt == (size_t)-1 || o_def == (size_t)-1 || o_om == (size_t)-1)
     goto nomem;
   m->strings = sb.p; /* final: no more appends, pointers are stable now */
   sb.p = NULL;
@@ -408,6 +460,7 @@ dm_err dm_model_open(const char *path, const dm_model_opts *opts,
   info->gradcam_target = m->strings + o_gt;
   info->gradcam_error = m->gradcam_error;
   info->defaulted = m->strings + o_def;
+  info->ood_method = m->strings + o_om;
   if (hashing) pthread_join(hash_thread, NULL);
   hashing = false;
   if (hj.rc) {
@@ -496,6 +549,13 @@ static dm_err run(dm_predictor *p, const dm_image *im, dm_prediction *out,
   out->height = im->h;
   out->ms_preprocess = t1 - t0;
   out->ms_inference = t2 - t1;
+  out->has_ood = m->info.has_ood;
+  out->in_distribution = true;
+  if (out->has_ood) {
+    out->ood_score = *(const float *)dm_session_output(p->s, 1).data;
+    /* NaN (a broken input) is not in distribution either */
+    out->in_distribution = out->ood_score <= m->info.ood_threshold;
+  }
   float mx = -INFINITY;
   for (size_t i = 0; i < n; i++) {
     out->logit[i] = y[i];
@@ -615,6 +675,16 @@ char *dm_prediction_json(const dm_model *m, const dm_prediction *r,
   json_object_set_new(ms, "inference", json_real(r->ms_inference));
   json_object_set(o, "top", top);
   json_object_set(o, "probabilities", probs);
+  json_object_set_new(o, "in_distribution",
+                      r->has_ood ? json_boolean(r->in_distribution)
+                                 : json_null());
+  json_object_set_new(o, "ood_score",
+                      r->has_ood && isfinite(r->ood_score)
+                          ? json_real((double)r->ood_score)
+                          : json_null());
+  json_object_set_new(o, "ood_threshold",
+                      r->has_ood ? json_real((double)m->info.ood_threshold)
+                                 : json_null());
   json_object_set(o, "ms", ms);
   s = json_dumps(o,
                  JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
