@@ -172,6 +172,8 @@ if ok:
           d["model"]["version"] == "test-1" and d["request_id"] == h.get("x-request-id") and
           d.get("image") == "lesion.jpg" and "inference" in d.get("ms", {}),
           "upload answer: labels, probabilities, model, request_id, timings", d)
+    check(all(k in d and d[k] is None for k in ("in_distribution", "ood_score", "ood_threshold")),
+          "upload answer: OOD keys (null: the test model has no OOD output)", d)
 st, h, d = s.json("POST", "/api/v1/predict?top=3", PNG, {"Content-Type": "image/png"})
 check(st == 200 and len(d.get("top", [])) == 3 and "image" not in d,
       "POST /api/v1/predict raw body, top=3", (st, d))

@@ -33,6 +33,15 @@ $PY $C models "$T" || { echo "FAIL fixtures"; echo "test_ood: 0 passed, 1 failed
   no "predict OOD keys: $(head -c 300 "$T/err")"
 "$DERMAL" predict --model "$T/ood.onnx" "$T"/imgs/*.png 2>/dev/null | grep -q "NOT IN DISTRIBUTION" &&
   ok "predict text says NOT IN DISTRIBUTION" || no "predict text"
+"$DERMAL" predict --model "$T/ood.onnx" --json --gradcam "$T/cams" "$T"/imgs/*.png > "$T/cam.jsonl" 2>/dev/null &&
+  $PY - "$T/pred.jsonl" "$T/cam.jsonl" <<'PYEOF' && ok "with Grad-CAM the OOD score is the same" || no "OOD score with Grad-CAM"
+import json, sys
+a = [json.loads(s) for s in open(sys.argv[1])]
+b = [json.loads(s) for s in open(sys.argv[2])]
+assert len(a) == len(b) == 12
+for x, y in zip(a, b):
+    assert x["ood_score"] == y["ood_score"] and x["in_distribution"] == y["in_distribution"], (x, y)
+PYEOF
 ls "$T/imgs" | sed 's/\.png$//' | awk 'BEGIN{print "image_id,dx"} {print $1",nv"}' > "$T/labels.csv"
 "$DERMAL" eval --model "$T/ood.onnx" --images "$T/imgs" --labels "$T/labels.csv" --json > "$T/eval.json" 2>/dev/null &&
   $PY - "$T/eval.json" "$T/pred.jsonl" <<'PYEOF' && ok "eval --json counts ood_rejected" || no "eval ood_rejected"
