@@ -14,8 +14,17 @@ hook on the target module (the last feature map before global pooling, the
 layer pytorch-grad-cam users pick) and a tensor hook for its gradient:
   Grad-CAM    w_k = mean(g_k);  cam = relu(sum_k w_k A_k)
   Grad-CAM++  as pytorch-grad-cam's GradCAMPlusPlus
+  HiResCAM    cam = relu(sum_k g_k * A_k)
 The raw map (h x w, after ReLU, before normalisation) goes to CAM.npy and the
-explained class index is printed on stdout."""
+explained class index is printed on stdout.
+
+An earlier target: --target MODULE (a dotted submodule path, e.g. `layer3`
+of ResNet or `features.14` of MobileNetV2) hooks that module instead.
+  /usr/bin/python3 tools/gradcam_reference.py --arch NAME --target MODULE \
+      --onnx-tensor MODEL.onnx
+prints the name of that module's output tensor in the exported file (the
+output of the last node in its `/a/a.b/` name scope), for
+`dermal run --cam-target`."""
 import argparse
 import os
 import sys
@@ -59,6 +68,22 @@ def default_model(path):
     return model.eval()
 
 
+def onnx_tensor(path, module):
+    """Output of the last node of module's name scope in an exported file
+    (torch.onnx names nodes /layer3/layer3.1/relu_1/Relu and
+    /features/features.5/features.5.0/block/block.0/block.0.0/Conv: a
+    numeric part extends the previous scope, a name starts a new one)."""
+    import onnx
+    scopes = []
+    for p in module.split("."):
+        scopes.append(scopes[-1] + "." + p if p.isdigit() and scopes else p)
+    scope = "/" + "/".join(scopes) + "/"
+    nodes = [n for n in onnx.load(path).graph.node if n.name.startswith(scope)]
+    if not nodes:
+        raise SystemExit("no node in scope %s of %s" % (scope, path))
+    return nodes[-1].output[0]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", choices=sorted(TARGETS))
@@ -68,12 +93,24 @@ def main():
                          "ONNX file's weights (loaded by parameter name), "
                          "preprocessed as its metadata says (direct 224 "
                          "resize, mean/std 0.5)")
-    ap.add_argument("--image", required=True)
-    ap.add_argument("--tensor-out", required=True)
-    ap.add_argument("--cam-out", required=True)
-    ap.add_argument("--method", default="gradcam", choices=["gradcam", "gradcampp"])
+    ap.add_argument("--target", metavar="MODULE",
+                    help="dotted submodule whose output is the target "
+                         "(default: the last feature map, see TARGETS)")
+    ap.add_argument("--onnx-tensor", metavar="ONNX",
+                    help="print the target module's output tensor name in "
+                         "this exported file and exit")
+    ap.add_argument("--image")
+    ap.add_argument("--tensor-out")
+    ap.add_argument("--cam-out")
+    ap.add_argument("--method", default="gradcam",
+                    choices=["gradcam", "gradcampp", "hirescam"])
     ap.add_argument("--class", dest="cls", type=int, default=-1)
     a = ap.parse_args()
+    if a.onnx_tensor:
+        print(onnx_tensor(a.onnx_tensor, a.target or TARGETS[a.arch]))
+        return
+    if not (a.image and a.tensor_out and a.cam_out):
+        ap.error("--image, --tensor-out and --cam-out are required")
 
     import torch
     from PIL import Image
@@ -97,7 +134,7 @@ def main():
     x = tf(Image.open(a.image).convert("RGB")).unsqueeze(0)
     np.save(a.tensor_out, x.numpy().astype(np.float32))
 
-    mod = model.get_submodule(target)
+    mod = model.get_submodule(a.target or target)
     store = {}
 
     def fwd_hook(_m, _i, out):
@@ -114,7 +151,7 @@ def main():
     h.remove()
     A = store["act"].detach().double().numpy()[0]   # (C, H, W)
     G = store["grad"].detach().double().numpy()[0]
-    if a.method == "gradcam":
+    if a.method in ("gradcam", "hirescam"):
         w = G.mean(axis=(1, 2))
     else:
         g2, g3 = G ** 2, G ** 3
@@ -122,7 +159,10 @@ def main():
         alpha = g2 / (2 * g2 + sa[:, None, None] * g3 + 1e-7)
         alpha = np.where(G != 0, alpha, 0)
         w = (np.maximum(G, 0) * alpha).sum(axis=(1, 2))
-    cam = np.maximum((w[:, None, None] * A).sum(axis=0), 0)
+    if a.method == "hirescam":   # element-wise: relu(sum_k g_k * A_k)
+        cam = np.maximum((G * A).sum(axis=0), 0)
+    else:
+        cam = np.maximum((w[:, None, None] * A).sum(axis=0), 0)
     np.save(a.cam_out, cam.astype(np.float32))
     print(c)
 
