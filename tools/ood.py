@@ -3,13 +3,19 @@
 
 Usage (`make model` runs it after tools/train.py):
     /usr/bin/python3 tools/ood.py --model models/dermal-ham10000.onnx \
-        [--ckpt build/train/best.pt] [--dim 256] [--out OUT.onnx]
+        [--ckpt build/train/best.pt] [--layer 13] [--dim 64] [--out OUT.onnx]
 
 What it does:
- 1. Penultimate features (the 1280 global-average-pooled channels that feed
-    the classifier) of every `train` image, from the trained PyTorch weights
-    (the same cached 224x224 tensors tools/train.py trains on, no
-    augmentation).
+ 1. Features of every `train` image: the global average of each channel of
+    the output of MobileNetV2 block LAYER (default 13: 96 channels at
+    14x14), from the trained PyTorch weights and the same cached 224x224
+    tensors tools/train.py trains on (no augmentation).  Why a middle block
+    and not the penultimate 1280 features: measured with --measure-only, the
+    penultimate features separate lesions from ordinary photos poorly (their
+    principal directions encode the seven classes, and a cat or a page of
+    text lands near some class mean), while the 14x14 block's channel
+    statistics describe texture and colour, which is what makes a
+    dermatoscopic image look like one.
  2. Fits a class-conditional Gaussian with one shared (tied) covariance,
     shrunk towards a multiple of the identity (Ledoit-Wolf style, fixed
     alpha), whitens with its top-DIM eigenvectors (principal directions),
@@ -20,7 +26,7 @@ What it does:
     the training lesions (fitted on the other nine tenths), so `val` is not
     used to choose it; the final fit then uses all training images.
  4. Appends the score to the ONNX graph as a second output "ood_score" [1]:
-    Gemm (features x W) -> Sub (class means, [7, DIM]) -> ReduceSumSquare
+    GlobalAveragePool -> Flatten -> Gemm (x W) -> Sub (class means, [7, DIM]) -> ReduceSumSquare
     over DIM -> ReduceMin over classes -> Mul 1/DIM; writes metadata_props
     ood_output, ood_threshold, ood_method (docs/model-metadata.md).
  5. Measures on `val` (positives) and a negative set of ordinary photos and
@@ -78,13 +84,15 @@ def load_negatives(paths, min_side=32):
 
 
 @torch.no_grad()
-def features(model, x_u8, bs=64):
+def features(model, x_u8, layer, bs=64):
+    """Channel means of the output of model.features[layer], float64 [N, C]."""
     model.eval()
+    body = model.features[:layer + 1]
     out = []
     for i in range(0, len(x_u8), bs):
         x = T.normalize(np.asarray(x_u8[i:i + bs])).contiguous(memory_format=torch.channels_last)
-        out.append(torch.flatten(model.pool(model.features(x)), 1).double().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 1280))
+        out.append(body(x).mean((2, 3)).double().numpy())
+    return np.concatenate(out)
 
 
 def fit(f, y, k, dim):
@@ -126,15 +134,22 @@ def holdout_threshold(f, y, lesions, k, dim):
     return float(np.percentile(score(f[h], means, w), HOLDOUT_PCT)), int(h.sum())
 
 
-def add_to_onnx(path_in, path_out, means, w, threshold, facts):
+def block_output(g, layer):
+    """The tensor torch.onnx.export produced for model.features[layer]'s
+    output: the output of the last node named /features/features.LAYER/..."""
+    prefix = "/features/features.%d/" % layer
+    nodes = [n for n in g.node if n.name.startswith(prefix)]
+    assert nodes, "no node named %s* in the graph" % prefix
+    return nodes[-1].output[0]
+
+
+def add_to_onnx(path_in, path_out, layer, means, w, threshold, facts):
     import onnx
     from onnx import helper, numpy_helper
     m = onnx.load(path_in)
     g = m.graph
     assert len(g.output) == 1, "the model already has %d outputs" % len(g.output)
-    head = [n for n in g.node if n.op_type == "Gemm" and g.output[0].name in n.output]
-    assert head, "expected the classifier Gemm to produce the graph output"
-    feat = head[0].input[0]
+    src = block_output(g, layer)
     dim = w.shape[1]
     inits = {
         "ood/whiten": w.astype(np.float32),
@@ -144,7 +159,9 @@ def add_to_onnx(path_in, path_out, means, w, threshold, facts):
     for name, arr in inits.items():
         g.initializer.append(numpy_helper.from_array(arr, name))
     g.node.extend([
-        helper.make_node("Gemm", [feat, "ood/whiten"], ["ood/z"], name="ood/Gemm"),
+        helper.make_node("GlobalAveragePool", [src], ["ood/pool"], name="ood/GlobalAveragePool"),
+        helper.make_node("Flatten", ["ood/pool"], ["ood/feat"], name="ood/Flatten"),
+        helper.make_node("Gemm", ["ood/feat", "ood/whiten"], ["ood/z"], name="ood/Gemm"),
         helper.make_node("Sub", ["ood/z", "ood/means"], ["ood/diff"], name="ood/Sub"),
         helper.make_node("ReduceSumSquare", ["ood/diff"], ["ood/dist"], axes=[1], keepdims=0,
                          name="ood/ReduceSumSquare"),
@@ -171,8 +188,10 @@ def main():
     ap.add_argument("--ckpt", default=os.path.join(ROOT, "build", "train", "best.pt"))
     ap.add_argument("--data", default=os.path.normpath(os.path.join(ROOT, "..", "shared", "data")))
     ap.add_argument("--cache", default=os.path.join(ROOT, "build", "train-cache"))
-    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--layer", type=int, default=13, help="MobileNetV2 block whose output is pooled")
+    ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--out", default=None, help="default: --model (in place)")
+    ap.add_argument("--limit", type=int, default=0, help="smoke run: every Nth train image")
     ap.add_argument("--measure-only", action="store_true",
                     help="print AUROC/rejection for several DIM values, write nothing")
     args = ap.parse_args()
@@ -187,22 +206,33 @@ def main():
     xva = T.load_cached(ham, "val", rows["val"], args.cache)
     ytr = np.array([r[1] for r in rows["train"]])
     lesions = [r[2] for r in rows["train"]]
+    if args.limit:
+        sub = np.arange(0, len(ytr), args.limit)
+        xtr, ytr, lesions = xtr[sub], ytr[sub], [lesions[i] for i in sub]
     xneg, neg_names = load_negatives(negative_paths(args.data))
     T.log("features: %d train, %d val, %d negatives" % (len(xtr), len(xva), len(xneg)))
-    ftr, fva, fneg = features(model, xtr), features(model, xva), features(model, xneg)
     k = len(T.CLASSES)
-
-    dims = [64, 128, 256, 512, 1280] if args.measure_only else [args.dim]
-    for dim in dims:
+    if args.measure_only:
+        grid = [(6, 16), (6, 32), (13, 16), (13, 32), (13, 64), (17, 128), (17, 256),
+                (18, 256), (18, 1280)]
+    else:
+        grid = [(args.layer, args.dim)]
+    feats = {}
+    for layer, dim in grid:
+        if layer not in feats:
+            feats[layer] = [features(model, x, layer) for x in (xtr, xva, xneg)]
+        ftr, fva, fneg = feats[layer]
+        dim = min(dim, ftr.shape[1])
         thr, n_held = holdout_threshold(ftr, ytr, lesions, k, dim)
         means, w = fit(ftr, ytr, k, dim)
         sva, sneg = score(fva, means, w), score(fneg, means, w)
         au = auroc(sva, sneg)
         rej = float((sva > thr).mean())
         acc_neg = int((sneg <= thr).sum())
-        T.log("dim %4d: AUROC %.4f, threshold %.3f (p%.0f of %d held-out train images), "
-              "val rejected %.2f%%, negatives accepted %d/%d" % (
-                  dim, au, thr, HOLDOUT_PCT, n_held, 100 * rej, acc_neg, len(sneg)))
+        T.log("block %2d (%4d ch) dim %4d: AUROC %.4f, threshold %.3f (p%.0f of %d held-out "
+              "train images), val rejected %.2f%%, negatives accepted %d/%d" % (
+                  layer, ftr.shape[1], dim, au, thr, HOLDOUT_PCT, n_held, 100 * rej, acc_neg,
+                  len(sneg)))
     if args.measure_only:
         order = np.argsort(sneg)
         T.log("lowest-scoring negatives: " + ", ".join(
@@ -210,16 +240,17 @@ def main():
         return
     facts = {
         "ood_method": ("min over classes of the squared Mahalanobis distance / %d of the "
-                       "penultimate features (global average pool, 1280) to the class means, "
-                       "tied covariance shrunk by %.2f, top %d principal directions; fitted on "
-                       "%d train images; threshold = p%.0f of held-out train lesions"
-                       % (args.dim, SHRINK, args.dim, len(ftr), HOLDOUT_PCT)),
+                       "channel means of MobileNetV2 block %d's output (%d channels) to the "
+                       "class means, tied covariance shrunk by %.2f, top %d principal "
+                       "directions; fitted on %d train images; threshold = p%.0f of "
+                       "held-out train lesions"
+                       % (dim, args.layer, ftr.shape[1], SHRINK, dim, len(ftr), HOLDOUT_PCT)),
         "ood_val_rejected": "%.4f" % rej,
         "ood_auroc": "%.4f" % au,
         "ood_negatives": "%d images: python3-skimage sample data + imagenet-mobilenet test images" % len(sneg),
     }
     out = args.out or args.model
-    add_to_onnx(args.model, out, means, w, thr, facts)
+    add_to_onnx(args.model, out, args.layer, means, w, thr, facts)
     T.log("wrote %s: ood_threshold %.4f, AUROC %.4f, val rejected %.2f%%" % (out, thr, au, 100 * rej))
     # the C engine must compute the same score
     exe = os.path.join(ROOT, "build", "dermal")

@@ -9,6 +9,8 @@ models OUT          writes OUT/ood.onnx (a 7-class conv classifier with a
 check PRED.jsonl    every line has in_distribution == (ood_score <=
                     ood_threshold), both outcomes occur.
 null PRED.jsonl     every line has the three keys, all null.
+lists DATA SKDATA OUT
+                    OUT/val.txt (val images), OUT/neg.txt (negatives).
 quality VAL.jsonl NEG.jsonl
                     the default model: AUROC >= 0.95 between val (positives)
                     and negatives, <= 3 % of val rejected.
@@ -72,6 +74,30 @@ def models(out):
         Image.fromarray(a).save(os.path.join(out, "imgs", "img%02d.png" % i))
 
 
+def lists(data, skdata, out):
+    """out/val.txt: the val images; out/neg.txt: the negatives (BMPs, which
+    dermal does not decode, converted to PNG in out/neg/)."""
+    import csv
+    from PIL import Image
+    ham = os.path.join(data, "ham10000")
+    with open(os.path.join(ham, "split.csv"), newline="") as f:
+        val = [os.path.join(ham, "images", r["image_id"] + ".jpg")
+               for r in csv.DictReader(f) if r["split"] == "val"]
+    with open(os.path.join(out, "val.txt"), "w") as f:
+        f.write("\n".join(val) + "\n")
+    neg = sorted(os.path.join(skdata, n) for n in os.listdir(skdata)
+                 if n.endswith((".png", ".jpg")))
+    os.makedirs(os.path.join(out, "neg"), exist_ok=True)
+    mob = os.path.join(data, "imagenet-mobilenet")
+    for n in sorted(os.listdir(mob)) if os.path.isdir(mob) else []:
+        if n.endswith(".bmp"):
+            dst = os.path.join(out, "neg", n[:-4] + ".png")
+            Image.open(os.path.join(mob, n)).convert("RGB").save(dst)
+            neg.append(dst)
+    with open(os.path.join(out, "neg.txt"), "w") as f:
+        f.write("\n".join(neg) + "\n")
+
+
 def lines(path):
     with open(path) as f:
         return [json.loads(s) for s in f if s.strip()]
@@ -115,4 +141,5 @@ def quality(val_path, neg_path):
 
 if __name__ == "__main__":
     cmd = sys.argv[1]
-    {"models": models, "check": check, "null": null, "quality": quality}[cmd](*sys.argv[2:])
+    {"models": models, "lists": lists, "check": check, "null": null,
+     "quality": quality}[cmd](*sys.argv[2:])

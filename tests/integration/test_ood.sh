@@ -76,11 +76,8 @@ elif ! "$DERMAL" inspect "$M" | grep -q "ood_threshold"; then
 elif [ ! -d "$SK" ]; then
   sk "default model quality: $SK missing (python3-skimage; scripts/install-deps)"
 else
-  awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "image_id") c = i; s = 0
-                     for (i = 1; i <= NF; i++) if ($i == "split") s = i; next }
-           $s == "val" { print $c }' "$D/split.csv" | sed "s|^|$D/images/|; s|$|.jpg|" > "$T/val.txt"
+  $PY $C lists ../shared/data "$SK" "$T"
   xargs "$DERMAL" predict --model "$M" --json < "$T/val.txt" > "$T/val.jsonl" 2>/dev/null
-  ls "$SK"/*.png "$SK"/*.jpg ../shared/data/imagenet-mobilenet/*.bmp 2>/dev/null > "$T/neg.txt"
   xargs "$DERMAL" predict --model "$M" --json < "$T/neg.txt" > "$T/neg.jsonl" 2>/dev/null
   if $PY $C quality "$T/val.jsonl" "$T/neg.jsonl" > "$T/q" 2>&1; then ok "$(tail -1 "$T/q")"
   else no "default model OOD quality: $(tail -3 "$T/q")"; fi
