@@ -157,6 +157,34 @@ dm_err dm_image_to_tensor(const dm_image *im, const dm_preproc *p, float *out,
     if (rc != DM_OK) goto out;
   }
 
+  if (win && cw == W && chh == H) {
+    /* The crop lies inside the resized image (every model input we know):
+     * no padding, and the window is exactly the (H, W, 3) input, so one
+     * pass over its pixels fills the three channels.  This runs for every
+     * prediction; the general loop below costs about four times as much
+     * per pixel (0.2 ms for 224x224). */
+    const uint8_t *restrict px = win;
+    const float *l0 = lut[0], *l1 = lut[1], *l2 = lut[2];
+    int s0 = p->bgr ? 2 : 0, s2 = 2 - s0; /* source byte of channels 0, 2 */
+    size_t i;
+    if (p->nhwc) {
+      float *restrict o = out;
+      for (i = 0; i < plane; i++, px += 3, o += 3) {
+        o[0] = l0[px[s0]];
+        o[1] = l1[px[1]];
+        o[2] = l2[px[s2]];
+      }
+    } else {
+      float *restrict o0 = out, *restrict o1 = out + plane,
+                      *restrict o2 = out + 2 * plane;
+      for (i = 0; i < plane; i++, px += 3) {
+        o0[i] = l0[px[s0]];
+        o1[i] = l1[px[1]];
+        o2[i] = l2[px[s2]];
+      }
+    }
+    goto out;
+  }
   for (y = 0; y < H; y++) {
     int ry = y + g.crop_y; /* row in the resized image */
     for (x = 0; x < W; x++) {
