@@ -95,7 +95,13 @@ void dm_engine_free(dm_engine *e);
 
 const dm_engine_stats *dm_engine_get_stats(const dm_engine *e);
 const char *dm_engine_backend_name(const dm_engine *e);
+/* "fp32" or "bf16": the compute precision the engine chose (bf16 and auto
+ * give bf16 only where the CPU runs it natively, AVX512-BF16 or AMX). */
 const char *dm_engine_precision_name(const dm_engine *e);
+/* The precision an engine built with (backend, p) would report on this CPU,
+ * without building one (for `dermal inspect`).  Thread-safe. */
+const char *dm_engine_precision_resolve(dm_backend_kind backend,
+                                        dm_precision p);
 
 /* Graph inputs (without initializers) and outputs, with their shapes.  The
  * returned tensors have data == NULL.  Index must be < the count. */

@@ -55,6 +55,8 @@ typedef struct dm_server_config {
                                after a failed preload, doubling ... */
   int retry_max_ms;         /* MODEL_RETRY_MAX_MS, 60000: ... up to this */
   bool ref_backend;         /* BACKEND=ref (default onednn) */
+  int precision;            /* PRECISION=fp32|bf16|auto: a dm_precision
+                               value (engine.h), default fp32 */
   int debug_delay_ms;       /* DERMAL_DEBUG_INFER_DELAY_MS, 0: tests only,
                                sleeps in the worker before each inference */
 } dm_server_config;

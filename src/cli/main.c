@@ -269,11 +269,12 @@ out:
 /* ---------- inspect ---------- */
 
 static const char inspect_help[] =
-    "usage: dermal inspect MODEL [--json]\n"
+    "usage: dermal inspect MODEL [--json] [--precision fp32|bf16|auto]\n"
     "  Parses the ONNX file (builds no engine) and prints its inputs and\n"
     "  outputs, op histogram, parameter count and bytes, metadata_props, the\n"
     "  Grad-CAM target (metadata or automatic) and the ops the engine does\n"
-    "  not support.\n";
+    "  not support, and the compute precision an engine would use on this\n"
+    "  CPU (bf16 and auto run bf16 only where the CPU has it natively).\n";
 
 static bool op_supported(const char *op) {
   for (const char *const *s = dm_engine_supported_ops(); *s; s++)
@@ -301,7 +302,7 @@ typedef struct hist {
 
 static int cmd_inspect(int argc, char **argv) {
   opts o = {0};
-  int st = parse_opts(argc, argv, "--model --json", &o);
+  int st = parse_opts(argc, argv, "--model --json --precision", &o);
   if (st || o.help) {
     fputs(inspect_help, st ? stderr : stdout);
     return st;
@@ -336,6 +337,11 @@ static int cmd_inspect(int argc, char **argv) {
   char cam[256] = "";
   dm_errbuf ceb = {{0}};
   dm_err cam_rc = dm_engine_cam_preview(m, meta_target, cam, sizeof cam, &ceb);
+  const char *prec =
+      dm_engine_precision_resolve(o.eng.backend, o.eng.precision);
+  bool bf16_native =
+      !strcmp(dm_engine_precision_resolve(DM_BACKEND_ONEDNN, DM_PRECISION_AUTO),
+              "bf16");
   int64_t params = 0;
   size_t bytes = 0;
   for (size_t i = 0; i < g->n_initializers; i++) {
@@ -400,7 +406,8 @@ static int cmd_inspect(int argc, char **argv) {
         if (nu++) fputc(',', f);
         dm_cli_json_str(f, h[k].op);
       }
-    fprintf(f, "]}\n");
+    fprintf(f, "],\"precision\":\"%s\",\"bf16_native\":%s}\n", prec,
+            bf16_native ? "true" : "false");
   } else {
     fprintf(f, "model      %s\n", o.model);
     fprintf(f,
@@ -430,6 +437,8 @@ static int cmd_inspect(int argc, char **argv) {
     else
       fprintf(f, "gradcam    %s (%s)\n", cam,
               meta_target ? "from metadata" : "chosen automatically");
+    fprintf(f, "precision  %s (bf16 %s on this CPU)\n", prec,
+            bf16_native ? "native" : "not native");
     fprintf(f, "nodes      %zu\n", g->n_nodes);
     for (size_t k = 0; k < nh; k++)
       fprintf(f, "  %-24s %d%s\n", h[k].op, h[k].count,
@@ -450,7 +459,8 @@ static int cmd_inspect(int argc, char **argv) {
 
 static const char bench_help[] =
     "usage: dermal bench MODEL [--threads N] [--iters N] [--warmup N]\n"
-    "                          [--backend ref|onednn] [--precision fp32] "
+    "                          [--backend ref|onednn] [--precision "
+    "fp32|bf16|auto] "
     "[--json]\n"
     "  Loads the model, runs it on deterministic random input and prints the\n"
     "  load time, first-run time, p50/p90/p99 latency and peak RSS.\n"

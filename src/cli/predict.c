@@ -256,7 +256,8 @@ usage:
 static const char eval_help[] =
     "usage: dermal eval [--model M] --images DIR --labels CSV [--json]\n"
     "                   [--plot PNG] [--compare M2] [--threads N]\n"
-    "                   [--backend ref|onednn]\n"
+    "                   [--backend ref|onednn] [--precision P]\n"
+    "                   [--compare-precision P]\n"
     "  CSV has a header naming the columns image_id and dx; each image is\n"
     "  DIR/<image_id>.jpg or .png (or image_id itself when it has an\n"
     "  extension).  Prints accuracy, balanced accuracy (mean per-class recall\n"
@@ -264,7 +265,25 @@ static const char eval_help[] =
     "  macro F1, the confusion matrix (rows = truth) and the expected\n"
     "  calibration error.  Unreadable images are skipped and counted.\n"
     "  --compare M2 also runs M2 (e.g. the int8 model) on the same images and\n"
-    "  prints its metrics beside M's, with their top-1 agreement.\n";
+    "  prints its metrics beside M's, with their top-1 agreement.\n"
+    "  --precision fp32|bf16|auto is M's compute precision (default fp32);\n"
+    "  --compare-precision P runs M2 at P (default: M's precision), and\n"
+    "  without --compare compares M with itself: `--compare-precision bf16`\n"
+    "  measures what bf16 compute changes.\n";
+
+static int parse_precision(const char *opt, const char *v, dm_precision *out) {
+  if (!strcmp(v, "fp32"))
+    *out = DM_PRECISION_FP32;
+  else if (!strcmp(v, "bf16"))
+    *out = DM_PRECISION_BF16;
+  else if (!strcmp(v, "auto"))
+    *out = DM_PRECISION_AUTO;
+  else {
+    fprintf(stderr, "dermal: %s is fp32, bf16 or auto, not '%s'\n", opt, v);
+    return 2;
+  }
+  return 0;
+}
 
 typedef struct row {
   char *id, *dx;
@@ -519,8 +538,9 @@ static void scores_text(const tally *t, const scores *s,
 int dm_cli_eval(int argc, char **argv) {
   const char *model = NULL, *dir = NULL, *labels = NULL, *plot = NULL,
              *compare = NULL;
-  bool json = false;
+  bool json = false, cmp_prec = false;
   dm_model_opts mo = {0};
+  dm_precision p2prec = DM_PRECISION_FP32;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     bool has = i + 1 < argc;
@@ -533,6 +553,11 @@ int dm_cli_eval(int argc, char **argv) {
       model = argv[++i];
     } else if (!strcmp(a, "--compare") && has) {
       compare = argv[++i];
+    } else if (!strcmp(a, "--precision") && has) {
+      if (parse_precision(a, argv[++i], &mo.precision)) return 2;
+    } else if (!strcmp(a, "--compare-precision") && has) {
+      if (parse_precision(a, argv[++i], &p2prec)) return 2;
+      cmp_prec = true;
     } else if (!strcmp(a, "--images") && has) {
       dir = argv[++i];
     } else if (!strcmp(a, "--labels") && has) {
@@ -563,6 +588,9 @@ int dm_cli_eval(int argc, char **argv) {
     return 2;
   }
   if (!model) model = dm_cli_default_model();
+  if (cmp_prec && !compare) compare = model;
+  dm_model_opts mo2 = mo;
+  if (cmp_prec) mo2.precision = p2prec;
   size_t n_rows = 0;
   row *rows = read_labels(labels, &n_rows);
   if (!rows) return 1;
@@ -573,7 +601,9 @@ int dm_cli_eval(int argc, char **argv) {
   scores s1 = {0}, s2 = {0};
   dm_prediction *r = NULL, *r2 = NULL;
   if (open_model(model, &mo, &m, &p)) goto out;
-  if (compare && open_model(compare, &mo, &m2, &p2)) goto out;
+  if (compare && open_model(compare, &mo2, &m2, &p2)) goto out;
+  const char *prec1 = dm_engine_precision_name(dm_model_engine(m));
+  const char *prec2 = m2 ? dm_engine_precision_name(dm_model_engine(m2)) : "";
   const dm_model_info *info = dm_model_get_info(m);
   size_t K = info->n_classes;
   if (m2) { /* the same classes in the same order, or comparing is moot */
@@ -646,11 +676,13 @@ int dm_cli_eval(int argc, char **argv) {
   if (json) {
     printf("{\"model\":");
     dm_cli_json_str(stdout, model);
+    printf(",\"precision\":\"%s\"", prec1);
     printf(",\"skipped\":%zu,\"unknown_labels\":%zu,", skipped, unknown);
     scores_json(&t1, &s1, info);
     if (m2) {
       printf(",\"compare\":{\"model\":");
       dm_cli_json_str(stdout, compare);
+      printf(",\"precision\":\"%s\"", prec2);
       printf(",\"top1_agreement\":%.6f,\"balanced_accuracy_delta\":%.6f,",
              agreement, s2.bal - s1.bal);
       scores_json(&t2, &s2, info);
@@ -658,13 +690,13 @@ int dm_cli_eval(int argc, char **argv) {
     }
     printf("}\n");
   } else {
-    printf("model              %s\n", model);
+    printf("model              %s (%s)\n", model, prec1);
     printf("images             %zu evaluated, %zu skipped, %zu with labels "
            "the model lacks\n",
            s1.total, skipped, unknown);
     scores_text(&t1, &s1, info);
     if (m2) {
-      printf("\ncompared with      %s\n", compare);
+      printf("\ncompared with      %s (%s)\n", compare, prec2);
       printf("top-1 agreement    %.4f\n", agreement);
       printf("accuracy           %.4f  (%+.4f)\n", s2.acc, s2.acc - s1.acc);
       printf("balanced accuracy  %.4f  (%+.4f)\n", s2.bal, s2.bal - s1.bal);

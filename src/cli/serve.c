@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "dermal/engine.h"
 #include "dermal/server.h"
 #include "dermal/store.h"
 #include "util.h"
@@ -73,6 +74,8 @@ static void serve_usage(FILE *f) {
       "  --database-url URL  DATABASE_URL    sqlite:///dermal.db (none: off)\n"
       "  --log-format F      LOG_FORMAT      text | json\n"
       "  --backend B         BACKEND         onednn | ref\n"
+      "  --precision P       PRECISION       fp32 | bf16 | auto (bf16 where\n"
+      "                                      the CPU runs it natively)\n"
       "Environment only: STORE_IMAGES (false), IMAGES_DIR (dermal-images),\n"
       "MEMORY_LIMIT_MB (off; Grad-CAM shed at 80%%, requests at 95%%),\n"
       "API_TOKEN (bearer token for the API and /history; unset: /history\n"
@@ -166,6 +169,17 @@ int dm_cli_serve(int argc, char **argv) {
         return 2;
       }
       c.ref_backend = !strcmp(val, "ref");
+    } else if (!strcmp(a, "--precision")) {
+      if (!strcmp(val, "fp32"))
+        c.precision = DM_PRECISION_FP32;
+      else if (!strcmp(val, "bf16"))
+        c.precision = DM_PRECISION_BF16;
+      else if (!strcmp(val, "auto"))
+        c.precision = DM_PRECISION_AUTO;
+      else {
+        fprintf(stderr, "dermal serve: --precision is fp32, bf16 or auto\n");
+        return 2;
+      }
     } else {
       fprintf(stderr, "dermal serve: unknown option '%s' (see --help)\n", a);
       return 2;

@@ -146,6 +146,12 @@ const char *dm_engine_precision_name(const dm_engine *e) {
   return e->be->precision ? e->be->precision(e->state) : "fp32";
 }
 
+const char *dm_engine_precision_resolve(dm_backend_kind backend,
+                                        dm_precision p) {
+  if (backend == DM_BACKEND_REF || p == DM_PRECISION_FP32) return "fp32";
+  return dm__onednn_bf16_native() ? "bf16" : "fp32";
+}
+
 size_t dm_engine_n_inputs(const dm_engine *e) { return (size_t)e->g->n_inputs; }
 size_t dm_engine_n_outputs(const dm_engine *e) {
   return (size_t)e->g->n_user_outputs; /* a Grad-CAM target comes after */

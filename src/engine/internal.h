@@ -430,6 +430,10 @@ typedef struct dm_backend {
   const dm_grad_ops *grad; /* Grad-CAM section operators; NULL: plain C */
 } dm_backend;
 
+/* backend_onednn.c: whether this CPU runs bf16 convolutions natively
+ * (AVX512-BF16 or AMX, a JIT kernel for a probe conv). */
+bool dm__onednn_bf16_native(void);
+
 extern const dm_backend dm__backend_ref;
 extern const dm_backend dm__backend_onednn;
 

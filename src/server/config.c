@@ -130,5 +130,17 @@ dm_err dm_server_config_from_env(dm_server_config *c, dm_errbuf *eb) {
       return dm_errf(eb, DM_ARG, "BACKEND must be onednn or ref, got '%.40s'",
                      be);
   }
+  const char *pr = getenv("PRECISION");
+  if (pr && *pr) {
+    if (!strcasecmp(pr, "fp32"))
+      c->precision = DM_PRECISION_FP32;
+    else if (!strcasecmp(pr, "bf16"))
+      c->precision = DM_PRECISION_BF16;
+    else if (!strcasecmp(pr, "auto"))
+      c->precision = DM_PRECISION_AUTO;
+    else
+      return dm_errf(eb, DM_ARG,
+                     "PRECISION must be fp32, bf16 or auto, got '%.40s'", pr);
+  }
   return DM_OK;
 }

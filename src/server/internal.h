@@ -65,7 +65,8 @@ typedef struct dm__lc_status {
   char last_error[256];
   char sha256[65];
   char name[128], version[64];
-  char cam_target[128]; /* Grad-CAM target tensor, "" when none */
+  char cam_target[128];            /* Grad-CAM target tensor, "" when none */
+  char backend[16], precision[16]; /* of the loaded engine */
 } dm__lc_status;
 void dm__lc_status_get(dm__lifecycle *lc, dm__lc_status *st);
 

@@ -182,6 +182,11 @@ void dm__lc_status_get(dm__lifecycle *lc, dm__lc_status *st) {
              in->version ? in->version : "");
     snprintf(st->cam_target, sizeof st->cam_target, "%s",
              in->gradcam_target ? in->gradcam_target : "");
+    const dm_engine *eng = dm_model_engine(lc->model);
+    snprintf(st->backend, sizeof st->backend, "%s",
+             dm_engine_backend_name(eng));
+    snprintf(st->precision, sizeof st->precision, "%s",
+             dm_engine_precision_name(eng));
   }
   pthread_mutex_unlock(&lc->mu);
 }

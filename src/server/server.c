@@ -404,6 +404,12 @@ static enum MHD_Result get_health(dm_server *s, req *r) {
                         le ? le : json_string("(invalid utf-8)"));
     json_object_set_new(o, "preload_mode",
                         json_string(s->cfg.preload ? "preload" : "lazy"));
+    json_object_set_new(o, "backend",
+                        json_string(st.loaded            ? st.backend
+                                    : s->cfg.ref_backend ? "ref"
+                                                         : "onednn"));
+    json_object_set_new(o, "precision",
+                        st.loaded ? json_string(st.precision) : json_null());
     json_object_set_new(o, "gradcam_enabled", json_boolean(s->cfg.gradcam));
     json_object_set_new(o, "gradcam_available",
                         json_boolean(st.loaded && st.cam_target[0]));
@@ -1229,7 +1235,7 @@ dm_err dm_server_new(const dm_server_config *c, dm_server **out,
   dm_model_opts mo;
   memset(&mo, 0, sizeof mo);
   mo.backend = c->ref_backend ? DM_BACKEND_REF : DM_BACKEND_ONEDNN;
-  mo.precision = DM_PRECISION_FP32;
+  mo.precision = (dm_precision)c->precision;
   mo.threads = c->threads;
   mo.gradcam = c->gradcam; /* builds the backward tail for Grad-CAM */
   dm__lc_init(&s->lc, c->model_path, &mo, c->retry_base_ms, c->retry_max_ms);

@@ -137,6 +137,20 @@ PYEOF
   else
     sk "$Q missing: int8 quality bars"
   fi
+  # bf16 compute (issue 6): the same file at --precision bf16 against fp32
+  "$DERMAL" eval --model "$M" --compare-precision bf16 --images "$D/images" \
+    --labels "$T/val.csv" --json > "$T/bf16.json" 2>/dev/null
+  if $PY -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["compare"]["precision"] != "bf16")' "$T/bf16.json" 2>/dev/null; then
+    $PY - "$T/bf16.json" <<'PYEOF' && ok "bf16 quality bar" || no "bf16 quality bar"
+import json, sys
+e = json.load(open(sys.argv[1])); c = e["compare"]
+print("bf16: top-1 agreement %.4f with fp32, balanced accuracy %+.4f" % (
+    c["top1_agreement"], c["balanced_accuracy_delta"]))
+assert e["precision"] == "fp32" and c["top1_agreement"] >= 0.995
+PYEOF
+  else
+    sk "no native bf16 on this CPU: bf16 quality bar"
+  fi
 fi
 echo "test_default_model: $pass passed, $fail failed, $skip skipped"
 [ $fail -eq 0 ]
