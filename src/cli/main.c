@@ -672,21 +672,21 @@ static int cmd_bench(int argc, char **argv) {
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"mean_ms\":%.3f,"
            "\"min_ms\":%.3f,\"peak_rss_mb\":%.1f,\"nodes_in\":%zu,"
            "\"nodes_run\":%zu,\"arena_bytes\":%zu,\"weight_bytes\":%zu,"
-           "\"weight_copied_bytes\":%zu}\n",
+           "\"weight_copied_bytes\":%zu,\"int8_ops\":%zu}\n",
            dm_engine_backend_name(e), dm_engine_precision_name(e),
            o.eng.threads, o.iters, load_ms, es->load_ms, first_ms,
            pct(lat, o.iters, 50), pct(lat, o.iters, 90), pct(lat, o.iters, 99),
            mean, lat[0], dm_cli_peak_rss_mb(), es->nodes_in, es->nodes_run,
-           es->arena_bytes, es->weight_bytes, es->weight_copied);
+           es->arena_bytes, es->weight_bytes, es->weight_copied, es->int8_ops);
   } else {
     printf("model      %s\n", o.model);
     printf("backend    %s (%s), %d thread%s\n", dm_engine_backend_name(e),
            dm_engine_precision_name(e), o.eng.threads,
            o.eng.threads == 1 ? "" : "s");
     printf("graph      %zu nodes in file, %zu run (%zu folded, %zu BN folded, "
-           "%zu fused, %zu dead)\n",
+           "%zu fused, %zu dead, %zu int8)\n",
            es->nodes_in, es->nodes_run, es->folded_const, es->folded_bn,
-           es->fused_act, es->dead);
+           es->fused_act, es->dead, es->int8_ops);
     printf("load       %.2f ms (engine build %.2f ms)\n", load_ms, es->load_ms);
     printf("first run  %.2f ms\n", first_ms);
     printf("latency    p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  (%d iters)\n",

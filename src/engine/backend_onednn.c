@@ -277,8 +277,23 @@ static dnnl_status_t md_channels_last(dnnl_memory_desc_t *md, int nd,
   return dnnl_memory_desc_init_by_strides(md, nd, d, dnnl_f32, st);
 }
 
+/* oneDNN data type of a value the backend describes: float32, and 8-bit
+ * tensors of the int8 path (dnnl_data_type_undef otherwise). */
+static dnnl_data_type_t val_dt(const oeng *e, int v) {
+  switch (val(e, v)->dtype) {
+  case DM_ONNX_FLOAT: return dnnl_f32;
+  case DM_ONNX_UINT8: return dnnl_u8;
+  case DM_ONNX_INT8: return dnnl_s8;
+  default: return dnnl_data_type_undef;
+  }
+}
+
 static dnnl_status_t md_plain(const oeng *e, int v, dnnl_memory_desc_t *md) {
-  return md_plain_dims(md, val(e, v)->rank, val(e, v)->dims);
+  dnnl_status_t s = md_plain_dims(md, val(e, v)->rank, val(e, v)->dims);
+  if (s == dnnl_success && val_dt(e, v) != dnnl_f32 &&
+      val_dt(e, v) != dnnl_data_type_undef)
+    md->data_type = val_dt(e, v); /* strides count elements: same layout */
+  return s;
 }
 
 static dnnl_status_t md_any_dt(dnnl_memory_desc_t *md, int nd,
@@ -337,6 +352,7 @@ static bool md_is_plain(const dnnl_memory_desc_t *md) {
   for (int i = 0; i < md->ndims; i++)
     dims[i] = md->dims[i];
   if (md_plain_dims(&p, md->ndims, dims) != dnnl_success) return false;
+  p.data_type = md->data_type;
   return md_same_bytes(md, &p);
 }
 
@@ -1840,7 +1856,7 @@ static dm_err map_reshape(oeng *e, int ni, dm_errbuf *eb) {
   dm_err rc = get_plain(e, ni, x, &tx, eb);
   if (rc != DM_OK) return rc;
   dnnl_memory_desc_t md;
-  bool f = is_f32(e, y);
+  bool f = val_dt(e, y) != dnnl_data_type_undef;
   if (f && md_plain(e, y, &md) != dnnl_success) return DM_UNSUPPORTED;
   int ty = new_tensor(e, y, e->t[tx].buf, f ? &md : NULL, true);
   if (ty < 0) return nomem(eb, n);
@@ -1882,7 +1898,7 @@ static dm_err map_ref(oeng *e, int ni, dm_errbuf *eb) {
     int y = n->out[i];
     if (y < 0) continue;
     dnnl_memory_desc_t md;
-    bool f = is_f32(e, y);
+    bool f = val_dt(e, y) != dnnl_data_type_undef;
     if (f && md_plain(e, y, &md) != dnnl_success) {
       rc = dm_errf(eb, DM_BACKEND, "node '%s' (%s): bad output shape", nname(n),
                    n->op_type);
@@ -1907,12 +1923,229 @@ fail:
   return rc;
 }
 
+/* ----------------------------------------------------------------- int8 -- */
+
+static dnnl_data_type_t q8_dt(int32_t dt) {
+  return dt == DM_ONNX_UINT8 ? dnnl_u8 : dnnl_s8;
+}
+
+/* Sets a zero point of arg on attr (compile time), when it is not 0. */
+static bool set_zp(dnnl_primitive_attr_t attr, int arg, int32_t zp) {
+  return zp == 0 || dnnl_primitive_attr_set_zero_points(attr, arg, 1, 0, &zp) ==
+                        dnnl_success;
+}
+
+/* A Conv on 8-bit data (dm_qconv, see internal.h) as a oneDNN int8
+ * convolution: u8/s8 source, s8 weights reordered once, float bias divided
+ * by the accumulator scale (oneDNN adds the bias before scaling), output
+ * scales x.scale * w.scale[o] / y.scale per channel, source and destination
+ * zero points, Relu/Clip post-ops in the output's scaled units, u8/s8
+ * destination in the layout oneDNN picks.  DM_UNSUPPORTED (the reference
+ * integer kernel runs it) when oneDNN has no non-reference kernel. */
+static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  const dm_qconv *q = n->q;
+  if (n->n_in < 2 || n->n_out != 1 || n->n_in > 3) return DM_UNSUPPORTED;
+  int x = n->in[0], y = n->out[0];
+  int bv = n->n_in > 2 ? n->in[2] : -1;
+  const dm_value *X = val(e, x), *W = val(e, n->in[1]), *Y = val(e, y);
+  const dm_value *WQ = val(e, q->w_q);
+  const dm_window *win = &n->p.conv.w;
+  int nsp = win->nsp, nd = 2 + nsp;
+  int64_t G = n->p.conv.group;
+  if (nsp < 1 || nsp > 3 || X->rank != nd || W->rank != nd || Y->rank != nd ||
+      G < 1 || WQ->numel != W->numel || !WQ->data)
+    return DM_UNSUPPORTED;
+  int64_t OC = W->dims[0], ICg = W->dims[1];
+  if (OC % G) return DM_UNSUPPORTED;
+  int64_t wdims[DNNL_MAX_NDIMS];
+  int wnd = nd;
+  if (G == 1) {
+    for (int i = 0; i < nd; i++)
+      wdims[i] = W->dims[i];
+  } else {
+    wnd = nd + 1;
+    wdims[0] = G;
+    wdims[1] = OC / G;
+    wdims[2] = ICg;
+    for (int i = 0; i < nsp; i++)
+      wdims[3 + i] = W->dims[2 + i];
+  }
+  dnnl_dims_t strides, dil, pl, pr;
+  for (int i = 0; i < nsp; i++) {
+    strides[i] = win->stride[i];
+    dil[i] = win->dil[i] - 1;
+    pl[i] = win->pad_b[i];
+    pr[i] = win->pad_e[i];
+  }
+  dnnl_memory_desc_t src_any, w_any, dst_any, w_plain, b_md;
+  if (md_any_dt(&src_any, nd, X->dims, q8_dt(X->dtype)) ||
+      md_any_dt(&w_any, wnd, wdims, dnnl_s8) ||
+      md_any_dt(&dst_any, nd, Y->dims, q8_dt(Y->dtype)) ||
+      md_plain_dt(&w_plain, wnd, wdims, dnnl_s8) ||
+      md_plain_dims(&b_md, 1, &OC))
+    return DM_UNSUPPORTED;
+  dm_err rc = DM_UNSUPPORTED;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  float *sc = malloc((size_t)OC * sizeof *sc);
+  float *bias = aligned_alloc(ALIGN, align_up((size_t)OC * sizeof *bias));
+  if (!sc || !bias) {
+    rc = nomem(eb, n);
+    goto out;
+  }
+  const float *b0 = bv >= 0 ? val(e, bv)->data : NULL;
+  if (bv >= 0 &&
+      (val(e, bv)->dtype != DM_ONNX_FLOAT || val(e, bv)->numel != OC || !b0))
+    goto out;
+  for (int64_t o = 0; o < OC; o++) {
+    float acc_scale = q->x.scale[0] * q->w.scale[q->w.n == 1 ? 0 : o];
+    sc[o] = acc_scale / q->y.scale[0];
+    bias[o] = b0 ? b0[o] / acc_scale : 0.f;
+  }
+  if (user_attr(&attr) != dnnl_success) goto out;
+  if (dnnl_primitive_attr_set_output_scales(attr, OC, 1 << 1, sc) !=
+          dnnl_success ||
+      !set_zp(attr, DNNL_ARG_SRC, q->x.zp[0]) ||
+      !set_zp(attr, DNNL_ARG_DST, q->y.zp[0]))
+    goto out;
+  if (n->n_post > 0) {
+    if (dnnl_post_ops_create(&po) != dnnl_success) goto out;
+    for (int i = 0; i < n->n_post; i++) {
+      const dm_act *a = &n->post[i].act;
+      dnnl_status_t s;
+      if (n->post[i].kind != DM_POST_ACT) goto out;
+      if (a->kind == DM_UNARY_RELU)
+        s = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f);
+      else if (a->kind == DM_UNARY_CLIP)
+        s = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip_v2,
+                                         a->alpha / q->y.scale[0],
+                                         a->beta / q->y.scale[0]);
+      else
+        goto out;
+      if (s != dnnl_success) goto out;
+    }
+    if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success) goto out;
+  }
+  dnnl_convolution_desc_t cd;
+  if (dnnl_dilated_convolution_forward_desc_init(
+          &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_any,
+          &w_any, &b_md, &dst_any, strides, dil, pl, pr) != dnnl_success ||
+      dnnl_primitive_desc_create(&pd, &cd, attr, e->eng, NULL) !=
+          dnnl_success) {
+    pd = NULL;
+    goto out;
+  }
+  if (pd_is_ref(pd)) goto out;
+  {
+    const dnnl_memory_desc_t *smd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *wmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *dmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    int tx, tw, tb, ty;
+    if ((rc = get_as(e, ni, x, smd, &tx, eb)) != DM_OK) goto out;
+    if ((rc = const_reordered(e, n, q->w_q, &w_plain, WQ->data, wmd, false, &tw,
+                              eb)) != DM_OK)
+      goto out;
+    int bb = new_buf(e, BUF_CONST, -1, bias, true);
+    if (bb < 0) {
+      rc = nomem(eb, n);
+      goto out;
+    }
+    bias = NULL; /* owned by the buffer list */
+    tb = new_tensor(e, bv >= 0 ? bv : x, bb, &b_md, false);
+    ty = new_act(e, y, dmd);
+    if (tb < 0 || ty < 0) {
+      rc = nomem(eb, n);
+      goto out;
+    }
+    oarg a[4] = {{DNNL_ARG_SRC, tx},
+                 {DNNL_ARG_WEIGHTS, tw},
+                 {DNNL_ARG_DST, ty},
+                 {DNNL_ARG_BIAS, tb}};
+    rc = emit_prim(e, ni, pd, a, 4, eb);
+  }
+out:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (po) dnnl_post_ops_destroy(po);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  free(bias);
+  free(sc);
+  return rc;
+}
+
+/* Per-tensor QuantizeLinear / DequantizeLinear with constant parameters as
+ * a reorder that keeps the input's layout: y = x * (1/scale) + zp rounded
+ * to nearest even and saturated (Quantize), y = (x - zp) * scale
+ * (Dequantize).  The reciprocal differs from ONNX's division by at most
+ * one step, on exact ties. */
+static dm_err map_quant(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  bool isq = n->op == DM_OP_QUANTIZE;
+  if (n->n_in < 2 || n->n_out != 1 || n->p.quant.axis >= 0)
+    return DM_UNSUPPORTED;
+  int x = n->in[0], y = n->out[0];
+  int sv = n->in[1], zv = n->n_in > 2 ? n->in[2] : -1;
+  int32_t qt = isq ? val(e, y)->dtype : val(e, x)->dtype;
+  if (val_dt(e, x) == dnnl_data_type_undef ||
+      val_dt(e, y) == dnnl_data_type_undef || val(e, x)->numel == 0 ||
+      (qt != DM_ONNX_UINT8 && qt != DM_ONNX_INT8) || !is_const(e, sv) ||
+      !is_f32(e, sv) || val(e, sv)->numel != 1 ||
+      (zv >= 0 && (!is_const(e, zv) || val(e, zv)->dtype != qt)))
+    return DM_UNSUPPORTED;
+  float s = *(const float *)val(e, sv)->data;
+  int32_t zp = 0;
+  if (zv >= 0)
+    zp = qt == DM_ONNX_UINT8 ? (int32_t) * (const uint8_t *)val(e, zv)->data
+                             : (int32_t) * (const int8_t *)val(e, zv)->data;
+  if (!(s > 0)) return DM_UNSUPPORTED;
+  int tx;
+  dm_err rc = primary(e, x, &tx, eb);
+  if (rc != DM_OK) return rc;
+  if (!e->t[tx].has_md) return DM_UNSUPPORTED;
+  dnnl_memory_desc_t dmd = e->t[tx].md;
+  dmd.data_type = val_dt(e, y);
+  float osc = isq ? 1.f / s : s;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  rc = DM_UNSUPPORTED;
+  if (user_attr(&attr) != dnnl_success) return rc;
+  if (dnnl_primitive_attr_set_output_scales(attr, 1, 0, &osc) != dnnl_success ||
+      !set_zp(attr, isq ? DNNL_ARG_DST : DNNL_ARG_SRC, zp))
+    goto out;
+  if (dnnl_reorder_primitive_desc_create(&pd, &e->t[tx].md, e->eng, &dmd,
+                                         e->eng, attr) != dnnl_success) {
+    pd = NULL;
+    goto out;
+  }
+  {
+    int ty = new_act(e, y, &dmd);
+    if (ty < 0) {
+      rc = nomem(eb, n);
+      goto out;
+    }
+    oarg a[2] = {{DNNL_ARG_FROM, tx}, {DNNL_ARG_TO, ty}};
+    rc = emit_prim(e, ni, pd, a, 2, eb);
+  }
+out:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  dnnl_primitive_attr_destroy(attr);
+  return rc;
+}
+
 static dm_err map_node(oeng *e, int ni, dm_errbuf *eb) {
   const dm_graph *g = e->g;
   const dm_node *n = &g->nodes[ni];
   dm_err rc = DM_UNSUPPORTED;
   switch (n->op) {
-  case DM_OP_CONV: rc = map_conv(e, ni, eb); break;
+  case DM_OP_CONV:
+    rc = n->q ? map_qconv(e, ni, eb) : map_conv(e, ni, eb);
+    break;
+  case DM_OP_QUANTIZE:
+  case DM_OP_DEQUANTIZE: rc = map_quant(e, ni, eb); break;
   case DM_OP_GEMM: rc = map_gemm(e, ni, eb); break;
   case DM_OP_MATMUL: rc = map_matmul(e, ni, eb); break;
   case DM_OP_MAXPOOL:

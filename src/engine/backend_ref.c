@@ -536,8 +536,90 @@ static bool window_ok(const dm_window *w, const dm_value *x,
   return true;
 }
 
+/* Requantizes one float result of an 8-bit op: post-ops, then
+ * QuantizeLinear's sat(rint(v / scale) + zp) (ties to even). */
+static int32_t requant(const dm_node *n, const dm_qparam *y, float v) {
+  for (int p = 0; p < n->n_post && p < DM_MAX_POST; p++)
+    if (n->post[p].kind == DM_POST_ACT) v = act_f32(&n->post[p].act, v);
+  float r = nearbyintf(v / y->scale[0]);
+  double d = (isnan(r) ? 0.0 : (double)r) + (double)y->zp[0];
+  double lo = y->dtype == DM_ONNX_UINT8 ? 0 : -128,
+         hi = y->dtype == DM_ONNX_UINT8 ? 255 : 127;
+  return (int32_t)(d < lo ? lo : (d > hi ? hi : d));
+}
+
+/* Conv on 8-bit data (dm_qconv): int32 accumulation of (x_q - zp) * w_q
+ * over the valid (unpadded) taps, then requant().  The oracle for the
+ * oneDNN int8 convolution. */
+static dm_err k_qconv(const kc *c) {
+  const dm_node *n = c->n;
+  const dm_qconv *q = n->q;
+  dm_err rc = need(c, 2, 1);
+  if (rc) return rc;
+  const dm_value *X = rin(c, 0), *W = rin(c, 1), *Y = rout(c, 0);
+  const dm_value *B = oin(c, 2), *WQ = &c->g->values[q->w_q];
+  if (X->dtype != q->x.dtype || Y->dtype != q->y.dtype ||
+      WQ->dtype != DM_ONNX_INT8 || WQ->numel != W->numel || !WQ->data ||
+      (B && B->dtype != DM_ONNX_FLOAT))
+    return bad_dtype(c, X);
+  const dm_window *w = &n->p.conv.w;
+  int64_t N = X->dims[0], C = X->dims[1], M = Y->dims[1], G = n->p.conv.group;
+  if (!window_ok(w, X, Y) || W->rank != X->rank || G < 1 || C % G || M % G ||
+      W->dims[0] != M || W->dims[1] * G != C || Y->dims[0] != N ||
+      (B && B->numel != M) || (q->w.n != 1 && q->w.n != M))
+    return nerr(c->eb, DM_FORMAT, n, "inconsistent Conv shapes");
+  geo3 g3;
+  geo_fill(&g3, w, X, Y, W->dims + 2);
+  const int8_t *wt = WQ->data;
+  const float *bias = B ? (const float *)c->in[2] : NULL;
+  bool u8in = X->dtype == DM_ONNX_UINT8;
+  const uint8_t *xu = c->in[0];
+  const int8_t *xs = c->in[0];
+  int32_t zx = q->x.zp[0];
+  int64_t Cg = C / G, Mg = M / G;
+  int64_t IS = g3.in[0] * g3.in[1] * g3.in[2];
+  int64_t KS = g3.k[0] * g3.k[1] * g3.k[2];
+  for (int64_t b = 0; b < N; b++)
+    for (int64_t m = 0; m < M; m++) {
+      int64_t grp = m / Mg;
+      float sc = q->x.scale[0] * q->w.scale[q->w.n == 1 ? 0 : m];
+      for (int64_t o0 = 0; o0 < g3.out[0]; o0++)
+        for (int64_t o1 = 0; o1 < g3.out[1]; o1++)
+          for (int64_t o2 = 0; o2 < g3.out[2]; o2++) {
+            int32_t acc = 0;
+            for (int64_t ci = 0; ci < Cg; ci++) {
+              int64_t xb = (b * C + grp * Cg + ci) * IS;
+              const int8_t *wp = wt + (m * Cg + ci) * KS;
+              for (int64_t k0 = 0; k0 < g3.k[0]; k0++) {
+                int64_t i0 = o0 * g3.s[0] + k0 * g3.d[0] - g3.pb[0];
+                if (i0 < 0 || i0 >= g3.in[0]) continue;
+                for (int64_t k1 = 0; k1 < g3.k[1]; k1++) {
+                  int64_t i1 = o1 * g3.s[1] + k1 * g3.d[1] - g3.pb[1];
+                  if (i1 < 0 || i1 >= g3.in[1]) continue;
+                  for (int64_t k2 = 0; k2 < g3.k[2]; k2++) {
+                    int64_t i2 = o2 * g3.s[2] + k2 * g3.d[2] - g3.pb[2];
+                    if (i2 < 0 || i2 >= g3.in[2]) continue;
+                    int64_t xi = xb + (i0 * g3.in[1] + i1) * g3.in[2] + i2;
+                    int32_t xv = u8in ? (int32_t)xu[xi] : (int32_t)xs[xi];
+                    acc += (xv - zx) *
+                           (int32_t)wp[(k0 * g3.k[1] + k1) * g3.k[2] + k2];
+                  }
+                }
+              }
+            }
+            float v = (float)acc * sc + (bias ? bias[m] : 0.0f);
+            int64_t yi =
+                ((b * M + m) * g3.out[0] + o0) * g3.out[1] * g3.out[2] +
+                o1 * g3.out[2] + o2;
+            st_i(c->out[0], Y->dtype, yi, requant(n, &q->y, v));
+          }
+    }
+  return DM_OK;
+}
+
 static dm_err k_conv(const kc *c) {
   const dm_node *n = c->n;
+  if (n->q) return k_qconv(c);
   dm_err rc = need(c, 2, 1);
   if (rc) return rc;
   const dm_value *X = rin(c, 0), *W = rin(c, 1), *Y = rout(c, 0);
@@ -1981,7 +2063,8 @@ dm_err dm__ref_node(const dm_graph *g, const dm_node *n, const void *const *in,
     return nerr(eb, DM_UNSUPPORTED, n, "op %d has no reference kernel",
                 (int)n->op);
   }
-  if (rc == DM_OK && n->n_post > 0) rc = apply_post(&c);
+  /* 8-bit convs apply their post-ops before requantizing (k_qconv) */
+  if (rc == DM_OK && n->n_post > 0 && !n->q) rc = apply_post(&c);
   return rc;
 }
 

@@ -1521,6 +1521,19 @@ static dm_err push_node(builder *b, const dm_node *tmpl, int *out_idx) {
   return DM_OK;
 }
 
+/* A folded DequantizeLinear of constant 8/32-bit data: remember its source
+ * on the float constant it produced (fuse_qdq runs consumers on it). */
+static dm_err note_dq(builder *b, const dm_node *n) {
+  dm_dqsrc *d = dm__graph_alloc(b->g, sizeof *d);
+  if (!d) return dm_errf(b->eb, DM_NOMEM, "out of memory");
+  d->q = n->in[0];
+  d->scale = n->in[1];
+  d->zp = n->n_in > 2 ? n->in[2] : -1;
+  d->axis = n->p.quant.axis;
+  V(b, n->out[0])->dq = d;
+  return DM_OK;
+}
+
 /* Creates the node with already-resolved input value indices, infers its
  * outputs (named onames, or internal when NULL) and folds it when every
  * input is constant. */
@@ -1607,6 +1620,7 @@ static dm_err emit(builder *b, dm_op op, int sub, const int *ins, int n_in,
       rc = dm__ref_node(g, &n, ip, op_, &keb);
       if (rc) rc = NODE_ERR(b, rc, "constant folding failed: %s", keb.msg);
     }
+    if (!rc && n.op == DM_OP_DEQUANTIZE) rc = note_dq(b, &n);
     free(ip);
     free(op_);
     g->stats.folded_const++;
@@ -1961,6 +1975,7 @@ static dm_err fold_bn(dm_graph *g, bool *dead, dm_errbuf *eb) {
     w = &g->values[c->in[1]]; /* realloc may have moved it */
     dm_value *W = &g->values[vw], *B = &g->values[vb];
     *W = *w;
+    W->dq = NULL; /* new weights, no longer the file's int8 data */
     W->owned = nw;
     W->data = nw;
     W->name = "(folded weight)";
@@ -2075,6 +2090,111 @@ static void fuse_post(dm_graph *g, bool *dead) {
       g->stats.fused_act++;
       count_consumers(g, dead);
     }
+  }
+}
+
+/* ---------- QDQ: Conv on 8-bit data ---------- */
+
+/* Reads per-tensor or per-channel scale/zero point constants into p
+ * (copied, widened).  false when they are not usable constants. */
+static bool read_qparam(dm_graph *g, int sv, int zv, int32_t qt, dm_qparam *p) {
+  if (sv < 0 || g->values[sv].kind != DM_VAL_CONST ||
+      g->values[sv].dtype != DM_ONNX_FLOAT)
+    return false;
+  if (zv >= 0 &&
+      (g->values[zv].kind != DM_VAL_CONST || g->values[zv].dtype != qt ||
+       g->values[zv].numel != g->values[sv].numel))
+    return false;
+  if (dm__graph_align_const(g, sv) || (zv >= 0 && dm__graph_align_const(g, zv)))
+    return false;
+  int64_t n = g->values[sv].numel;
+  float *s = dm__graph_alloc(g, (size_t)n * sizeof *s);
+  int32_t *z = dm__graph_alloc(g, (size_t)n * sizeof *z);
+  if (n < 1 || !s || !z) return false;
+  const float *sd = g->values[sv].data;
+  for (int64_t i = 0; i < n; i++) {
+    if (!(sd[i] > 0) || !isfinite(sd[i])) return false;
+    s[i] = sd[i];
+    z[i] = 0;
+    if (zv >= 0)
+      z[i] = qt == DM_ONNX_UINT8
+                 ? (int32_t)((const uint8_t *)g->values[zv].data)[i]
+                 : (int32_t)((const int8_t *)g->values[zv].data)[i];
+  }
+  p->n = n;
+  p->scale = s;
+  p->zp = z;
+  p->dtype = qt;
+  return true;
+}
+
+static bool is_q8(int32_t dt) {
+  return dt == DM_ONNX_UINT8 || dt == DM_ONNX_INT8;
+}
+
+/* DequantizeLinear(x_q) -> Conv(W = DequantizeLinear(int8 const), float
+ * bias; post: Relu/Clip) -> QuantizeLinear becomes one Conv on 8-bit data
+ * (dm_qconv): per-tensor activations, symmetric int8 weights per output
+ * channel or per tensor.  The pattern dermal quantize, ONNX Runtime's QDQ
+ * quantizer and PyTorch's exporter all emit.  Nodes on the Grad-CAM tail
+ * (no_fuse) and kept or output values are left alone. */
+static void fuse_qdq(dm_graph *g, bool *dead) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    dm_node *c = &g->nodes[i];
+    if (dead[i] || c->op != DM_OP_CONV || c->no_fuse || c->q || c->n_in < 2 ||
+        c->n_out != 1)
+      continue;
+    bool ok = true;
+    for (int k = 0; k < c->n_post && ok; k++)
+      ok = c->post[k].kind == DM_POST_ACT &&
+           (c->post[k].act.kind == DM_UNARY_RELU ||
+            c->post[k].act.kind == DM_UNARY_CLIP);
+    if (!ok) continue;
+    /* input: DequantizeLinear per tensor */
+    int di = g->values[c->in[0]].producer;
+    if (di < 0 || dead[di]) continue;
+    const dm_node *d = &g->nodes[di];
+    if (d->op != DM_OP_DEQUANTIZE || d->p.quant.axis >= 0 ||
+        !is_q8(g->values[d->in[0]].dtype))
+      continue;
+    /* weights: folded DequantizeLinear of int8, zero points 0 */
+    const dm_value *W = &g->values[c->in[1]];
+    const dm_dqsrc *wd = W->kind == DM_VAL_CONST ? W->dq : NULL;
+    if (!wd || g->values[wd->q].dtype != DM_ONNX_INT8 ||
+        (wd->axis >= 0 && wd->axis != 0))
+      continue;
+    /* bias: float constant or none */
+    if (c->n_in > 2 && c->in[2] >= 0 &&
+        (g->values[c->in[2]].kind != DM_VAL_CONST ||
+         g->values[c->in[2]].dtype != DM_ONNX_FLOAT))
+      continue;
+    if (c->n_in > 3) continue;
+    /* output: read only by a per-tensor QuantizeLinear */
+    int qi = sole_consumer(g, c->out[0], dead);
+    if (qi < 0) continue;
+    const dm_node *qn = &g->nodes[qi];
+    if (qn->op != DM_OP_QUANTIZE || qn->in[0] != c->out[0] ||
+        qn->p.quant.axis >= 0 || qn->no_fuse ||
+        !is_q8(g->values[qn->out[0]].dtype))
+      continue;
+    dm_qconv *q = dm__graph_alloc(g, sizeof *q);
+    int32_t xt = g->values[d->in[0]].dtype, yt = g->values[qn->out[0]].dtype;
+    if (!q ||
+        !read_qparam(g, d->in[1], d->n_in > 2 ? d->in[2] : -1, xt, &q->x) ||
+        !read_qparam(g, wd->scale, wd->zp, DM_ONNX_INT8, &q->w) ||
+        !read_qparam(g, qn->in[1], qn->n_in > 2 ? qn->in[2] : -1, yt, &q->y))
+      continue;
+    if (q->w.n != 1 && q->w.n != W->dims[0]) continue;
+    for (int64_t k = 0; k < q->w.n && ok; k++)
+      ok = q->w.zp[k] == 0;
+    if (!ok) continue;
+    q->w_q = wd->q;
+    c->q = q;
+    c->in[0] = d->in[0];
+    c->out[0] = qn->out[0];
+    dead[qi] = true;
+    g->stats.int8_ops++;
+    count_consumers(g, dead);
   }
 }
 
@@ -2372,6 +2492,8 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
   if (o && o->fuse) {
     if ((rc = fold_bn(g, dead, eb))) goto fail;
     fuse_post(g, dead);
+    remove_dead(g, dead);
+    fuse_qdq(g, dead);
     remove_dead(g, dead);
   }
   if (g->cam_target >= 0 && (rc = dm__cam_finish(g, eb))) goto fail;

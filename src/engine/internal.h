@@ -166,6 +166,36 @@ typedef struct dm_post {
   int input;  /* ADD: index into dm_node.in */
 } dm_post;
 
+/* Quantization parameters of an 8-bit tensor: n scales and zero points
+ * (n == 1: per tensor, else one per channel of the quantized axis). */
+typedef struct dm_qparam {
+  int64_t n;
+  const float *scale; /* (n) */
+  const int32_t *zp;  /* (n), widened */
+  int32_t dtype;      /* DM_ONNX_UINT8 or DM_ONNX_INT8 */
+} dm_qparam;
+
+/* A Conv whose input and output are 8-bit (graph.c fuse_qdq folds
+ * DequantizeLinear(x_q) -> Conv(+Relu/Clip) -> QuantizeLinear into it):
+ * in[0] is x_q (uint8/int8, per-tensor x), in[1] the float weights (kept
+ * for shapes and fallbacks), in[2] the float bias, out[0] the 8-bit output.
+ * With acc[o] = sum (x_q - x.zp) * w_q (int32; padding contributes 0):
+ *   y_q = sat(rint(post(acc * (x.scale * w.scale[o]) + bias[o]) / y.scale)
+ *             + y.zp)
+ * (rint: half to even), exactly QuantizeLinear of the float graph's value
+ * up to float rounding of the scale products. */
+typedef struct dm_qconv {
+  dm_qparam x, w, y;
+  int w_q; /* value index: int8 weights, the Conv's layout */
+} dm_qconv;
+
+/* A constant folded from DequantizeLinear of a constant (graph.c): its
+ * quantized source, so fuse_qdq can run the consumer on the int8 data. */
+typedef struct dm_dqsrc {
+  int q, scale, zp; /* value indices (zp -1 when omitted) */
+  int axis;         /* -1 per tensor */
+} dm_dqsrc;
+
 #define DM_MAX_SPATIAL 3
 typedef struct dm_window { /* Conv and pooling geometry */
   int nsp;                 /* spatial dims: 1, 2 or 3 */
@@ -186,7 +216,8 @@ typedef struct dm_node {
   int *out; /* value indices */
   int n_post;
   dm_post post[DM_MAX_POST]; /* CONV, GEMM */
-  bool no_fuse; /* on the Grad-CAM tail: kept elementary (grad.c) */
+  bool no_fuse;      /* on the Grad-CAM tail: kept elementary (grad.c) */
+  const dm_qconv *q; /* CONV on 8-bit data (fuse_qdq), else NULL */
   union {
     struct {
       dm_window w;
@@ -284,12 +315,13 @@ typedef struct dm_value {
   int64_t numel;
   size_t nbytes;
   dm_val_kind kind;
-  const void *data; /* CONST: element data (see `unaligned`) */
-  bool unaligned;   /* CONST: data points into the file, not aligned */
-  void *owned;      /* CONST: buffer owned by the graph, or NULL */
-  int producer;     /* node index, -1 for INPUT/CONST */
-  int n_consumers;  /* live nodes reading it (+1 if a graph output) */
-  bool is_output;   /* a graph output */
+  const void *data;   /* CONST: element data (see `unaligned`) */
+  bool unaligned;     /* CONST: data points into the file, not aligned */
+  const dm_dqsrc *dq; /* CONST folded from DequantizeLinear, or NULL */
+  void *owned;        /* CONST: buffer owned by the graph, or NULL */
+  int producer;       /* node index, -1 for INPUT/CONST */
+  int n_consumers;    /* live nodes reading it (+1 if a graph output) */
+  bool is_output;     /* a graph output */
   /* memory plan for INPUT/ACT values (set by dm__graph_plan) */
   size_t offset; /* byte offset in the session arena */
   int alias_of;  /* value whose storage this one shares (views), or -1 */

@@ -25,6 +25,17 @@ if ! $PY -c 'import torch, torchvision, onnx, numpy' 2>/dev/null; then
   echo "SKIP: Debian python3-torch/python3-torchvision/python3-onnx missing"
   skip=1; finish
 fi
+# QDQ pattern matching and the int8 path on small graphs made with
+# python3-onnx: every Conv fused to an 8-bit op, ref (integer oracle) and
+# onednn (oneDNN int8) within one output step (tests/integration/check_qdq.py)
+qtmp=$(mktemp -d)
+while read -r line; do
+  case "$line" in
+    ok*) pass=$((pass + 1)); echo "$line" ;;
+    FAIL*) fail=$((fail + 1)); echo "$line" ;;
+  esac
+done < <($PY tests/integration/check_qdq.py "$DERMAL" "$qtmp" 2>&1 || echo "FAIL check_qdq.py crashed")
+rm -rf "$qtmp"
 if [ ! -d "$IMAGES" ]; then
   echo "SKIP: $IMAGES absent (calibration images come from ../shared/data)"
   skip=1; finish

@@ -1,0 +1,140 @@
+#!/usr/bin/python3
+"""QDQ pattern matching and the int8 path, for test_quantize.sh.
+
+usage: check_qdq.py DERMAL TMPDIR
+
+Builds small QDQ graphs with python3-onnx, in the shapes dermal quantize,
+ONNX Runtime's QDQ quantizer and PyTorch's exporter emit:
+DequantizeLinear(QuantizeLinear(x)) -> Conv(DequantizeLinear(int8 W,
+per-channel or per-tensor scales), float bias) [-> Relu | Clip] ->
+QuantizeLinear -> DequantizeLinear, chained, with uint8 and int8
+activations, nonzero zero points, padding, strides, groups (depthwise).
+For each it checks that the engine fused every Conv into an 8-bit op
+(`dermal bench --json` int8_ops), and that the ref backend (plain integer
+arithmetic, the oracle) and the onednn backend (oneDNN int8 primitives)
+agree within one quantization step of the output (oneDNN scales by the
+reciprocal where QuantizeLinear divides, so exact ties may round apart).
+A graph whose weights are not int8 (uint8 with a zero point) must not be
+fused.  Prints "ok ..."/"FAIL ..." lines; exits non-zero on a failure.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+DERMAL, TMP = sys.argv[1], sys.argv[2]
+fails = 0
+
+
+def check(ok, msg):
+    global fails
+    print(("ok   " if ok else "FAIL ") + msg)
+    fails += 0 if ok else 1
+
+
+def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False):
+    """layers: list of (out_ch, k, stride, pad, group, act) convs."""
+    rng = np.random.default_rng(seed)
+    qt = TensorProto.UINT8 if act_type == "u8" else TensorProto.INT8
+    npq = np.uint8 if act_type == "u8" else np.int8
+    nodes, inits = [], []
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def qdq(x, scale, zp, tag):
+        s = const(tag + "_s", np.array(scale, np.float32))
+        z = const(tag + "_z", np.array(zp, npq))
+        nodes.append(helper.make_node("QuantizeLinear", [x, s, z], [tag + "_q"]))
+        nodes.append(helper.make_node("DequantizeLinear", [tag + "_q", s, z], [tag + "_dq"]))
+        return tag + "_dq"
+
+    zp_in = 128 if act_type == "u8" else 0
+    x = qdq("x", 2.0 / 255, zp_in if act_type == "u8" else 3, "in")
+    c, hw = in_ch, size
+    for i, (oc, k, st, pad, g, act) in enumerate(layers):
+        hw = (hw + 2 * pad - k) // st + 1
+        w = rng.integers(-127, 128, size=(oc, c // g, k, k)).astype(np.int8)
+        ws = (rng.uniform(0.5, 1.5, size=oc) * 0.02).astype(np.float32)
+        if i % 2:  # per-tensor weights on odd layers
+            ws = ws[:1]
+        if weight_u8:
+            wq = const("w%d" % i, (w.astype(np.int16) + 128).astype(np.uint8))
+            wz = const("w%d_z" % i, np.full(ws.shape, 128, np.uint8))
+        else:
+            wq = const("w%d" % i, w)
+            wz = const("w%d_z" % i, np.zeros(ws.shape, np.int8))
+        wsn = const("w%d_s" % i, ws)
+        nodes.append(helper.make_node("DequantizeLinear", [wq, wsn, wz], ["w%d_dq" % i], axis=0))
+        b = const("b%d" % i, rng.normal(0, 0.1, size=oc).astype(np.float32))
+        y = "y%d" % i
+        nodes.append(helper.make_node("Conv", [x, "w%d_dq" % i, b], [y], group=g,
+                                      kernel_shape=[k, k], strides=[st, st],
+                                      pads=[pad] * 4))
+        if act == "relu":
+            nodes.append(helper.make_node("Relu", [y], [y + "_a"]))
+            y += "_a"
+        elif act == "clip":
+            lo = const("lo%d" % i, np.array(0.0, np.float32))
+            hi = const("hi%d" % i, np.array(6.0, np.float32))
+            nodes.append(helper.make_node("Clip", [y, lo, hi], [y + "_a"]))
+            y += "_a"
+        # output ranges: relu/clip outputs start at 0
+        zp = (0 if act else 120) if act_type == "u8" else (-128 if act else -5)
+        x = qdq(y, 0.05 + 0.01 * i, zp, "a%d" % i)
+        c = oc
+    nodes.append(helper.make_node("Identity", [x], ["out"]))
+    graph = helper.make_graph(
+        nodes, "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_ch, size, size])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, c, hw, hw])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    onnx.checker.check_model(m)
+    return m
+
+
+def run(model, backend, x):
+    np.save(TMP + "/x.npy", x)
+    out = TMP + "/y_%s.npy" % backend
+    subprocess.run([DERMAL, "run", model, "--input", TMP + "/x.npy", "--output", out,
+                    "--backend", backend], check=True, capture_output=True)
+    return np.load(out)
+
+
+def int8_ops(model):
+    r = subprocess.run([DERMAL, "bench", model, "--iters", "1", "--warmup", "0", "--json"],
+                       check=True, capture_output=True, text=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])["int8_ops"]
+
+
+CASES = [
+    ("u8 pointwise+3x3+depthwise, relu/clip/none", "u8", 8, 12,
+     [(16, 1, 1, 0, 1, "relu"), (16, 3, 1, 1, 16, "clip"), (24, 3, 2, 1, 1, None),
+      (24, 1, 1, 0, 1, "relu")]),
+    ("s8 activations, strided 5x5 and grouped", "s8", 6, 11,
+     [(12, 5, 2, 2, 1, "relu"), (12, 3, 1, 1, 3, None), (8, 1, 1, 0, 1, None)]),
+]
+
+for i, (name, at, cin, size, layers) in enumerate(CASES):
+    path = "%s/qdq%d.onnx" % (TMP, i)
+    onnx.save(qdq_model(layers, at, cin, size, seed=i), path)
+    n = int8_ops(path)
+    check(n == len(layers), "%s: %d of %d convs fused to 8-bit ops" % (name, n, len(layers)))
+    x = np.random.default_rng(10 + i).uniform(-1, 1, size=(1, cin, size, size)).astype(np.float32)
+    a, b = run(path, "ref", x), run(path, "onednn", x)
+    step = 0.05 + 0.01 * (len(layers) - 1)
+    d = np.abs(a - b).max() / step
+    frac = float(np.mean(np.abs(a - b) > 1e-6))
+    check(d <= 1.0 + 1e-3, "%s: ref vs onednn max %.3g output steps (%.2f%% differ)"
+          % (name, d, 100 * frac))
+
+path = TMP + "/qdq_u8w.onnx"
+onnx.save(qdq_model(CASES[0][4], "u8", 8, 12, seed=5, weight_u8=True), path)
+check(int8_ops(path) == 0, "uint8 weights with a zero point stay on the float path")
+print("check_qdq: %d failed" % fails)
+sys.exit(1 if fails else 0)
