@@ -7,8 +7,11 @@ Prints one line per check ("ok ..." or "FAIL ...") and exits non-zero on a
 failure:
   - onnx.checker.check_model(full_check=True) accepts INT8;
   - INT8 is a QDQ graph: QuantizeLinear/DequantizeLinear present, every
-    Conv/Gemm weight is an int8 initializer behind a DequantizeLinear, and the
-    calibration facts are in metadata_props (with the source's keys kept);
+    Conv/Gemm weight is an int8 initializer behind a DequantizeLinear except
+    in the nodes metadata_props lists in quant_fp32_layers (mixed precision;
+    those must exist, be fewer than a quarter of the Conv/Gemm nodes, and
+    keep float weights), and the calibration facts are in metadata_props
+    (with the source's keys kept);
   - size(INT8) <= 30 % of size(FP32);
   - dermal ref vs onednn, and dermal ref vs ONNX Runtime: max|a-b| <= rtol *
     max|b| (default 0.02: both compute the QDQ graph in fp32, and a value
@@ -49,9 +52,19 @@ def main():
     ops = [n.op_type for n in m.graph.node]
     inits = {t.name: t for t in m.graph.initializer}
     dq = {n.output[0]: n for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    meta = {p.key: p.value for p in m.metadata_props}
+    fp32_nodes = set(meta.get("quant_fp32_layers", "none").split(",")) - {"none", ""}
+    names = {n.name for n in m.graph.node}
+    wnodes = [n for n in m.graph.node if n.op_type in ("Conv", "Gemm")]
+    check(fp32_nodes <= names and len(fp32_nodes & {n.name for n in wnodes}) * 4 < max(len(wnodes), 1),
+          "mixed precision: %d nodes left in fp32 (%s)"
+          % (len(fp32_nodes), ", ".join(sorted(fp32_nodes)[:4]) + (" ..." if len(fp32_nodes) > 4 else "")))
     bad = []
     for n in m.graph.node:
-        if n.op_type in ("Conv", "Gemm"):
+        if n.op_type in ("Conv", "Gemm") and n.name in fp32_nodes:
+            if n.input[1] not in inits or inits[n.input[1]].data_type != onnx.TensorProto.FLOAT:
+                bad.append(n.name)
+        elif n.op_type in ("Conv", "Gemm"):
             d = dq.get(n.input[1])
             if d is None or inits.get(d.input[0]) is None or \
                     inits[d.input[0]].data_type != onnx.TensorProto.INT8:
@@ -60,10 +73,10 @@ def main():
           "QDQ graph: %d QuantizeLinear, %d DequantizeLinear, weights int8%s"
           % (ops.count("QuantizeLinear"), ops.count("DequantizeLinear"),
              "" if not bad else " except " + ",".join(bad[:3])))
-    meta = {p.key: p.value for p in m.metadata_props}
     src = {p.key: p.value for p in onnx.load(fp32, load_external_data=False).metadata_props}
     kept = all(meta.get(k) == v for k, v in src.items() if not k.startswith("quant_"))
-    check(kept and all(k in meta for k in ("quant_method", "quant_calib_count", "quant_date")),
+    check(kept and all(k in meta for k in ("quant_method", "quant_calib_count", "quant_date",
+                                           "quant_bias_correction", "quant_fp32_layers")),
           "metadata: %d source keys kept, calibration: %s, %s images, %s"
           % (len(src), meta.get("quant_method"), meta.get("quant_calib_count"),
              meta.get("quant_date")))

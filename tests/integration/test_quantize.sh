@@ -9,7 +9,10 @@
 # says why not 1e-4), and agree on top-1 with the fp32 model on >= 90 % of
 # the calibration images (as `dermal quantize` measures it) and of 40
 # held-out images (`dermal predict`).  Each method (minmax, percentile,
-# entropy) and --per-tensor-weights run once on mobilenet_v2.
+# entropy), --per-tensor-weights, --act-type int8, --no-bias-correction and
+# --fp32-layers none / NAME run once on mobilenet_v2; an unknown
+# --fp32-layers name is a usage error.  The quality bars on the default
+# model (val split) are in test_default_model.sh.
 # QUANTIZE overrides the command (default: "$DERMAL quantize").
 set -u
 O=${1:-build}
@@ -108,7 +111,8 @@ done
 # classifier lose 3/4 of their range), so its agreement is reported, not
 # required.
 f=$M/mobilenet_v2.opset13.onnx
-for opt in "--method percentile" "--method entropy" "--per-tensor-weights" "--act-type int8"; do
+for opt in "--method percentile" "--method entropy" "--per-tensor-weights" "--act-type int8" \
+    "--fp32-layers none" "--no-bias-correction" "--fp32-layers /features/features.0/features.0.0/Conv"; do
   label="mobilenet_v2 ${opt#--}"
   q=$tmp/mv2.opt.onnx
   min=90; [ "$opt" = "--method entropy" ] && min=0
@@ -127,6 +131,9 @@ done
 # usage errors
 if $QUANTIZE "$f" -o "$tmp/x.onnx" >/dev/null 2>&1; then
   fail=$((fail + 1)); echo "FAIL quantize without --calib succeeded"
+else pass=$((pass + 1)); fi
+if $QUANTIZE "$f" --calib "$tmp/calib" --fp32-layers no_such_node -o "$tmp/x.onnx" >/dev/null 2>&1; then
+  fail=$((fail + 1)); echo "FAIL quantize with an unknown --fp32-layers name succeeded"
 else pass=$((pass + 1)); fi
 if $QUANTIZE "$f" --calib "$tmp/nothing" -o "$tmp/x.onnx" >/dev/null 2>&1; then
   fail=$((fail + 1)); echo "FAIL quantize with an empty calibration folder succeeded"
