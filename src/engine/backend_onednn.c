@@ -2255,9 +2255,9 @@ out:
 
 /* Per-tensor QuantizeLinear / DequantizeLinear with constant parameters as
  * a reorder that keeps the input's layout: y = x * (1/scale) + zp rounded
- * to nearest even and saturated (Quantize), y = (x - zp) * scale
- * (Dequantize).  The reciprocal differs from ONNX's division by at most
- * one step, on exact ties. */
+ * to nearest even and saturated (Quantize, even zero points only, see
+ * below), y = (x - zp) * scale (Dequantize).  The reciprocal differs from
+ * ONNX's division by at most one step, on exact ties. */
 static dm_err map_quant(oeng *e, int ni, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   bool isq = n->op == DM_OP_QUANTIZE;
@@ -2277,7 +2277,10 @@ static dm_err map_quant(oeng *e, int ni, dm_errbuf *eb) {
   if (zv >= 0)
     zp = qt == DM_ONNX_UINT8 ? (int32_t) * (const uint8_t *)val(e, zv)->data
                              : (int32_t) * (const int8_t *)val(e, zv)->data;
-  if (!(s > 0)) return DM_UNSUPPORTED;
+  /* oneDNN adds the destination zero point before rounding: with an odd
+   * zero point a tie would round the other way than QuantizeLinear's
+   * rint(x / scale) + zp, so those run in the reference kernel */
+  if (!(s > 0) || (isq && (zp & 1))) return DM_UNSUPPORTED;
   int tx;
   dm_err rc = primary(e, x, &tx, eb);
   if (rc != DM_OK) return rc;
