@@ -463,43 +463,51 @@ static bool bf16_pays(const oeng *e, int64_t welems) {
  * oneDNN 2.6's swish post-op makes the brgemm Conv kernels much slower
  * (EfficientNet-B0's 16->96 1x1 Conv at 112x112: 0.20 ms alone, 0.69 ms
  * with the post-op, 1 thread, this 2-vCPU EPYC); its standalone eltwise swish
- * takes 0.32 ms, this pass 0.18 ms (ONNX Runtime's separate QuickGelu:
+ * takes 0.32 ms, this pass 0.19 ms (ONNX Runtime's separate QuickGelu:
  * 0.24 ms).
  *
- * AVX-512: e^-x = 2^k * p(u), k = round(-x log2 e), u = -x - k ln 2 in
- * [-ln2/2, ln2/2] (computed as (t - k) ln 2, t = -x log2 e), p the
- * degree-6 Taylor polynomial (error < 2e-7 over u);
- * 1 / (1 + e^-x) by rcp14 and one Newton step.  Relative error against
- * double precision < 2e-6 over [-30, 30].  -x log2 e is clamped at 126 so
+ * AVX-512: e^-x = 2^k * 2^f, t = -x log2 e, k = round(t), f = t - k in
+ * [-1/2, 1/2], 2^f by the degree-6 Taylor polynomial of e^(f ln 2) (error
+ * < 2e-7); 1 / (1 + e^-x) by rcp14 and one Newton step.  Relative error
+ * against double precision < 2e-6 over [-30, 30].  t is clamped at 126 so
  * that 1 + e^-x stays finite (x < -87: y ~ -1e-36, truly ~ -1e-38 or less);
- * NaN propagates through x. */
+ * NaN propagates through x.  The compute, not memory, bounds it: the
+ * unmasked main loop and the polynomial in f (no scaling by ln 2) made it
+ * 20 % faster. */
 #if defined(__x86_64__)
+__attribute__((target("avx512f"))) static inline __m512 swish16(__m512 v) {
+  const float l = 0.693147180559945309f;
+  const __m512 nlog2e = _mm512_set1_ps(-1.44269504088896341f);
+  const __m512 hi = _mm512_set1_ps(126.f), one = _mm512_set1_ps(1.f);
+  const __m512 d1 = _mm512_set1_ps(l), d2 = _mm512_set1_ps(l * l / 2);
+  const __m512 d3 = _mm512_set1_ps(l * l * l / 6);
+  const __m512 d4 = _mm512_set1_ps(l * l * l * l / 24);
+  const __m512 d5 = _mm512_set1_ps(l * l * l * l * l / 120);
+  const __m512 d6 = _mm512_set1_ps(l * l * l * l * l * l / 720);
+  __m512 t = _mm512_min_ps(_mm512_mul_ps(v, nlog2e), hi);
+  __m512 k =
+      _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 f = _mm512_sub_ps(t, k);
+  __m512 q = _mm512_fmadd_ps(d6, f, d5);
+  q = _mm512_fmadd_ps(q, f, d4);
+  q = _mm512_fmadd_ps(q, f, d3);
+  q = _mm512_fmadd_ps(q, f, d2);
+  q = _mm512_fmadd_ps(q, f, d1);
+  q = _mm512_fmadd_ps(q, f, one);
+  __m512 d = _mm512_add_ps(_mm512_scalef_ps(q, k), one); /* 1 + e^-x */
+  __m512 r = _mm512_rcp14_ps(d);
+  r = _mm512_fmadd_ps(_mm512_fnmadd_ps(d, r, one), r, r);
+  return _mm512_mul_ps(v, r);
+}
+
 __attribute__((target("avx512f"))) static void
 swish_avx512(float *y, const float *x, size_t n) {
-  const __m512 nlog2e = _mm512_set1_ps(-1.44269504088896341f);
-  const __m512 ln2 = _mm512_set1_ps(0.693147180559945309f);
-  const __m512 hi = _mm512_set1_ps(126.f), one = _mm512_set1_ps(1.f);
-  const __m512 c2 = _mm512_set1_ps(1.f / 2), c3 = _mm512_set1_ps(1.f / 6);
-  const __m512 c4 = _mm512_set1_ps(1.f / 24), c5 = _mm512_set1_ps(1.f / 120);
-  const __m512 c6 = _mm512_set1_ps(1.f / 720);
-  for (size_t i = 0; i < n; i += 16) {
-    __mmask16 m =
-        n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
-    __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-    __m512 t = _mm512_min_ps(_mm512_mul_ps(v, nlog2e), hi);
-    __m512 k =
-        _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 u = _mm512_mul_ps(_mm512_sub_ps(t, k), ln2);
-    __m512 q = _mm512_fmadd_ps(c6, u, c5);
-    q = _mm512_fmadd_ps(q, u, c4);
-    q = _mm512_fmadd_ps(q, u, c3);
-    q = _mm512_fmadd_ps(q, u, c2);
-    q = _mm512_fmadd_ps(q, u, one);
-    q = _mm512_fmadd_ps(q, u, one);
-    __m512 d = _mm512_add_ps(_mm512_scalef_ps(q, k), one); /* 1 + e^-x */
-    __m512 r = _mm512_rcp14_ps(d);
-    r = _mm512_fmadd_ps(_mm512_fnmadd_ps(d, r, one), r, r);
-    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, r));
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, swish16(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+    _mm512_mask_storeu_ps(y + i, m, swish16(_mm512_maskz_loadu_ps(m, x + i)));
   }
 }
 #endif
