@@ -38,8 +38,7 @@
  *
  * Load: operation descriptors are resolved in one pass; primitive creation
  * (JIT) and weight reorders are queued and run at the end (optionally on
- * several threads); large weights are copied out of the mapped file into a
- * huge-page buffer before their reorder (STAGE_MIN).
+ * several threads).
  *
  * Threading: the engine state is read-only after prepare and shared by all
  * sessions.  Primitives are created with omp_get_max_threads() == threads
@@ -200,8 +199,7 @@ typedef struct oeng {
   int max_io;     /* max n_in/n_out over REF steps */
   ojob *jobs;
   int n_jobs, cap_jobs;
-  int workers;        /* threads running jobs (1: inline) */
-  size_t stage_bytes; /* largest reorder source (job_worker's staging) */
+  int workers; /* threads running jobs (1: inline) */
   atomic_int next_job;
   size_t arena_bytes, scratch_bytes;
   int n_prim, n_ref, n_reorder;
@@ -750,9 +748,8 @@ static dm_err emit_prim(oeng *e, int node, const_dnnl_primitive_desc_t pd,
   return DM_OK;
 }
 
-/* Runs one reorder job (constants) on stream st, reading src (j->src or a
- * copy of it). */
-static void job_reorder(oeng *e, ojob *j, dnnl_stream_t st, const void *src) {
+/* Runs one reorder job (constants) on stream st. */
+static void job_reorder(oeng *e, ojob *j, dnnl_stream_t st) {
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t pr = NULL;
   dnnl_memory_t ms = NULL, mdst = NULL;
@@ -764,7 +761,7 @@ static void job_reorder(oeng *e, ojob *j, dnnl_stream_t st, const void *src) {
   j->what = "dnnl_primitive_create(reorder)";
   if ((s = dnnl_primitive_create(&pr, pd)) != dnnl_success) goto out;
   j->what = "dnnl_memory_create";
-  if ((s = dnnl_memory_create(&ms, &j->smd, e->eng, (void *)src)) !=
+  if ((s = dnnl_memory_create(&ms, &j->smd, e->eng, (void *)j->src)) !=
       dnnl_success)
     goto out;
   if ((s = dnnl_memory_create(&mdst, &j->dmd, e->eng, j->dst)) != dnnl_success)
@@ -781,19 +778,9 @@ out:
   if (pd) dnnl_primitive_desc_destroy(pd);
 }
 
-/* Weights of at least STAGE_MIN bytes are copied, in file order, into a
- * huge-page buffer before their reorder.  They sit in the mapped file on
- * 4 KiB pages, and a reorder into a blocked layout reads them with large
- * strides: on the VMs we measure on, where page faults and TLB misses are
- * expensive, MobileNetV2's 1000x1280 classifier took 18 ms to reorder from
- * the mapping (5 MB), against a few ms for the copy plus the reorder. */
-#define STAGE_MIN ((size_t)64 << 10)
-
 static void *job_worker(void *arg) {
   oeng *e = arg;
   dnnl_stream_t st = NULL;
-  bigmem stage; /* STAGE_MIN: e->stage_bytes, mapped at first use */
-  memset(&stage, 0, sizeof stage);
   /* primitives are tuned for the run's thread count (per-thread ICV);
    * reorders run once, on one thread each when several workers share the
    * cores */
@@ -817,19 +804,11 @@ static void *job_worker(void *arg) {
         continue;
       }
     }
-    const void *src = j->src;
-    size_t sb = dnnl_memory_desc_get_size(&j->smd);
-    if (sb >= STAGE_MIN && !stage.base) (void)big_map(&stage, e->stage_bytes);
-    if (sb >= STAGE_MIN && stage.base && sb <= stage.cap) {
-      memcpy(stage.base, src, sb);
-      src = stage.base;
-    }
     if (e->workers > 1) omp_set_num_threads(1);
-    job_reorder(e, j, st, src);
+    job_reorder(e, j, st);
     if (e->workers > 1) omp_set_num_threads(e->threads);
   }
   if (st) dnnl_stream_destroy(st);
-  big_unmap(&stage);
   return NULL;
 }
 
@@ -838,12 +817,6 @@ static dm_err run_jobs(oeng *e, dm_errbuf *eb) {
   pthread_t tid[8];
   int spawned = 0;
   atomic_store(&e->next_job, 0);
-  e->stage_bytes = 0;
-  for (int k = 0; k < e->n_jobs; k++)
-    if (e->jobs[k].step < 0) {
-      size_t sb = dnnl_memory_desc_get_size(&e->jobs[k].smd);
-      if (sb > e->stage_bytes) e->stage_bytes = sb;
-    }
   for (int i = 1; i < e->workers && i < 8; i++) {
     if (pthread_create(&tid[spawned], NULL, job_worker, e) != 0) break;
     spawned++;
