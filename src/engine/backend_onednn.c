@@ -251,6 +251,34 @@ static const char *nname(const dm_node *n) {
 }
 
 /* Dense row-major descriptor of dims[0..nd) (nd 0 is a 1-element vector). */
+/* oneDNN's view of a Conv with weights W, G groups and window win: the
+ * weight dims ([G, OC/G, IC/G, k...] when grouped, else ONNX's [OC, IC/G,
+ * k...]), strides, dilations (oneDNN counts the gaps: ONNX's minus 1) and
+ * paddings.  Returns the rank of the weight dims.  The caller has checked
+ * W->rank == 2 + win->nsp and OC % G == 0. */
+static int conv_geometry(const dm_value *W, int64_t G, const dm_window *win,
+                         int64_t *wdims, dnnl_dims_t strides, dnnl_dims_t dil,
+                         dnnl_dims_t pl, dnnl_dims_t pr) {
+  int nsp = win->nsp, wnd = 2 + nsp;
+  if (G == 1) {
+    for (int i = 0; i < wnd; i++)
+      wdims[i] = W->dims[i];
+  } else {
+    wdims[0] = G;
+    wdims[1] = W->dims[0] / G;
+    for (int i = 1; i < wnd; i++)
+      wdims[1 + i] = W->dims[i];
+    wnd++;
+  }
+  for (int i = 0; i < nsp; i++) {
+    strides[i] = win->stride[i];
+    dil[i] = win->dil[i] - 1;
+    pl[i] = win->pad_b[i];
+    pr[i] = win->pad_e[i];
+  }
+  return wnd;
+}
+
 static dnnl_status_t md_plain_dims(dnnl_memory_desc_t *md, int nd,
                                    const int64_t *dims) {
   dnnl_dims_t d, st;
@@ -1239,7 +1267,7 @@ static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
       G < 1)
     return DM_UNSUPPORTED;
   if (X->numel == 0 || Y->numel == 0) return DM_UNSUPPORTED;
-  int64_t OC = W->dims[0], ICg = W->dims[1];
+  int64_t OC = W->dims[0];
   if (OC % G) return DM_UNSUPPORTED;
 
   int mul = -1;
@@ -1254,25 +1282,8 @@ static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
   bool defer = sig >= 0 || last_swish;
 
   int64_t wdims[DNNL_MAX_NDIMS];
-  int wnd = nd;
-  if (G == 1) {
-    for (int i = 0; i < nd; i++)
-      wdims[i] = W->dims[i];
-  } else {
-    wnd = nd + 1;
-    wdims[0] = G;
-    wdims[1] = OC / G;
-    wdims[2] = ICg;
-    for (int i = 0; i < nsp; i++)
-      wdims[3 + i] = W->dims[2 + i];
-  }
   dnnl_dims_t strides, dil, pl, pr;
-  for (int i = 0; i < nsp; i++) {
-    strides[i] = win->stride[i];
-    dil[i] = win->dil[i] - 1;
-    pl[i] = win->pad_b[i];
-    pr[i] = win->pad_e[i];
-  }
+  int wnd = conv_geometry(W, G, win, wdims, strides, dil, pl, pr);
   dnnl_memory_desc_t src_any, w_any, b_md, dst_any, w_plain;
   dnnl_memory_desc_t src_bf, w_bf, dst_bf; /* bf16 compute (e->bf16) */
   if (md_any(&src_any, nd, X->dims) || md_any(&w_any, wnd, wdims) ||
@@ -2113,28 +2124,11 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
   if (nsp < 1 || nsp > 3 || X->rank != nd || W->rank != nd || Y->rank != nd ||
       G < 1 || WQ->numel != W->numel || !WQ->data)
     return DM_UNSUPPORTED;
-  int64_t OC = W->dims[0], ICg = W->dims[1];
+  int64_t OC = W->dims[0];
   if (OC % G) return DM_UNSUPPORTED;
   int64_t wdims[DNNL_MAX_NDIMS];
-  int wnd = nd;
-  if (G == 1) {
-    for (int i = 0; i < nd; i++)
-      wdims[i] = W->dims[i];
-  } else {
-    wnd = nd + 1;
-    wdims[0] = G;
-    wdims[1] = OC / G;
-    wdims[2] = ICg;
-    for (int i = 0; i < nsp; i++)
-      wdims[3 + i] = W->dims[2 + i];
-  }
   dnnl_dims_t strides, dil, pl, pr;
-  for (int i = 0; i < nsp; i++) {
-    strides[i] = win->stride[i];
-    dil[i] = win->dil[i] - 1;
-    pl[i] = win->pad_b[i];
-    pr[i] = win->pad_e[i];
-  }
+  int wnd = conv_geometry(W, G, win, wdims, strides, dil, pl, pr);
   dnnl_memory_desc_t src_any, w_any, dst_any, w_plain, b_md;
   if (md_any_dt(&src_any, nd, X->dims, q8_dt(X->dtype)) ||
       md_any_dt(&w_any, wnd, wdims, dnnl_s8) ||
@@ -2852,26 +2846,11 @@ static dm_err ograd_conv(ograd *o, const dm_node *n, dm_errbuf *eb) {
   const dm_value *X = val(e, n->in[0]), *W = val(e, n->in[1]),
                  *Y = val(e, n->out[0]);
   const dm_window *win = &n->p.conv.w;
-  int64_t G = n->p.conv.group, wd[5];
+  int64_t G = n->p.conv.group, wd[DNNL_MAX_NDIMS];
   int bv = n->n_in > 2 ? n->in[2] : -1; /* addends come after slot 2 */
   if (win->nsp != 2 || X->rank != 4 || W->rank != 4) return DM_OK;
-  int wnd = 4;
-  if (G == 1) {
-    memcpy(wd, W->dims, 4 * sizeof *wd);
-  } else {
-    wnd = 5;
-    wd[0] = G;
-    wd[1] = W->dims[0] / G;
-    for (int i = 1; i < 4; i++)
-      wd[1 + i] = W->dims[i];
-  }
   dnnl_dims_t st, dil, pl, pr;
-  for (int i = 0; i < 2; i++) {
-    st[i] = win->stride[i];
-    dil[i] = win->dil[i] - 1;
-    pl[i] = win->pad_b[i];
-    pr[i] = win->pad_e[i];
-  }
+  int wnd = conv_geometry(W, G, win, wd, st, dil, pl, pr);
   int64_t oc = W->dims[0];
   if (ograd_md(&o->x_md, 4, X->dims, dnnl_nchw) ||
       ograd_md(&o->y_md, 4, Y->dims, dnnl_nchw) ||
