@@ -112,16 +112,7 @@ static int parse_opts(int argc, char **argv, const char *allowed, opts *o) {
         return 2;
       }
     } else if (!strcmp(a, "--precision")) {
-      if (!strcmp(v, "fp32"))
-        o->eng.precision = DM_PRECISION_FP32;
-      else if (!strcmp(v, "bf16"))
-        o->eng.precision = DM_PRECISION_BF16;
-      else if (!strcmp(v, "auto"))
-        o->eng.precision = DM_PRECISION_AUTO;
-      else {
-        fprintf(stderr, "dermal: --precision is fp32, bf16 or auto\n");
-        return 2;
-      }
+      if (dm_cli_parse_precision(a, v, &o->eng.precision)) return 2;
     } else if (!strcmp(a, "--threads")) {
       if (dm_cli_parse_int(a, v, 1, 256, &o->eng.threads)) return 2;
     } else if (!strcmp(a, "--iters")) {

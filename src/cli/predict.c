@@ -271,20 +271,6 @@ static const char eval_help[] =
     "  without --compare compares M with itself: `--compare-precision bf16`\n"
     "  measures what bf16 compute changes.\n";
 
-static int parse_precision(const char *opt, const char *v, dm_precision *out) {
-  if (!strcmp(v, "fp32"))
-    *out = DM_PRECISION_FP32;
-  else if (!strcmp(v, "bf16"))
-    *out = DM_PRECISION_BF16;
-  else if (!strcmp(v, "auto"))
-    *out = DM_PRECISION_AUTO;
-  else {
-    fprintf(stderr, "dermal: %s is fp32, bf16 or auto, not '%s'\n", opt, v);
-    return 2;
-  }
-  return 0;
-}
-
 typedef struct row {
   char *id, *dx;
 } row;
@@ -554,9 +540,9 @@ int dm_cli_eval(int argc, char **argv) {
     } else if (!strcmp(a, "--compare") && has) {
       compare = argv[++i];
     } else if (!strcmp(a, "--precision") && has) {
-      if (parse_precision(a, argv[++i], &mo.precision)) return 2;
+      if (dm_cli_parse_precision(a, argv[++i], &mo.precision)) return 2;
     } else if (!strcmp(a, "--compare-precision") && has) {
-      if (parse_precision(a, argv[++i], &p2prec)) return 2;
+      if (dm_cli_parse_precision(a, argv[++i], &p2prec)) return 2;
       cmp_prec = true;
     } else if (!strcmp(a, "--images") && has) {
       dir = argv[++i];

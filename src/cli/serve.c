@@ -170,16 +170,9 @@ int dm_cli_serve(int argc, char **argv) {
       }
       c.ref_backend = !strcmp(val, "ref");
     } else if (!strcmp(a, "--precision")) {
-      if (!strcmp(val, "fp32"))
-        c.precision = DM_PRECISION_FP32;
-      else if (!strcmp(val, "bf16"))
-        c.precision = DM_PRECISION_BF16;
-      else if (!strcmp(val, "auto"))
-        c.precision = DM_PRECISION_AUTO;
-      else {
-        fprintf(stderr, "dermal serve: --precision is fp32, bf16 or auto\n");
-        return 2;
-      }
+      dm_precision pr;
+      if (dm_cli_parse_precision(a, val, &pr)) return 2;
+      c.precision = pr;
     } else {
       fprintf(stderr, "dermal serve: unknown option '%s' (see --help)\n", a);
       return 2;

@@ -37,6 +37,20 @@ int dm_cli_parse_long(const char *flag, const char *s, long lo, long hi,
   return 0;
 }
 
+int dm_cli_parse_precision(const char *flag, const char *s, dm_precision *out) {
+  if (!strcmp(s, "fp32"))
+    *out = DM_PRECISION_FP32;
+  else if (!strcmp(s, "bf16"))
+    *out = DM_PRECISION_BF16;
+  else if (!strcmp(s, "auto"))
+    *out = DM_PRECISION_AUTO;
+  else {
+    fprintf(stderr, "dermal: %s is fp32, bf16 or auto, not '%s'\n", flag, s);
+    return 2;
+  }
+  return 0;
+}
+
 int dm_cli_parse_int(const char *flag, const char *s, long lo, long hi,
                      int *out) {
   long v;

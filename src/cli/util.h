@@ -5,12 +5,17 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "dermal/engine.h"
+
 double dm_cli_now_ms(void);
 double dm_cli_peak_rss_mb(void);
 /* Parses an integer in [lo, hi]; prints "dermal: FLAG expects ..." and
  * returns -1 on error. */
 int dm_cli_parse_int(const char *flag, const char *s, long lo, long hi,
                      int *out);
+/* Parses fp32 | bf16 | auto; prints "dermal: FLAG is fp32, bf16 or auto"
+ * and returns 2 (the usage exit status) on error, 0 on success. */
+int dm_cli_parse_precision(const char *flag, const char *s, dm_precision *out);
 int dm_cli_parse_long(const char *flag, const char *s, long lo, long hi,
                       long *out);
 /* Writes s as a JSON string literal. */
