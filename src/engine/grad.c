@@ -980,6 +980,24 @@ static dm_err conv_bwd(const dm_graph *g, dm_cam_state *st, const dm_cam_io *io,
   return DM_OK;
 }
 
+/* The explained class: class_index, or the top-scoring one when it is < 0;
+ * -1 (with eb set) when class_index is out of range. */
+static int pick_class(const float *score, int64_t ns, int class_index,
+                      dm_errbuf *eb) {
+  int c = class_index;
+  if (c < 0) {
+    c = 0;
+    for (int64_t i = 1; i < ns; i++)
+      if (score[i] > score[c]) c = (int)i;
+  }
+  if (c >= ns) {
+    dm_errf(eb, DM_ARG, "class %d out of range (%lld scores)", c,
+            (long long)ns);
+    return -1;
+  }
+  return c;
+}
+
 static dm_err section_backward(const dm_graph *g, dm_cam_state *st,
                                const dm_cam_io *io, int class_index,
                                int *class_out, float *score_out,
@@ -989,15 +1007,8 @@ static dm_err section_backward(const dm_graph *g, dm_cam_state *st,
   if (io->scores) score = io->scores;
   if (!score) return dm_errf(eb, DM_BACKEND, "Grad-CAM: score not kept");
   int64_t ns = S->numel;
-  int c = class_index;
-  if (c < 0) {
-    c = 0;
-    for (int64_t i = 1; i < ns; i++)
-      if (score[i] > score[c]) c = (int)i;
-  }
-  if (c >= ns)
-    return dm_errf(eb, DM_ARG, "class %d out of range (%lld scores)", c,
-                   (long long)ns);
+  int c = pick_class(score, ns, class_index, eb);
+  if (c < 0) return DM_ARG;
   *class_out = c;
   *score_out = score[c];
   for (int v = 0; v < g->n_values; v++)
@@ -1084,15 +1095,8 @@ dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
   const float *score = scores  ? scores
                        : st->n ? st->fwd[st->n - 1]
                                : activation;
-  int c = class_index;
-  if (c < 0) {
-    c = 0;
-    for (int64_t i = 1; i < ns; i++)
-      if (score[i] > score[c]) c = (int)i;
-  }
-  if (c >= ns)
-    return dm_errf(eb, DM_ARG, "class %d out of range (%lld scores)", c,
-                   (long long)ns);
+  int c = pick_class(score, ns, class_index, eb);
+  if (c < 0) return DM_ARG;
   *class_out = c;
   *score_out = score[c];
   float *dy = st->g0, *dx = st->g1;
