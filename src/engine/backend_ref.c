@@ -492,8 +492,8 @@ static dm_err apply_post(const kc *c) {
 /* ---------- Conv ---------- */
 
 /* Output positions o in [lo, hi) with 0 <= o*s + off < n_in (s >= 1). */
-static void valid_range(int64_t off, int64_t s, int64_t n_in, int64_t n_out,
-                        int64_t *lo, int64_t *hi) {
+void dm__valid_range(int64_t off, int64_t s, int64_t n_in, int64_t n_out,
+                     int64_t *lo, int64_t *hi) {
   int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
   int64_t b = n_in - 1 - off < 0 ? 0 : (n_in - 1 - off) / s + 1;
   if (b > n_out) b = n_out;
@@ -663,13 +663,13 @@ static dm_err k_conv(const kc *c) {
         const float *wp = wt + (m * Cg + ci) * KS;
         for (int64_t k0 = 0; k0 < q.k[0]; k0++) {
           int64_t off0 = k0 * q.d[0] - q.pb[0], lo0, hi0;
-          valid_range(off0, q.s[0], q.in[0], q.out[0], &lo0, &hi0);
+          dm__valid_range(off0, q.s[0], q.in[0], q.out[0], &lo0, &hi0);
           for (int64_t k1 = 0; k1 < q.k[1]; k1++) {
             int64_t off1 = k1 * q.d[1] - q.pb[1], lo1, hi1;
-            valid_range(off1, q.s[1], q.in[1], q.out[1], &lo1, &hi1);
+            dm__valid_range(off1, q.s[1], q.in[1], q.out[1], &lo1, &hi1);
             for (int64_t k2 = 0; k2 < q.k[2]; k2++) {
               int64_t off2 = k2 * q.d[2] - q.pb[2], lo2, hi2;
-              valid_range(off2, q.s[2], q.in[2], q.out[2], &lo2, &hi2);
+              dm__valid_range(off2, q.s[2], q.in[2], q.out[2], &lo2, &hi2);
               float wv = wp[(k0 * q.k[1] + k1) * q.k[2] + k2];
               int64_t s2 = q.s[2];
               for (int64_t o0 = lo0; o0 < hi0; o0++) {

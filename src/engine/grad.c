@@ -738,17 +738,6 @@ static void acc(float *d, const float *s, int64_t n) {
     d[i] += s[i];
 }
 
-/* Valid output positions o in [lo, hi) with 0 <= o*s + off < n_in. */
-static void valid_range(int64_t off, int64_t s, int64_t n_in, int64_t n_out,
-                        int64_t *lo, int64_t *hi) {
-  int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
-  int64_t b = n_in - 1 - off < 0 ? 0 : (n_in - 1 - off) / s + 1;
-  if (b > n_out) b = n_out;
-  if (a > b) a = b;
-  *lo = a;
-  *hi = b;
-}
-
 /* dx = backward data of a 2-D convolution (weights w (M, C/G, kh, kw)),
  * given dz (N, M, OH, OW); the transpose of backend_ref.c's k_conv loops. */
 static void conv_bwd_c(const dm_graph *g, const dm_node *n, const float *dz,
@@ -769,10 +758,10 @@ static void conv_bwd_c(const dm_graph *g, const dm_node *n, const float *dz,
         const float *wp = wt + (m * Cg + ci) * KH * KW;
         for (int64_t kh = 0; kh < KH; kh++) {
           int64_t offh = kh * w->dil[0] - w->pad_b[0], loh, hih;
-          valid_range(offh, w->stride[0], IH, OH, &loh, &hih);
+          dm__valid_range(offh, w->stride[0], IH, OH, &loh, &hih);
           for (int64_t kw = 0; kw < KW; kw++) {
             int64_t offw = kw * w->dil[1] - w->pad_b[1], low, hiw;
-            valid_range(offw, w->stride[1], IW, OW, &low, &hiw);
+            dm__valid_range(offw, w->stride[1], IW, OW, &low, &hiw);
             float wv = wp[kh * KW + kw];
             for (int64_t oh = loh; oh < hih; oh++) {
               float *xr = dxp + (oh * w->stride[0] + offh) * IW;

@@ -434,6 +434,12 @@ dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
                         const dm_cam_io *io, int class_index, int *class_out,
                         float *score_out, float *grad_out, dm_errbuf *eb);
 
+/* Output positions o in [lo, hi) with 0 <= o*s + off < n_in (s >= 1): the
+ * window loops of the reference Conv (backend_ref.c) and of its backward
+ * (grad.c). */
+void dm__valid_range(int64_t off, int64_t s, int64_t n_in, int64_t n_out,
+                     int64_t *lo, int64_t *hi);
+
 /* backend_ref.c: one node on plain (row-major, NCHW) buffers.  in[i] is NULL
  * for an omitted optional input.  Supports every dm_op and every dtype the
  * graph builder lets through for it (float32 for math; int64/int32/bool and
