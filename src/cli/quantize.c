@@ -931,6 +931,8 @@ static dm_err emit_slot(ctx *c, out_graph *o, qslot *sl) {
   return DM_OK;
 }
 
+static bool act_on(const ctx *c, const qact *q);
+
 /* Metadata: the source's, quant_* keys replaced by the calibration facts. */
 static dm_err build_meta(ctx *c, const char *calib_dir, int used,
                          dm_onnx_prop **out, size_t *n_out) {
@@ -938,8 +940,17 @@ static dm_err build_meta(ctx *c, const char *calib_dir, int used,
   dm_onnx_prop *p = calloc(m->n_metadata + 12, sizeof *p);
   if (!p) return DM_NOMEM;
   size_t n = 0;
-  for (size_t i = 0; i < m->n_metadata; i++)
-    if (strncmp(m->metadata[i].key, "quant_", 6) != 0) p[n++] = m->metadata[i];
+  for (size_t i = 0; i < m->n_metadata; i++) {
+    if (!strncmp(m->metadata[i].key, "quant_", 6)) continue;
+    p[n] = m->metadata[i];
+    /* Grad-CAM reads the dequantized copy of a quantized target: every
+     * consumer reads that copy, so the explanation is of what the rest of
+     * the network sees, and the float target no longer blocks the fusion
+     * of its producer with the QuantizeLinear into one int8 Conv. */
+    int a = strcmp(p[n].key, "gradcam_target") ? -1 : act_index(c, p[n].value);
+    if (a >= 0 && act_on(c, &c->acts[a])) p[n].value = c->acts[a].dq_out;
+    n++;
+  }
   char date[32];
   time_t now = time(NULL);
   struct tm tmv;

@@ -69,6 +69,7 @@ struct dm_cam_state {
 /* Does the backward rule of n read its forward input x / its output y? */
 static bool needs_x(const dm_node *n) {
   return n->op == DM_OP_UNARY || n->op == DM_OP_GLOBALMAXPOOL ||
+         n->op == DM_OP_QUANTIZE ||
          n->op == DM_OP_MAXPOOL ||
          (n->op == DM_OP_REDUCE && n->p.reduce.kind == DM_REDUCE_MAX);
 }
@@ -125,9 +126,21 @@ static bool act_ok(dm_unary k) {
 /* Does the tail know how to back-propagate through n (chain input k)? */
 static const char *unsupported(const dm_graph *g, const dm_node *n, int k) {
   const dm_value *x = val(g, n->in[k]), *y = val(g, n->out[0]);
-  if (x->dtype != DM_ONNX_FLOAT) return "non-float tensor";
   if (n->n_out != 1) return "several outputs";
+  /* A QuantizeLinear -> DequantizeLinear pair in a quantized model is
+   * differentiated as fake quantization (straight-through, zero where the
+   * quantizer saturates).  The 8-bit value between them is the only
+   * non-float tensor a chain may carry: nothing else accepts one. */
+  if (n->op == DM_OP_DEQUANTIZE)
+    return k == 0 && (x->dtype == DM_ONNX_INT8 || x->dtype == DM_ONNX_UINT8)
+               ? NULL
+               : "DequantizeLinear of a non-8-bit tensor";
+  if (x->dtype != DM_ONNX_FLOAT) return "non-float tensor";
   switch (n->op) {
+  case DM_OP_QUANTIZE:
+    return k == 0 && (y->dtype == DM_ONNX_INT8 || y->dtype == DM_ONNX_UINT8)
+               ? NULL
+               : "QuantizeLinear to a non-8-bit type";
   case DM_OP_RESHAPE:
   case DM_OP_GLOBALAVGPOOL:
   case DM_OP_GLOBALMAXPOOL: return NULL;
@@ -520,10 +533,12 @@ dm_err dm__cam_state_new(const dm_graph *g, dm_cam_state **out, dm_errbuf *eb) {
     return DM_OK;
   }
   st->fwd = calloc((size_t)st->n + 1, sizeof *st->fwd);
+  /* gradients are float, also those of the 8-bit values of Q/DQ pairs */
   size_t mx = val(g, g->cam_target)->nbytes;
   for (int i = 0; st->fwd && i < st->n; i++) {
     const dm_value *y = val(g, g->nodes[g->cam_tail[i]].out[0]);
-    if (y->nbytes > mx) mx = y->nbytes;
+    size_t gb = (size_t)y->numel * sizeof(float);
+    if (gb > mx) mx = gb;
     st->fwd[i] = malloc(y->nbytes ? y->nbytes : 4);
     if (!st->fwd[i]) goto nomem;
   }
@@ -693,6 +708,35 @@ static void backward(const dm_graph *g, const dm_node *n, int k, const float *x,
       case DM_BINARY_DIV: dx[i] = dy[i] / ci; break;
       default: dx[i] = 0; break;
       }
+    }
+    return;
+  }
+  case DM_OP_QUANTIZE:
+  case DM_OP_DEQUANTIZE: {
+    /* y = sat(round(x / s) + zp): dy / s where no saturation, else 0 (the
+     * straight-through estimator of fake quantization); y = (x - zp) * s:
+     * dy * s.  Through a pair with one scale the two factors cancel. */
+    const float *sc = val(g, n->in[1])->data;
+    const dm_value *Z = n->n_in > 2 && n->in[2] >= 0 ? val(g, n->in[2]) : NULL;
+    int ax = n->p.quant.axis;
+    int64_t inner = 1, dim = ax < 0 ? 1 : X->dims[ax];
+    for (int d = ax < 0 ? X->rank : ax + 1; d < X->rank; d++)
+      inner *= X->dims[d];
+    int32_t qt = n->op == DM_OP_QUANTIZE ? Y->dtype : X->dtype;
+    float lo = qt == DM_ONNX_UINT8 ? 0.f : -128.f,
+          hi = qt == DM_ONNX_UINT8 ? 255.f : 127.f;
+    for (int64_t i = 0; i < nx; i++) {
+      int64_t ch = (i / inner) % dim;
+      if (n->op == DM_OP_DEQUANTIZE) {
+        dx[i] = dy[i] * sc[ch];
+        continue;
+      }
+      float zp = 0.f;
+      if (Z)
+        zp = qt == DM_ONNX_UINT8 ? (float)((const uint8_t *)Z->data)[ch]
+                                 : (float)((const int8_t *)Z->data)[ch];
+      float q = nearbyintf(x[i] / sc[ch]) + zp;
+      dx[i] = q >= lo && q <= hi ? dy[i] / sc[ch] : 0.f;
     }
     return;
   }

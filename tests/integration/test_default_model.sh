@@ -6,7 +6,8 @@
 # reference (forward/backward hooks on the same weights), top-1 agreement
 # between the full decode and the JPEG DCT-scaled decode of large photos,
 # and issue 6's int8 quality bars (top-1 agreement >= 99 %, balanced
-# accuracy drop <= 1 point on val, file <= 30 % of fp32) on
+# accuracy drop <= 1 point on val, file <= 30 % of fp32, Grad-CAM maps that
+# follow the fp32 model's) on
 # models/dermal-ham10000.int8.onnx, or, when that is not shipped, on a model
 # `dermal quantize` makes here with its defaults, calibrated on 200 images
 # spread over the train split (every 37th train row of split.csv; never val).
@@ -161,6 +162,32 @@ PYEOF
       ok "int8 regression floor (top-1 agreement >= 0.95)"
       sk "issue 6 int8 bars (agreement >= 0.99, bal. acc. drop <= 1 pt) not met by dermal quantize yet: $(cat "$T/q8")"
     else no "int8 quality bars"; fi
+    # Grad-CAM on the int8 model (issue 6): its QuantizeLinear/
+    # DequantizeLinear pairs are differentiated as fake quantization; the
+    # heatmaps of 20 val images must follow the fp32 model's for the same
+    # class (Pearson r of the 7x7 maps)
+    $PY - "$DERMAL" "$M" "$Q" "$T" "$D" <<'PYEOF' && ok "Grad-CAM on the int8 model follows fp32" || no "Grad-CAM on the int8 model"
+import csv, os, subprocess, sys
+import numpy as np
+from PIL import Image
+dermal, m, q, t, d = sys.argv[1:]
+ids = [r["image_id"] for r in csv.DictReader(open(t + "/val.csv"))][::50]
+rs = []
+for i in ids:
+    im = Image.open(f"{d}/images/{i}.jpg").convert("RGB").resize((224, 224), Image.BILINEAR)
+    x = (np.asarray(im, np.float32) / 255 - 0.5) / 0.5
+    np.save(t + "/gx.npy", x.transpose(2, 0, 1)[None].copy())
+    subprocess.run([dermal, "run", m, "--input", t + "/gx.npy", "--output", t + "/gy.npy",
+                    "--cam", t + "/gf.npy"], check=True, capture_output=True)
+    c = int(np.load(t + "/gy.npy").argmax())
+    subprocess.run([dermal, "run", q, "--input", t + "/gx.npy", "--cam", t + "/gq.npy",
+                    "--cam-class", str(c)], check=True, capture_output=True)
+    a, b = np.load(t + "/gf.npy").ravel(), np.load(t + "/gq.npy").ravel()
+    rs.append(np.corrcoef(a, b)[0, 1] if a.std() > 0 and b.std() > 0 else float(np.allclose(a, b)))
+rs = np.array(rs)
+print("Grad-CAM int8 vs fp32 on %d val images: median r %.3f, min r %.3f" % (len(rs), np.median(rs), rs.min()))
+sys.exit(0 if len(rs) >= 15 and np.median(rs) >= 0.9 else 1)
+PYEOF
   fi
   # bf16 compute (issue 6): the same file at --precision bf16 against fp32
   "$DERMAL" eval --model "$M" --compare-precision bf16 --images "$D/images" \

@@ -12,7 +12,8 @@
  * Adds), MaxPool/AveragePool, Mul/Sub/Div with broadcasting and Concat
  * between the target x and the head, checked the same way on oneDNN (its
  * backward primitives), ref, and ref without fusions, plus oneDNN against
- * ref element by element.
+ * ref element by element.  Quantized heads: QuantizeLinear/DequantizeLinear
+ * pairs against the straight-through gradient.
  * Last line: `test_grad: N tests_passed, N tests_failed`. */
 #include <math.h>
 #include <stdio.h>
@@ -631,6 +632,121 @@ static void check_sect_refusal(void) {
   free(mb.p);
 }
 
+/* Quantized models: x -> QuantizeLinear -> DequantizeLinear -> GAP ->
+ * Flatten -> Gemm.  The pair is differentiated as fake quantization
+ * (straight-through): the gradient is the float head's, w[c][ch] / (H*W),
+ * where the quantizer does not saturate, and 0 where it does.  Finite
+ * differences do not apply (the pair is piecewise constant), so the expected
+ * gradient is computed here.  Per tensor int8 (zero point 0) and per channel
+ * uint8 (zero point 128). */
+static void zp_tensor(pb *g, const char *name, int32_t dtype, int n,
+                      const uint8_t *v) {
+  pb t = {0};
+  if (n > 1) pb_int(&t, 1, n);
+  pb_int(&t, 2, dtype);
+  pb_str(&t, 8, name);
+  pb_bytes(&t, 9, v, (size_t)n);
+  pb_msg(g, 5, &t);
+}
+
+static void check_qdq_head(bool per_channel) {
+  const char *name = per_channel ? "q/dq per channel uint8" : "q/dq int8";
+  pb g = {0}, n;
+  n = pb_node("QuantizeLinear", "q", IN("x", "s", "z"), IN("xq"));
+  if (per_channel) pb_attr_int(&n, "axis", 1);
+  pb_msg(&g, 1, &n);
+  n = pb_node("DequantizeLinear", "dq", IN("xq", "s", "z"), IN("xd"));
+  if (per_channel) pb_attr_int(&n, "axis", 1);
+  pb_msg(&g, 1, &n);
+  n = pb_node("GlobalAveragePool", "gap", IN("xd"), IN("p"));
+  pb_msg(&g, 1, &n);
+  n = pb_node("Flatten", "flat", IN("p"), IN("f"));
+  pb_msg(&g, 1, &n);
+  n = pb_node("Gemm", "fc", IN("f", "w1"), IN("y"));
+  pb_attr_int(&n, "transB", 1);
+  pb_msg(&g, 1, &n);
+  float sc[C] = {0.01f, 0.01f, 0.01f, 0.01f}, w1[NCLS * C];
+  uint8_t zp[C] = {0, 0, 0, 0};
+  int ns = per_channel ? C : 1;
+  if (per_channel) {
+    const float pc[C] = {0.005f, 0.01f, 0.02f, 0.008f};
+    memcpy(sc, pc, sizeof sc);
+    memset(zp, 128, sizeof zp);
+  }
+  int64_t sd[1] = {ns}, wd[2] = {NCLS, C};
+  pb_tensor_f(&g, 5, "s", sd, per_channel ? 1 : 0, sc);
+  zp_tensor(&g, "z", per_channel ? 2 /* uint8 */ : 3 /* int8 */, ns, zp);
+  for (int i = 0; i < NCLS * C; i++)
+    w1[i] = frand();
+  pb_tensor_f(&g, 5, "w1", wd, 2, w1);
+  pb_str(&g, 2, "grad-test");
+  int64_t xd[] = {1, C, H, W}, yd[] = {1, NCLS};
+  pb_value_info(&g, 11, "x", xd, 4);
+  pb_value_info(&g, 12, "y", yd, 2);
+  pb mb = pb_model(&g, 13);
+  dm_onnx_model *m = NULL;
+  dm_errbuf eb = {{0}};
+  if (dm_onnx_parse(mb.p, mb.n, NULL, &m, &eb)) {
+    CHECK(0, "%s: parse: %s", name, eb.msg);
+    free(mb.p);
+    return;
+  }
+  for (int be = 0; be < 2; be++) {
+    /* the named target in front of the pair, and the automatic one (the
+     * dequantized tensor in front of the pooling) */
+    for (int auto_t = 0; auto_t < 2; auto_t++) {
+      dm_engine_opts o = {.backend = (dm_backend_kind)be,
+                          .threads = 1,
+                          .cam = true,
+                          .cam_target = auto_t ? NULL : "x"};
+      dm_engine *e = NULL;
+      dm_session *s = NULL;
+      if (dm_engine_new(m, &o, &e, &eb) || dm_session_new(e, &s, &eb)) {
+        CHECK(0, "%s: engine: %s", name, eb.msg);
+        dm_engine_free(e);
+        continue;
+      }
+      float x[C * H * W];
+      int sat = 0;
+      for (int i = 0; i < C * H * W; i++) {
+        x[i] = frand() * 1.6f;
+        int ch = i / (H * W);
+        float q = nearbyintf(x[i] / sc[ch]) + (float)zp[ch];
+        sat += per_channel ? (q < 0 || q > 255) : (q < -128 || q > 127);
+      }
+      dm_tensor t = {
+          .dtype = DM_ONNX_FLOAT, .rank = 4, .dims = {1, C, H, W}, .data = x};
+      dm_cam_result r;
+      for (int cls = 0; cls < NCLS; cls += 2) {
+        if (dm_session_run_cam(s, &t, 1, cls, &r, &eb)) {
+          CHECK(0, "%s: run_cam: %s", name, eb.msg);
+          break;
+        }
+        double worst = 0;
+        for (int i = 0; i < C * H * W; i++) {
+          int ch = i / (H * W);
+          float q = nearbyintf(x[i] / sc[ch]) + (float)zp[ch];
+          bool in = per_channel ? (q >= 0 && q <= 255) : (q >= -128 && q <= 127);
+          /* the automatic target is after the pair: nothing saturates */
+          double want = auto_t || in ? w1[cls * C + ch] / (double)(H * W) : 0;
+          double d = fabs(want - r.gradient[i]);
+          if (d > worst) worst = d;
+        }
+        CHECK(worst <= 1e-6, "%s [%s, %s target] class %d: |gradient - "
+              "straight-through| %.3g",
+              name, be ? "ref" : "onednn", auto_t ? "automatic" : "named", cls,
+              worst);
+      }
+      CHECK(auto_t || sat > 0, "%s: the input saturates somewhere (%d)", name,
+            sat);
+      dm_session_free(s);
+      dm_engine_free(e);
+    }
+  }
+  dm_onnx_free(m);
+  free(mb.p);
+}
+
 static void check_cam_formulas(void) {
   /* 2 channels, 1x2 map: A = [[1,2],[3,0]], G = [[1,1],[-1,0]] */
   float A[4] = {1, 2, 3, 0}, G[4] = {1, 1, -1, 0}, cam[2];
@@ -658,6 +774,8 @@ int main(void) {
   check_head(HEAD_FLATTEN_MLP, "flatten+mlp(tanh)+softmax");
   check_head(HEAD_SWISH, "gap+reshape+swish");
   check_refusals();
+  check_qdq_head(false);
+  check_qdq_head(true);
   check_sect(SECT_RESNET, "section: conv+bn+relu, maxpool, residual blocks");
   check_sect(SECT_MOBILE,
              "section: depthwise, clip, SE mul, hardswish, avgpool, concat");
