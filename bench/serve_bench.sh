@@ -3,8 +3,10 @@
 # /api/v1/predict with a raw JPEG body, wrk at concurrency C) alone and with a
 # CPU hog (one `yes > /dev/null` per core) running beside it, for two
 # configurations:
-#   default   WORKERS=cores THREADS=1 (request-level parallelism) and the
-#             OMP_WAIT_POLICY=PASSIVE that `dermal serve` sets by re-exec
+#   default   WORKERS=cores THREADS=1 (request-level parallelism: every
+#             OpenMP team has one thread, no OpenMP worker exists to spin;
+#             with THREADS > 1 `dermal serve` sets OMP_WAIT_POLICY=PASSIVE
+#             by re-exec)
 #   spinning  WORKERS=1 THREADS=cores OMP_WAIT_POLICY=ACTIVE (what a
 #             "use every core for each inference" setup does by default)
 # and prints, per configuration, req/s and p50/p99 with and without the hog

@@ -6,10 +6,18 @@
  * Invariants: flags override environment variables, which override the
  * defaults in dm_server_config_init; `migrate` and `--help` never open the
  * model file.  OpenMP reads OMP_WAIT_POLICY when libgomp is loaded (before
- * main), so `serve` re-executes itself once with OMP_WAIT_POLICY=PASSIVE
- * when the variable is unset: spinning OpenMP workers make inference up to
- * 100x slower when another process competes for the cores.  Setting
- * OMP_WAIT_POLICY yourself (to any value) skips the re-exec.
+ * main), so with THREADS > 1 `serve` re-executes itself once with
+ * OMP_WAIT_POLICY=PASSIVE when the variable is unset: spinning OpenMP
+ * workers make inference up to 100x slower when another process competes
+ * for the cores.  With THREADS=1 (the default) every OpenMP team has one
+ * thread, no OpenMP worker thread is ever created (the process has the main
+ * thread, the inference workers and libmicrohttpd's threads, nothing else),
+ * so nothing can spin and the re-exec, which loads the ~40 shared
+ * libraries a second time (~50 ms of a cold start), is skipped.  (Setting
+ * the variable from main or from the executable's .preinit_array is too
+ * late or undone: glibc's initialiser resets environ before libgomp's
+ * runs.)  Setting OMP_WAIT_POLICY yourself (to any value) skips the
+ * re-exec.
  * Threading: SIGTERM/SIGINT are blocked before any thread starts (threads
  * inherit the mask) and received with sigwait() in the main thread, so the
  * shutdown runs in normal (not signal-handler) context. */
@@ -178,7 +186,7 @@ int dm_cli_serve(int argc, char **argv) {
       return 2;
     }
   }
-  reexec_passive();
+  if (c.threads > 1) reexec_passive();
 
   /* Before any thread exists: every thread inherits the blocked set. */
   sigset_t set;

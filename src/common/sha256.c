@@ -1,7 +1,18 @@
 /* sha256.c: SHA-256 as specified in FIPS 180-4 (section 6.2), written from
  * the specification.  Used to fingerprint model files for /health and the
- * API's `model.sha256`.  No global state; reentrant. */
+ * API's `model.sha256`.  No global state; reentrant.
+ *
+ * Blocks go through the x86 SHA extensions (SHA-NI: Intel since Goldmont and
+ * Ice Lake, every AMD Zen) when the CPU has them, else through the portable
+ * C rounds.  Hashing the 9 MB default model takes ~45 ms in C and a few ms
+ * with SHA-NI; on a one-core host the hash and the engine build of a model
+ * load cannot overlap, so this is cold-start time. */
 #include "sha256.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define DM_SHA_X86 1
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -62,6 +73,73 @@ static void block(uint32_t h[8], const uint8_t *p) {
   h[7] += k;
 }
 
+void dm__sha256_blocks_c(uint32_t h[8], const uint8_t *p, size_t nblocks) {
+  for (size_t i = 0; i < nblocks; i++)
+    block(h, p + 64 * i);
+}
+
+#ifdef DM_SHA_X86
+/* The state lives in two registers as the sha256rnds2 instruction wants it:
+ * (A,B,E,F) and (C,D,G,H).  Each step of 4 rounds adds K to 4 message words
+ * and runs two sha256rnds2 (2 rounds each); the message schedule for 16
+ * words ahead comes from sha256msg1/sha256msg2 plus W[t-7]. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void
+blocks_shani(uint32_t h[8], const uint8_t *p, size_t nblocks) {
+  const __m128i bswap =
+      _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i t = _mm_loadu_si128((const __m128i *)&h[0]);  /* D C B A */
+  __m128i s1 = _mm_loadu_si128((const __m128i *)&h[4]); /* H G F E */
+  t = _mm_shuffle_epi32(t, 0xB1);                       /* C D A B */
+  s1 = _mm_shuffle_epi32(s1, 0x1B);                     /* E F G H */
+  __m128i s0 = _mm_alignr_epi8(t, s1, 8);               /* A B E F */
+  s1 = _mm_blend_epi16(s1, t, 0xF0);                    /* C D G H */
+  for (size_t b = 0; b < nblocks; b++, p += 64) {
+    __m128i save0 = s0, save1 = s1, m[4];
+    for (int i = 0; i < 4; i++)
+      m[i] = _mm_shuffle_epi8(
+          _mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
+    for (int r = 0; r < 16; r++) {
+      __m128i x =
+          _mm_add_epi32(m[r & 3], _mm_loadu_si128((const __m128i *)&K[4 * r]));
+      s1 = _mm_sha256rnds2_epu32(s1, s0, x);
+      s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(x, 0x0E));
+      if (r < 12) { /* words 4(r+4)..4(r+4)+3 replace words 4r..4r+3 */
+        __m128i n = _mm_sha256msg1_epu32(m[r & 3], m[(r + 1) & 3]);
+        n = _mm_add_epi32(n, _mm_alignr_epi8(m[(r + 3) & 3], m[(r + 2) & 3], 4));
+        m[r & 3] = _mm_sha256msg2_epu32(n, m[(r + 3) & 3]);
+      }
+    }
+    s0 = _mm_add_epi32(s0, save0);
+    s1 = _mm_add_epi32(s1, save1);
+  }
+  t = _mm_shuffle_epi32(s0, 0x1B);        /* F E B A */
+  s1 = _mm_shuffle_epi32(s1, 0xB1);       /* D C H G */
+  s0 = _mm_blend_epi16(t, s1, 0xF0);      /* D C B A */
+  s1 = _mm_alignr_epi8(s1, t, 8);         /* H G F E */
+  _mm_storeu_si128((__m128i *)&h[0], s0);
+  _mm_storeu_si128((__m128i *)&h[4], s1);
+}
+#endif
+
+bool dm__sha256_hw(void) {
+#ifdef DM_SHA_X86
+  return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") &&
+         __builtin_cpu_supports("ssse3");
+#else
+  return false;
+#endif
+}
+
+void dm__sha256_blocks_hw(uint32_t h[8], const uint8_t *p, size_t nblocks) {
+#ifdef DM_SHA_X86
+  if (dm__sha256_hw()) {
+    blocks_shani(h, p, nblocks);
+    return;
+  }
+#endif
+  dm__sha256_blocks_c(h, p, nblocks);
+}
+
 void dm__sha256_init(dm__sha256 *s) {
   static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372,
                                  0xa54ff53a, 0x510e527f, 0x9b05688c,
@@ -81,11 +159,12 @@ void dm__sha256_update(dm__sha256 *s, const void *data, size_t len) {
     p += take;
     len -= take;
     if (s->n < 64) return;
-    block(s->h, s->buf);
+    dm__sha256_blocks_hw(s->h, s->buf, 1);
     s->n = 0;
   }
-  for (; len >= 64; p += 64, len -= 64)
-    block(s->h, p);
+  dm__sha256_blocks_hw(s->h, p, len / 64);
+  p += len / 64 * 64;
+  len %= 64;
   memcpy(s->buf, p, len);
   s->n = len;
 }
