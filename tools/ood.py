@@ -182,6 +182,7 @@ def add_to_onnx(path_in, path_out, layer, means, w, threshold, facts):
 
 
 def main():
+    T.keep_buffers_in_heap()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "dermal-ham10000.onnx"),
                     help="exported by tools/train.py, without an OOD output yet")

@@ -460,14 +460,18 @@ def set_rng_state(s):
     random.setstate(s["random"])
 
 
-def main():
+def keep_buffers_in_heap():
+    """glibc returns torch's large per-batch buffers to the kernel and faults
+    them in again every step (a third of the CPU time was system time): keep
+    them in the heap instead. Re-execs the script so that malloc sees it."""
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        # glibc returns torch's large per-batch buffers to the kernel and faults
-        # them in again every step (a third of the CPU time was system time):
-        # keep them in the heap instead. Re-exec so that malloc sees it.
         os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 30)
         os.environ["MALLOC_TRIM_THRESHOLD_"] = str(1 << 32)
         os.execv(sys.executable, [sys.executable] + sys.argv)
+
+
+def main():
+    keep_buffers_in_heap()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "ham10000")))
     ap.add_argument("--epochs", type=int, default=10)
@@ -479,6 +483,12 @@ def main():
     ap.add_argument("--lr", type=float, default=5e-5,
                     help="peak learning rate of the backbone (BatchNorm is folded into the TFLite "
                          "convolutions, so Adam steps are not scale-invariant: keep them small)")
+    ap.add_argument("--relative-lr", type=float, default=0.0,
+                    help="when > 0, each backbone tensor's peak learning rate is this times its "
+                         "RMS at initialisation (and --lr is ignored)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="decay per step of an exponential moving average of the weights "
+                         "(0 = none); the average is evaluated and selectable too")
     ap.add_argument("--head-lr", type=float, default=1e-3, help="peak learning rate of the new head")
     ap.add_argument("--head-steps", type=int, default=-1,
                     help="first steps train the new head only (-1: one epoch)")
@@ -540,12 +550,34 @@ def main():
     if args.head_steps < 0:
         args.head_steps = steps
     groups = []
-    for part, lr in ((model.features, args.lr), (model.classifier, args.head_lr)):
-        groups.append({"params": [p for p in part.parameters() if p.ndim > 1],
-                       "weight_decay": args.weight_decay, "lr": lr})
-        groups.append({"params": [p for p in part.parameters() if p.ndim <= 1],
-                       "weight_decay": 0.0, "lr": lr})
+    if args.relative_lr > 0:
+        # One group per backbone tensor, its learning rate proportional to the
+        # tensor's RMS at ImageNet initialisation. BatchNorm is folded into the
+        # TFLite convolutions, so their weights differ in scale by 50x (expand
+        # 1x1 convs ~0.02, depthwise ~0.7): one absolute Adam step size moves
+        # the first by percents per step and leaves the second frozen.
+        for p in model.features.parameters():
+            rms = float(p.detach().pow(2).mean().sqrt())
+            groups.append({"params": [p], "weight_decay": args.weight_decay if p.ndim > 1 else 0.0,
+                           "lr": args.relative_lr * max(rms, 1e-3)})
+    else:
+        groups.append({"params": [p for p in model.features.parameters() if p.ndim > 1],
+                       "weight_decay": args.weight_decay, "lr": args.lr})
+        groups.append({"params": [p for p in model.features.parameters() if p.ndim <= 1],
+                       "weight_decay": 0.0, "lr": args.lr})
+    for wd, ps in ((args.weight_decay, [p for p in model.classifier.parameters() if p.ndim > 1]),
+                   (0.0, [p for p in model.classifier.parameters() if p.ndim <= 1])):
+        groups.append({"params": ps, "weight_decay": wd, "lr": args.head_lr, "head": True})
     opt = torch.optim.AdamW(groups, lr=args.lr)
+    # exponential moving average of the weights (no BatchNorm, so no buffers
+    # to re-estimate): evaluated beside the raw weights after every epoch
+    ema = None
+    if args.ema > 0:
+        ema = build_model()
+        ema.load_state_dict(model.state_dict())
+        ema = ema.to(memory_format=torch.channels_last)
+        for p in ema.parameters():
+            p.requires_grad_(False)
     # plan["epochs"] is --epochs unless the deadline forces fewer (then the
     # cosine is re-fitted so that it still ends at the last epoch that fits)
     plan = {"epochs": args.epochs}
@@ -569,6 +601,8 @@ def main():
         sched.load_state_dict(ck["scheduler"])
         start_epoch, best, history = ck["epoch"] + 1, ck["best"], ck["history"]
         set_rng_state(ck["rng"])
+        if ema is not None and ck.get("ema") is not None:
+            ema.load_state_dict(ck["ema"])
         log("resumed from %s: next epoch %d, best val score %.4f" % (ckpt_path, start_epoch, best))
 
     # 4. epochs
@@ -619,35 +653,59 @@ def main():
             opt.step()
             if not head_only:
                 sched.step()
+            if ema is not None:
+                with torch.no_grad():
+                    if gstep <= args.head_steps:     # the average starts with the backbone steps
+                        for pe, pm in zip(ema.parameters(), model.parameters()):
+                            pe.copy_(pm)
+                    else:
+                        k_ema = gstep - args.head_steps
+                        d = min(args.ema, (1 + k_ema) / (10 + k_ema))
+                        for pe, pm in zip(ema.parameters(), model.parameters()):
+                            pe.mul_(d).add_(pm, alpha=1 - d)
             tot += float(loss)
             nb += 1
             if nb % 50 == 0:
                 log("  epoch %d batch %d/%d loss %.4f (%.1f s/batch)" % (
                     epoch, nb, steps, tot / nb, (time.time() - t0) / nb))
         t_train = time.time() - t0
-        mv = metrics(yva_l, predict(model, xva_l))
+        # model selection: the mean of accuracy and balanced accuracy, since
+        # the model must be good on both (the bars are 0.82 and 0.72); with
+        # --ema the moving average competes with the raw weights
+        cands = [("raw", model)] + ([("ema", ema)] if ema is not None and epoch > 0 else [])
+        mv, improved, which, ema_val = None, False, None, None
+        for name, m in cands:
+            mc = metrics(yva_l, predict(m, xva_l))
+            score = 0.5 * (mc["accuracy"] + mc["balanced_accuracy"])
+            if name == "raw":
+                mv = mc
+            else:
+                ema_val = mc
+                log("  ema weights: val acc %.4f, bal acc %.4f" % (mc["accuracy"], mc["balanced_accuracy"]))
+            if score > best:
+                best, improved, which = score, True, name
+                torch.save({"model": m.state_dict(), "epoch": epoch, "weights": name, "val": mc},
+                           best_path)
         secs = time.time() - t0
         val_secs = secs - t_train
         epoch_times.append(secs)
-        # model selection: the mean of accuracy and balanced accuracy, since
-        # the model must be good on both (the bars are 0.82 and 0.72)
-        score = 0.5 * (mv["accuracy"] + mv["balanced_accuracy"])
-        improved = score > best
-        if improved:
-            best = score
-            torch.save({"model": model.state_dict(), "epoch": epoch, "val": mv}, best_path)
         history.append({"epoch": epoch, "loss": tot / max(nb, 1),
-                        "lr_end": [g["lr"] for g in opt.param_groups[::2]],
+                        "lr_end": {"backbone_first": opt.param_groups[0]["lr"],
+                                   "head": opt.param_groups[-1]["lr"]},
                         "val_accuracy": mv["accuracy"],
                         "val_balanced_accuracy": mv["balanced_accuracy"], "seconds": secs,
-                        "recall": {c: mv["per_class"][c]["recall"] for c in CLASSES}})
+                        "recall": {c: mv["per_class"][c]["recall"] for c in CLASSES},
+                        "best": which,
+                        "ema_val": None if ema_val is None else {
+                            "accuracy": ema_val["accuracy"], "balanced_accuracy": ema_val["balanced_accuracy"]}})
         log("epoch %d/%d: loss %.4f, val acc %.4f, bal acc %.4f%s, train %.1f min, total %.1f min" % (
             epoch, plan["epochs"], tot / max(nb, 1), mv["accuracy"],
-            mv["balanced_accuracy"], " *best*" if improved else "", t_train / 60, secs / 60))
+            mv["balanced_accuracy"], (" *best* (%s)" % which) if improved else "", t_train / 60, secs / 60))
         log("  recall " + " ".join("%s %.2f" % (c, mv["per_class"][c]["recall"] or 0) for c in CLASSES))
         tmp = ckpt_path + ".tmp"
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
+                    "ema": None if ema is None else ema.state_dict(),
                     "history": history, "rng": rng_state(), "epochs": args.epochs,
                     "limit": args.limit, "plan_epochs": plan["epochs"], "args": vars(args)}, tmp)
         os.replace(tmp, ckpt_path)
@@ -660,7 +718,7 @@ def main():
     model.load_state_dict(bk["model"])
     model.eval()
     mv = metrics(yva_l, predict(model.to(memory_format=torch.channels_last), xva_l))
-    mv.update({"best_epoch": bk["epoch"], "history": history, "train_images": int(len(itr)),
+    mv.update({"best_epoch": bk["epoch"], "best_weights": bk.get("weights", "raw"), "history": history, "train_images": int(len(itr)),
                "epochs_run": len(history), "threads": threads, "args": vars(args),
                "minutes": (time.time() - t_start) / 60})
     with open(os.path.join(work, "metrics.json"), "w") as f:
