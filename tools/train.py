@@ -2,8 +2,8 @@
 """Train dermal's default model: MobileNetV2 (ImageNet, from TFLite) fine-tuned on HAM10000.
 
 Usage (what `make model` runs):
-    TRAIN_THREADS=2 /usr/bin/python3 tools/train.py --epochs 10 --deadline-min 85 \
-        --out models/dermal-ham10000.onnx
+    TRAIN_THREADS=2 /usr/bin/python3 tools/train.py --epochs 12 --deadline-min 85 \
+        --relative-lr 1e-3 --ema 0.998 --logit-adjust 0.15 --out models/dermal-ham10000.onnx
 Options: --fresh (ignore build/train/ckpt.pt), --limit N (smoke run on N train
 and N val images, in build/train/smoke/), --data DIR (default
 ../shared/data/ham10000), --freeze K (features[:K], i.e. the stem and the
@@ -489,6 +489,9 @@ def main():
     ap.add_argument("--ema", type=float, default=0.0,
                     help="decay per step of an exponential moving average of the weights "
                          "(0 = none); the average is evaluated and selectable too")
+    ap.add_argument("--logit-adjust", type=float, default=0.0,
+                    help="add TAU * log(train class frequency) to the final bias of the selected "
+                         "weights (post-hoc logit adjustment: trades balanced accuracy for accuracy)")
     ap.add_argument("--head-lr", type=float, default=1e-3, help="peak learning rate of the new head")
     ap.add_argument("--head-steps", type=int, default=-1,
                     help="first steps train the new head only (-1: one epoch)")
@@ -717,6 +720,10 @@ def main():
     model = build_model()
     model.load_state_dict(bk["model"])
     model.eval()
+    if args.logit_adjust:
+        with torch.no_grad():
+            model.classifier[1].bias.add_(torch.tensor(args.logit_adjust * np.log(freq), dtype=torch.float32))
+        log("logit adjustment: bias += %.3f * log(train class frequency)" % args.logit_adjust)
     mv = metrics(yva_l, predict(model.to(memory_format=torch.channels_last), xva_l))
     mv.update({"best_epoch": bk["epoch"], "best_weights": bk.get("weights", "raw"), "history": history, "train_images": int(len(itr)),
                "epochs_run": len(history), "threads": threads, "args": vars(args),
