@@ -60,6 +60,15 @@ typedef enum {
                          middle: no backward rule */
 } head;
 
+/* The graph's name, input x [1,C,H,W] and output y [1,NCLS]; the model. */
+static pb finish_head(pb *g) {
+  pb_str(g, 2, "grad-test");
+  int64_t xd[] = {1, C, H, W}, yd[] = {1, NCLS};
+  pb_value_info(g, 11, "x", xd, 4);
+  pb_value_info(g, 12, "y", yd, 2);
+  return pb_model(g, 13);
+}
+
 static pb build(head h) {
   pb g = {0}, n;
   int64_t wd[2];
@@ -176,11 +185,7 @@ static pb build(head h) {
     init_f(&g, "w1", wd, 2, 1.f);
     break;
   }
-  pb_str(&g, 2, "grad-test");
-  int64_t xd[] = {1, C, H, W}, yd[] = {1, NCLS};
-  pb_value_info(&g, 11, "x", xd, 4);
-  pb_value_info(&g, 12, "y", yd, 2);
-  return pb_model(&g, 13);
+  return finish_head(&g);
 }
 
 /* Score of class c for input x (pre-softmax when the graph ends in Softmax:
@@ -679,11 +684,7 @@ static void check_qdq_head(bool per_channel) {
   for (int i = 0; i < NCLS * C; i++)
     w1[i] = frand();
   pb_tensor_f(&g, 5, "w1", wd, 2, w1);
-  pb_str(&g, 2, "grad-test");
-  int64_t xd[] = {1, C, H, W}, yd[] = {1, NCLS};
-  pb_value_info(&g, 11, "x", xd, 4);
-  pb_value_info(&g, 12, "y", yd, 2);
-  pb mb = pb_model(&g, 13);
+  pb mb = finish_head(&g);
   dm_onnx_model *m = NULL;
   dm_errbuf eb = {{0}};
   if (dm_onnx_parse(mb.p, mb.n, NULL, &m, &eb)) {
