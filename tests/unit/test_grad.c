@@ -393,14 +393,21 @@ static void pool_node(pb *g, const char *op, const char *x, const char *y,
 }
 
 /* GAP, Flatten, Gemm(transB) from a [1, c, h, w] map to y [1, NCLS]. */
-static void gap_head(pb *g, const char *x, int64_t c) {
+/* GlobalAveragePool, Flatten, Gemm(transB) to y [1,NCLS]; the Gemm weights
+ * [NCLS,c] are also copied to w when it is not NULL. */
+static void gap_head(pb *g, const char *x, int64_t c, float *w) {
   unary_node(g, "GlobalAveragePool", x, "gp");
   unary_node(g, "Flatten", "gp", "gf");
   pb n = pb_node("Gemm", "fc", IN("gf", "fc.w", "fc.b"), IN("y"));
   pb_attr_int(&n, "transB", 1);
   pb_msg(g, 1, &n);
   int64_t wd[2] = {NCLS, c};
-  init_f(g, "fc.w", wd, 2, 1.f);
+  float *v = malloc((size_t)(NCLS * c) * sizeof *v);
+  for (int64_t i = 0; i < NCLS * c; i++)
+    v[i] = frand();
+  pb_tensor_f(g, 5, "fc.w", wd, 2, v);
+  if (w) memcpy(w, v, (size_t)(NCLS * c) * sizeof *v);
+  free(v);
   init_f(g, "fc.b", wd, 1, 0.1f);
 }
 
@@ -424,7 +431,7 @@ static pb build_sect(sect k) {
     conv_node(&g, "ds", "r3", "dso", 6, 8, 1, 2, 0, 1, 1, false);
     binary_node(&g, "Add", "dso", "r4", "a4");
     unary_node(&g, "Relu", "a4", "r5");
-    gap_head(&g, "r5", 8);
+    gap_head(&g, "r5", 8, NULL);
     break;
   case SECT_MOBILE: {
     conv_node(&g, "ex", "x", "exo", SC, 8, 1, 1, 0, 1, 1, true);
@@ -446,7 +453,7 @@ static pb build_sect(sect k) {
     n = pb_node("Concat", "cat", IN("ap", "bro"), IN("cat"));
     pb_attr_int(&n, "axis", 1);
     pb_msg(&g, 1, &n);
-    gap_head(&g, "cat", 8);
+    gap_head(&g, "cat", 8, NULL);
     float lo = 0, hi = 6;
     pb_tensor_f(&g, 5, "lo", NULL, 0, &lo);
     pb_tensor_f(&g, 5, "hi", NULL, 0, &hi);
@@ -484,7 +491,7 @@ static pb build_sect(sect k) {
     pb n = pb_node("LRN", "lrn", IN("c1o"), IN("l"));
     pb_attr_int(&n, "size", 3);
     pb_msg(&g, 1, &n);
-    gap_head(&g, "l", 4);
+    gap_head(&g, "l", 4, NULL);
     break;
   }
   }
@@ -663,13 +670,6 @@ static void check_qdq_head(bool per_channel) {
   n = pb_node("DequantizeLinear", "dq", IN("xq", "s", "z"), IN("xd"));
   if (per_channel) pb_attr_int(&n, "axis", 1);
   pb_msg(&g, 1, &n);
-  n = pb_node("GlobalAveragePool", "gap", IN("xd"), IN("p"));
-  pb_msg(&g, 1, &n);
-  n = pb_node("Flatten", "flat", IN("p"), IN("f"));
-  pb_msg(&g, 1, &n);
-  n = pb_node("Gemm", "fc", IN("f", "w1"), IN("y"));
-  pb_attr_int(&n, "transB", 1);
-  pb_msg(&g, 1, &n);
   float sc[C] = {0.01f, 0.01f, 0.01f, 0.01f}, w1[NCLS * C];
   uint8_t zp[C] = {0, 0, 0, 0};
   int ns = per_channel ? C : 1;
@@ -678,12 +678,10 @@ static void check_qdq_head(bool per_channel) {
     memcpy(sc, pc, sizeof sc);
     memset(zp, 128, sizeof zp);
   }
-  int64_t sd[1] = {ns}, wd[2] = {NCLS, C};
+  int64_t sd[1] = {ns};
   pb_tensor_f(&g, 5, "s", sd, per_channel ? 1 : 0, sc);
   zp_tensor(&g, "z", per_channel ? 2 /* uint8 */ : 3 /* int8 */, ns, zp);
-  for (int i = 0; i < NCLS * C; i++)
-    w1[i] = frand();
-  pb_tensor_f(&g, 5, "w1", wd, 2, w1);
+  gap_head(&g, "xd", C, w1);
   pb mb = finish_head(&g);
   dm_onnx_model *m = NULL;
   dm_errbuf eb = {{0}};
