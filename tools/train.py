@@ -658,10 +658,10 @@ def main():
                 sched.step()
             if ema is not None:
                 with torch.no_grad():
-                    if gstep <= args.head_steps:     # the average starts with the backbone steps
+                    if gstep == args.head_steps:     # the average starts with the backbone steps
                         for pe, pm in zip(ema.parameters(), model.parameters()):
                             pe.copy_(pm)
-                    else:
+                    elif gstep > args.head_steps:
                         k_ema = gstep - args.head_steps
                         d = min(args.ema, (1 + k_ema) / (10 + k_ema))
                         for pe, pm in zip(ema.parameters(), model.parameters()):
