@@ -96,8 +96,8 @@ blocks_shani(uint32_t h[8], const uint8_t *p, size_t nblocks) {
   for (size_t b = 0; b < nblocks; b++, p += 64) {
     __m128i save0 = s0, save1 = s1, m[4];
     for (int i = 0; i < 4; i++)
-      m[i] = _mm_shuffle_epi8(
-          _mm_loadu_si128((const __m128i *)(p + 16 * i)), bswap);
+      m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)),
+                              bswap);
     for (int r = 0; r < 16; r++) {
       __m128i x =
           _mm_add_epi32(m[r & 3], _mm_loadu_si128((const __m128i *)&K[4 * r]));
@@ -105,17 +105,18 @@ blocks_shani(uint32_t h[8], const uint8_t *p, size_t nblocks) {
       s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(x, 0x0E));
       if (r < 12) { /* words 4(r+4)..4(r+4)+3 replace words 4r..4r+3 */
         __m128i n = _mm_sha256msg1_epu32(m[r & 3], m[(r + 1) & 3]);
-        n = _mm_add_epi32(n, _mm_alignr_epi8(m[(r + 3) & 3], m[(r + 2) & 3], 4));
+        n = _mm_add_epi32(n,
+                          _mm_alignr_epi8(m[(r + 3) & 3], m[(r + 2) & 3], 4));
         m[r & 3] = _mm_sha256msg2_epu32(n, m[(r + 3) & 3]);
       }
     }
     s0 = _mm_add_epi32(s0, save0);
     s1 = _mm_add_epi32(s1, save1);
   }
-  t = _mm_shuffle_epi32(s0, 0x1B);        /* F E B A */
-  s1 = _mm_shuffle_epi32(s1, 0xB1);       /* D C H G */
-  s0 = _mm_blend_epi16(t, s1, 0xF0);      /* D C B A */
-  s1 = _mm_alignr_epi8(s1, t, 8);         /* H G F E */
+  t = _mm_shuffle_epi32(s0, 0x1B);   /* F E B A */
+  s1 = _mm_shuffle_epi32(s1, 0xB1);  /* D C H G */
+  s0 = _mm_blend_epi16(t, s1, 0xF0); /* D C B A */
+  s1 = _mm_alignr_epi8(s1, t, 8);    /* H G F E */
   _mm_storeu_si128((__m128i *)&h[0], s0);
   _mm_storeu_si128((__m128i *)&h[4], s1);
 }

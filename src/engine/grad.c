@@ -69,8 +69,7 @@ struct dm_cam_state {
 /* Does the backward rule of n read its forward input x / its output y? */
 static bool needs_x(const dm_node *n) {
   return n->op == DM_OP_UNARY || n->op == DM_OP_GLOBALMAXPOOL ||
-         n->op == DM_OP_QUANTIZE ||
-         n->op == DM_OP_MAXPOOL ||
+         n->op == DM_OP_QUANTIZE || n->op == DM_OP_MAXPOOL ||
          (n->op == DM_OP_REDUCE && n->p.reduce.kind == DM_REDUCE_MAX);
 }
 static bool needs_y(const dm_node *n) { return n->op == DM_OP_UNARY; }

@@ -76,8 +76,7 @@ static void hw_vs_c(void) {
     size_t nb = 1 + rnd() % 40;
     dm__sha256_blocks_c(a, data, nb);
     dm__sha256_blocks_hw(b, data, nb);
-    CHECK(!memcmp(a, b, sizeof a), "trial %d: %zu blocks: hw != C", trial,
-          nb);
+    CHECK(!memcmp(a, b, sizeof a), "trial %d: %zu blocks: hw != C", trial, nb);
   }
 }
 

@@ -725,13 +725,15 @@ static void check_qdq_head(bool per_channel) {
         for (int i = 0; i < C * H * W; i++) {
           int ch = i / (H * W);
           float q = nearbyintf(x[i] / sc[ch]) + (float)zp[ch];
-          bool in = per_channel ? (q >= 0 && q <= 255) : (q >= -128 && q <= 127);
+          bool in =
+              per_channel ? (q >= 0 && q <= 255) : (q >= -128 && q <= 127);
           /* the automatic target is after the pair: nothing saturates */
           double want = auto_t || in ? w1[cls * C + ch] / (double)(H * W) : 0;
           double d = fabs(want - r.gradient[i]);
           if (d > worst) worst = d;
         }
-        CHECK(worst <= 1e-6, "%s [%s, %s target] class %d: |gradient - "
+        CHECK(worst <= 1e-6,
+              "%s [%s, %s target] class %d: |gradient - "
               "straight-through| %.3g",
               name, be ? "ref" : "onednn", auto_t ? "automatic" : "named", cls,
               worst);
