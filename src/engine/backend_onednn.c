@@ -50,6 +50,7 @@
  *
  * Debugging: DERMAL_ONEDNN_VERBOSE=1 prints the plan (implementation of each
  * step, ref fallbacks) to stderr; nothing is logged otherwise. */
+#include <float.h>
 #include <limits.h>
 #include <omp.h>
 #include <pthread.h>
@@ -449,6 +450,17 @@ bool dm__onednn_bf16_native(void) {
   bool ok = bf16_native(eng, false);
   dnnl_engine_destroy(eng);
   return ok;
+}
+
+/* Whether oneDNN's int8 convolutions on this CPU add pairs of u8 * s8
+ * products in saturating 16-bit lanes (vpmaddubsw): every x86 ISA oneDNN
+ * uses below AVX512-VNNI / AVX-VNNI (its "nuances of int8 computations").
+ * Such a pair overflows once |w0| + |w1| > 128 with a 255 activation. */
+bool dm__onednn_int8_saturates(void) {
+  unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+  unsigned vnni = (unsigned)dnnl_cpu_isa_avx512_core_vnni,
+           avx2v = (unsigned)dnnl_cpu_isa_avx2_vnni;
+  return (isa & vnni) != vnni && (isa & avx2v) != avx2v;
 }
 
 /* Which convolutions run in bf16.  Measured on the default model
@@ -2228,6 +2240,89 @@ out:
   return rc;
 }
 
+/* An Add on 8-bit data (dm_qadd, see internal.h) as a oneDNN int8 binary
+ * add in the first operand's layout: input scales a.scale / y.scale and
+ * b.scale / y.scale, then post-ops in the output's units: a linear shift
+ * that removes the operands' zero points and adds the output's (the binary
+ * primitive has no zero points of its own), then Relu/Clip as a clip at the
+ * shifted bounds.
+ * DM_UNSUPPORTED (the reference kernel runs it) when oneDNN offers only its
+ * reference implementation. */
+static dm_err map_qadd(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  const dm_qadd *q = n->qadd;
+  int a = n->in[0], b = n->in[1], y = n->out[0];
+  float sy = q->y.scale[0];
+  float s0 = q->a.scale[0] / sy, s1 = q->b.scale[0] / sy;
+  float shift = -(s0 * (float)q->a.zp[0] + s1 * (float)q->b.zp[0]);
+  int ta, tb;
+  dm_err rc = primary(e, a, &ta, eb);
+  if (rc != DM_OK) return rc;
+  if (!e->t[ta].has_md) return DM_UNSUPPORTED;
+  if ((rc = get_as(e, ni, b, &e->t[ta].md, &tb, eb)) != DM_OK) return rc;
+  dnnl_memory_desc_t dmd = e->t[ta].md;
+  dmd.data_type = q8_dt(q->y.dtype);
+  rc = DM_UNSUPPORTED;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  if (user_attr(&attr) != dnnl_success) return rc;
+  if (dnnl_primitive_attr_set_scales(attr, DNNL_ARG_SRC_0, 1, 0, &s0) !=
+          dnnl_success ||
+      dnnl_primitive_attr_set_scales(attr, DNNL_ARG_SRC_1, 1, 0, &s1) !=
+          dnnl_success ||
+      dnnl_post_ops_create(&po) != dnnl_success)
+    goto out;
+  /* post(v) + zy as post'(v + zy): one linear shift, then the activation
+   * with its bounds moved by zy (Relu: clip at zy).  oneDNN 2.6's jit
+   * binary gives a second eltwise_linear the first one's parameters. */
+  const dm_act *act = n->n_post > 0 ? &n->post[0].act : NULL;
+  float zy = (float)q->y.zp[0];
+  if (act && act->kind != DM_UNARY_RELU && act->kind != DM_UNARY_CLIP) goto out;
+  shift += zy;
+  if (shift != 0.f && dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_linear,
+                                                   1.f, shift) != dnnl_success)
+    goto out;
+  if (act) {
+    dnnl_status_t st;
+    if (act->kind == DM_UNARY_CLIP)
+      st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip_v2,
+                                        act->alpha / sy + zy,
+                                        act->beta / sy + zy);
+    else if (zy != 0.f)
+      st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip_v2, zy,
+                                        FLT_MAX);
+    else
+      st = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f);
+    if (st != dnnl_success) goto out;
+  }
+  if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success) goto out;
+  dnnl_binary_desc_t bd;
+  if (dnnl_binary_desc_init(&bd, dnnl_binary_add, &e->t[ta].md, &e->t[tb].md,
+                            &dmd) != dnnl_success ||
+      dnnl_primitive_desc_create(&pd, &bd, attr, e->eng, NULL) !=
+          dnnl_success) {
+    pd = NULL;
+    goto out;
+  }
+  if (pd_is_ref(pd)) goto out;
+  {
+    int ty = new_act(e, y, &dmd);
+    if (ty < 0) {
+      rc = nomem(eb, n);
+      goto out;
+    }
+    oarg args[3] = {
+        {DNNL_ARG_SRC_0, ta}, {DNNL_ARG_SRC_1, tb}, {DNNL_ARG_DST, ty}};
+    rc = emit_prim(e, ni, pd, args, 3, eb);
+  }
+out:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (po) dnnl_post_ops_destroy(po);
+  dnnl_primitive_attr_destroy(attr);
+  return rc;
+}
+
 /* Per-tensor QuantizeLinear / DequantizeLinear with constant parameters as
  * a reorder that keeps the input's layout: y = x * (1/scale) + zp rounded
  * to nearest even and saturated (Quantize, even zero points only, see
@@ -2318,6 +2413,10 @@ static dm_err map_node(oeng *e, int ni, dm_errbuf *eb) {
     break;
   }
   case DM_OP_BINARY:
+    if (n->qadd) {
+      rc = map_qadd(e, ni, eb);
+      break;
+    }
     if (e->swish[ni]) {
       const dm_node *m = n;
       int y = m->in[e->swish[ni] - 1];

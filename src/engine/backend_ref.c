@@ -617,6 +617,29 @@ static dm_err k_qconv(const kc *c) {
   return DM_OK;
 }
 
+/* Add on 8-bit data (dm_qadd): both operands dequantized, added in float,
+ * then requant().  The oracle for the oneDNN int8 binary. */
+static dm_err k_qadd(const kc *c) {
+  const dm_node *n = c->n;
+  const dm_qadd *q = n->qadd;
+  dm_err rc = need(c, 2, 1);
+  if (rc) return rc;
+  const dm_value *A = rin(c, 0), *B = rin(c, 1), *Y = rout(c, 0);
+  if (A->dtype != q->a.dtype || B->dtype != q->b.dtype ||
+      Y->dtype != q->y.dtype)
+    return bad_dtype(c, A);
+  if (A->numel != Y->numel || B->numel != Y->numel)
+    return nerr(c->eb, DM_FORMAT, n, "inconsistent Add shapes");
+  float sa = q->a.scale[0], sb = q->b.scale[0];
+  int32_t za = q->a.zp[0], zb = q->b.zp[0];
+  for (int64_t i = 0; i < Y->numel; i++) {
+    float va = (float)(ld_i(c->in[0], A->dtype, i) - za) * sa;
+    float vb = (float)(ld_i(c->in[1], B->dtype, i) - zb) * sb;
+    st_i(c->out[0], Y->dtype, i, requant(n, &q->y, va + vb));
+  }
+  return DM_OK;
+}
+
 static dm_err k_conv(const kc *c) {
   const dm_node *n = c->n;
   if (n->q) return k_qconv(c);
@@ -2029,7 +2052,7 @@ dm_err dm__ref_node(const dm_graph *g, const dm_node *n, const void *const *in,
   case DM_OP_CONV: rc = k_conv(&c); break;
   case DM_OP_BATCHNORM: rc = k_batchnorm(&c); break;
   case DM_OP_UNARY: rc = k_unary(&c); break;
-  case DM_OP_BINARY: rc = k_binary(&c); break;
+  case DM_OP_BINARY: rc = n->qadd ? k_qadd(&c) : k_binary(&c); break;
   case DM_OP_WHERE: rc = k_where(&c); break;
   case DM_OP_MAXPOOL: rc = k_pool(&c, true); break;
   case DM_OP_AVGPOOL: rc = k_pool(&c, false); break;
@@ -2064,7 +2087,7 @@ dm_err dm__ref_node(const dm_graph *g, const dm_node *n, const void *const *in,
                 (int)n->op);
   }
   /* 8-bit convs apply their post-ops before requantizing (k_qconv) */
-  if (rc == DM_OK && n->n_post > 0 && !n->q) rc = apply_post(&c);
+  if (rc == DM_OK && n->n_post > 0 && !n->q && !n->qadd) rc = apply_post(&c);
   return rc;
 }
 

@@ -111,7 +111,11 @@ dm_err dm_engine_new(const dm_onnx_model *m, const dm_engine_opts *opts,
                       .cam = e->opts.cam,
                       .cam_target = e->opts.cam_target,
                       .keep = e->opts.keep,
-                      .n_keep = e->opts.n_keep};
+                      .n_keep = e->opts.n_keep,
+                      .int8_wmax = e->opts.backend != DM_BACKEND_REF &&
+                                           dm__onednn_int8_saturates()
+                                       ? 64
+                                       : 0};
   if ((rc = dm__graph_build(m, &go, &e->g, eb)) != DM_OK) goto fail;
   if ((rc = align_consts(e->g, e->opts.backend, eb)) != DM_OK) goto fail;
   if ((rc = e->be->prepare(e->g, &e->opts, &e->state, eb)) != DM_OK) goto fail;

@@ -2138,7 +2138,7 @@ static bool is_q8(int32_t dt) {
  * channel or per tensor.  The pattern dermal quantize, ONNX Runtime's QDQ
  * quantizer and PyTorch's exporter all emit.  Nodes on the Grad-CAM tail
  * (no_fuse) and kept or output values are left alone. */
-static void fuse_qdq(dm_graph *g, bool *dead) {
+static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
   for (int i = 0; i < g->n_nodes; i++) {
     dm_node *c = &g->nodes[i];
     if (dead[i] || c->op != DM_OP_CONV || c->no_fuse || c->q || c->n_in < 2 ||
@@ -2187,12 +2187,98 @@ static void fuse_qdq(dm_graph *g, bool *dead) {
     if (q->w.n != 1 && q->w.n != W->dims[0]) continue;
     for (int64_t k = 0; k < q->w.n && ok; k++)
       ok = q->w.zp[k] == 0;
+    /* saturating pairs (dm_graph_opts.int8_wmax): depthwise kernels widen
+     * to 32 bits and are exact, dense ones need small weights */
+    bool depthwise = W->dims[1] == 1 && c->p.conv.group == W->dims[0];
+    if (wmax > 0 && !depthwise) {
+      const int8_t *wq = g->values[wd->q].data;
+      for (int64_t k = 0; k < g->values[wd->q].numel && ok; k++)
+        ok = wq[k] >= -wmax && wq[k] <= wmax;
+    }
     if (!ok) continue;
     q->w_q = wd->q;
     c->q = q;
     c->in[0] = d->in[0];
     c->out[0] = qn->out[0];
     dead[qi] = true;
+    g->stats.int8_ops++;
+    count_consumers(g, dead);
+  }
+}
+
+/* The per-tensor DequantizeLinear of an 8-bit activation producing v (the
+ * node index), else -1. */
+static int dq_act(const dm_graph *g, int v, const bool *dead) {
+  int di = g->values[v].producer;
+  if (di < 0 || dead[di]) return -1;
+  const dm_node *d = &g->nodes[di];
+  if (d->op != DM_OP_DEQUANTIZE || d->p.quant.axis >= 0 ||
+      !is_q8(g->values[d->in[0]].dtype) ||
+      g->values[d->in[0]].kind != DM_VAL_ACT)
+    return -1;
+  return di;
+}
+
+/* Add(DequantizeLinear(a_q), DequantizeLinear(b_q)) [-> Relu | Clip] ->
+ * QuantizeLinear, all per tensor and of one shape, becomes one Add on
+ * 8-bit data (dm_qadd): the residual joins of quantized ResNets and
+ * MobileNets, which would otherwise dequantize both operands, add, clip
+ * and requantize in float (four passes over the tensor).  The
+ * DequantizeLinear nodes stay for their other readers (remove_dead drops
+ * them when there are none). */
+static void fuse_qadd(dm_graph *g, bool *dead) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    dm_node *n = &g->nodes[i];
+    if (dead[i] || n->op != DM_OP_BINARY || n->p.binary.kind != DM_BINARY_ADD ||
+        n->no_fuse || n->qadd || n->n_in != 2 || n->n_out != 1 || n->n_post)
+      continue;
+    const dm_value *Y = &g->values[n->out[0]];
+    bool same = true;
+    for (int k = 0; k < 2; k++) {
+      const dm_value *A = &g->values[n->in[k]];
+      same &= A->rank == Y->rank && A->numel == Y->numel &&
+              !memcmp(A->dims, Y->dims, sizeof(int64_t) * (size_t)Y->rank);
+    }
+    int da = dq_act(g, n->in[0], dead), db = dq_act(g, n->in[1], dead);
+    if (!same || da < 0 || db < 0) continue;
+    /* optional Relu/Clip, then the QuantizeLinear */
+    int last = n->out[0], ai = -1;
+    int ci = sole_consumer(g, last, dead);
+    if (ci >= 0 && g->nodes[ci].op == DM_OP_UNARY && !g->nodes[ci].no_fuse &&
+        (g->nodes[ci].p.unary.kind == DM_UNARY_RELU ||
+         g->nodes[ci].p.unary.kind == DM_UNARY_CLIP)) {
+      ai = ci;
+      last = g->nodes[ai].out[0];
+      ci = sole_consumer(g, last, dead);
+    }
+    if (ci < 0) continue;
+    const dm_node *qn = &g->nodes[ci];
+    if (qn->op != DM_OP_QUANTIZE || qn->in[0] != last ||
+        qn->p.quant.axis >= 0 || qn->no_fuse ||
+        !is_q8(g->values[qn->out[0]].dtype))
+      continue;
+    const dm_node *a = &g->nodes[da], *b = &g->nodes[db];
+    dm_qadd *q = dm__graph_alloc(g, sizeof *q);
+    if (!q ||
+        !read_qparam(g, a->in[1], a->n_in > 2 ? a->in[2] : -1,
+                     g->values[a->in[0]].dtype, &q->a) ||
+        !read_qparam(g, b->in[1], b->n_in > 2 ? b->in[2] : -1,
+                     g->values[b->in[0]].dtype, &q->b) ||
+        !read_qparam(g, qn->in[1], qn->n_in > 2 ? qn->in[2] : -1,
+                     g->values[qn->out[0]].dtype, &q->y))
+      continue;
+    if (ai >= 0) {
+      n->post[0].kind = DM_POST_ACT;
+      n->post[0].act = g->nodes[ai].p.unary;
+      n->n_post = 1;
+      dead[ai] = true;
+      g->stats.fused_act++;
+    }
+    n->qadd = q;
+    n->in[0] = a->in[0];
+    n->in[1] = b->in[0];
+    n->out[0] = qn->out[0];
+    dead[ci] = true;
     g->stats.int8_ops++;
     count_consumers(g, dead);
   }
@@ -2493,7 +2579,8 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
     if ((rc = fold_bn(g, dead, eb))) goto fail;
     fuse_post(g, dead);
     remove_dead(g, dead);
-    fuse_qdq(g, dead);
+    fuse_qdq(g, dead, o->int8_wmax);
+    fuse_qadd(g, dead);
     remove_dead(g, dead);
   }
   if (g->cam_target >= 0 && (rc = dm__cam_finish(g, eb))) goto fail;

@@ -189,6 +189,17 @@ typedef struct dm_qconv {
   int w_q; /* value index: int8 weights, the Conv's layout */
 } dm_qconv;
 
+/* An Add whose inputs and output are 8-bit (graph.c fuse_qadd folds
+ * Add(DequantizeLinear(a_q), DequantizeLinear(b_q)) (+Relu/Clip in post[]) ->
+ * QuantizeLinear into it, per-tensor parameters, same shapes, no
+ * broadcasting): in[0], in[1] are a_q, b_q, out[0] the 8-bit output:
+ *   y_q = sat(rint(post(a.scale * (a_q - a.zp) + b.scale * (b_q - b.zp))
+ *                  / y.scale) + y.zp)
+ * (rint: half to even), the float graph's value up to float rounding. */
+typedef struct dm_qadd {
+  dm_qparam a, b, y;
+} dm_qadd;
+
 /* A constant folded from DequantizeLinear of a constant (graph.c): its
  * quantized source, so fuse_qdq can run the consumer on the int8 data. */
 typedef struct dm_dqsrc {
@@ -215,9 +226,10 @@ typedef struct dm_node {
   int *in;  /* value indices; -1 for an omitted optional input */
   int *out; /* value indices */
   int n_post;
-  dm_post post[DM_MAX_POST]; /* CONV, GEMM */
-  bool no_fuse;      /* on the Grad-CAM tail: kept elementary (grad.c) */
-  const dm_qconv *q; /* CONV on 8-bit data (fuse_qdq), else NULL */
+  dm_post post[DM_MAX_POST]; /* CONV, GEMM; ACT only on 8-bit ADD */
+  bool no_fuse;        /* on the Grad-CAM tail: kept elementary (grad.c) */
+  const dm_qconv *q;   /* CONV on 8-bit data (fuse_qdq), else NULL */
+  const dm_qadd *qadd; /* BINARY ADD on 8-bit data (fuse_qadd), else NULL */
   union {
     struct {
       dm_window w;
@@ -368,6 +380,12 @@ typedef struct dm_graph_opts {
   const char *cam_target;  /* tensor name, NULL = automatic */
   const char *const *keep; /* see dm_engine_opts.keep */
   size_t n_keep;
+  /* Largest |int8 weight| a dense Conv fused to 8-bit (fuse_qdq) may have;
+   * 0: any.  64 where the backend's int8 convs add pairs of products in
+   * saturating 16-bit lanes (CPUs without VNNI): 255 * (64 + 64) < 2^15.
+   * Convs with larger weights then run in float on dequantized weights,
+   * which is what the QDQ graph means. */
+  int int8_wmax;
 } dm_graph_opts;
 
 /* graph.c */
@@ -471,6 +489,7 @@ typedef struct dm_backend {
 /* backend_onednn.c: whether this CPU runs bf16 convolutions natively
  * (AVX512-BF16 or AMX, a JIT kernel for a probe conv). */
 bool dm__onednn_bf16_native(void);
+bool dm__onednn_int8_saturates(void);
 
 extern const dm_backend dm__backend_ref;
 extern const dm_backend dm__backend_onednn;

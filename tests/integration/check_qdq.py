@@ -8,8 +8,12 @@ ONNX Runtime's QDQ quantizer and PyTorch's exporter emit:
 DequantizeLinear(QuantizeLinear(x)) -> Conv(DequantizeLinear(int8 W,
 per-channel or per-tensor scales), float bias) [-> Relu | Clip] ->
 QuantizeLinear -> DequantizeLinear, chained, with uint8 and int8
-activations, nonzero zero points, padding, strides, groups (depthwise).
-For each it checks that the engine fused every Conv into an 8-bit op
+activations, nonzero zero points, padding, strides, groups (depthwise),
+and residual joins Add(DequantizeLinear(a), DequantizeLinear(b)) [-> Relu |
+Clip] -> QuantizeLinear.
+For each it checks that the engine fused every Conv and Add into an 8-bit op
+(with oneDNN limited to AVX2, no VNNI: only depthwise convs, adds, and
+dense convs whose weights fit in +-64, see dm_graph_opts.int8_wmax)
 (`dermal bench --json` int8_ops), and that the ref backend (plain integer
 arithmetic, the oracle) and the onednn backend (oneDNN int8 primitives)
 agree within one quantization step of the output (oneDNN scales by the
@@ -18,6 +22,7 @@ A graph whose weights are not int8 (uint8 with a zero point) must not be
 fused.  Prints "ok ..."/"FAIL ..." lines; exits non-zero on a failure.
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -35,7 +40,7 @@ def check(ok, msg):
     fails += 0 if ok else 1
 
 
-def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False):
+def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False, wmax=127):
     """layers: list of (out_ch, k, stride, pad, group, act) convs."""
     rng = np.random.default_rng(seed)
     qt = TensorProto.UINT8 if act_type == "u8" else TensorProto.INT8
@@ -58,7 +63,7 @@ def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False):
     c, hw = in_ch, size
     for i, (oc, k, st, pad, g, act) in enumerate(layers):
         hw = (hw + 2 * pad - k) // st + 1
-        w = rng.integers(-127, 128, size=(oc, c // g, k, k)).astype(np.int8)
+        w = rng.integers(-wmax, wmax + 1, size=(oc, c // g, k, k)).astype(np.int8)
         ws = (rng.uniform(0.5, 1.5, size=oc) * 0.02).astype(np.float32)
         if i % 2:  # per-tensor weights on odd layers
             ws = ws[:1]
@@ -75,6 +80,12 @@ def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False):
         nodes.append(helper.make_node("Conv", [x, "w%d_dq" % i, b], [y], group=g,
                                       kernel_shape=[k, k], strides=[st, st],
                                       pads=[pad] * 4))
+        if act and act.startswith("add"):
+            # residual join: Add(DQ(Q(conv)), block input) [-> Relu | Clip]
+            y = qdq(y, 0.0437, 118 if act_type == "u8" else 2, "r%d" % i)
+            nodes.append(helper.make_node("Add", [y, x], ["s%d" % i]))
+            y = "s%d" % i
+            act = act[4:] or None
         if act == "relu":
             nodes.append(helper.make_node("Relu", [y], [y + "_a"]))
             y += "_a"
@@ -98,17 +109,25 @@ def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False):
     return m
 
 
-def run(model, backend, x):
+def isa_env(isa):
+    env = dict(os.environ)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    if isa:
+        env["ONEDNN_MAX_CPU_ISA"] = isa
+    return env
+
+
+def run(model, backend, x, isa=None):
     np.save(TMP + "/x.npy", x)
     out = TMP + "/y_%s.npy" % backend
     subprocess.run([DERMAL, "run", model, "--input", TMP + "/x.npy", "--output", out,
-                    "--backend", backend], check=True, capture_output=True)
+                    "--backend", backend], check=True, capture_output=True, env=isa_env(isa))
     return np.load(out)
 
 
-def int8_ops(model):
+def int8_ops(model, isa=None):
     r = subprocess.run([DERMAL, "bench", model, "--iters", "1", "--warmup", "0", "--json"],
-                       check=True, capture_output=True, text=True)
+                       check=True, capture_output=True, text=True, env=isa_env(isa))
     return json.loads(r.stdout.strip().splitlines()[-1])["int8_ops"]
 
 
@@ -118,20 +137,39 @@ CASES = [
       (24, 1, 1, 0, 1, "relu")]),
     ("s8 activations, strided 5x5 and grouped", "s8", 6, 11,
      [(12, 5, 2, 2, 1, "relu"), (12, 3, 1, 1, 3, None), (8, 1, 1, 0, 1, None)]),
+    # residual joins, one per graph: a one-step tie flip inside a chain is
+    # amplified by the layers after it, so chains would not test the bound
+    ("u8 residual join Add+Relu", "u8", 8, 10, [(8, 1, 1, 0, 1, "add_relu")]),
+    ("u8 residual join Add after depthwise", "u8", 8, 10, [(8, 3, 1, 1, 8, "add")]),
+    ("u8 residual join Add+Clip", "u8", 8, 10, [(8, 1, 1, 0, 1, "add_clip")]),
+    ("s8 residual join Add+Relu", "s8", 6, 9, [(6, 3, 1, 1, 1, "add_relu")]),
+    ("s8 residual join Add", "s8", 6, 9, [(6, 1, 1, 0, 1, "add")]),
 ]
 
-for i, (name, at, cin, size, layers) in enumerate(CASES):
-    path = "%s/qdq%d.onnx" % (TMP, i)
-    onnx.save(qdq_model(layers, at, cin, size, seed=i), path)
-    n = int8_ops(path)
-    check(n == len(layers), "%s: %d of %d convs fused to 8-bit ops" % (name, n, len(layers)))
-    x = np.random.default_rng(10 + i).uniform(-1, 1, size=(1, cin, size, size)).astype(np.float32)
-    a, b = run(path, "ref", x), run(path, "onednn", x)
-    step = 0.05 + 0.01 * (len(layers) - 1)
-    d = np.abs(a - b).max() / step
-    frac = float(np.mean(np.abs(a - b) > 1e-6))
-    check(d <= 1.0 + 1e-3, "%s: ref vs onednn max %.3g output steps (%.2f%% differ)"
-          % (name, d, 100 * frac))
+CASES.append(("u8 7-bit weights", "u8", 8, 12, CASES[0][4], 64))
+
+# native: this CPU's best ISA (VNNI here); AVX2: no VNNI, where oneDNN's
+# int8 convs add pairs of products in saturating 16-bit lanes, so dense
+# convs with weights beyond +-64 must stay on the float path
+for isa in (None, "AVX2"):
+    tag = " [%s]" % (isa or "native ISA")
+    for i, case in enumerate(CASES):
+        name, at, cin, size, layers = case[:5]
+        wmax = case[5] if len(case) > 5 else 127
+        path = "%s/qdq%d.onnx" % (TMP, i)
+        onnx.save(qdq_model(layers, at, cin, size, seed=i, wmax=wmax), path)
+        n = int8_ops(path, isa)
+        adds = sum(1 for l in layers if l[5] and l[5].startswith("add"))
+        dw = sum(1 for l in layers if l[4] > 1 and l[4] == l[0])
+        want = len(layers) + adds if not isa or wmax <= 64 else dw + adds
+        check(n == want, "%s%s: %d 8-bit ops (convs and adds), want %d" % (name, tag, n, want))
+        x = np.random.default_rng(10 + i).uniform(-1, 1, size=(1, cin, size, size)).astype(np.float32)
+        a, b = run(path, "ref", x), run(path, "onednn", x, isa)
+        step = 0.05 + 0.01 * (len(layers) - 1)
+        d = np.abs(a - b).max() / step
+        frac = float(np.mean(np.abs(a - b) > 1e-6))
+        check(d <= 1.0 + 1e-3, "%s%s: ref vs onednn max %.3g output steps (%.2f%% differ)"
+              % (name, tag, d, 100 * frac))
 
 path = TMP + "/qdq_u8w.onnx"
 onnx.save(qdq_model(CASES[0][4], "u8", 8, 12, seed=5, weight_u8=True), path)
