@@ -725,7 +725,10 @@ static dm_err k_pool(const kc *c, bool is_max) {
   dm_err rc = need(c, 1, 1);
   if (rc) return rc;
   const dm_value *X = rin(c, 0), *Y = rout(c, 0);
-  if (!all_f32(X, Y)) return bad_dtype(c, X);
+  /* MaxPool also on 8-bit data (graph.c fuse_qpool) */
+  bool q8 = is_max && X->dtype == Y->dtype &&
+            (X->dtype == DM_ONNX_UINT8 || X->dtype == DM_ONNX_INT8);
+  if (!q8 && !all_f32(X, Y)) return bad_dtype(c, X);
   if (n->n_out > 1)
     return nerr(c->eb, DM_UNSUPPORTED, n, "MaxPool Indices output");
   const dm_window *w = &n->p.pool.w;
@@ -743,6 +746,7 @@ static dm_err k_pool(const kc *c, bool is_max) {
   for (int64_t nc = 0; nc < NC; nc++) {
     const float *xp = x + nc * IS;
     float *yp = y + nc * OS;
+    int64_t x0 = nc * IS, y0 = nc * OS; /* 8-bit data: element offsets */
     for (int64_t o0 = 0; o0 < q.out[0]; o0++)
       for (int64_t o1 = 0; o1 < q.out[1]; o1++)
         for (int64_t o2 = 0; o2 < q.out[2]; o2++) {
@@ -767,7 +771,9 @@ static dm_err k_pool(const kc *c, bool is_max) {
               for (int64_t k2 = 0; k2 < q.k[2]; k2++) {
                 int64_t i2 = st[2] + k2 * q.d[2];
                 if (i2 < 0 || i2 >= q.in[2]) continue;
-                float v = xp[(i0 * q.in[1] + i1) * q.in[2] + i2];
+                int64_t xi = (i0 * q.in[1] + i1) * q.in[2] + i2;
+                float v =
+                    q8 ? (float)ld_i(c->in[0], X->dtype, x0 + xi) : xp[xi];
                 if (v > m || v != v) m = v; /* NaN propagates */
                 sum += v;
                 valid++;
@@ -779,7 +785,11 @@ static dm_err k_pool(const kc *c, bool is_max) {
             r = m;
           else
             r = sum / (float)(incl ? padded : valid);
-          yp[(o0 * q.out[1] + o1) * q.out[2] + o2] = r;
+          int64_t yi = (o0 * q.out[1] + o1) * q.out[2] + o2;
+          if (q8) /* a window always holds an input element */
+            st_i(c->out[0], Y->dtype, y0 + yi, (int64_t)r);
+          else
+            yp[yi] = r;
         }
   }
   return DM_OK;

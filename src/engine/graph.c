@@ -2284,6 +2284,38 @@ static void fuse_qadd(dm_graph *g, bool *dead) {
   }
 }
 
+/* DequantizeLinear(x_q) -> MaxPool -> QuantizeLinear with the same scale
+ * and zero point: max commutes with the monotone dequantization, so the
+ * MaxPool runs on x_q itself (ONNX MaxPool takes 8-bit input from opset 12)
+ * and the pair disappears.  ResNet's stem pool in a quantized model. */
+static void fuse_qpool(dm_graph *g, bool *dead) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    dm_node *n = &g->nodes[i];
+    if (dead[i] || n->op != DM_OP_MAXPOOL || n->no_fuse || n->n_in != 1 ||
+        n->n_out != 1)
+      continue;
+    int di = dq_act(g, n->in[0], dead);
+    int qi = sole_consumer(g, n->out[0], dead);
+    if (di < 0 || qi < 0) continue;
+    const dm_node *d = &g->nodes[di], *qn = &g->nodes[qi];
+    if (qn->op != DM_OP_QUANTIZE || qn->in[0] != n->out[0] ||
+        qn->p.quant.axis >= 0 || qn->no_fuse ||
+        g->values[qn->out[0]].dtype != g->values[d->in[0]].dtype)
+      continue;
+    int32_t qt = g->values[d->in[0]].dtype;
+    dm_qparam a, b;
+    if (!read_qparam(g, d->in[1], d->n_in > 2 ? d->in[2] : -1, qt, &a) ||
+        !read_qparam(g, qn->in[1], qn->n_in > 2 ? qn->in[2] : -1, qt, &b) ||
+        a.scale[0] != b.scale[0] || a.zp[0] != b.zp[0])
+      continue;
+    n->in[0] = d->in[0];
+    n->out[0] = qn->out[0];
+    dead[qi] = true;
+    g->stats.int8_ops++;
+    count_consumers(g, dead);
+  }
+}
+
 static void remove_dead(dm_graph *g, bool *dead) {
   /* liveness from the outputs backwards */
   bool *need = calloc((size_t)g->n_values, 1);
@@ -2581,6 +2613,7 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
     remove_dead(g, dead);
     fuse_qdq(g, dead, o->int8_wmax);
     fuse_qadd(g, dead);
+    fuse_qpool(g, dead);
     remove_dead(g, dead);
   }
   if (g->cam_target >= 0 && (rc = dm__cam_finish(g, eb))) goto fail;

@@ -9,10 +9,10 @@ DequantizeLinear(QuantizeLinear(x)) -> Conv(DequantizeLinear(int8 W,
 per-channel or per-tensor scales), float bias) [-> Relu | Clip] ->
 QuantizeLinear -> DequantizeLinear, chained, with uint8 and int8
 activations, nonzero zero points, padding, strides, groups (depthwise),
-and residual joins Add(DequantizeLinear(a), DequantizeLinear(b)) [-> Relu |
-Clip] -> QuantizeLinear.
-For each it checks that the engine fused every Conv and Add into an 8-bit op
-(with oneDNN limited to AVX2, no VNNI: only depthwise convs, adds, and
+residual joins Add(DequantizeLinear(a), DequantizeLinear(b)) [-> Relu |
+Clip] -> QuantizeLinear, and a MaxPool between two pairs of one scale.
+For each it checks that the engine fused every Conv, Add and MaxPool into an 8-bit op
+(with oneDNN limited to AVX2, no VNNI: only depthwise convs, adds, pools and
 dense convs whose weights fit in +-64, see dm_graph_opts.int8_wmax)
 (`dermal bench --json` int8_ops), and that the ref backend (plain integer
 arithmetic, the oracle) and the onednn backend (oneDNN int8 primitives)
@@ -86,6 +86,9 @@ def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False, wmax=127):
             nodes.append(helper.make_node("Add", [y, x], ["s%d" % i]))
             y = "s%d" % i
             act = act[4:] or None
+        pool = act == "relu_pool"
+        if pool:
+            act = "relu"
         if act == "relu":
             nodes.append(helper.make_node("Relu", [y], [y + "_a"]))
             y += "_a"
@@ -97,6 +100,11 @@ def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False, wmax=127):
         # output ranges: relu/clip outputs start at 0
         zp = (0 if act else 120) if act_type == "u8" else (-128 if act else -5)
         x = qdq(y, 0.05 + 0.01 * i, zp, "a%d" % i)
+        if pool:  # ResNet's stem: MaxPool between pairs of the same scale
+            nodes.append(helper.make_node("MaxPool", [x], ["p%d" % i], kernel_shape=[3, 3],
+                                          strides=[2, 2], pads=[1, 1, 1, 1]))
+            x = qdq("p%d" % i, 0.05 + 0.01 * i, zp, "pq%d" % i)
+            hw = (hw + 2 - 3) // 2 + 1
         c = oc
     nodes.append(helper.make_node("Identity", [x], ["out"]))
     graph = helper.make_graph(
@@ -144,6 +152,8 @@ CASES = [
     ("u8 residual join Add+Clip", "u8", 8, 10, [(8, 1, 1, 0, 1, "add_clip")]),
     ("s8 residual join Add+Relu", "s8", 6, 9, [(6, 3, 1, 1, 1, "add_relu")]),
     ("s8 residual join Add", "s8", 6, 9, [(6, 1, 1, 0, 1, "add")]),
+    ("u8 MaxPool between equal pairs", "u8", 3, 15,
+     [(8, 3, 2, 1, 1, "relu_pool"), (8, 1, 1, 0, 1, "relu")]),
 ]
 
 CASES.append(("u8 7-bit weights", "u8", 8, 12, CASES[0][4], 64))
@@ -159,10 +169,10 @@ for isa in (None, "AVX2"):
         path = "%s/qdq%d.onnx" % (TMP, i)
         onnx.save(qdq_model(layers, at, cin, size, seed=i, wmax=wmax), path)
         n = int8_ops(path, isa)
-        adds = sum(1 for l in layers if l[5] and l[5].startswith("add"))
+        adds = sum(1 for l in layers if l[5] and (l[5].startswith("add") or l[5].endswith("pool")))
         dw = sum(1 for l in layers if l[4] > 1 and l[4] == l[0])
         want = len(layers) + adds if not isa or wmax <= 64 else dw + adds
-        check(n == want, "%s%s: %d 8-bit ops (convs and adds), want %d" % (name, tag, n, want))
+        check(n == want, "%s%s: %d 8-bit ops (convs, adds, pools), want %d" % (name, tag, n, want))
         x = np.random.default_rng(10 + i).uniform(-1, 1, size=(1, cin, size, size)).astype(np.float32)
         a, b = run(path, "ref", x), run(path, "onednn", x, isa)
         step = 0.05 + 0.01 * (len(layers) - 1)
