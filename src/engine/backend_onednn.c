@@ -312,7 +312,7 @@ static dnnl_status_t md_plain_dims(dnnl_memory_desc_t *md, int nd,
 /* Channels-last (NHWC-like: dim 1 innermost) dense descriptor, nd >= 3. */
 static dnnl_status_t md_channels_last(dnnl_memory_desc_t *md, int nd,
                                       const int64_t *dims) {
-  dnnl_dims_t d, st;
+  dnnl_dims_t d = {0}, st = {0};
   for (int i = 0; i < nd; i++)
     d[i] = dims[i];
   dnnl_dim_t s = 1;
@@ -1773,6 +1773,26 @@ static dm_err map_pool(oeng *e, int ni, dm_errbuf *eb) {
                                         pr) != dnnl_success ||
       !make_pd(e, &pdsc, &pd))
     return DM_UNSUPPORTED;
+  if (q8 && pd_is_ref(pd)) {
+    /* 8-bit pooling has JIT kernels only channels-last below AVX-512 (a
+     * blocked u8 input got oneDNN's reference kernel: 46 ms for ResNet's
+     * stem pool with ONEDNN_MAX_CPU_ISA=AVX2) */
+    dnnl_primitive_desc_destroy(pd);
+    pd = NULL;
+    dnnl_memory_desc_t nhwc;
+    if (md_channels_last(&nhwc, nd, X->dims) != dnnl_success) return rc;
+    nhwc.data_type = e->t[tx].md.data_type;
+    if ((rc = get_as(e, ni, x, &nhwc, &tx, eb)) != DM_OK) return rc;
+    if (dnnl_pooling_v2_forward_desc_init(&pdsc, dnnl_forward_inference, alg,
+                                          &e->t[tx].md, &dst_any, s, k, d, pl,
+                                          pr) != dnnl_success ||
+        !make_pd(e, &pdsc, &pd))
+      return DM_UNSUPPORTED;
+    if (pd_is_ref(pd)) {
+      dnnl_primitive_desc_destroy(pd);
+      return DM_UNSUPPORTED;
+    }
+  }
   rc = emit_unary_like(e, ni, pd, tx, y, eb);
   dnnl_primitive_desc_destroy(pd);
   return rc;
