@@ -595,8 +595,7 @@ qdq_avx512(const qdq_op *op, void *y, const void *x, size_t n) {
   const __m512 lo = _mm512_set1_ps(op->u8 ? 0.f : -128.f),
                hi = _mm512_set1_ps(op->u8 ? 255.f : 127.f);
   for (size_t i = 0; i < n; i += 16) {
-    __mmask16 m =
-        n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+    __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1u);
     if (op->quant) {
       __m512 v =
           _mm512_div_ps(_mm512_maskz_loadu_ps(m, (const float *)x + i), s);

@@ -2132,6 +2132,31 @@ static bool is_q8(int32_t dt) {
   return dt == DM_ONNX_UINT8 || dt == DM_ONNX_INT8;
 }
 
+/* The per-tensor DequantizeLinear of an 8-bit activation producing v (the
+ * node index), else -1. */
+static int dq_act(const dm_graph *g, int v, const bool *dead) {
+  int di = g->values[v].producer;
+  if (di < 0 || dead[di]) return -1;
+  const dm_node *d = &g->nodes[di];
+  if (d->op != DM_OP_DEQUANTIZE || d->p.quant.axis >= 0 ||
+      !is_q8(g->values[d->in[0]].dtype) ||
+      g->values[d->in[0]].kind != DM_VAL_ACT)
+    return -1;
+  return di;
+}
+
+/* The per-tensor QuantizeLinear to 8 bits that is the only reader of v
+ * (the node index), else -1. */
+static int q_act(const dm_graph *g, int v, const bool *dead) {
+  int qi = sole_consumer(g, v, dead);
+  if (qi < 0) return -1;
+  const dm_node *qn = &g->nodes[qi];
+  if (qn->op != DM_OP_QUANTIZE || qn->in[0] != v || qn->p.quant.axis >= 0 ||
+      qn->no_fuse || !is_q8(g->values[qn->out[0]].dtype))
+    return -1;
+  return qi;
+}
+
 /* DequantizeLinear(x_q) -> Conv(W = DequantizeLinear(int8 const), float
  * bias; post: Relu/Clip) -> QuantizeLinear becomes one Conv on 8-bit data
  * (dm_qconv): per-tensor activations, symmetric int8 weights per output
@@ -2151,12 +2176,9 @@ static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
             c->post[k].act.kind == DM_UNARY_CLIP);
     if (!ok) continue;
     /* input: DequantizeLinear per tensor */
-    int di = g->values[c->in[0]].producer;
-    if (di < 0 || dead[di]) continue;
+    int di = dq_act(g, c->in[0], dead);
+    if (di < 0) continue;
     const dm_node *d = &g->nodes[di];
-    if (d->op != DM_OP_DEQUANTIZE || d->p.quant.axis >= 0 ||
-        !is_q8(g->values[d->in[0]].dtype))
-      continue;
     /* weights: folded DequantizeLinear of int8, zero points 0 */
     const dm_value *W = &g->values[c->in[1]];
     const dm_dqsrc *wd = W->kind == DM_VAL_CONST ? W->dq : NULL;
@@ -2170,13 +2192,9 @@ static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
       continue;
     if (c->n_in > 3) continue;
     /* output: read only by a per-tensor QuantizeLinear */
-    int qi = sole_consumer(g, c->out[0], dead);
+    int qi = q_act(g, c->out[0], dead);
     if (qi < 0) continue;
     const dm_node *qn = &g->nodes[qi];
-    if (qn->op != DM_OP_QUANTIZE || qn->in[0] != c->out[0] ||
-        qn->p.quant.axis >= 0 || qn->no_fuse ||
-        !is_q8(g->values[qn->out[0]].dtype))
-      continue;
     dm_qconv *q = dm__graph_alloc(g, sizeof *q);
     int32_t xt = g->values[d->in[0]].dtype, yt = g->values[qn->out[0]].dtype;
     if (!q ||
@@ -2204,19 +2222,6 @@ static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
     g->stats.int8_ops++;
     count_consumers(g, dead);
   }
-}
-
-/* The per-tensor DequantizeLinear of an 8-bit activation producing v (the
- * node index), else -1. */
-static int dq_act(const dm_graph *g, int v, const bool *dead) {
-  int di = g->values[v].producer;
-  if (di < 0 || dead[di]) return -1;
-  const dm_node *d = &g->nodes[di];
-  if (d->op != DM_OP_DEQUANTIZE || d->p.quant.axis >= 0 ||
-      !is_q8(g->values[d->in[0]].dtype) ||
-      g->values[d->in[0]].kind != DM_VAL_ACT)
-    return -1;
-  return di;
 }
 
 /* Add(DequantizeLinear(a_q), DequantizeLinear(b_q)) [-> Relu | Clip] ->
@@ -2249,14 +2254,10 @@ static void fuse_qadd(dm_graph *g, bool *dead) {
          g->nodes[ci].p.unary.kind == DM_UNARY_CLIP)) {
       ai = ci;
       last = g->nodes[ai].out[0];
-      ci = sole_consumer(g, last, dead);
     }
+    ci = q_act(g, last, dead);
     if (ci < 0) continue;
     const dm_node *qn = &g->nodes[ci];
-    if (qn->op != DM_OP_QUANTIZE || qn->in[0] != last ||
-        qn->p.quant.axis >= 0 || qn->no_fuse ||
-        !is_q8(g->values[qn->out[0]].dtype))
-      continue;
     const dm_node *a = &g->nodes[da], *b = &g->nodes[db];
     dm_qadd *q = dm__graph_alloc(g, sizeof *q);
     if (!q ||
@@ -2294,14 +2295,10 @@ static void fuse_qpool(dm_graph *g, bool *dead) {
     if (dead[i] || n->op != DM_OP_MAXPOOL || n->no_fuse || n->n_in != 1 ||
         n->n_out != 1)
       continue;
-    int di = dq_act(g, n->in[0], dead);
-    int qi = sole_consumer(g, n->out[0], dead);
+    int di = dq_act(g, n->in[0], dead), qi = q_act(g, n->out[0], dead);
     if (di < 0 || qi < 0) continue;
     const dm_node *d = &g->nodes[di], *qn = &g->nodes[qi];
-    if (qn->op != DM_OP_QUANTIZE || qn->in[0] != n->out[0] ||
-        qn->p.quant.axis >= 0 || qn->no_fuse ||
-        g->values[qn->out[0]].dtype != g->values[d->in[0]].dtype)
-      continue;
+    if (g->values[qn->out[0]].dtype != g->values[d->in[0]].dtype) continue;
     int32_t qt = g->values[d->in[0]].dtype;
     dm_qparam a, b;
     if (!read_qparam(g, d->in[1], d->n_in > 2 ? d->in[2] : -1, qt, &a) ||
