@@ -80,7 +80,7 @@ typedef struct dm_engine_stats {
   size_t folded_const;  /* nodes removed by constant folding */
   size_t folded_bn;     /* BatchNormalization folded into Conv */
   size_t fused_act;     /* activations/adds fused into Conv/Gemm */
-  size_t int8_ops;      /* Conv run on 8-bit data (QDQ patterns fused) */
+  size_t int8_ops;      /* Conv/Add/MaxPool run on 8-bit data (QDQ fused) */
   size_t dead;          /* nodes removed as dead */
   size_t arena_bytes;   /* activation arena per session */
   size_t weight_bytes;  /* constant bytes used by the plan */

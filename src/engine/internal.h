@@ -489,6 +489,8 @@ typedef struct dm_backend {
 /* backend_onednn.c: whether this CPU runs bf16 convolutions natively
  * (AVX512-BF16 or AMX, a JIT kernel for a probe conv). */
 bool dm__onednn_bf16_native(void);
+/* backend_onednn.c: whether oneDNN's int8 convs here add pairs of products
+ * in saturating 16-bit lanes (no VNNI; see dm_graph_opts.int8_wmax). */
 bool dm__onednn_int8_saturates(void);
 
 extern const dm_backend dm__backend_ref;
