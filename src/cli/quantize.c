@@ -5,8 +5,9 @@
  * and any QDQ-aware runtime execute: QuantizeLinear/DequantizeLinear pairs on
  * the activations that feed Conv/Gemm/MatMul/Add/pooling, DequantizeLinear on
  * int8 weight initializers (symmetric, per output channel unless
- * --per-tensor-weights) and int32 biases (scale = activation scale * weight
- * scale, zero point 0).  The *file's* graph is rewritten (its nodes, in its
+ * --per-tensor-weights; in [-63, 63] with --reduce-range, for CPUs without
+ * VNNI) and int32 biases (scale = activation scale * weight scale, zero
+ * point 0).  The *file's* graph is rewritten (its nodes, in its
  * order, with QDQ inserted), never the engine's optimised IR: BatchNorm
  * folding and fusions are the runtime's business.
  *
@@ -76,7 +77,7 @@ static const double max_ratio = 0.30;
 static const char help[] =
     "usage: dermal quantize MODEL --calib DIR -o OUT.onnx [--calib-count N]\n"
     "         [--method minmax|percentile|entropy] [--percentile P]\n"
-    "         [--per-tensor-weights] [--act-type uint8|int8]\n"
+    "         [--per-tensor-weights] [--reduce-range] [--act-type uint8|int8]\n"
     "         [--fp32-layers auto|none|NAME,...] [--sensitivity-count N]\n"
     "         [--no-bias-correction]\n"
     "         [--backend onednn|ref] [--threads N (default 1)] [--no-verify]\n"
@@ -92,7 +93,11 @@ static const char help[] =
     "  most sensitive in fp32 within 30 % of the fp32 file size; NAME is a\n"
     "  node name, or the name of its output or weight.  Then reports the\n"
     "  top-1 agreement of OUT with MODEL on the calibration images\n"
-    "  (--no-verify: skip).  MODEL may also be given as --model M.\n";
+    "  (--no-verify: skip).  --reduce-range: weights in [-63, 63] (7 bits),\n"
+    "  for CPUs without VNNI (plain AVX2), whose int8 convolutions would\n"
+    "  saturate on 8-bit weights: the engine runs those convs dequantized\n"
+    "  instead, so only a 7-bit file is faster than fp32 there.  MODEL may\n"
+    "  also be given as --model M.\n";
 
 typedef enum { M_MINMAX, M_PERCENTILE, M_ENTROPY } method;
 
@@ -134,6 +139,7 @@ typedef struct ctx {
   method meth;
   double pct;
   bool per_tensor, act_int8;
+  bool reduce_range;     /* weights in [-63, 63]: 7 bits (--reduce-range) */
   bool bias_corr;        /* on unless --no-bias-correction */
   unsigned char *qnode;  /* (g->n_nodes) 1: quantized, 0: left in fp32 */
   const char *fp32_spec; /* --fp32-layers: "auto", "none" or names */
@@ -748,6 +754,7 @@ static dm_err quantize_slot(ctx *c, qslot *sl) {
     return DM_NOMEM;
   }
   if (!sl->bias) {
+    int64_t wmax = c->reduce_range ? 63 : 127;
     float *amax = calloc((size_t)nch, sizeof *amax);
     if (!amax) {
       free(w);
@@ -759,12 +766,12 @@ static dm_err quantize_slot(ctx *c, qslot *sl) {
       if (a > amax[ch]) amax[ch] = a;
     }
     for (int64_t ch = 0; ch < nch; ch++)
-      sl->scale[ch] = amax[ch] > 0 ? amax[ch] / 127.0f : 1.0f;
+      sl->scale[ch] = amax[ch] > 0 ? amax[ch] / (float)wmax : 1.0f;
     free(amax);
     int8_t *q = sl->q;
     for (int64_t i = 0; i < t->numel; i++) {
       int64_t ch = sl->axis < 0 ? 0 : (i / inner) % nch;
-      q[i] = (int8_t)qround(w[i], sl->scale[ch], -127, 127);
+      q[i] = (int8_t)qround(w[i], sl->scale[ch], -wmax, wmax);
     }
     bool has_bias = false;
     for (int i = 0; i < c->n_slots; i++)
@@ -962,9 +969,10 @@ static dm_err build_meta(ctx *c, const char *calib_dir, int used,
                              ? sfmt(c, "percentile %g", c->pct)
                              : sfmt(c, "%s", mname[c->meth]);
   p[n++] = (dm_onnx_prop){"quant_format", "QDQ"};
-  p[n++] = (dm_onnx_prop){"quant_weights", c->per_tensor
-                                               ? "int8 symmetric per-tensor"
-                                               : "int8 symmetric per-channel"};
+  p[n++] = (dm_onnx_prop){
+      "quant_weights",
+      sfmt(c, "int8 symmetric per-%s%s", c->per_tensor ? "tensor" : "channel",
+           c->reduce_range ? ", 7-bit range [-63, 63]" : "")};
   p[n++] = (dm_onnx_prop){"quant_activations",
                           c->act_int8 ? "int8 asymmetric per-tensor"
                                       : "uint8 asymmetric per-tensor"};
@@ -1373,6 +1381,8 @@ int dm_cli_quantize(int argc, char **argv) {
       }
     } else if (!strcmp(a, "--per-tensor-weights")) {
       c.per_tensor = true;
+    } else if (!strcmp(a, "--reduce-range")) {
+      c.reduce_range = true;
     } else if (!strcmp(a, "--act-type") && has) {
       const char *v = argv[++i];
       if (!strcmp(v, "int8"))

@@ -112,7 +112,8 @@ done
 # required.
 f=$M/mobilenet_v2.opset13.onnx
 for opt in "--method percentile" "--method entropy" "--per-tensor-weights" "--act-type int8" \
-    "--fp32-layers none" "--no-bias-correction" "--fp32-layers /features/features.0/features.0.0/Conv"; do
+    "--fp32-layers none" "--no-bias-correction" "--fp32-layers /features/features.0/features.0.0/Conv" \
+    "--reduce-range"; do
   label="mobilenet_v2 ${opt#--}"
   q=$tmp/mv2.opt.onnx
   min=90; [ "$opt" = "--method entropy" ] && min=0
@@ -128,6 +129,30 @@ sys.exit(0 if d <= 0.02 and a.argmax() == b.argmax() else 1)
 PYEOF
   then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $label: ORT/dermal disagree or fail"; fi
 done
+# --reduce-range: 7-bit weights, so that CPUs without VNNI (oneDNN limited to
+# AVX2 here) fuse every conv to int8 as VNNI CPUs do (with 8-bit weights the
+# dense convs would saturate there and stay dequantized)
+q7=$tmp/mv2.7bit.onnx q8=$tmp/mv2.8bit.onnx
+if $QUANTIZE "$f" --calib "$tmp/calib" --calib-count 10 --fp32-layers none --reduce-range \
+     --no-verify -o "$q7" >/dev/null 2>&1 &&
+   $QUANTIZE "$f" --calib "$tmp/calib" --calib-count 10 --fp32-layers none \
+     --no-verify -o "$q8" >/dev/null 2>&1 &&
+   n_native=$("$DERMAL" bench "$q7" --iters 1 --warmup 0 --json | $PY -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])["int8_ops"])') &&
+   n_avx2=$(ONEDNN_MAX_CPU_ISA=AVX2 "$DERMAL" bench "$q7" --iters 1 --warmup 0 --json | $PY -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])["int8_ops"])') &&
+   n_avx2_8=$(ONEDNN_MAX_CPU_ISA=AVX2 "$DERMAL" bench "$q8" --iters 1 --warmup 0 --json | $PY -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])["int8_ops"])') &&
+   $PY - "$q7" "$n_native" "$n_avx2" "$n_avx2_8" <<'PYEOF'
+import sys, numpy as np, onnx
+from onnx import numpy_helper
+m = onnx.load(sys.argv[1])
+w = [numpy_helper.to_array(t) for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+wmax = max(int(np.abs(a.astype(np.int32)).max()) for a in w if a.size > 1)
+meta = {p.key: p.value for p in m.metadata_props}
+n, n2, n8 = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+print("ok   --reduce-range: %d int8 weight tensors, max |w| %d, %r; int8 ops native %d, AVX2 %d "
+      "(8-bit weights on AVX2: %d)" % (len(w), wmax, meta.get("quant_weights"), n, n2, n8))
+sys.exit(0 if w and wmax <= 63 and "7-bit" in meta.get("quant_weights", "") and n == n2 and n > 0 and n8 < n else 1)
+PYEOF
+then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL --reduce-range: weights, metadata or AVX2 fusion"; fi
 # usage errors
 if $QUANTIZE "$f" -o "$tmp/x.onnx" >/dev/null 2>&1; then
   fail=$((fail + 1)); echo "FAIL quantize without --calib succeeded"
