@@ -2157,6 +2157,14 @@ static int q_act(const dm_graph *g, int v, const bool *dead) {
   return qi;
 }
 
+/* Node n now writes what QuantizeLinear qi wrote (qi is absorbed). */
+static void absorb_q(dm_graph *g, bool *dead, dm_node *n, int qi) {
+  n->out[0] = g->nodes[qi].out[0];
+  dead[qi] = true;
+  g->stats.int8_ops++;
+  count_consumers(g, dead);
+}
+
 /* DequantizeLinear(x_q) -> Conv(W = DequantizeLinear(int8 const), float
  * bias; post: Relu/Clip) -> QuantizeLinear becomes one Conv on 8-bit data
  * (dm_qconv): per-tensor activations, symmetric int8 weights per output
@@ -2217,10 +2225,7 @@ static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
     q->w_q = wd->q;
     c->q = q;
     c->in[0] = d->in[0];
-    c->out[0] = qn->out[0];
-    dead[qi] = true;
-    g->stats.int8_ops++;
-    count_consumers(g, dead);
+    absorb_q(g, dead, c, qi);
   }
 }
 
@@ -2278,10 +2283,7 @@ static void fuse_qadd(dm_graph *g, bool *dead) {
     n->qadd = q;
     n->in[0] = a->in[0];
     n->in[1] = b->in[0];
-    n->out[0] = qn->out[0];
-    dead[ci] = true;
-    g->stats.int8_ops++;
-    count_consumers(g, dead);
+    absorb_q(g, dead, n, ci);
   }
 }
 
@@ -2306,10 +2308,7 @@ static void fuse_qpool(dm_graph *g, bool *dead) {
         a.scale[0] != b.scale[0] || a.zp[0] != b.zp[0])
       continue;
     n->in[0] = d->in[0];
-    n->out[0] = qn->out[0];
-    dead[qi] = true;
-    g->stats.int8_ops++;
-    count_consumers(g, dead);
+    absorb_q(g, dead, n, qi);
   }
 }
 
