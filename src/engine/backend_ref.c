@@ -786,8 +786,12 @@ static dm_err k_pool(const kc *c, bool is_max) {
           else
             r = sum / (float)(incl ? padded : valid);
           int64_t yi = (o0 * q.out[1] + o1) * q.out[2] + o2;
-          if (q8) /* a window always holds an input element */
-            st_i(c->out[0], Y->dtype, y0 + yi, (int64_t)r);
+          if (q8) /* no window lies wholly in the padding (pads < kernel,
+                   * ceil-mode windows starting there are dropped); were
+                   * one to, -inf saturates to the lowest value */
+            st_i(c->out[0], Y->dtype, y0 + yi,
+                 valid ? (int64_t)r
+                       : (Y->dtype == DM_ONNX_UINT8 ? 0 : INT8_MIN));
           else
             yp[yi] = r;
         }
