@@ -631,16 +631,14 @@ static void qdq_span(const qdq_op *op, void *y, const void *x, size_t n,
 #else
   (void)avx512;
 #endif
-  float lo = op->u8 ? 0.f : -128.f, hi = op->u8 ? 255.f : 127.f;
   for (size_t i = 0; i < n; i++) {
     if (op->quant) {
-      float r = nearbyintf(((const float *)x)[i] / op->scale);
-      r = (r != r ? 0.f : r) + (float)op->zp;
-      r = r < lo ? lo : (r > hi ? hi : r);
+      int32_t q =
+          dm__quantize_one(((const float *)x)[i], op->scale, op->zp, op->u8);
       if (op->u8)
-        ((uint8_t *)y)[i] = (uint8_t)r;
+        ((uint8_t *)y)[i] = (uint8_t)q;
       else
-        ((int8_t *)y)[i] = (int8_t)r;
+        ((int8_t *)y)[i] = (int8_t)q;
     } else {
       int32_t q = op->u8 ? (int32_t)((const uint8_t *)x)[i]
                          : (int32_t)((const int8_t *)x)[i];
@@ -1318,26 +1316,25 @@ static dm_err dst_for(oeng *e, int ni, int y, const dnnl_memory_desc_t *md,
   return DM_OK;
 }
 
-/* Appends a SWISH step: tensor dst = swish(tensor src), same layout. */
-static dm_err emit_swish(oeng *e, int node, int src, int dst, dm_errbuf *eb) {
+/* Appends an elementwise pass over n elements, tensor src -> tensor dst in
+ * the same layout: SWISH (qdq NULL) or QDQ (*qdq). */
+static dm_err emit_pass(oeng *e, int node, int src, int dst, size_t n,
+                        const qdq_op *qdq, dm_errbuf *eb) {
   ostep st;
   memset(&st, 0, sizeof st);
-  st.kind = ST_SWISH;
+  st.kind = qdq ? ST_QDQ : ST_SWISH;
   st.node = node;
   st.src = src;
   st.dst = dst;
-  st.bytes = e->t[dst].bytes;
-  st.n = st.bytes / sizeof(float);
+  st.n = n;
+  if (qdq) st.qdq = *qdq;
   dm_err rc = add_step(e, &st, eb);
   if (rc == DM_OK && e->verbose)
-    fprintf(stderr, "onednn: %-28s %-20s swish pass\n",
-            nname(&e->g->nodes[node]), e->g->nodes[node].op_type);
+    fprintf(stderr, "onednn: %-28s %-20s %s pass\n", nname(&e->g->nodes[node]),
+            e->g->nodes[node].op_type, qdq ? "qdq" : "swish");
   return rc;
 }
 
-/* Direct-conv FLOPs of a Conv node, and whether oneDNN's Winograd kernels
- * (F(2x2,3x3)/F(4x4,3x3), nChw16c) can run it: 2-D 3x3, stride 1, no
- * dilation, no groups, channels in whole 16-blocks. */
 static double conv_flops(const oeng *e, const dm_node *n) {
   if (n->op != DM_OP_CONV || n->n_in < 2 || n->n_out < 1) return 0;
   const dm_value *W = val(e, n->in[1]), *Y = val(e, n->out[0]);
@@ -1508,7 +1505,8 @@ retry:
                  {DNNL_ARG_DST, ty},
                  {DNNL_ARG_BIAS, tb}};
     rc = emit_prim(e, ni, pd, a, tb >= 0 ? 4 : 3, eb);
-    if (rc == DM_OK && defer) rc = emit_swish(e, ni, ty, ty, eb);
+    if (rc == DM_OK && defer)
+      rc = emit_pass(e, ni, ty, ty, e->t[ty].bytes / sizeof(float), NULL, eb);
     if (rc == DM_OK && sig >= 0) {
       e->done[sig] = 1;
       e->done[mul] = 1;
@@ -1767,30 +1765,22 @@ static dm_err map_pool(oeng *e, int ni, dm_errbuf *eb) {
     return DM_UNSUPPORTED;
   dnnl_pooling_v2_desc_t pdsc;
   dnnl_primitive_desc_t pd = NULL;
-  if (dnnl_pooling_v2_forward_desc_init(&pdsc, dnnl_forward_inference, alg,
-                                        &e->t[tx].md, &dst_any, s, k, d, pl,
-                                        pr) != dnnl_success ||
-      !make_pd(e, &pdsc, &pd))
-    return DM_UNSUPPORTED;
-  if (q8 && pd_is_ref(pd)) {
-    /* 8-bit pooling has JIT kernels only channels-last below AVX-512 (a
-     * blocked u8 input got oneDNN's reference kernel: 46 ms for ResNet's
-     * stem pool with ONEDNN_MAX_CPU_ISA=AVX2) */
-    dnnl_primitive_desc_destroy(pd);
-    pd = NULL;
-    dnnl_memory_desc_t nhwc;
-    if (md_channels_last(&nhwc, nd, X->dims) != dnnl_success) return rc;
-    nhwc.data_type = e->t[tx].md.data_type;
-    if ((rc = get_as(e, ni, x, &nhwc, &tx, eb)) != DM_OK) return rc;
+  for (int again = 0;; again++) {
     if (dnnl_pooling_v2_forward_desc_init(&pdsc, dnnl_forward_inference, alg,
                                           &e->t[tx].md, &dst_any, s, k, d, pl,
                                           pr) != dnnl_success ||
         !make_pd(e, &pdsc, &pd))
       return DM_UNSUPPORTED;
-    if (pd_is_ref(pd)) {
-      dnnl_primitive_desc_destroy(pd);
+    if (!q8 || !pd_is_ref(pd)) break;
+    /* 8-bit pooling has JIT kernels only channels-last below AVX-512 (a
+     * blocked u8 input got oneDNN's reference kernel: 46 ms for ResNet's
+     * stem pool with ONEDNN_MAX_CPU_ISA=AVX2): once more on NHWC */
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_memory_desc_t nhwc;
+    if (again || md_channels_last(&nhwc, nd, X->dims) != dnnl_success)
       return DM_UNSUPPORTED;
-    }
+    nhwc.data_type = e->t[tx].md.data_type;
+    if ((rc = get_as(e, ni, x, &nhwc, &tx, eb)) != DM_OK) return rc;
   }
   rc = emit_unary_like(e, ni, pd, tx, y, eb);
   dnnl_primitive_desc_destroy(pd);
@@ -2485,18 +2475,8 @@ static dm_err map_quant(oeng *e, int ni, dm_errbuf *eb) {
       (size_t)val(e, y)->numel * (isq ? 1 : sizeof(float))) {
     int ty = new_act(e, y, &dmd);
     if (ty < 0) return nomem(eb, n);
-    ostep st;
-    memset(&st, 0, sizeof st);
-    st.kind = ST_QDQ;
-    st.node = ni;
-    st.src = tx;
-    st.dst = ty;
-    st.n = (size_t)val(e, y)->numel;
-    st.qdq = (qdq_op){isq, qt == DM_ONNX_UINT8, s, zp};
-    rc = add_step(e, &st, eb);
-    if (rc == DM_OK && e->verbose)
-      fprintf(stderr, "onednn: %-28s %-20s qdq pass\n", nname(n), n->op_type);
-    return rc;
+    qdq_op op = {isq, qt == DM_ONNX_UINT8, s, zp};
+    return emit_pass(e, ni, tx, ty, (size_t)val(e, y)->numel, &op, eb);
   }
   float osc = isq ? 1.f / s : s;
   dnnl_primitive_attr_t attr = NULL;

@@ -538,14 +538,17 @@ static bool window_ok(const dm_window *w, const dm_value *x,
 
 /* Requantizes one float result of an 8-bit op: post-ops, then
  * QuantizeLinear's sat(rint(v / scale) + zp) (ties to even). */
+int32_t dm__quantize_one(float x, float scale, int32_t zp, bool u8) {
+  float r = nearbyintf(x / scale);
+  double d = (isnan(r) ? 0.0 : (double)r) + (double)zp;
+  double lo = u8 ? 0 : -128, hi = u8 ? 255 : 127;
+  return (int32_t)(d < lo ? lo : (d > hi ? hi : d));
+}
+
 static int32_t requant(const dm_node *n, const dm_qparam *y, float v) {
   for (int p = 0; p < n->n_post && p < DM_MAX_POST; p++)
     if (n->post[p].kind == DM_POST_ACT) v = act_f32(&n->post[p].act, v);
-  float r = nearbyintf(v / y->scale[0]);
-  double d = (isnan(r) ? 0.0 : (double)r) + (double)y->zp[0];
-  double lo = y->dtype == DM_ONNX_UINT8 ? 0 : -128,
-         hi = y->dtype == DM_ONNX_UINT8 ? 255 : 127;
-  return (int32_t)(d < lo ? lo : (d > hi ? hi : d));
+  return dm__quantize_one(v, y->scale[0], y->zp[0], y->dtype == DM_ONNX_UINT8);
 }
 
 /* Conv on 8-bit data (dm_qconv): int32 accumulation of (x_q - zp) * w_q
@@ -2017,19 +2020,14 @@ static dm_err k_quantize(const kc *c) {
       (X->dtype != DM_ONNX_FLOAT && X->dtype != DM_ONNX_INT32) ||
       (Z && Z->dtype != qt))
     return bad_dtype(c, X);
-  double lo = qt == DM_ONNX_UINT8 ? 0 : -128,
-         hi = qt == DM_ONNX_UINT8 ? 255 : 127;
   int64_t inner, dim;
   quant_geom(c, X, &inner, &dim);
   for (int64_t i = 0; i < X->numel; i++) {
     int64_t ch = (i / inner) % dim;
     float x = X->dtype == DM_ONNX_FLOAT ? ((const float *)c->in[0])[i]
                                         : (float)((const int32_t *)c->in[0])[i];
-    float r = nearbyintf(x / s[ch]);
-    double v =
-        (z ? (double)ld_i(z, qt, ch) : 0.0) + (isnan(r) ? 0.0 : (double)r);
-    v = v < lo ? lo : (v > hi ? hi : v);
-    st_i(c->out[0], qt, i, (int64_t)v);
+    int32_t zp = z ? (int32_t)ld_i(z, qt, ch) : 0;
+    st_i(c->out[0], qt, i, dm__quantize_one(x, s[ch], zp, qt == DM_ONNX_UINT8));
   }
   return DM_OK;
 }

@@ -458,6 +458,11 @@ dm_err dm__cam_backward(const dm_graph *g, dm_cam_state *st,
 void dm__valid_range(int64_t off, int64_t s, int64_t n_in, int64_t n_out,
                      int64_t *lo, int64_t *hi);
 
+/* backend_ref.c: QuantizeLinear of one value, sat(rint(x / scale) + zp)
+ * (ties to even, NaN -> zp) saturated to uint8 (u8) or int8: the oracle's
+ * arithmetic, shared by every 8-bit kernel. */
+int32_t dm__quantize_one(float x, float scale, int32_t zp, bool u8);
+
 /* backend_ref.c: one node on plain (row-major, NCHW) buffers.  in[i] is NULL
  * for an omitted optional input.  Supports every dm_op and every dtype the
  * graph builder lets through for it (float32 for math; int64/int32/bool and
