@@ -153,10 +153,23 @@ typedef struct qdq_op {
   int32_t zp;
 } qdq_op;
 
-/* ST_SWISH: y = x * sigmoid(x) over n floats, src -> dst (in place when
+/* Our own passes over float32 data where oneDNN 2.6 is slow (see ew_run):
+ * ST_SWISH: y = x * sigmoid(x) over n floats, src -> dst (in place when
  * they share a buffer); ST_QDQ: per-tensor quantize or dequantize of n
- * elements (qdq_op); see ew_run. */
-typedef enum { ST_PRIM, ST_REF, ST_COPY, ST_SWISH, ST_QDQ } step_kind;
+ * elements (qdq_op); ST_NHWC: a 3-channel plain NCHW image batch to
+ * channels-last; ST_CSCALE: channels-last y = x * s[c] (an SE block's
+ * Mul; s is tensor aux, c floats); ST_GAP: channels-last global average
+ * pooling. */
+typedef enum {
+  ST_PRIM,
+  ST_REF,
+  ST_COPY,
+  ST_SWISH,
+  ST_QDQ,
+  ST_NHWC,
+  ST_CSCALE,
+  ST_GAP
+} step_kind;
 
 typedef struct ostep {
   step_kind kind;
@@ -168,9 +181,11 @@ typedef struct ostep {
   bool has_scratch;
   dnnl_memory_desc_t scratch_md;
   int *ref_in, *ref_out; /* REF: tensor per node input/output, -1 omitted */
-  int src, dst;          /* COPY, SWISH, QDQ */
+  int src, dst;          /* COPY and the passes */
+  int aux;               /* CSCALE: the scale tensor */
   size_t bytes;          /* COPY */
-  size_t n;              /* SWISH, QDQ: elements */
+  size_t n;              /* SWISH, QDQ: elements; NHWC, CSCALE, GAP: images */
+  size_t c, hw;          /* NHWC, CSCALE, GAP: channels, pixels per image */
   qdq_op qdq;            /* QDQ */
 } ostep;
 
@@ -190,6 +205,7 @@ typedef struct oeng {
   const dm_graph *g;
   int threads;
   bool verbose;
+  bool profile;     /* DERMAL_ONEDNN_PROFILE: per-step times at session end */
   bool follow;      /* conv: try the producer's layout before format_tag_any */
   bool wino;        /* conv: try Winograd (nChw16c) on eligible 3x3 convs */
   bool bf16;        /* Conv/Gemm/MatMul in bf16 (see bf16_native) */
@@ -214,6 +230,7 @@ typedef struct oeng {
   int workers; /* threads running jobs (1: inline) */
   atomic_int next_job;
   size_t arena_bytes, scratch_bytes;
+  size_t gap_part; /* floats: threads x the most channels of a GAP pass */
   int n_prim, n_ref, n_reorder;
 } oeng;
 
@@ -226,6 +243,9 @@ typedef struct osess {
   void **ptr;             /* per tensor: data address */
   dnnl_exec_arg_t **args; /* per step */
   dnnl_memory_t *smem;    /* per step: scratchpad */
+  float *gap_part;        /* e->gap_part floats (ew_job.part) */
+  double *prof;           /* per step: total ms (e->profile) */
+  int runs;               /* e->profile */
   const void **ref_in;    /* max_io */
   void **ref_out;         /* max_io */
 } osess;
@@ -647,6 +667,80 @@ static void qdq_span(const qdq_op *op, void *y, const void *x, size_t n,
   }
 }
 
+/* ------------------------------------------------ layout passes -- */
+
+/* NCHW -> NHWC for 3 channels, pixels [p, p + n) of one image (x: its
+ * three planes of hw floats, y: its hw * 3 floats).  16 pixels at a time:
+ * each output vector takes its lanes from two of the planes by one
+ * permutation, then the third plane's by a second one. */
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void
+nhwc3_avx512(float *y, const float *x, size_t hw, size_t p, size_t n) {
+  static const int32_t ab[3][16] = {
+      {0, 16, 0, 1, 17, 0, 2, 18, 0, 3, 19, 0, 4, 20, 0, 5},
+      {21, 0, 6, 22, 0, 7, 23, 0, 8, 24, 0, 9, 25, 0, 10, 26},
+      {0, 11, 27, 0, 12, 28, 0, 13, 29, 0, 14, 30, 0, 15, 31, 0}};
+  static const int32_t c3[3][16] = {
+      {0, 1, 16, 3, 4, 17, 6, 7, 18, 9, 10, 19, 12, 13, 20, 15},
+      {0, 21, 2, 3, 22, 5, 6, 23, 8, 9, 24, 11, 12, 25, 14, 15},
+      {26, 1, 2, 27, 4, 5, 28, 7, 8, 29, 10, 11, 30, 13, 14, 31}};
+  __m512i iab[3], ic[3];
+  for (int v = 0; v < 3; v++) {
+    iab[v] = _mm512_loadu_si512(ab[v]);
+    ic[v] = _mm512_loadu_si512(c3[v]);
+  }
+  size_t end = p + n;
+  for (; p + 16 <= end; p += 16) {
+    __m512 r = _mm512_loadu_ps(x + p), g = _mm512_loadu_ps(x + hw + p),
+           b = _mm512_loadu_ps(x + 2 * hw + p);
+    for (int v = 0; v < 3; v++) {
+      __m512 t = _mm512_permutex2var_ps(r, iab[v], g);
+      _mm512_storeu_ps(y + 3 * p + 16 * v, _mm512_permutex2var_ps(t, ic[v], b));
+    }
+  }
+  for (; p < end; p++)
+    for (size_t c = 0; c < 3; c++)
+      y[3 * p + c] = x[c * hw + p];
+}
+
+/* y[p][c] = x[p][c] * s[c] for pixels [0, n). */
+__attribute__((target("avx512f"))) static void
+cscale_avx512(float *y, const float *x, const float *s, size_t c, size_t n) {
+  size_t full = c & ~(size_t)15;
+  __mmask16 m = (__mmask16)((1u << (c - full)) - 1u);
+  for (size_t p = 0; p < n; p++, x += c, y += c) {
+    size_t k = 0;
+    for (; k < full; k += 16)
+      _mm512_storeu_ps(
+          y + k, _mm512_mul_ps(_mm512_loadu_ps(x + k), _mm512_loadu_ps(s + k)));
+    if (m)
+      _mm512_mask_storeu_ps(y + k, m,
+                            _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k),
+                                          _mm512_maskz_loadu_ps(m, s + k)));
+  }
+}
+
+/* y[k] = sum of x[p][c0 + k] over np pixels from x, k < 16 (masked by m),
+ * c channels per pixel.  Four running sums, added as a tree. */
+__attribute__((target("avx512f"))) static void
+gap_avx512(float *y, const float *x, size_t c, size_t np, size_t c0,
+           __mmask16 m) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  x += c0;
+  size_t p = 0;
+  for (; p + 4 <= np; p += 4, x += 4 * c) {
+    s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(m, x));
+    s1 = _mm512_add_ps(s1, _mm512_maskz_loadu_ps(m, x + c));
+    s2 = _mm512_add_ps(s2, _mm512_maskz_loadu_ps(m, x + 2 * c));
+    s3 = _mm512_add_ps(s3, _mm512_maskz_loadu_ps(m, x + 3 * c));
+  }
+  for (; p < np; p++, x += c)
+    s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(m, x));
+  __m512 sum = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
+  _mm512_mask_storeu_ps(y + c0, m, sum);
+}
+#endif
+
 /* ----------------------------------------------- elementwise passes -- */
 
 /* libgomp's entry point for `#pragma omp parallel` (GCC's ABI since 4.9).
@@ -655,42 +749,138 @@ static void qdq_span(const qdq_op *op, void *y, const void *x, size_t n,
 extern void GOMP_parallel(void (*fn)(void *), void *data, unsigned nthreads,
                           unsigned flags);
 
-/* One elementwise pass (swish, or quantize/dequantize when qdq is set) over
- * n elements, x -> y; the byte offsets of element i follow the types. */
+/* One pass of a step (ST_SWISH ... ST_GAP, see step_kind) on resolved
+ * addresses.  It is split into units shared among the threads: elements
+ * (SWISH, QDQ), pixels (NHWC, CSCALE) or 16-channel blocks (GAP). */
 typedef struct ew_job {
-  const qdq_op *qdq; /* NULL: swish on floats */
+  step_kind kind;
+  const qdq_op *qdq; /* QDQ */
   void *y;
   const void *x;
-  size_t n;
+  const float *s; /* CSCALE */
+  size_t n;       /* SWISH, QDQ: elements; others: images */
+  size_t c, hw;
   bool avx512;
+  float *part; /* GAP on threads: c partial sums per thread */
 } ew_job;
 
+/* y[k] = the sum of channel k over np pixels from x (c channels each). */
+static void gap_sums(const ew_job *j, float *y, const float *x, size_t np) {
+#if defined(__x86_64__)
+  if (j->avx512) {
+    for (size_t c0 = 0; c0 < j->c; c0 += 16) {
+      size_t cn = j->c - c0 < 16 ? j->c - c0 : 16;
+      gap_avx512(y, x, j->c, np, c0, (__mmask16)((1u << cn) - 1u));
+    }
+    return;
+  }
+#endif
+  memset(y, 0, j->c * sizeof *y);
+  for (size_t p = 0; p < np; p++)
+    for (size_t k = 0; k < j->c; k++)
+      y[k] += x[p * j->c + k];
+}
+
+static size_t ew_units(const ew_job *j) {
+  return j->kind == ST_SWISH || j->kind == ST_QDQ ? j->n : j->n * j->hw;
+}
+
+/* Units [b, b + n) of j. */
 static void ew_span(const ew_job *j, size_t b, size_t n) {
-  size_t ys = 4, xs = 4; /* element sizes */
-  if (j->qdq) {
-    ys = j->qdq->quant ? 1 : 4;
-    xs = j->qdq->quant ? 4 : 1;
+  const float *x = j->x;
+  float *y = j->y;
+  switch (j->kind) {
+  case ST_QDQ: {
+    size_t ys = j->qdq->quant ? 1 : 4, xs = j->qdq->quant ? 4 : 1;
     qdq_span(j->qdq, (char *)j->y + b * ys, (const char *)j->x + b * xs, n,
              j->avx512);
-  } else {
-    swish_span((float *)j->y + b, (const float *)j->x + b, n, j->avx512);
+    return;
+  }
+  case ST_NHWC: /* pixel q of the batch: image q / hw; runs within images */
+    while (n) {
+      size_t img = b / j->hw, p = b % j->hw;
+      size_t k = j->hw - p < n ? j->hw - p : n;
+      const float *xi = x + img * 3 * j->hw;
+      float *yi = y + img * 3 * j->hw;
+#if defined(__x86_64__)
+      if (j->avx512)
+        nhwc3_avx512(yi, xi, j->hw, p, k);
+      else
+#endif
+        for (size_t q = p; q < p + k; q++)
+          for (size_t c = 0; c < 3; c++)
+            yi[3 * q + c] = xi[c * j->hw + q];
+      b += k;
+      n -= k;
+    }
+    return;
+  case ST_CSCALE:
+#if defined(__x86_64__)
+    if (j->avx512) {
+      cscale_avx512(y + b * j->c, x + b * j->c, j->s, j->c, n);
+      return;
+    }
+#endif
+    for (size_t p = b; p < b + n; p++)
+      for (size_t k = 0; k < j->c; k++)
+        y[p * j->c + k] = x[p * j->c + k] * j->s[k];
+    return;
+  case ST_GAP: /* whole images here; ew_part splits one image's pixels */
+    for (size_t img = b / j->hw; img < (b + n) / j->hw; img++) {
+      float *yi = y + img * j->c;
+      gap_sums(j, yi, x + img * j->hw * j->c, j->hw);
+      for (size_t k = 0; k < j->c; k++)
+        yi[k] /= (float)j->hw;
+    }
+    return;
+  default: swish_span(y + b, x + b, n, j->avx512); return;
   }
 }
 
+/* Thread t's share: a contiguous range of units, so that consecutive passes
+ * over one tensor (swish, GAP, the SE scaling) find their part of it in
+ * their own core's cache. */
 static void ew_part(void *arg) {
   const ew_job *j = arg;
   size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
-  size_t per = ((j->n + nt - 1) / nt + 63) & ~(size_t)63;
-  size_t b = t * per;
-  if (b < j->n) ew_span(j, b, j->n - b < per ? j->n - b : per);
+  size_t units = ew_units(j);
+  size_t per = (units + nt - 1) / nt;
+  if (j->kind == ST_SWISH || j->kind == ST_QDQ) per = (per + 63) & ~(size_t)63;
+  size_t b = t * per, n = b < units ? (units - b < per ? units - b : per) : 0;
+  if (j->kind == ST_GAP) { /* one image: partial sums, added up by ew_run */
+    float *part = j->part + t * j->c;
+    if (n)
+      gap_sums(j, part, (const float *)j->x + b * j->c, n);
+    else
+      memset(part, 0, j->c * sizeof *part);
+  } else if (n) {
+    ew_span(j, b, n);
+  }
 }
 
-/* The pass on `threads` threads for large n (y == x allowed for swish). */
+/* The pass on `threads` threads when it touches at least 32768 elements
+ * (y == x allowed for SWISH and CSCALE); GAP only for one image of at
+ * least 64 pixels per thread, with j->part holding threads * c floats
+ * (MobileNetV2's 7x7 GAP took 0.0135 ms on two threads, 0.0063 on one). */
 static void ew_run(const ew_job *j, int threads) {
-  if (threads > 1 && j->n >= 32768)
-    GOMP_parallel(ew_part, (void *)j, (unsigned)threads, 0);
-  else
-    ew_span(j, 0, j->n);
+  size_t elems =
+      j->kind == ST_SWISH || j->kind == ST_QDQ ? j->n : j->n * j->c * j->hw;
+  if (threads < 2 || elems < 32768 || ew_units(j) < 2 ||
+      (j->kind == ST_GAP &&
+       (j->n != 1 || !j->part || j->hw < 64 * (size_t)threads))) {
+    ew_span(j, 0, ew_units(j));
+    return;
+  }
+  GOMP_parallel(ew_part, (void *)j, (unsigned)threads, 0);
+  if (j->kind == ST_GAP) {
+    float *y = j->y;
+    for (size_t k = 0; k < j->c; k++) {
+      float sum = 0;
+      for (int t = 0; t < threads; t++)
+        sum += j->part[(size_t)t * j->c + k];
+      y[k] = sum / (float)j->hw;
+    }
+  }
 }
 
 /* ---------------------------------------------------- buffers, tensors -- */
@@ -814,6 +1004,27 @@ static dm_err add_step(oeng *e, const ostep *st, dm_errbuf *eb) {
     return nomem(eb, NULL);
   e->s[e->n_s++] = *st;
   return DM_OK;
+}
+
+/* Appends pass step *st (kind and sizes set) reading tensor src, writing
+ * tensor dst. */
+static dm_err add_pass(oeng *e, int node, ostep *st, int src, int dst,
+                       dm_errbuf *eb) {
+  static const char *const what[] = {[ST_SWISH] = "swish",
+                                     [ST_QDQ] = "qdq",
+                                     [ST_NHWC] = "nhwc",
+                                     [ST_CSCALE] = "cscale",
+                                     [ST_GAP] = "gap"};
+  st->node = node;
+  st->src = src;
+  st->dst = dst;
+  if (st->kind != ST_CSCALE) st->aux = -1;
+  dm_err rc = add_step(e, st, eb);
+  if (rc == DM_OK && e->verbose)
+    fprintf(stderr, "onednn: %-28s %-20s %s pass\n",
+            node >= 0 ? nname(&e->g->nodes[node]) : "(input)",
+            node >= 0 ? e->g->nodes[node].op_type : "reorder", what[st->kind]);
+  return rc;
 }
 
 static dnnl_status_t user_attr(dnnl_primitive_attr_t *attr) {
@@ -1005,8 +1216,32 @@ static dm_err const_reordered(oeng *e, const dm_node *n, int v,
 }
 
 /* Emits a reorder step src tensor -> dst tensor. */
+/* Is md dense float32 channels-last (dim 1 innermost), rank 4? */
+static bool md_is_nhwc(const dnnl_memory_desc_t *md) {
+  dnnl_memory_desc_t cl;
+  int64_t dims[4];
+  if (md->ndims != 4 || md->data_type != dnnl_f32) return false;
+  for (int i = 0; i < 4; i++)
+    dims[i] = md->dims[i];
+  return md_channels_last(&cl, 4, dims) == dnnl_success &&
+         md_same_bytes(md, &cl);
+}
+
 static dm_err emit_reorder(oeng *e, int node, int src, int dst, dm_errbuf *eb) {
   const dm_node *n = node >= 0 ? &e->g->nodes[node] : NULL;
+  const dnnl_memory_desc_t *sm = &e->t[src].md, *dm = &e->t[dst].md;
+  if (sm->ndims == 4 && sm->dims[1] == 3 && sm->data_type == dnnl_f32 &&
+      md_is_plain(sm) && md_is_nhwc(dm)) {
+    /* an RGB image into the first conv: oneDNN's reorder took 0.23 ms
+     * for 224x224 on one thread, this pass 0.03 ms */
+    ostep st;
+    memset(&st, 0, sizeof st);
+    st.kind = ST_NHWC;
+    st.n = (size_t)sm->dims[0];
+    st.c = 3;
+    st.hw = (size_t)(sm->dims[2] * sm->dims[3]);
+    return add_pass(e, node, &st, src, dst, eb);
+  }
   dnnl_primitive_attr_t attr = NULL;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_status_t s = user_attr(&attr);
@@ -1323,16 +1558,9 @@ static dm_err emit_pass(oeng *e, int node, int src, int dst, size_t n,
   ostep st;
   memset(&st, 0, sizeof st);
   st.kind = qdq ? ST_QDQ : ST_SWISH;
-  st.node = node;
-  st.src = src;
-  st.dst = dst;
   st.n = n;
   if (qdq) st.qdq = *qdq;
-  dm_err rc = add_step(e, &st, eb);
-  if (rc == DM_OK && e->verbose)
-    fprintf(stderr, "onednn: %-28s %-20s %s pass\n", nname(&e->g->nodes[node]),
-            e->g->nodes[node].op_type, qdq ? "qdq" : "swish");
-  return rc;
+  return add_pass(e, node, &st, src, dst, eb);
 }
 
 static double conv_flops(const oeng *e, const dm_node *n) {
@@ -1760,6 +1988,24 @@ static dm_err map_pool(oeng *e, int ni, dm_errbuf *eb) {
   dm_err rc = primary(e, x, &tx, eb);
   if (rc != DM_OK) return rc;
   if (!e->t[tx].has_md) return DM_UNSUPPORTED;
+  if (n->op == DM_OP_GLOBALAVGPOOL && md_is_nhwc(&e->t[tx].md)) {
+    /* our own pass: oneDNN 2.6's got slower on two threads than on one
+     * (EfficientNet-B0's 17: 0.13 -> 0.33 ms) */
+    dnnl_memory_desc_t md;
+    if (md_channels_last(&md, nd, Y->dims) != dnnl_success)
+      return DM_UNSUPPORTED;
+    int ty = new_act(e, y, &md);
+    if (ty < 0) return nomem(eb, n);
+    ostep st;
+    memset(&st, 0, sizeof st);
+    st.kind = ST_GAP;
+    st.n = (size_t)X->dims[0];
+    st.c = (size_t)X->dims[1];
+    st.hw = (size_t)(X->dims[2] * X->dims[3]);
+    if (st.c * (size_t)e->threads > e->gap_part)
+      e->gap_part = st.c * (size_t)e->threads;
+    return add_pass(e, ni, &st, tx, ty, eb);
+  }
   dnnl_memory_desc_t dst_any; /* data type follows the source (bf16) */
   if (md_any_dt(&dst_any, nd, Y->dims, e->t[tx].md.data_type))
     return DM_UNSUPPORTED;
@@ -1898,6 +2144,35 @@ out:
   return rc;
 }
 
+/* y = a * b with a channels-last [N, C, H, W] and b holding C floats, one
+ * per channel ([C, 1, 1], [1, C, 1, 1], ...: an SE block's scaling) as an
+ * ST_CSCALE pass, in place over a when nothing reads a later.  oneDNN
+ * 2.6's broadcasting binary got slower on two threads than on one
+ * (EfficientNet-B0's 16 SE Muls: 0.29 -> 0.92 ms). */
+static dm_err map_cscale(oeng *e, int ni, int a, int b, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  int ta, tb;
+  dm_err rc = primary(e, a, &ta, eb);
+  if (rc == DM_OK) rc = get_plain(e, ni, b, &tb, eb);
+  if (rc != DM_OK) return rc;
+  const obuf *ba = &e->b[e->t[ta].buf];
+  bool inplace = ba->kind == BUF_ARENA && ba->last_node <= ni &&
+                 e->t[tb].buf != e->t[ta].buf;
+  int y = n->out[0];
+  int ty = inplace ? new_tensor(e, y, e->t[ta].buf, &e->t[ta].md, true)
+                   : new_act(e, y, &e->t[ta].md);
+  if (ty < 0) return nomem(eb, n);
+  const int64_t *d = val(e, y)->dims;
+  ostep st;
+  memset(&st, 0, sizeof st);
+  st.kind = ST_CSCALE;
+  st.aux = tb;
+  st.n = (size_t)d[0];
+  st.c = (size_t)d[1];
+  st.hw = (size_t)(d[2] * d[3]);
+  return add_pass(e, ni, &st, ta, ty, eb);
+}
+
 static dm_err map_binary(oeng *e, int ni, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   if (n->n_in != 2 || n->n_out != 1) return DM_UNSUPPORTED;
@@ -1943,6 +2218,10 @@ static dm_err map_binary(oeng *e, int ni, dm_errbuf *eb) {
   int ta, tb;
   dm_err rc = primary(e, a, &ta, eb);
   if (rc != DM_OK) return rc;
+  if (alg == dnnl_binary_mul && !fb && r == 4 && md_is_nhwc(&e->t[ta].md) &&
+      B->rank >= 3 && B->numel == Y->dims[1] &&
+      B->dims[B->rank - 3] == Y->dims[1])
+    return map_cscale(e, ni, a, b, eb);
   dnnl_primitive_desc_t pd = NULL;
   if (fb) {
     int tb0;
@@ -2595,6 +2874,7 @@ static dm_err plan_memory(oeng *e, dm_errbuf *eb) {
     } else {
       touch(e, st->src, s);
       touch(e, st->dst, s);
+      if (st->kind == ST_CSCALE) touch(e, st->aux, s);
     }
   }
   int *order = malloc(((size_t)e->n_b + 1) * sizeof *order);
@@ -2679,10 +2959,14 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
   e->g = g;
   e->threads = threads;
 #if defined(__x86_64__)
-  e->avx512 = __builtin_cpu_supports("avx512f");
+  /* DERMAL_ONEDNN_SCALAR=1: the passes' portable code, for tests */
+  const char *sc = getenv("DERMAL_ONEDNN_SCALAR");
+  e->avx512 = __builtin_cpu_supports("avx512f") && !(sc && sc[0] == '1');
 #endif
   const char *vb = getenv("DERMAL_ONEDNN_VERBOSE");
   e->verbose = vb && vb[0] && vb[0] != '0';
+  const char *pf = getenv("DERMAL_ONEDNN_PROFILE");
+  e->profile = pf && pf[0] && pf[0] != '0';
   {
     /* Layout policy.  oneDNN 2.6 on AVX-512 has two fp32 conv families:
      * brgemm kernels on NHWC (what format_tag_any picks; the fastest for
@@ -2831,10 +3115,38 @@ fail:
   return rc;
 }
 
+/* DERMAL_ONEDNN_PROFILE: each step's mean time over the session's runs,
+ * on stderr (what it is, the node, ms). */
+static void print_profile(const osess *ss) {
+  const oeng *e = ss->e;
+  static const char *const kind[] = {"prim", "ref",  "copy",   "swish",
+                                     "qdq",  "nhwc", "cscale", "gap"};
+  double total = 0;
+  for (int i = 0; i < e->n_s; i++)
+    total += ss->prof[i];
+  for (int i = 0; i < e->n_s; i++) {
+    const ostep *st = &e->s[i];
+    const char *what = kind[st->kind];
+    if (st->kind == ST_PRIM && st->prim) {
+      const_dnnl_primitive_desc_t pd = NULL;
+      if (dnnl_primitive_get_primitive_desc(st->prim, &pd) == dnnl_success)
+        what = pd_impl(pd);
+    }
+    fprintf(stderr, "profile: %3d %-26s %-40s %8.4f ms\n", i, what,
+            st->node >= 0 ? nname(&e->g->nodes[st->node]) : "(output)",
+            ss->prof[i] / ss->runs);
+  }
+  fprintf(stderr, "profile: %d steps, %.4f ms per run (%d runs)\n", e->n_s,
+          total / ss->runs, ss->runs);
+}
+
 static void onednn_session_free(void *sess) {
   osess *ss = sess;
   if (!ss) return;
   const oeng *e = ss->e;
+  if (ss->prof && ss->runs) print_profile(ss);
+  free(ss->prof);
+  free(ss->gap_part);
   if (ss->args)
     for (int i = 0; i < e->n_s; i++)
       free(ss->args[i]);
@@ -2872,6 +3184,11 @@ static dm_err onednn_session_new(void *state, void **sess, dm_errbuf *eb) {
   ss->smem = calloc((size_t)e->n_s + 1, sizeof *ss->smem);
   ss->ref_in = calloc((size_t)e->max_io + 1, sizeof *ss->ref_in);
   ss->ref_out = calloc((size_t)e->max_io + 1, sizeof *ss->ref_out);
+  if (e->profile && !(ss->prof = calloc((size_t)e->n_s + 1, sizeof *ss->prof)))
+    goto fail;
+  if (e->gap_part &&
+      !(ss->gap_part = malloc(e->gap_part * sizeof *ss->gap_part)))
+    goto fail;
   if (!ss->mem || !ss->ptr || !ss->args || !ss->smem || !ss->ref_in ||
       !ss->ref_out)
     goto fail;
@@ -2954,8 +3271,10 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
     }
     ss->ptr[i] = p;
   }
+  if (ss->prof) ss->runs++;
   for (int i = 0; i < e->n_s; i++) {
     const ostep *st = &e->s[i];
+    double t0 = ss->prof ? now_ms() : 0;
     if (st->kind == ST_PRIM) {
       dnnl_status_t s = dnnl_primitive_execute(
           st->prim, ss->stream, st->n_args + (st->has_scratch ? 1 : 0),
@@ -2973,13 +3292,22 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
         ss->ref_out[j] = st->ref_out[j] >= 0 ? ss->ptr[st->ref_out[j]] : NULL;
       rc = dm__ref_node(g, n, ss->ref_in, ss->ref_out, eb);
       if (rc != DM_OK) goto out;
-    } else if (st->kind == ST_SWISH || st->kind == ST_QDQ) {
-      ew_job j = {st->kind == ST_QDQ ? &st->qdq : NULL, ss->ptr[st->dst],
-                  ss->ptr[st->src], st->n, e->avx512};
+    } else if (st->kind != ST_COPY) {
+      ew_job j = {st->kind,
+                  &st->qdq,
+                  ss->ptr[st->dst],
+                  ss->ptr[st->src],
+                  st->aux >= 0 ? ss->ptr[st->aux] : NULL,
+                  st->n,
+                  st->c,
+                  st->hw,
+                  e->avx512,
+                  ss->gap_part};
       ew_run(&j, e->threads);
     } else if (st->bytes) {
       memcpy(ss->ptr[st->dst], ss->ptr[st->src], st->bytes);
     }
+    if (ss->prof) ss->prof[i] += now_ms() - t0;
   }
   {
     dnnl_status_t s = dnnl_stream_wait(ss->stream);

@@ -492,6 +492,41 @@ static void case_se_swish(void) {
   check_case("SE + swish", &g, 13, xd, 4, NULL, NULL);
 }
 
+static void case_channel_passes(void) {
+  /* the backend's own passes: an RGB input to channels-last (pixel counts
+   * not a multiple of 16), GAP (one image split among threads, or two
+   * images), the SE scaling by a computed [1, C, 1, 1] and by a constant
+   * [C, 1, 1], with C = 40 (not a multiple of 16) */
+  for (int batch = 1; batch <= 2; batch++) {
+    pb g = {0};
+    conv(&g, "c", "x", "c1", 3, 40, 1, 3, 1, 1, true);
+    unary(&g, "Sigmoid", "c1", "c1s");
+    binary(&g, "Mul", "c1", "c1s", "c2");
+    unary(&g, "GlobalAveragePool", "c2", "gp");
+    conv(&g, "f1", "gp", "f1o", 40, 8, 1, 1, 1, 0, true);
+    unary(&g, "Relu", "f1o", "f1r");
+    conv(&g, "f2", "f1r", "f2o", 8, 40, 1, 1, 1, 0, true);
+    unary(&g, "Sigmoid", "f2o", "sc");
+    binary(&g, "Mul", "c2", "sc", "se");
+    int64_t kd[3] = {40, 1, 1};
+    init(&g, "k", kd, 3, 0.5f, 1.5f, false);
+    binary(&g, "Mul", "se", "k", "se2");
+    conv(&g, "p", "se2", "y", 40, 16, 1, 1, 1, 0, true);
+    output(&g, "y");
+    int64_t xd[4] = {batch, 3, batch == 1 ? 37 : 23, batch == 1 ? 29 : 21};
+    check_case(batch == 1 ? "channel passes" : "channel passes, batch 2", &g,
+               13, xd, 4, NULL, NULL);
+  }
+}
+
+static void case_channel_passes_scalar(void) {
+  /* the same with the passes' portable (non-AVX-512) code */
+  setenv("DERMAL_ONEDNN_SCALAR", "1", 1);
+  case_channel_passes();
+  case_se_swish();
+  unsetenv("DERMAL_ONEDNN_SCALAR");
+}
+
 static void case_pools(void) {
   pb g = {0};
   conv(&g, "c", "x", "c1", 8, 16, 1, 3, 1, 1, true);
@@ -918,6 +953,8 @@ int main(void) {
   case_mobile_block();
   case_dw_fusion();
   case_se_swish();
+  case_channel_passes();
+  case_channel_passes_scalar();
   case_pools();
   case_binaries();
   case_unaries();
