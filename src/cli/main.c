@@ -756,6 +756,7 @@ int main(int argc, char **argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!strcmp(argv[1], "--version")) return cmd_version(0, NULL);
+  dm_cli_heap_hugepages();
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
     if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
   fprintf(stderr, "dermal: unknown command '%s'\n\n%s", argv[1], main_help);

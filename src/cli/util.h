@@ -7,6 +7,8 @@
 
 #include "dermal/engine.h"
 
+/* Transparent huge pages for the first 32 MiB of heap growth (util.c). */
+void dm_cli_heap_hugepages(void);
 double dm_cli_now_ms(void);
 double dm_cli_peak_rss_mb(void);
 /* Parses an integer in [lo, hi]; prints "dermal: FLAG expects ..." and
