@@ -136,6 +136,7 @@ res, target, dermal, iters, rounds = sys.argv[1], float(sys.argv[2]), sys.argv[3
 cells = {}   # (model, threads) -> runtime -> list of p50 / status strings
 rows = []
 blas = set()
+loads = {}   # (model, runtime) -> [(load_ms, peak_rss_mb)], every run
 for raw in open(res):
     parts = raw.rstrip("\n").split("\t", 4)
     if len(parts) != 5:
@@ -150,6 +151,9 @@ for raw in open(res):
         try:
             d = json.loads(payload)
             slot.append(float(d["p50_ms"]))
+            if "load_ms" in d and key[1] == 1:
+                loads.setdefault((key[0], rt), []).append(
+                    (float(d["load_ms"]), float(d.get("peak_rss_mb", 0))))
             if rt == "torch" and d.get("blas"):
                 blas.add(d["blas"])
             continue
@@ -196,6 +200,40 @@ for r in table:
     print(fmt(r))
 if blas:
     print("torch BLAS: %s" % ", ".join(sorted(blas)))
+# load time (file to ready) and peak RSS: medians over the 1-thread runs of
+# a model (each a fresh process); issue 2's targets are for mobilenet_v2
+models = []
+for key in rows:
+    if key[0] not in models:
+        models.append(key[0])
+lrows = []
+for m in models:
+    row = [m]
+    for rt in ("dermal", "ort"):
+        v = loads.get((m, rt))
+        row += (["%.1f" % statistics.median(x[0] for x in v),
+                 "%.1f" % statistics.median(x[1] for x in v), str(len(v))]
+                if v else ["-", "-", "-"])
+    d = loads.get((m, "dermal"))
+    tv = "-"
+    if d and m == "mobilenet_v2":
+        ok = (statistics.median(x[0] for x in d) <= 30.0 and
+              statistics.median(x[1] for x in d) <= 60.0)
+        tv = "ok" if ok else "MISS"
+    lrows.append(tuple(row + [tv]))
+if lrows:
+    lh = ("model", "dermal load ms", "dermal peak RSS MB", "runs", "ORT load ms",
+          "ORT peak RSS MB", "runs", "target")
+    lw = [max(len(str(r[i])) for r in [lh] + lrows) for i in range(len(lh))]
+    lf = lambda r: "  ".join(str(x).ljust(lw[i]) if i == 0 else str(x).rjust(lw[i]) for i, x in enumerate(r))
+    print("")
+    print("model load (file to ready) and peak RSS, medians over the 1-thread runs; "
+          "target for mobilenet_v2: load <= 30 ms, RSS <= 60 MB")
+    print(lf(lh))
+    print(lf(tuple("-" * x for x in lw)))
+    for r in lrows:
+        print(lf(r))
+    print("")
 if any(v is None for v in verdicts) and all(v is None for v in verdicts):
     if any(cells[k].get("dermal") and cells[k]["dermal"][0] == "NOTBUILT" for k in rows):
         print("dermal: not built (%s)" % dermal)
