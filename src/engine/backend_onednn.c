@@ -148,6 +148,9 @@ typedef struct oarg {
 /* A per-tensor QuantizeLinear or DequantizeLinear (see qdq_span). */
 typedef struct qdq_op {
   bool quant; /* QuantizeLinear, else DequantizeLinear */
+  bool fake;  /* quant: then DequantizeLinear with the same parameters
+                 (float -> float), a QuantizeLinear read by one
+                 DequantizeLinear only */
   bool u8;    /* 8-bit side: uint8, else int8 */
   float scale;
   int32_t zp;
@@ -623,7 +626,12 @@ qdq_avx512(const qdq_op *op, void *y, const void *x, size_t n) {
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
       v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zf), lo), hi);
-      _mm512_mask_cvtepi32_storeu_epi8((char *)y + i, m, _mm512_cvtps_epi32(v));
+      if (op->fake) /* integral: (v - zp) * scale as DequantizeLinear does */
+        _mm512_mask_storeu_ps((float *)y + i, m,
+                              _mm512_mul_ps(_mm512_sub_ps(v, zf), s));
+      else
+        _mm512_mask_cvtepi32_storeu_epi8((char *)y + i, m,
+                                         _mm512_cvtps_epi32(v));
     } else {
       __m128i b;
       if (m == 0xffff) {
@@ -655,7 +663,9 @@ static void qdq_span(const qdq_op *op, void *y, const void *x, size_t n,
     if (op->quant) {
       int32_t q =
           dm__quantize_one(((const float *)x)[i], op->scale, op->zp, op->u8);
-      if (op->u8)
+      if (op->fake)
+        ((float *)y)[i] = (float)(q - op->zp) * op->scale;
+      else if (op->u8)
         ((uint8_t *)y)[i] = (uint8_t)q;
       else
         ((int8_t *)y)[i] = (int8_t)q;
@@ -791,7 +801,8 @@ static void ew_span(const ew_job *j, size_t b, size_t n) {
   float *y = j->y;
   switch (j->kind) {
   case ST_QDQ: {
-    size_t ys = j->qdq->quant ? 1 : 4, xs = j->qdq->quant ? 4 : 1;
+    size_t ys = j->qdq->quant && !j->qdq->fake ? 1 : 4,
+           xs = j->qdq->quant ? 4 : 1;
     qdq_span(j->qdq, (char *)j->y + b * ys, (const char *)j->x + b * xs, n,
              j->avx512);
     return;
@@ -2723,26 +2734,61 @@ out:
  * point before rounding differ from ONNX's rint(x / scale) + zp by at most
  * one step, on exact ties.  (Before either, the reference kernel took
  * 1.3 ms for a 224x224 RGB input.) */
+/* The per-tensor parameters of QuantizeLinear/DequantizeLinear node n
+ * (8-bit side qt); false when it is not one the backend maps. */
+static bool quant_params(const oeng *e, const dm_node *n, float *scale,
+                         int32_t *zp, int32_t *qt) {
+  bool isq = n->op == DM_OP_QUANTIZE;
+  if ((!isq && n->op != DM_OP_DEQUANTIZE) || n->n_in < 2 || n->n_out != 1 ||
+      n->p.quant.axis >= 0)
+    return false;
+  int x = n->in[0], y = n->out[0];
+  int sv = n->in[1], zv = n->n_in > 2 ? n->in[2] : -1;
+  *qt = isq ? val(e, y)->dtype : val(e, x)->dtype;
+  if (val_dt(e, x) == dnnl_data_type_undef ||
+      val_dt(e, y) == dnnl_data_type_undef || val(e, x)->numel == 0 ||
+      (*qt != DM_ONNX_UINT8 && *qt != DM_ONNX_INT8) || !is_const(e, sv) ||
+      !is_f32(e, sv) || val(e, sv)->numel != 1 ||
+      (zv >= 0 && (!is_const(e, zv) || val(e, zv)->dtype != *qt)))
+    return false;
+  *scale = *(const float *)val(e, sv)->data;
+  *zp = 0;
+  if (zv >= 0)
+    *zp = *qt == DM_ONNX_UINT8 ? (int32_t) * (const uint8_t *)val(e, zv)->data
+                               : (int32_t) * (const int8_t *)val(e, zv)->data;
+  return *scale > 0;
+}
+
+/* For QuantizeLinear node qi: the DequantizeLinear node that is the only
+ * reader of its output, with the same scale and zero point; -1 if none. */
+static int quant_dq_pair(const oeng *e, int qi, float s, int32_t zp) {
+  const dm_graph *g = e->g;
+  int y = g->nodes[qi].out[0];
+  if (e->n_uses[y] != 1 || val(e, y)->is_output) return -1;
+  for (int di = qi + 1; di < g->n_nodes; di++) {
+    const dm_node *d = &g->nodes[di];
+    bool reads = false;
+    for (int i = 0; i < d->n_in; i++)
+      reads |= d->in[i] == y;
+    if (!reads) continue;
+    float ds;
+    int32_t dz, dt;
+    if (e->done[di] || d->in[0] != y || !quant_params(e, d, &ds, &dz, &dt) ||
+        d->op != DM_OP_DEQUANTIZE || ds != s || dz != zp ||
+        !is_f32(e, d->out[0]))
+      return -1;
+    return di;
+  }
+  return -1;
+}
+
 static dm_err map_quant(oeng *e, int ni, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   bool isq = n->op == DM_OP_QUANTIZE;
-  if (n->n_in < 2 || n->n_out != 1 || n->p.quant.axis >= 0)
-    return DM_UNSUPPORTED;
+  float s;
+  int32_t zp, qt;
+  if (!quant_params(e, n, &s, &zp, &qt)) return DM_UNSUPPORTED;
   int x = n->in[0], y = n->out[0];
-  int sv = n->in[1], zv = n->n_in > 2 ? n->in[2] : -1;
-  int32_t qt = isq ? val(e, y)->dtype : val(e, x)->dtype;
-  if (val_dt(e, x) == dnnl_data_type_undef ||
-      val_dt(e, y) == dnnl_data_type_undef || val(e, x)->numel == 0 ||
-      (qt != DM_ONNX_UINT8 && qt != DM_ONNX_INT8) || !is_const(e, sv) ||
-      !is_f32(e, sv) || val(e, sv)->numel != 1 ||
-      (zv >= 0 && (!is_const(e, zv) || val(e, zv)->dtype != qt)))
-    return DM_UNSUPPORTED;
-  float s = *(const float *)val(e, sv)->data;
-  int32_t zp = 0;
-  if (zv >= 0)
-    zp = qt == DM_ONNX_UINT8 ? (int32_t) * (const uint8_t *)val(e, zv)->data
-                             : (int32_t) * (const int8_t *)val(e, zv)->data;
-  if (!(s > 0)) return DM_UNSUPPORTED;
   int tx;
   dm_err rc = primary(e, x, &tx, eb);
   if (rc != DM_OK) return rc;
@@ -2752,10 +2798,19 @@ static dm_err map_quant(oeng *e, int ni, dm_errbuf *eb) {
   /* a dense layout (no padding): our own pass, exactly ONNX's arithmetic */
   if (dnnl_memory_desc_get_size(&dmd) ==
       (size_t)val(e, y)->numel * (isq ? 1 : sizeof(float))) {
+    /* a Quantize read only by its Dequantize (between two float nodes):
+     * one pass, float to float, no 8-bit tensor in between */
+    int di = isq ? quant_dq_pair(e, ni, s, zp) : -1;
+    if (di >= 0) {
+      y = e->g->nodes[di].out[0];
+      dmd.data_type = dnnl_f32;
+    }
     int ty = new_act(e, y, &dmd);
     if (ty < 0) return nomem(eb, n);
-    qdq_op op = {isq, qt == DM_ONNX_UINT8, s, zp};
-    return emit_pass(e, ni, tx, ty, (size_t)val(e, y)->numel, &op, eb);
+    qdq_op op = {isq, di >= 0, qt == DM_ONNX_UINT8, s, zp};
+    rc = emit_pass(e, ni, tx, ty, (size_t)val(e, y)->numel, &op, eb);
+    if (rc == DM_OK && di >= 0) e->done[di] = 1;
+    return rc;
   }
   float osc = isq ? 1.f / s : s;
   dnnl_primitive_attr_t attr = NULL;

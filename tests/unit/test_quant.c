@@ -372,6 +372,51 @@ static void test_round_trips(void) {
   }
 }
 
+/* QuantizeLinear read only by a DequantizeLinear (an fp32 island in a QDQ
+ * model): onednn runs the pair as one float-to-float pass; it must equal
+ * ref bit for bit, ties, saturation and the tail included, on the AVX-512
+ * code and on the portable one (DERMAL_ONEDNN_SCALAR=1). */
+static void test_fake_quant(void) {
+  enum { N = 1037 };
+  static float x[N], y[2][N];
+  float s = 0.0625f; /* exact ties: x = (k + 0.5) * s */
+  for (int i = 0; i < N; i++)
+    x[i] = i % 3 ? ((float)(i % 400) - 200.f + 0.5f) * s
+                 : ((float)i - 518.f) * 0.0371f;
+  for (int sc = 0; sc < 2; sc++) {
+    if (sc) setenv("DERMAL_ONEDNN_SCALAR", "1", 1);
+    for (int u8 = 0; u8 < 2; u8++) {
+      uint8_t zu = 77;
+      int8_t zi = -3;
+      int64_t d[1] = {N};
+      dm_err rc[2];
+      dm_errbuf eb = {{0}};
+      for (int b = 0; b < 2; b++) {
+        model m;
+        m_init(&m, 13);
+        m_in(&m, "x", DM_ONNX_FLOAT, 1, d);
+        m_const(&m, "s", DM_ONNX_FLOAT, 0, NULL, &s);
+        if (u8)
+          m_const(&m, "z", DM_ONNX_UINT8, 0, NULL, &zu);
+        else
+          m_const(&m, "z", DM_ONNX_INT8, 0, NULL, &zi);
+        m_node(&m, "QuantizeLinear", "x", "s", "z", "q", NULL, 0);
+        m_node(&m, "DequantizeLinear", "q", "s", "z", "y", NULL, 0);
+        m_out(&m, "y", DM_ONNX_FLOAT, 1, d);
+        rc[b] = m_run(&m, backends[b], x, y[b], sizeof y[b], &eb);
+      }
+      int bad = 0;
+      for (int i = 0; i < N; i++)
+        bad += memcmp(&y[0][i], &y[1][i], sizeof(float)) != 0;
+      CHECK(rc[0] == DM_OK && rc[1] == DM_OK && bad == 0,
+            "%s fake quant (%s): rc %d %d %s; %d of %d differ from ref",
+            u8 ? "uint8" : "int8", sc ? "portable" : "native", rc[0], rc[1],
+            eb.msg, bad, N);
+    }
+    if (sc) unsetenv("DERMAL_ONEDNN_SCALAR");
+  }
+}
+
 /* DequantizeLinear of an int8 initializer folds into float weights at load:
  * Add(x, DQ(w)) runs one node. */
 static void test_folding(void) {
@@ -615,6 +660,7 @@ int main(void) {
   test_quantize_axis();
   test_dequantize();
   test_round_trips();
+  test_fake_quant();
   test_folding();
   test_errors();
   test_keep();
