@@ -761,7 +761,7 @@ extern void GOMP_parallel(void (*fn)(void *), void *data, unsigned nthreads,
 
 /* One pass of a step (ST_SWISH ... ST_GAP, see step_kind) on resolved
  * addresses.  It is split into units shared among the threads: elements
- * (SWISH, QDQ), pixels (NHWC, CSCALE) or 16-channel blocks (GAP). */
+ * (SWISH, QDQ) or pixels (NHWC, CSCALE, GAP). */
 typedef struct ew_job {
   step_kind kind;
   const qdq_op *qdq; /* QDQ */
@@ -859,11 +859,7 @@ static void ew_part(void *arg) {
   if (j->kind == ST_SWISH || j->kind == ST_QDQ) per = (per + 63) & ~(size_t)63;
   size_t b = t * per, n = b < units ? (units - b < per ? units - b : per) : 0;
   if (j->kind == ST_GAP) { /* one image: partial sums, added up by ew_run */
-    float *part = j->part + t * j->c;
-    if (n)
-      gap_sums(j, part, (const float *)j->x + b * j->c, n);
-    else
-      memset(part, 0, j->c * sizeof *part);
+    if (n) gap_sums(j, j->part + t * j->c, (const float *)j->x + b * j->c, n);
   } else if (n) {
     ew_span(j, b, n);
   }
@@ -882,6 +878,8 @@ static void ew_run(const ew_job *j, int threads) {
     ew_span(j, 0, ew_units(j));
     return;
   }
+  if (j->kind == ST_GAP) /* zeros stand for threads without pixels */
+    memset(j->part, 0, (size_t)threads * j->c * sizeof *j->part);
   GOMP_parallel(ew_part, (void *)j, (unsigned)threads, 0);
   if (j->kind == ST_GAP) {
     float *y = j->y;
@@ -1226,7 +1224,6 @@ static dm_err const_reordered(oeng *e, const dm_node *n, int v,
   return DM_OK;
 }
 
-/* Emits a reorder step src tensor -> dst tensor. */
 /* Is md dense float32 channels-last (dim 1 innermost), rank 4? */
 static bool md_is_nhwc(const dnnl_memory_desc_t *md) {
   dnnl_memory_desc_t cl;
@@ -1238,13 +1235,15 @@ static bool md_is_nhwc(const dnnl_memory_desc_t *md) {
          md_same_bytes(md, &cl);
 }
 
+/* Emits a reorder step src tensor -> dst tensor (an ST_NHWC pass for an
+ * RGB image going channels-last). */
 static dm_err emit_reorder(oeng *e, int node, int src, int dst, dm_errbuf *eb) {
   const dm_node *n = node >= 0 ? &e->g->nodes[node] : NULL;
   const dnnl_memory_desc_t *sm = &e->t[src].md, *dm = &e->t[dst].md;
   if (sm->ndims == 4 && sm->dims[1] == 3 && sm->data_type == dnnl_f32 &&
       md_is_plain(sm) && md_is_nhwc(dm)) {
-    /* an RGB image into the first conv: oneDNN's reorder took 0.23 ms
-     * for 224x224 on one thread, this pass 0.03 ms */
+    /* an RGB image into the first conv: oneDNN's reorder took 0.19-0.23
+     * ms for 224x224 on one thread, this pass 0.03-0.09 ms */
     ostep st;
     memset(&st, 0, sizeof st);
     st.kind = ST_NHWC;
@@ -2726,14 +2725,6 @@ out:
   return rc;
 }
 
-/* Per-tensor QuantizeLinear / DequantizeLinear with constant parameters,
- * in the input's layout.  A dense layout gets a QDQ pass (qdq_span: ONNX's
- * arithmetic exactly, on the session's threads); a padded one a oneDNN
- * scaling reorder, y = x * (1/scale) + zp rounded to nearest even and
- * saturated, y = (x - zp) * scale, where the reciprocal and adding the zero
- * point before rounding differ from ONNX's rint(x / scale) + zp by at most
- * one step, on exact ties.  (Before either, the reference kernel took
- * 1.3 ms for a 224x224 RGB input.) */
 /* The per-tensor parameters of QuantizeLinear/DequantizeLinear node n
  * (8-bit side qt); false when it is not one the backend maps. */
 static bool quant_params(const oeng *e, const dm_node *n, float *scale,
@@ -2782,6 +2773,15 @@ static int quant_dq_pair(const oeng *e, int qi, float s, int32_t zp) {
   return -1;
 }
 
+/* Per-tensor QuantizeLinear / DequantizeLinear with constant parameters,
+ * in the input's layout.  A dense layout gets a QDQ pass (qdq_span: ONNX's
+ * arithmetic exactly, on the session's threads); a padded one a oneDNN
+ * scaling reorder, y = x * (1/scale) + zp rounded to nearest even and
+ * saturated, y = (x - zp) * scale, where the reciprocal and adding the zero
+ * point before rounding differ from ONNX's rint(x / scale) + zp by at most
+ * one step, on exact ties.  (Before either, the reference kernel took
+ * 1.3 ms for a 224x224 RGB input.)  A Quantize whose only reader is its
+ * Dequantize (quant_dq_pair) is one float-to-float pass. */
 static dm_err map_quant(oeng *e, int ni, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   bool isq = n->op == DM_OP_QUANTIZE;
