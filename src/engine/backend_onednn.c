@@ -1464,6 +1464,16 @@ static dm_err make_attr(const dm_node *n, bool swish,
   return make_attr_n(n, n->n_post, swish, out, sum_value);
 }
 
+/* The first node after node `from` that reads value v, or -1. */
+static int next_reader(const oeng *e, int from, int v) {
+  for (int i = from + 1; i < e->g->n_nodes; i++) {
+    const dm_node *n = &e->g->nodes[i];
+    for (int k = 0; k < n->n_in; k++)
+      if (n->in[k] == v) return i;
+  }
+  return -1;
+}
+
 /* The SiLU pattern around value y: Sigmoid node S (y -> s) whose only
  * reader is Mul node M (y, s).  Returns M or -1; *sig = S. */
 static int swish_mul_of_sigmoid(const oeng *e, int si) {
@@ -1474,22 +1484,17 @@ static int swish_mul_of_sigmoid(const oeng *e, int si) {
     return -1;
   int y = s->in[0], sv = s->out[0];
   if (!is_f32(e, y) || e->n_uses[sv] != 1 || val(e, sv)->is_output) return -1;
-  for (int mi = si + 1; mi < g->n_nodes; mi++) {
-    const dm_node *m = &g->nodes[mi];
-    if (m->n_in < 2) continue;
-    bool reads = m->in[0] == sv || m->in[1] == sv;
-    if (!reads) continue;
-    if (m->op != DM_OP_BINARY || m->p.binary.kind != DM_BINARY_MUL ||
-        m->n_in != 2 || m->n_out != 1)
-      return -1;
-    if (!((m->in[0] == y && m->in[1] == sv) ||
-          (m->in[1] == y && m->in[0] == sv)))
-      return -1;
-    const dm_value *a = val(e, y), *o = val(e, m->out[0]);
-    if (a->rank != o->rank || a->numel != o->numel) return -1;
-    return mi;
-  }
-  return -1;
+  int mi = next_reader(e, si, sv);
+  if (mi < 0) return -1;
+  const dm_node *m = &g->nodes[mi];
+  if (m->op != DM_OP_BINARY || m->p.binary.kind != DM_BINARY_MUL ||
+      m->n_in != 2 || m->n_out != 1)
+    return -1;
+  if (!((m->in[0] == y && m->in[1] == sv) || (m->in[1] == y && m->in[0] == sv)))
+    return -1;
+  const dm_value *a = val(e, y), *o = val(e, m->out[0]);
+  if (a->rank != o->rank || a->numel != o->numel) return -1;
+  return mi;
 }
 
 /* For Conv node ci producing y: the Sigmoid node reading y when y is read
@@ -1500,18 +1505,11 @@ static int conv_swish(const oeng *e, int ci, int *mul) {
   if (c->n_out != 1) return -1;
   int y = c->out[0];
   if (e->n_uses[y] != 2 || val(e, y)->is_output) return -1;
-  for (int si = ci + 1; si < g->n_nodes; si++) {
-    const dm_node *s = &g->nodes[si];
-    bool reads = false;
-    for (int i = 0; i < s->n_in; i++)
-      reads |= s->in[i] == y;
-    if (!reads) continue;
-    int mi = swish_mul_of_sigmoid(e, si);
-    if (mi < 0 || e->done[si] || e->done[mi]) return -1;
-    *mul = mi;
-    return si;
-  }
-  return -1;
+  int si = next_reader(e, ci, y);
+  int mi = si >= 0 ? swish_mul_of_sigmoid(e, si) : -1;
+  if (mi < 0 || e->done[si] || e->done[mi]) return -1;
+  *mul = mi;
+  return si;
 }
 
 /* ---------------------------------------------------------- op mapping -- */
@@ -2756,21 +2754,15 @@ static int quant_dq_pair(const oeng *e, int qi, float s, int32_t zp) {
   const dm_graph *g = e->g;
   int y = g->nodes[qi].out[0];
   if (e->n_uses[y] != 1 || val(e, y)->is_output) return -1;
-  for (int di = qi + 1; di < g->n_nodes; di++) {
-    const dm_node *d = &g->nodes[di];
-    bool reads = false;
-    for (int i = 0; i < d->n_in; i++)
-      reads |= d->in[i] == y;
-    if (!reads) continue;
-    float ds;
-    int32_t dz, dt;
-    if (e->done[di] || d->in[0] != y || !quant_params(e, d, &ds, &dz, &dt) ||
-        d->op != DM_OP_DEQUANTIZE || ds != s || dz != zp ||
-        !is_f32(e, d->out[0]))
-      return -1;
-    return di;
-  }
-  return -1;
+  int di = next_reader(e, qi, y);
+  if (di < 0) return -1;
+  const dm_node *d = &g->nodes[di];
+  float ds;
+  int32_t dz, dt;
+  if (e->done[di] || d->in[0] != y || !quant_params(e, d, &ds, &dz, &dt) ||
+      d->op != DM_OP_DEQUANTIZE || ds != s || dz != zp || !is_f32(e, d->out[0]))
+    return -1;
+  return di;
 }
 
 /* Per-tensor QuantizeLinear / DequantizeLinear with constant parameters,
