@@ -1115,9 +1115,9 @@ static dm_err emit_prim(oeng *e, int node, const_dnnl_primitive_desc_t pd,
  * measure on, the first touch of each 4 KiB page of the mapping from user
  * space costs microseconds even when the page is in the page cache and
  * mapped: reading MobileNetV2's 14 MB took 10-12 ms that way and 4-5 ms
- * through the kernel.  Tensors of 64 KiB to 16 MiB; false (the reorder
- * then reads the mapping) when the call fails, e.g. under a seccomp
- * filter. */
+ * through the kernel.  Tensors of 64 KiB to 16 MiB; returns src itself
+ * (the reorder then reads the mapping) for other sizes and when the call
+ * fails, e.g. under a seccomp filter. */
 #define STAGE_MIN ((size_t)64 << 10)
 #define STAGE_MAX ((size_t)16 << 20)
 
