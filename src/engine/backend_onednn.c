@@ -1610,6 +1610,9 @@ static dm_err emit_pass(oeng *e, int node, int src, int dst, size_t n,
   return add_pass(e, node, &st, src, dst, eb);
 }
 
+/* Direct-conv FLOPs of a Conv node, and whether oneDNN's Winograd kernels
+ * (F(2x2,3x3)/F(4x4,3x3), nChw16c) can run it: 2-D 3x3, stride 1, no
+ * dilation, no groups, channels in whole 16-blocks. */
 static double conv_flops(const oeng *e, const dm_node *n) {
   if (n->op != DM_OP_CONV || n->n_in < 2 || n->n_out < 1) return 0;
   const dm_value *W = val(e, n->in[1]), *Y = val(e, n->out[0]);
@@ -2191,16 +2194,15 @@ out:
   return rc;
 }
 
-/* y = a * b with a channels-last [N, C, H, W] and b holding C floats, one
- * per channel ([C, 1, 1], [1, C, 1, 1], ...: an SE block's scaling) as an
- * ST_CSCALE pass, in place over a when nothing reads a later.  oneDNN
- * 2.6's broadcasting binary got slower on two threads than on one
- * (EfficientNet-B0's 16 SE Muls: 0.29 -> 0.92 ms). */
-static dm_err map_cscale(oeng *e, int ni, int a, int b, dm_errbuf *eb) {
+/* y = a * b with a (tensor ta) channels-last [N, C, H, W] and b holding C
+ * floats, one per channel ([C, 1, 1], [1, C, 1, 1], ...: an SE block's
+ * scaling) as an ST_CSCALE pass, in place over a when nothing reads a
+ * later.  oneDNN 2.6's broadcasting binary got slower on two threads than
+ * on one (EfficientNet-B0's 16 SE Muls: 0.29 -> 0.92 ms). */
+static dm_err map_cscale(oeng *e, int ni, int ta, int b, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
-  int ta, tb;
-  dm_err rc = primary(e, a, &ta, eb);
-  if (rc == DM_OK) rc = get_plain(e, ni, b, &tb, eb);
+  int tb;
+  dm_err rc = get_plain(e, ni, b, &tb, eb);
   if (rc != DM_OK) return rc;
   const obuf *ba = &e->b[e->t[ta].buf];
   bool inplace = ba->kind == BUF_ARENA && ba->last_node <= ni &&
@@ -2268,7 +2270,7 @@ static dm_err map_binary(oeng *e, int ni, dm_errbuf *eb) {
   if (alg == dnnl_binary_mul && !fb && r == 4 && md_is_nhwc(&e->t[ta].md) &&
       B->rank >= 3 && B->numel == Y->dims[1] &&
       B->dims[B->rank - 3] == Y->dims[1])
-    return map_cscale(e, ni, a, b, eb);
+    return map_cscale(e, ni, ta, b, eb);
   dnnl_primitive_desc_t pd = NULL;
   if (fb) {
     int tb0;

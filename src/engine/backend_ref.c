@@ -536,8 +536,7 @@ static bool window_ok(const dm_window *w, const dm_value *x,
   return true;
 }
 
-/* Requantizes one float result of an 8-bit op: post-ops, then
- * QuantizeLinear's sat(rint(v / scale) + zp) (ties to even). */
+/* QuantizeLinear of one value (internal.h). */
 int32_t dm__quantize_one(float x, float scale, int32_t zp, bool u8) {
   float r = nearbyintf(x / scale);
   double d = (isnan(r) ? 0.0 : (double)r) + (double)zp;
@@ -545,6 +544,8 @@ int32_t dm__quantize_one(float x, float scale, int32_t zp, bool u8) {
   return (int32_t)(d < lo ? lo : (d > hi ? hi : d));
 }
 
+/* Requantizes one float result of an 8-bit op: post-ops, then
+ * QuantizeLinear's sat(rint(v / scale) + zp) (ties to even). */
 static int32_t requant(const dm_node *n, const dm_qparam *y, float v) {
   for (int p = 0; p < n->n_post && p < DM_MAX_POST; p++)
     if (n->post[p].kind == DM_POST_ACT) v = act_f32(&n->post[p].act, v);
