@@ -2561,12 +2561,17 @@ static bool set_zp(dnnl_primitive_attr_t attr, int arg, int32_t zp) {
  * by the accumulator scale (oneDNN adds the bias before scaling), output
  * scales x.scale * w.scale[o] / y.scale per channel, source and destination
  * zero points, Relu/Clip post-ops in the output's scaled units, u8/s8
- * destination in the layout oneDNN picks.  DM_UNSUPPORTED (the reference
- * integer kernel runs it) when oneDNN has no non-reference kernel. */
+ * destination in the layout oneDNN picks.  A float output (q->y.n == 0)
+ * is an f32 destination: output scales x.scale * w.scale[o], post[] as
+ * for a float Conv (make_attr, the residual ADD a sum post-op).
+ * DM_UNSUPPORTED (the reference integer kernel runs it) when oneDNN has no
+ * non-reference kernel. */
 static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   const dm_qconv *q = n->q;
-  if (n->n_in < 2 || n->n_out != 1 || n->n_in > 3) return DM_UNSUPPORTED;
+  bool fout = q->y.dtype == DM_ONNX_FLOAT;
+  if (n->n_in < 2 || n->n_out != 1 || (n->n_in > 3 && !fout))
+    return DM_UNSUPPORTED;
   int x = n->in[0], y = n->out[0];
   int bv = n->n_in > 2 ? n->in[2] : -1;
   const dm_value *X = val(e, x), *W = val(e, n->in[1]), *Y = val(e, y);
@@ -2585,7 +2590,7 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
   dnnl_memory_desc_t src_any, w_any, dst_any, w_plain, b_md;
   if (md_any_dt(&src_any, nd, X->dims, q8_dt(X->dtype)) ||
       md_any_dt(&w_any, wnd, wdims, dnnl_s8) ||
-      md_any_dt(&dst_any, nd, Y->dims, q8_dt(Y->dtype)) ||
+      md_any_dt(&dst_any, nd, Y->dims, fout ? dnnl_f32 : q8_dt(Y->dtype)) ||
       md_plain_dt(&w_plain, wnd, wdims, dnnl_s8) ||
       md_plain_dims(&b_md, 1, &OC))
     return DM_UNSUPPORTED;
@@ -2605,16 +2610,22 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
     goto out;
   for (int64_t o = 0; o < OC; o++) {
     float acc_scale = q->x.scale[0] * q->w.scale[q->w.n == 1 ? 0 : o];
-    sc[o] = acc_scale / q->y.scale[0];
+    sc[o] = fout ? acc_scale : acc_scale / q->y.scale[0];
     bias[o] = b0 ? b0[o] / acc_scale : 0.f;
   }
-  if (user_attr(&attr) != dnnl_success) goto out;
+  int sum_value = -1;
+  if (fout) {
+    if ((rc = make_attr(n, false, &attr, &sum_value)) != DM_OK) goto out;
+    rc = DM_UNSUPPORTED;
+  } else if (user_attr(&attr) != dnnl_success) {
+    goto out;
+  }
   if (dnnl_primitive_attr_set_output_scales(attr, OC, 1 << 1, sc) !=
           dnnl_success ||
       !set_zp(attr, DNNL_ARG_SRC, q->x.zp[0]) ||
-      !set_zp(attr, DNNL_ARG_DST, q->y.zp[0]))
+      (!fout && !set_zp(attr, DNNL_ARG_DST, q->y.zp[0])))
     goto out;
-  if (n->n_post > 0) {
+  if (n->n_post > 0 && !fout) {
     if (dnnl_post_ops_create(&po) != dnnl_success) goto out;
     for (int i = 0; i < n->n_post; i++) {
       const dm_act *a = &n->post[i].act;
@@ -2661,11 +2672,13 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
     }
     bias = NULL; /* owned by the buffer list */
     tb = new_tensor(e, bv >= 0 ? bv : x, bb, &b_md, false);
-    ty = new_act(e, y, dmd);
-    if (tb < 0 || ty < 0) {
+    if (tb < 0) {
       rc = nomem(eb, n);
       goto out;
     }
+    int srcs[1] = {tx};
+    if ((rc = dst_for(e, ni, y, dmd, sum_value, srcs, 1, &ty, eb)) != DM_OK)
+      goto out;
     oarg a[4] = {{DNNL_ARG_SRC, tx},
                  {DNNL_ARG_WEIGHTS, tw},
                  {DNNL_ARG_DST, ty},

@@ -553,8 +553,9 @@ static int32_t requant(const dm_node *n, const dm_qparam *y, float v) {
 }
 
 /* Conv on 8-bit data (dm_qconv): int32 accumulation of (x_q - zp) * w_q
- * over the valid (unpadded) taps, then requant().  The oracle for the
- * oneDNN int8 convolution. */
+ * over the valid (unpadded) taps, then requant(), or with a float output
+ * the scaled value (apply_post does post[]).  The oracle for the oneDNN
+ * int8 convolution. */
 static dm_err k_qconv(const kc *c) {
   const dm_node *n = c->n;
   const dm_qconv *q = n->q;
@@ -576,6 +577,7 @@ static dm_err k_qconv(const kc *c) {
   geo_fill(&g3, w, X, Y, W->dims + 2);
   const int8_t *wt = WQ->data;
   const float *bias = B ? (const float *)c->in[2] : NULL;
+  bool fout = q->y.dtype == DM_ONNX_FLOAT;
   bool u8in = X->dtype == DM_ONNX_UINT8;
   const uint8_t *xu = c->in[0];
   const int8_t *xs = c->in[0];
@@ -615,7 +617,10 @@ static dm_err k_qconv(const kc *c) {
             int64_t yi =
                 ((b * M + m) * g3.out[0] + o0) * g3.out[1] * g3.out[2] +
                 o1 * g3.out[2] + o2;
-            st_i(c->out[0], Y->dtype, yi, requant(n, &q->y, v));
+            if (fout)
+              ((float *)c->out[0])[yi] = v; /* post[] by apply_post */
+            else
+              st_i(c->out[0], Y->dtype, yi, requant(n, &q->y, v));
           }
     }
   return DM_OK;
@@ -2099,8 +2104,11 @@ dm_err dm__ref_node(const dm_graph *g, const dm_node *n, const void *const *in,
     return nerr(eb, DM_UNSUPPORTED, n, "op %d has no reference kernel",
                 (int)n->op);
   }
-  /* 8-bit convs apply their post-ops before requantizing (k_qconv) */
-  if (rc == DM_OK && n->n_post > 0 && !n->q && !n->qadd) rc = apply_post(&c);
+  /* 8-bit convs apply their post-ops before requantizing (k_qconv),
+   * unless their output is float */
+  if (rc == DM_OK && n->n_post > 0 && !n->qadd &&
+      (!n->q || n->q->y.dtype == DM_ONNX_FLOAT))
+    rc = apply_post(&c);
   return rc;
 }
 

@@ -2177,11 +2177,14 @@ static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
     if (dead[i] || c->op != DM_OP_CONV || c->no_fuse || c->q || c->n_in < 2 ||
         c->n_out != 1)
       continue;
-    bool ok = true;
-    for (int k = 0; k < c->n_post && ok; k++)
-      ok = c->post[k].kind == DM_POST_ACT &&
-           (c->post[k].act.kind == DM_UNARY_RELU ||
-            c->post[k].act.kind == DM_UNARY_CLIP);
+    bool ok = true, has_add = false;
+    for (int k = 0; k < c->n_post && ok; k++) {
+      has_add |= c->post[k].kind == DM_POST_ADD;
+      ok = c->post[k].kind == DM_POST_ADD ||
+           (c->post[k].kind == DM_POST_ACT &&
+            (c->post[k].act.kind == DM_UNARY_RELU ||
+             c->post[k].act.kind == DM_UNARY_CLIP));
+    }
     if (!ok) continue;
     /* input: DequantizeLinear per tensor */
     int di = dq_act(g, c->in[0], dead);
@@ -2198,25 +2201,37 @@ static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
         (g->values[c->in[2]].kind != DM_VAL_CONST ||
          g->values[c->in[2]].dtype != DM_ONNX_FLOAT))
       continue;
-    if (c->n_in > 3) continue;
-    /* output: read only by a per-tensor QuantizeLinear */
-    int qi = q_act(g, c->out[0], dead);
-    if (qi < 0) continue;
-    const dm_node *qn = &g->nodes[qi];
+    /* output: read only by a per-tensor QuantizeLinear, else float (the
+     * inputs after the bias are then residual addends) */
+    int qi = has_add ? -1 : q_act(g, c->out[0], dead);
+    int n_addend = 0;
+    for (int k = 0; k < c->n_post; k++)
+      n_addend += c->post[k].kind == DM_POST_ADD;
+    if (c->n_in > 3 + n_addend) continue;
     dm_qconv *q = dm__graph_alloc(g, sizeof *q);
-    int32_t xt = g->values[d->in[0]].dtype, yt = g->values[qn->out[0]].dtype;
+    int32_t xt = g->values[d->in[0]].dtype;
     if (!q ||
         !read_qparam(g, d->in[1], d->n_in > 2 ? d->in[2] : -1, xt, &q->x) ||
-        !read_qparam(g, wd->scale, wd->zp, DM_ONNX_INT8, &q->w) ||
-        !read_qparam(g, qn->in[1], qn->n_in > 2 ? qn->in[2] : -1, yt, &q->y))
+        !read_qparam(g, wd->scale, wd->zp, DM_ONNX_INT8, &q->w))
       continue;
+    if (qi >= 0) {
+      const dm_node *qn = &g->nodes[qi];
+      if (!read_qparam(g, qn->in[1], qn->n_in > 2 ? qn->in[2] : -1,
+                       g->values[qn->out[0]].dtype, &q->y))
+        continue;
+    } else {
+      q->y.n = 0;
+      q->y.dtype = DM_ONNX_FLOAT;
+    }
     if (q->w.n != 1 && q->w.n != W->dims[0]) continue;
     for (int64_t k = 0; k < q->w.n && ok; k++)
       ok = q->w.zp[k] == 0;
-    /* saturating pairs (dm_graph_opts.int8_wmax): depthwise kernels widen
-     * to 32 bits and are exact, dense ones need small weights */
+    /* saturating pairs (dm_graph_opts.int8_wmax): depthwise kernels on u8
+     * widen to 32 bits and are exact; dense ones, and depthwise ones on s8
+     * (shifted to u8 by 128, then multiplied in pairs: measured up to 2
+     * steps off on AVX2), need small weights */
     bool depthwise = W->dims[1] == 1 && c->p.conv.group == W->dims[0];
-    if (wmax > 0 && !depthwise) {
+    if (wmax > 0 && (!depthwise || xt != DM_ONNX_UINT8)) {
       const int8_t *wq = g->values[wd->q].data;
       for (int64_t k = 0; k < g->values[wd->q].numel && ok; k++)
         ok = wq[k] >= -wmax && wq[k] <= wmax;
@@ -2225,7 +2240,12 @@ static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
     q->w_q = wd->q;
     c->q = q;
     c->in[0] = d->in[0];
-    absorb_q(g, dead, c, qi);
+    if (qi >= 0) {
+      absorb_q(g, dead, c, qi);
+    } else {
+      g->stats.int8_ops++;
+      count_consumers(g, dead);
+    }
   }
 }
 

@@ -183,7 +183,11 @@ typedef struct dm_qparam {
  *   y_q = sat(rint(post(acc * (x.scale * w.scale[o]) + bias[o]) / y.scale)
  *             + y.zp)
  * (rint: half to even), exactly QuantizeLinear of the float graph's value
- * up to float rounding of the scale products. */
+ * up to float rounding of the scale products.
+ * Float output (y.dtype == DM_ONNX_FLOAT, y.n == 0): when no QuantizeLinear
+ * follows (e.g. a projection conv feeding a residual Add kept in fp32),
+ * out[0] is float, y = post(acc * (x.scale * w.scale[o]) + bias[o]), and
+ * post[] may also hold the residual ADD. */
 typedef struct dm_qconv {
   dm_qparam x, w, y;
   int w_q; /* value index: int8 weights, the Conv's layout */
@@ -380,7 +384,8 @@ typedef struct dm_graph_opts {
   const char *cam_target;  /* tensor name, NULL = automatic */
   const char *const *keep; /* see dm_engine_opts.keep */
   size_t n_keep;
-  /* Largest |int8 weight| a dense Conv fused to 8-bit (fuse_qdq) may have;
+  /* Largest |int8 weight| a dense Conv, or a depthwise Conv on int8 input,
+   * fused to 8-bit (fuse_qdq) may have;
    * 0: any.  64 where the backend's int8 convs add pairs of products in
    * saturating 16-bit lanes (CPUs without VNNI): 255 * (64 + 64) < 2^15.
    * Convs with larger weights then run in float on dequantized weights,

@@ -10,9 +10,11 @@ per-channel or per-tensor scales), float bias) [-> Relu | Clip] ->
 QuantizeLinear -> DequantizeLinear, chained, with uint8 and int8
 activations, nonzero zero points, padding, strides, groups (depthwise),
 residual joins Add(DequantizeLinear(a), DequantizeLinear(b)) [-> Relu |
-Clip] -> QuantizeLinear, and a MaxPool between two pairs of one scale.
+Clip] -> QuantizeLinear, residual joins kept in float (a Conv whose output
+has no QuantizeLinear, read by a float Add: an int8 conv with a float
+output), and a MaxPool between two pairs of one scale.
 For each it checks that the engine fused every Conv, Add and MaxPool into an 8-bit op
-(with oneDNN limited to AVX2, no VNNI: only depthwise convs, adds, pools and
+(with oneDNN limited to AVX2, no VNNI: only depthwise convs on uint8, adds, pools and
 dense convs whose weights fit in +-64, see dm_graph_opts.int8_wmax)
 (`dermal bench --json` int8_ops), and that the ref backend (plain integer
 arithmetic, the oracle) and the onednn backend (oneDNN int8 primitives)
@@ -86,6 +88,14 @@ def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False, wmax=127):
             nodes.append(helper.make_node("Add", [y, x], ["s%d" % i]))
             y = "s%d" % i
             act = act[4:] or None
+        elif act and act.startswith("fadd"):
+            # residual join kept in fp32 (dermal quantize's mixed
+            # precision): the conv's output is not quantized, the engine
+            # runs an int8 conv with a float output and the Add as its
+            # post-op
+            nodes.append(helper.make_node("Add", [y, x], ["s%d" % i]))
+            y = "s%d" % i
+            act = act[5:] or None
         pool = act == "relu_pool"
         if pool:
             act = "relu"
@@ -152,6 +162,10 @@ CASES = [
     ("u8 residual join Add+Clip", "u8", 8, 10, [(8, 1, 1, 0, 1, "add_clip")]),
     ("s8 residual join Add+Relu", "s8", 6, 9, [(6, 3, 1, 1, 1, "add_relu")]),
     ("s8 residual join Add", "s8", 6, 9, [(6, 1, 1, 0, 1, "add")]),
+    ("u8 float residual join (int8 conv, float output)", "u8", 8, 10,
+     [(8, 1, 1, 0, 1, "fadd")]),
+    ("s8 float residual join after depthwise, Relu", "s8", 6, 9,
+     [(6, 3, 1, 1, 6, "fadd_relu")]),
     ("u8 MaxPool between equal pairs", "u8", 3, 15,
      [(8, 3, 2, 1, 1, "relu_pool"), (8, 1, 1, 0, 1, "relu")]),
 ]
@@ -170,7 +184,9 @@ for isa in (None, "AVX2"):
         onnx.save(qdq_model(layers, at, cin, size, seed=i, wmax=wmax), path)
         n = int8_ops(path, isa)
         adds = sum(1 for l in layers if l[5] and (l[5].startswith("add") or l[5].endswith("pool")))
-        dw = sum(1 for l in layers if l[4] > 1 and l[4] == l[0])
+        # depthwise convs are exact on AVX2 only on uint8 input (int8 input
+        # is shifted to uint8 and multiplied in saturating pairs)
+        dw = sum(1 for l in layers if l[4] > 1 and l[4] == l[0]) if at == "u8" else 0
         want = len(layers) + adds if not isa or wmax <= 64 else dw + adds
         check(n == want, "%s%s: %d 8-bit ops (convs, adds, pools), want %d" % (name, tag, n, want))
         x = np.random.default_rng(10 + i).uniform(-1, 1, size=(1, cin, size, size)).astype(np.float32)
