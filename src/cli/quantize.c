@@ -78,7 +78,8 @@ static const char help[] =
     "usage: dermal quantize MODEL --calib DIR -o OUT.onnx [--calib-count N]\n"
     "         [--method minmax|percentile|entropy] [--percentile P]\n"
     "         [--per-tensor-weights] [--reduce-range] [--act-type uint8|int8]\n"
-    "         [--fp32-layers auto|none|NAME,...] [--sensitivity-count N]\n"
+    "         [--fp32-layers auto|none|NAME,...] [--fp32-macs PCT]\n"
+    "         [--sensitivity-count N]\n"
     "         [--no-bias-correction]\n"
     "         [--backend onednn|ref] [--threads N (default 1)] [--no-verify]\n"
     "  Static post-training quantization to an ONNX QDQ model: int8 weights\n"
@@ -90,8 +91,10 @@ static const char help[] =
     "  --percentile, default 99.999).  --fp32-layers: nodes left in fp32;\n"
     "  auto (default) measures each node's sensitivity on the first\n"
     "  --sensitivity-count (default 50) calibration images and keeps the\n"
-    "  most sensitive in fp32 within 30 % of the fp32 file size; NAME is a\n"
-    "  node name, or the name of its output or weight.  Then reports the\n"
+    "  most sensitive in fp32 within 30 % of the fp32 file size and\n"
+    "  --fp32-macs (default 5) percent of the model's multiply-accumulates,\n"
+    "  so that int8 stays fast; NAME is a node name, or the name of its\n"
+    "  output or weight.  Then reports the\n"
     "  top-1 agreement of OUT with MODEL on the calibration images\n"
     "  (--no-verify: skip).  --reduce-range: weights in [-63, 63] (7 bits),\n"
     "  for CPUs without VNNI (plain AVX2), whose int8 convolutions would\n"
@@ -112,6 +115,7 @@ typedef struct qact {
   double *csum;   /* (nch) per-channel sums over axis 1, pass 1 */
   int64_t nch;    /* channels (dims[1]), 0 when rank < 2 */
   double cnt;     /* values summed per channel */
+  int64_t h, w;   /* spatial dims (rank 4), for compute costs */
   float scale;
   int zp;
   const char *q_out, *dq_out, *s_name, *z_name; /* names in the output */
@@ -141,6 +145,7 @@ typedef struct ctx {
   bool per_tensor, act_int8;
   bool reduce_range;     /* weights in [-63, 63]: 7 bits (--reduce-range) */
   bool bias_corr;        /* on unless --no-bias-correction */
+  double fp32_macs;      /* --fp32-macs: share of the MACs auto may keep */
   unsigned char *qnode;  /* (g->n_nodes) 1: quantized, 0: left in fp32 */
   const char *fp32_spec; /* --fp32-layers: "auto", "none" or names */
   char *fp32_list;       /* the nodes left in fp32, for the metadata */
@@ -543,6 +548,10 @@ static dm_err calib_pass(ctx *c, int pass, dm_session *s, const dm_engine *e,
         /* per-channel means (axis 1, N = 1) for bias correction */
         if (ok == 1 && t.rank >= 2 && t.dims[0] == 1 && !q->csum) {
           q->nch = t.dims[1];
+          if (t.rank == 4) {
+            q->h = t.dims[2];
+            q->w = t.dims[3];
+          }
           q->csum = calloc((size_t)q->nch, sizeof *q->csum);
         }
         if (q->csum && t.rank >= 2 && t.dims[0] == 1 && t.dims[1] == q->nch) {
@@ -990,8 +999,8 @@ static dm_err build_meta(ctx *c, const char *calib_dir, int used,
         sfmt(c,
              "auto: per-node sensitivity (logit error with that node alone "
              "quantized) on %d calibration images, within %.0f%% of the fp32 "
-             "size",
-             c->n_sens, 100 * max_ratio)};
+             "size and %g%% of its multiply-accumulates",
+             c->n_sens, 100 * max_ratio, 100 * c->fp32_macs)};
   for (size_t i = 0; i < n; i++)
     if (!p[i].value) {
       free(p);
@@ -1187,6 +1196,31 @@ static int64_t fp32_cost(const ctx *c, int node) {
   return b;
 }
 
+/* Multiply-accumulates of a Conv or Gemm node per image (0 for other
+ * nodes, or when its input shape was not seen): weights times output
+ * pixels, the pixels from the input's calibrated shape and the strides. */
+static double node_macs(const ctx *c, int node) {
+  const dm_onnx_node *n = &c->g->nodes[node];
+  bool conv = !strcmp(n->op_type, "Conv");
+  if (!conv && strcmp(n->op_type, "Gemm") && strcmp(n->op_type, "MatMul"))
+    return 0;
+  double w = 0;
+  for (int s = 0; s < c->n_slots; s++)
+    if (c->slots[s].node == node && !c->slots[s].bias)
+      w += (double)c->g->initializers[c->slots[s].init].numel;
+  if (!conv) return w;
+  int a = act_index(c, n->inputs[0]);
+  if (a < 0 || c->acts[a].h <= 0) return 0;
+  int64_t sh = 1, sw = 1;
+  const dm_onnx_attr *st = dm_onnx_attr_find(n, "strides");
+  if (st && st->type == DM_ONNX_ATTR_INTS && st->n_ints == 2) {
+    sh = st->ints[0] > 0 ? st->ints[0] : 1;
+    sw = st->ints[1] > 0 ? st->ints[1] : 1;
+  }
+  return w * (double)((c->acts[a].h + sh - 1) / sh) *
+         (double)((c->acts[a].w + sw - 1) / sw);
+}
+
 typedef struct sens {
   int node;
   double nmse;
@@ -1201,9 +1235,13 @@ static int cmp_sens(const void *a, const void *b) {
  * (that node's weights and input activations quantized, everything else
  * fp32) as the logit error on the first calibration images; the noise of
  * independent quantization points adds up, so the nodes are left in fp32
- * from the most sensitive down while (a) the node contributes at least half
- * the mean sensitivity and (b) the weights it keeps in fp32 fit in the size
- * budget (budget bytes, what --max-size allows above the all-int8 file). */
+ * from the most sensitive down while the node contributes at least half
+ * the mean sensitivity, skipping a node when (a) the weights it keeps in
+ * fp32 do not fit in the size budget (budget bytes, what the 30 % bar
+ * allows above the all-int8 file) or (b) its multiply-accumulates do not
+ * fit in the compute budget (c->fp32_macs of the model's).  A residual Add
+ * costs no MACs: the engine runs the int8 conv before it with a float
+ * output and the Add as its post-op. */
 static dm_err choose_fp32(ctx *c, const char *tmp, dm_backend_kind backend,
                           int threads, int64_t budget, const char *calib,
                           int used, dm_errbuf *eb) {
@@ -1246,11 +1284,17 @@ static dm_err choose_fp32(ctx *c, const char *tmp, dm_backend_kind backend,
   for (int i = 0; i < nv && i < 8; i++)
     printf("    %-48s %.3g (%.1f%%)\n", g->nodes[v[i].node].name, v[i].nmse,
            total > 0 ? 100 * v[i].nmse / total : 0);
+  double macs = 0;
+  for (size_t i = 0; i < g->n_nodes; i++)
+    macs += node_macs(c, (int)i);
+  double mac_budget = c->fp32_macs * macs;
   for (int i = 0; i < nv; i++) {
     if (v[i].nmse < 0.5 * total / nv) break;
     int64_t cost = fp32_cost(c, v[i].node);
-    if (cost > budget) continue;
+    double mc = node_macs(c, v[i].node);
+    if (cost > budget || mc > mac_budget) continue;
     budget -= cost;
+    mac_budget -= mc;
     c->qnode[v[i].node] = 0;
   }
   rc = fp32_list_build(c) ? DM_OK : DM_NOMEM;
@@ -1343,6 +1387,7 @@ int dm_cli_quantize(int argc, char **argv) {
   c.pct = 99.999;
   c.bias_corr = true;
   c.fp32_spec = "auto";
+  c.fp32_macs = 0.05;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     bool has = i + 1 < argc;
@@ -1401,6 +1446,15 @@ int dm_cli_quantize(int argc, char **argv) {
       }
     } else if (!strcmp(a, "--fp32-layers") && has) {
       c.fp32_spec = argv[++i];
+    } else if (!strcmp(a, "--fp32-macs") && has) {
+      char *end;
+      double pc = strtod(argv[++i], &end);
+      if (*end || !(pc >= 0 && pc <= 100)) {
+        fprintf(stderr, "dermal quantize: --fp32-macs expects a percentage "
+                        "in [0, 100]\n");
+        goto usage;
+      }
+      c.fp32_macs = pc / 100;
     } else if (!strcmp(a, "--sensitivity-count") && has) {
       if (dm_cli_parse_int(a, argv[++i], 1, 10000, &sens_count)) goto usage;
     } else if (!strcmp(a, "--no-bias-correction")) {
