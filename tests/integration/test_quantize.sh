@@ -10,8 +10,9 @@
 # the calibration images (as `dermal quantize` measures it) and of 40
 # held-out images (`dermal predict`).  Each method (minmax, percentile,
 # entropy), --per-tensor-weights, --act-type int8, --no-bias-correction and
-# --fp32-layers none / NAME run once on mobilenet_v2; an unknown
-# --fp32-layers name is a usage error.  The quality bars on the default
+# --fp32-layers none / NAME run once on mobilenet_v2; --fp32-macs 0 keeps
+# no conv in fp32; an unknown --fp32-layers name and --fp32-macs outside
+# [0, 100] are usage errors.  The quality bars on the default
 # model (val split) are in test_default_model.sh.
 # QUANTIZE overrides the command (default: "$DERMAL quantize").
 set -u
@@ -153,7 +154,28 @@ print("ok   --reduce-range: %d int8 weight tensors, max |w| %d, %r; int8 ops nat
 sys.exit(0 if w and wmax <= 63 and "7-bit" in meta.get("quant_weights", "") and n == n2 and n > 0 and n8 < n else 1)
 PYEOF
 then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL --reduce-range: weights, metadata or AVX2 fusion"; fi
+# --fp32-macs 0: auto may keep only nodes without multiply-accumulates
+# (Adds, pools) in fp32, and the metadata says which budget was used
+qm=$tmp/mv2.macs0.onnx
+if $QUANTIZE "$f" --calib "$tmp/calib" --calib-count 10 --sensitivity-count 5 --fp32-macs 0 \
+     --no-verify -o "$qm" >"$tmp/macs0.log" 2>&1 &&
+   $PY - "$qm" "$f" <<'PYEOF'
+import sys, onnx
+m = onnx.load(sys.argv[1])
+ops = {n.name: n.op_type for n in onnx.load(sys.argv[2]).graph.node}
+meta = {p.key: p.value for p in m.metadata_props}
+kept = [k for k in meta.get("quant_fp32_layers", "").split(",") if k]
+heavy = [k for k in kept if ops.get(k) in ("Conv", "Gemm", "MatMul")]
+sel = meta.get("quant_fp32_selection", "")
+print("ok   --fp32-macs 0: fp32 nodes %s; %r" % (kept or "none", sel[-40:]) if not heavy and
+      "0% of its multiply-accumulates" in sel else "FAIL --fp32-macs 0 kept %s (%r)" % (heavy, sel))
+sys.exit(0 if not heavy and "0% of its multiply-accumulates" in sel else 1)
+PYEOF
+then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL --fp32-macs 0 ($(tail -1 "$tmp/macs0.log"))"; fi
 # usage errors
+if $QUANTIZE "$f" --calib "$tmp/calib" --fp32-macs 150 -o "$tmp/x.onnx" >/dev/null 2>&1; then
+  fail=$((fail + 1)); echo "FAIL quantize with --fp32-macs 150 succeeded"
+else pass=$((pass + 1)); fi
 if $QUANTIZE "$f" -o "$tmp/x.onnx" >/dev/null 2>&1; then
   fail=$((fail + 1)); echo "FAIL quantize without --calib succeeded"
 else pass=$((pass + 1)); fi
