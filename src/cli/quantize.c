@@ -1196,9 +1196,10 @@ static int64_t fp32_cost(const ctx *c, int node) {
   return b;
 }
 
-/* Multiply-accumulates of a Conv or Gemm node per image (0 for other
- * nodes, or when its input shape was not seen): weights times output
- * pixels, the pixels from the input's calibrated shape and the strides. */
+/* Multiply-accumulates of a Conv, Gemm or MatMul node per image (0 for
+ * other nodes, or when a Conv's input shape was not seen): weights times
+ * output pixels (a Conv's from its input's calibrated shape and the
+ * strides; one row for Gemm/MatMul, as in a classifier head). */
 static double node_macs(const ctx *c, int node) {
   const dm_onnx_node *n = &c->g->nodes[node];
   bool conv = !strcmp(n->op_type, "Conv");

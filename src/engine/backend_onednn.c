@@ -2573,7 +2573,7 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
   if (n->n_in < 2 || n->n_out != 1 || (n->n_in > 3 && !fout))
     return DM_UNSUPPORTED;
   int x = n->in[0], y = n->out[0];
-  int bv = n->n_in > 2 ? n->in[2] : -1;
+  int bv = n->n_in > 2 && !is_addend(n, 2) ? n->in[2] : -1;
   const dm_value *X = val(e, x), *W = val(e, n->in[1]), *Y = val(e, y);
   const dm_value *WQ = val(e, q->w_q);
   const dm_window *win = &n->p.conv.w;
