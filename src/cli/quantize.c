@@ -115,7 +115,7 @@ typedef struct qact {
   double *csum;   /* (nch) per-channel sums over axis 1, pass 1 */
   int64_t nch;    /* channels (dims[1]), 0 when rank < 2 */
   double cnt;     /* values summed per channel */
-  int64_t h, w;   /* spatial dims (rank 4), for compute costs */
+  int64_t h, w;   /* spatial dims (rank 3: w = 1; rank 4), compute costs */
   float scale;
   int zp;
   const char *q_out, *dq_out, *s_name, *z_name; /* names in the output */
@@ -548,9 +548,9 @@ static dm_err calib_pass(ctx *c, int pass, dm_session *s, const dm_engine *e,
         /* per-channel means (axis 1, N = 1) for bias correction */
         if (ok == 1 && t.rank >= 2 && t.dims[0] == 1 && !q->csum) {
           q->nch = t.dims[1];
-          if (t.rank == 4) {
+          if (t.rank == 3 || t.rank == 4) {
             q->h = t.dims[2];
-            q->w = t.dims[3];
+            q->w = t.rank == 4 ? t.dims[3] : 1;
           }
           q->csum = calloc((size_t)q->nch, sizeof *q->csum);
         }
@@ -1197,9 +1197,9 @@ static int64_t fp32_cost(const ctx *c, int node) {
 }
 
 /* Multiply-accumulates of a Conv, Gemm or MatMul node per image (0 for
- * other nodes, or when a Conv's input shape was not seen): weights times
- * output pixels (a Conv's from its input's calibrated shape and the
- * strides; one row for Gemm/MatMul, as in a classifier head). */
+ * other nodes): weights times output pixels (a Conv's from its input's
+ * calibrated shape and the strides, at least one pixel when that shape
+ * was not seen; one row for Gemm/MatMul, as in a classifier head). */
 static double node_macs(const ctx *c, int node) {
   const dm_onnx_node *n = &c->g->nodes[node];
   bool conv = !strcmp(n->op_type, "Conv");
@@ -1211,12 +1211,12 @@ static double node_macs(const ctx *c, int node) {
       w += (double)c->g->initializers[c->slots[s].init].numel;
   if (!conv) return w;
   int a = act_index(c, n->inputs[0]);
-  if (a < 0 || c->acts[a].h <= 0) return 0;
+  if (a < 0 || c->acts[a].h <= 0) return w;
   int64_t sh = 1, sw = 1;
   const dm_onnx_attr *st = dm_onnx_attr_find(n, "strides");
-  if (st && st->type == DM_ONNX_ATTR_INTS && st->n_ints == 2) {
+  if (st && st->type == DM_ONNX_ATTR_INTS && st->n_ints >= 1) {
     sh = st->ints[0] > 0 ? st->ints[0] : 1;
-    sw = st->ints[1] > 0 ? st->ints[1] : 1;
+    sw = st->n_ints > 1 && st->ints[1] > 0 ? st->ints[1] : 1;
   }
   return w * (double)((c->acts[a].h + sh - 1) / sh) *
          (double)((c->acts[a].w + sw - 1) / sw);
