@@ -176,6 +176,12 @@ typedef enum {
   ST_GAP
 } step_kind;
 
+/* What a step is, for DERMAL_ONEDNN_VERBOSE and DERMAL_ONEDNN_PROFILE. */
+static const char *const step_name[] = {
+    [ST_PRIM] = "prim",     [ST_REF] = "ref", [ST_COPY] = "copy",
+    [ST_SWISH] = "swish",   [ST_QDQ] = "qdq", [ST_NHWC] = "nhwc",
+    [ST_CSCALE] = "cscale", [ST_GAP] = "gap"};
+
 typedef struct ostep {
   step_kind kind;
   int node; /* node index, -1 for graph output copies */
@@ -794,8 +800,13 @@ static void gap_sums(const ew_job *j, float *y, const float *x, size_t np) {
       y[k] += x[p * j->c + k];
 }
 
+/* SWISH and QDQ count elements; the other passes images of hw pixels. */
+static bool ew_by_element(const ew_job *j) {
+  return j->kind == ST_SWISH || j->kind == ST_QDQ;
+}
+
 static size_t ew_units(const ew_job *j) {
-  return j->kind == ST_SWISH || j->kind == ST_QDQ ? j->n : j->n * j->hw;
+  return ew_by_element(j) ? j->n : j->n * j->hw;
 }
 
 /* Units [b, b + n) of j. */
@@ -859,7 +870,7 @@ static void ew_part(void *arg) {
   size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
   size_t units = ew_units(j);
   size_t per = (units + nt - 1) / nt;
-  if (j->kind == ST_SWISH || j->kind == ST_QDQ) per = (per + 63) & ~(size_t)63;
+  if (ew_by_element(j)) per = (per + 63) & ~(size_t)63;
   size_t b = t * per, n = b < units ? (units - b < per ? units - b : per) : 0;
   if (j->kind == ST_GAP) { /* one image: partial sums, added up by ew_run */
     if (n) gap_sums(j, j->part + t * j->c, (const float *)j->x + b * j->c, n);
@@ -873,8 +884,7 @@ static void ew_part(void *arg) {
  * least 64 pixels per thread, with j->part holding threads * c floats
  * (MobileNetV2's 7x7 GAP took 0.0135 ms on two threads, 0.0063 on one). */
 static void ew_run(const ew_job *j, int threads) {
-  size_t elems =
-      j->kind == ST_SWISH || j->kind == ST_QDQ ? j->n : j->n * j->c * j->hw;
+  size_t elems = ew_by_element(j) ? j->n : j->n * j->c * j->hw;
   if (threads < 2 || elems < 32768 || ew_units(j) < 2 ||
       (j->kind == ST_GAP &&
        (j->n != 1 || !j->part || j->hw < 64 * (size_t)threads))) {
@@ -1022,11 +1032,6 @@ static dm_err add_step(oeng *e, const ostep *st, dm_errbuf *eb) {
  * tensor dst. */
 static dm_err add_pass(oeng *e, int node, ostep *st, int src, int dst,
                        dm_errbuf *eb) {
-  static const char *const what[] = {[ST_SWISH] = "swish",
-                                     [ST_QDQ] = "qdq",
-                                     [ST_NHWC] = "nhwc",
-                                     [ST_CSCALE] = "cscale",
-                                     [ST_GAP] = "gap"};
   st->node = node;
   st->src = src;
   st->dst = dst;
@@ -1035,7 +1040,8 @@ static dm_err add_pass(oeng *e, int node, ostep *st, int src, int dst,
   if (rc == DM_OK && e->verbose)
     fprintf(stderr, "onednn: %-28s %-20s %s pass\n",
             node >= 0 ? nname(&e->g->nodes[node]) : "(input)",
-            node >= 0 ? e->g->nodes[node].op_type : "reorder", what[st->kind]);
+            node >= 0 ? e->g->nodes[node].op_type : "reorder",
+            step_name[st->kind]);
   return rc;
 }
 
@@ -3220,14 +3226,12 @@ fail:
  * on stderr (what it is, the node, ms). */
 static void print_profile(const osess *ss) {
   const oeng *e = ss->e;
-  static const char *const kind[] = {"prim", "ref",  "copy",   "swish",
-                                     "qdq",  "nhwc", "cscale", "gap"};
   double total = 0;
   for (int i = 0; i < e->n_s; i++)
     total += ss->prof[i];
   for (int i = 0; i < e->n_s; i++) {
     const ostep *st = &e->s[i];
-    const char *what = kind[st->kind];
+    const char *what = step_name[st->kind];
     if (st->kind == ST_PRIM && st->prim) {
       const_dnnl_primitive_desc_t pd = NULL;
       if (dnnl_primitive_get_primitive_desc(st->prim, &pd) == dnnl_success)
