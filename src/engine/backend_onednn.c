@@ -72,6 +72,7 @@
 #include "internal.h"
 
 #define ALIGN 64
+#define MAX_BANDS 4 /* threads that run a banded step (see plan_bands) */
 
 /* ---------------------------------------------------------------- state -- */
 
@@ -182,6 +183,19 @@ static const char *const step_name[] = {
     [ST_SWISH] = "swish",   [ST_QDQ] = "qdq", [ST_NHWC] = "nhwc",
     [ST_CSCALE] = "cscale", [ST_GAP] = "gap"};
 
+/* One band of a step that runs in bands (see plan_bands): a primitive made
+ * for the band's part of the tensors, and where that part lies in them, or
+ * for a pass its range of units (ew_units). */
+typedef struct oband {
+  dnnl_primitive_t prim;  /* PRIM */
+  dnnl_memory_desc_t *md; /* PRIM: per arg, the view (when view[arg]) */
+  size_t *off;            /* PRIM: per arg, the view's byte offset */
+  bool *view;             /* PRIM: per arg, a part of the tensor */
+  bool has_scratch;       /* PRIM */
+  dnnl_memory_desc_t scratch_md;
+  size_t lo, n; /* passes: units [lo, lo + n) */
+} oband;
+
 typedef struct ostep {
   step_kind kind;
   int node; /* node index, -1 for graph output copies */
@@ -198,6 +212,8 @@ typedef struct ostep {
   size_t n;              /* SWISH, QDQ: elements; NHWC, CSCALE, GAP: images */
   size_t c, hw;          /* NHWC, CSCALE, GAP: channels, pixels per image */
   qdq_op qdq;            /* QDQ */
+  struct oband *band;    /* e->n_bands entries when the step runs in bands */
+  bool sync;             /* banded: a barrier before it (see plan_sync) */
 } ostep;
 
 /* Deferred load work, run on all cores at the end of prepare: primitive
@@ -242,7 +258,10 @@ typedef struct oeng {
   int workers; /* threads running jobs (1: inline) */
   atomic_int next_job;
   size_t arena_bytes, scratch_bytes;
-  size_t gap_part; /* floats: threads x the most channels of a GAP pass */
+  int n_bands;         /* bands per banded step (the thread count), 0: none */
+  size_t band_scratch; /* scratchpad bytes per band */
+  int n_banded;        /* steps that run in bands */
+  size_t gap_part;     /* floats: threads x the most channels of a GAP pass */
   int n_prim, n_ref, n_reorder;
 } oeng;
 
@@ -260,6 +279,10 @@ typedef struct osess {
   int runs;               /* e->profile */
   const void **ref_in;    /* max_io */
   void **ref_out;         /* max_io */
+  void *bscratch;         /* n_bands x e->band_scratch bytes */
+  dnnl_stream_t bstream[MAX_BANDS];
+  dnnl_memory_t **bmem;    /* per step x band: views, then the scratchpad */
+  dnnl_exec_arg_t **bargs; /* per step x band */
 } osess;
 
 /* -------------------------------------------------------------- helpers -- */
@@ -3027,6 +3050,538 @@ static dm_err plan_memory(oeng *e, dm_errbuf *eb) {
   return DM_OK;
 }
 
+/* ---------------------------------------------------------------- bands -- */
+
+/* Two vCPUs of the VMs we measure on share no cache: a cache line written
+ * by one core and read by the other took ~240 ns (a ping-pong between two
+ * pinned threads: 484 ns per round trip).  oneDNN splits every primitive
+ * among the threads on its own terms, so the next primitive often reads
+ * what the other core wrote.  With n_bands threads, a run of consecutive
+ * steps on channels-last tensors of one image instead runs inside one
+ * parallel region: thread b computes band b of every step's output (a
+ * range of rows, or of pixels for pointwise steps) with a primitive made
+ * for that band on one thread (plan_bands).  Each core then finds its part
+ * of a map in its own cache, except the window rows a 3x3 conv reads
+ * across the band's edge.  The threads meet at a barrier only before a
+ * step that could touch what another band did since the last one
+ * (plan_sync), and a run has one fork and join instead of one per
+ * primitive.  Integer results are bit-identical to one thread. */
+
+extern void GOMP_barrier(void);
+
+/* c, h, w of md when it is a dense channels-last tensor of one image. */
+static bool md_nhwc1(const dnnl_memory_desc_t *md, int64_t *c, int64_t *h,
+                     int64_t *w) {
+  if (md->ndims != 4 || md->format_kind != dnnl_blocked || md->dims[0] != 1 ||
+      md->offset0 || md->extra.flags)
+    return false;
+  const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+  if (b->inner_nblks) return false;
+  for (int i = 0; i < 4; i++)
+    if (md->padded_dims[i] != md->dims[i]) return false;
+  *c = md->dims[1];
+  *h = md->dims[2];
+  *w = md->dims[3];
+  return b->strides[1] == 1 && (*w == 1 || b->strides[3] == *c) &&
+         (*h == 1 || b->strides[2] == *w * *c);
+}
+
+/* Channels-last [1, c, h, w] of data type dt. */
+static dnnl_status_t md_nhwc_part(dnnl_memory_desc_t *md, dnnl_data_type_t dt,
+                                  int64_t c, int64_t h, int64_t w) {
+  dnnl_dims_t d = {1, c, h, w}, st = {h * w * c, 1, w * c, c};
+  return dnnl_memory_desc_init_by_strides(md, 4, d, dt, st);
+}
+
+/* Band b of n over `units`: [*lo, *hi). */
+static void band_range(int64_t units, int b, int n, int64_t *lo, int64_t *hi) {
+  *lo = units * b / n;
+  *hi = units * (b + 1) / n;
+}
+
+static bool post_ops_plain(const_dnnl_primitive_attr_t attr) {
+  const_dnnl_post_ops_t po = NULL;
+  if (dnnl_primitive_attr_get_post_ops(attr, &po) != dnnl_success) return false;
+  for (int i = 0; po && i < dnnl_post_ops_len(po); i++) {
+    dnnl_primitive_kind_t k = dnnl_post_ops_get_kind(po, i);
+    if (k != dnnl_eltwise && k != dnnl_sum) return false;
+  }
+  return true;
+}
+
+/* Band geometry of a step: for every arg, whether it is viewed and the
+ * view (md, byte offset); plus the op descriptor to create. */
+typedef struct bgeo {
+  dnnl_convolution_desc_t conv;
+  dnnl_binary_desc_t bin;
+  bool is_conv;
+} bgeo;
+
+static bool arg_tensor_ok(const oeng *e, int t) {
+  return t >= 0 && e->t[t].has_md && e->b[e->t[t].buf].kind != BUF_INPUT &&
+         e->b[e->t[t].buf].kind != BUF_OUTPUT;
+}
+
+/* The views of band b of prim step st into ob (md/off/view sized n_args)
+ * and the op descriptor in *g.  False when the step cannot run in bands. */
+static bool band_views(const oeng *e, const ostep *st,
+                       const_dnnl_primitive_desc_t pd, int b, bool rows,
+                       oband *ob, bgeo *g) {
+  dnnl_primitive_kind_t kind;
+  if (dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind) !=
+      dnnl_success)
+    return false;
+  int src = -1, src1 = -1, dst = -1;
+  for (int j = 0; j < st->n_args; j++) {
+    ob->view[j] = false;
+    if (st->args[j].arg == DNNL_ARG_SRC) src = j;
+    if (st->args[j].arg == DNNL_ARG_SRC_1) src1 = j;
+    if (st->args[j].arg == DNNL_ARG_DST) dst = j;
+  }
+  if (src < 0 || dst < 0) return false;
+  int ts = st->args[src].tensor, td = st->args[dst].tensor;
+  if (!arg_tensor_ok(e, ts) || !arg_tensor_ok(e, td)) return false;
+  const dnnl_memory_desc_t *ms = &e->t[ts].md, *md = &e->t[td].md;
+  int64_t ic, ih, iw, oc, oh, ow;
+  if (!md_nhwc1(ms, &ic, &ih, &iw) || !md_nhwc1(md, &oc, &oh, &ow))
+    return false;
+  size_t es = dnnl_data_type_size(ms->data_type),
+         ed = dnnl_data_type_size(md->data_type);
+  int nb = e->n_bands;
+  if (kind == dnnl_convolution) {
+    const dnnl_convolution_desc_t *cd = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_convolution_d, 0, &cd) !=
+            dnnl_success ||
+        !cd || cd->prop_kind != dnnl_forward_inference || src1 >= 0)
+      return false;
+    const dnnl_memory_desc_t *wmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *bmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+    if (!wmd) return false;
+    int64_t kh = wmd->dims[wmd->ndims - 2], kw = wmd->dims[wmd->ndims - 1];
+    g->is_conv = true;
+    g->conv = *cd;
+    g->conv.weights_desc = *wmd;
+    if (bmd) g->conv.bias_desc = *bmd;
+    bool pointwise = kh == 1 && kw == 1 && cd->strides[0] == 1 &&
+                     cd->strides[1] == 1 && cd->padding[0][0] == 0 &&
+                     cd->padding[0][1] == 0 && cd->padding[1][0] == 0 &&
+                     cd->padding[1][1] == 0 && ih == oh && iw == ow;
+    if (pointwise && !rows) {
+      int64_t p0, p1;
+      band_range(oh * ow, b, nb, &p0, &p1);
+      if (p1 <= p0) return false;
+      if (md_nhwc_part(&ob->md[src], ms->data_type, ic, 1, p1 - p0) ||
+          md_nhwc_part(&ob->md[dst], md->data_type, oc, 1, p1 - p0))
+        return false;
+      ob->off[src] = (size_t)(p0 * ic) * es;
+      ob->off[dst] = (size_t)(p0 * oc) * ed;
+    } else {
+      int64_t r0, r1, s = cd->strides[0], pt = cd->padding[0][0];
+      int64_t kext = (kh - 1) * (cd->dilates[0] + 1) + 1;
+      band_range(oh, b, nb, &r0, &r1);
+      if (r1 <= r0) return false;
+      int64_t first = r0 * s - pt, end = (r1 - 1) * s - pt + kext;
+      int64_t a = first > 0 ? first : 0, z = end < ih ? end : ih;
+      if (z <= a) return false;
+      if (md_nhwc_part(&ob->md[src], ms->data_type, ic, z - a, iw) ||
+          md_nhwc_part(&ob->md[dst], md->data_type, oc, r1 - r0, ow))
+        return false;
+      ob->off[src] = (size_t)(a * iw * ic) * es;
+      ob->off[dst] = (size_t)(r0 * ow * oc) * ed;
+      g->conv.padding[0][0] = a - first;
+      g->conv.padding[1][0] = end - z;
+    }
+    g->conv.src_desc = ob->md[src];
+    g->conv.dst_desc = ob->md[dst];
+  } else if (kind == dnnl_binary) {
+    const dnnl_binary_desc_t *bd = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_binary_d, 0, &bd) !=
+            dnnl_success ||
+        !bd || src1 < 0 || ih != oh || iw != ow || ic != oc)
+      return false;
+    int t1 = st->args[src1].tensor;
+    int64_t c1, h1, w1;
+    if (!arg_tensor_ok(e, t1) || !md_nhwc1(&e->t[t1].md, &c1, &h1, &w1))
+      return false;
+    bool whole1 = h1 == 1 && w1 == 1; /* broadcast over the pixels */
+    if (!whole1 && (h1 != oh || w1 != ow || c1 != oc)) return false;
+    int64_t p0, p1;
+    band_range(oh * ow, b, nb, &p0, &p1);
+    if (p1 <= p0) return false;
+    g->is_conv = false;
+    g->bin = *bd;
+    if (md_nhwc_part(&ob->md[src], ms->data_type, ic, 1, p1 - p0) ||
+        md_nhwc_part(&ob->md[dst], md->data_type, oc, 1, p1 - p0))
+      return false;
+    ob->off[src] = (size_t)(p0 * ic) * es;
+    ob->off[dst] = (size_t)(p0 * oc) * ed;
+    g->bin.src_desc[0] = ob->md[src];
+    g->bin.dst_desc = ob->md[dst];
+    if (whole1) {
+      dnnl_dims_t d1 = {1, c1, 1, 1};
+      dnnl_memory_desc_t m1 = e->t[t1].md;
+      if (dnnl_memory_desc_reshape(&m1, &e->t[t1].md, 4, d1) != dnnl_success)
+        return false;
+      g->bin.src_desc[1] = m1;
+    } else {
+      size_t e1 = dnnl_data_type_size(e->t[t1].md.data_type);
+      if (md_nhwc_part(&ob->md[src1], e->t[t1].md.data_type, c1, 1, p1 - p0))
+        return false;
+      ob->off[src1] = (size_t)(p0 * c1) * e1;
+      ob->view[src1] = true;
+      g->bin.src_desc[1] = ob->md[src1];
+    }
+  } else {
+    return false;
+  }
+  ob->view[src] = ob->view[dst] = true;
+  return true;
+}
+
+/* Band b of pass step st: its range of units. */
+static bool band_pass(const oeng *e, const ostep *st, int b, oband *ob) {
+  bool pixels = st->kind == ST_CSCALE || st->kind == ST_NHWC;
+  if (st->kind != ST_SWISH && st->kind != ST_QDQ && !pixels) return false;
+  if (pixels && st->n != 1) return false;
+  const dm_value *v = val(e, e->t[st->dst].value);
+  int64_t units = (int64_t)(pixels ? st->hw : st->n);
+  int64_t pix = v->rank == 4 && v->dims[0] == 1 ? v->dims[2] * v->dims[3] : 0;
+  int64_t per = pix > 0 && units % pix == 0 ? units / pix : 0;
+  int64_t lo, hi;
+  if (per) { /* whole pixels, as the convs' pointwise bands */
+    band_range(pix, b, e->n_bands, &lo, &hi);
+    lo *= per;
+    hi *= per;
+  } else {
+    band_range(units, b, e->n_bands, &lo, &hi);
+  }
+  if (hi <= lo || units < 1024) return false;
+  ob->lo = (size_t)lo;
+  ob->n = (size_t)(hi - lo);
+  return true;
+}
+
+static void band_free(oband *ob, int n) {
+  if (!ob) return;
+  for (int b = 0; b < n; b++) {
+    if (ob[b].prim) dnnl_primitive_destroy(ob[b].prim);
+    free(ob[b].md);
+    free(ob[b].off);
+    free(ob[b].view);
+  }
+  free(ob);
+}
+
+/* Step st in bands, or NULL (it runs whole). */
+static oband *band_step(oeng *e, const ostep *st) {
+  int nb = e->n_bands;
+  oband *ob = calloc((size_t)nb, sizeof *ob);
+  if (!ob) return NULL;
+  const_dnnl_primitive_desc_t pd = NULL;
+  if (st->kind != ST_PRIM) {
+    for (int b = 0; b < nb; b++)
+      if (!band_pass(e, st, b, &ob[b])) goto no;
+    return ob;
+  }
+  const_dnnl_primitive_attr_t attr = NULL;
+  if (!st->prim ||
+      dnnl_primitive_get_primitive_desc(st->prim, &pd) != dnnl_success ||
+      dnnl_primitive_desc_get_attr(pd, &attr) != dnnl_success ||
+      !post_ops_plain(attr))
+    goto no;
+  for (int b = 0; b < nb; b++) {
+    oband *o = &ob[b];
+    size_t na = (size_t)st->n_args;
+    o->md = calloc(na, sizeof *o->md);
+    o->off = calloc(na, sizeof *o->off);
+    o->view = calloc(na, sizeof *o->view);
+    if (!o->md || !o->off || !o->view) goto no;
+    /* pointwise convs by pixels; by rows when that gets no JIT kernel
+     * (int8 1x1 convs over 98 pixels got ref_int8) */
+    dnnl_primitive_desc_t bpd = NULL;
+    for (int rows = 0; rows < 2 && !bpd; rows++) {
+      bgeo g;
+      if (!band_views(e, st, pd, b, rows, o, &g)) goto no;
+      const_dnnl_op_desc_t od = g.is_conv ? (const_dnnl_op_desc_t)&g.conv
+                                          : (const_dnnl_op_desc_t)&g.bin;
+      if (dnnl_primitive_desc_create(&bpd, od, attr, e->eng, NULL) !=
+          dnnl_success)
+        bpd = NULL;
+      else if (pd_is_ref(bpd)) {
+        dnnl_primitive_desc_destroy(bpd);
+        bpd = NULL;
+      }
+    }
+    if (!bpd) goto no;
+    const dnnl_memory_desc_t *sp =
+        dnnl_primitive_desc_query_md(bpd, dnnl_query_scratchpad_md, 0);
+    bool ok = dnnl_primitive_create(&o->prim, bpd) == dnnl_success;
+    if (!ok) o->prim = NULL;
+    if (ok && sp && dnnl_memory_desc_get_size(sp) > 0) {
+      o->has_scratch = true;
+      o->scratch_md = *sp;
+      size_t sz = dnnl_memory_desc_get_size(sp);
+      if (sz > e->band_scratch) e->band_scratch = sz;
+    }
+    dnnl_primitive_desc_destroy(bpd);
+    if (!ok) goto no;
+  }
+  return ob;
+no:
+  band_free(ob, nb);
+  return NULL;
+}
+
+static bool plan_sync(oeng *e);
+
+/* With threads > 1 (and DERMAL_ONEDNN_BANDS not 0), gives every step that
+ * can run in bands its bands.  Band primitives are made for one thread. */
+static void plan_bands(oeng *e) {
+  const char *bv = getenv("DERMAL_ONEDNN_BANDS");
+  if (e->threads < 2 || (bv && bv[0] == '0')) return;
+  e->n_bands = e->threads < MAX_BANDS ? e->threads : MAX_BANDS;
+  omp_set_num_threads(1);
+  for (int i = 0; i < e->n_s; i++) {
+    ostep *st = &e->s[i];
+    if (st->kind == ST_PRIM || st->kind == ST_SWISH || st->kind == ST_QDQ ||
+        st->kind == ST_CSCALE || st->kind == ST_NHWC)
+      st->band = band_step(e, st);
+    if (st->band) e->n_banded++;
+  }
+  omp_set_num_threads(e->threads);
+  if (!plan_sync(e)) /* no room to plan: a barrier before every step */
+    for (int i = 0; i < e->n_s; i++)
+      e->s[i].sync = true;
+  int n_sync = 0;
+  for (int i = 0; i < e->n_s; i++)
+    n_sync += e->s[i].band && e->s[i].sync;
+  if (e->verbose)
+    fprintf(stderr, "onednn: %d of %d steps run in %d bands, %d barriers\n",
+            e->n_banded, e->n_s, e->n_bands, n_sync);
+}
+
+/* One memory access of a band: bytes [lo, hi) of space (-1: the arena,
+ * offsets in it; else a non-arena buffer). */
+typedef struct bacc {
+  int space, band;
+  bool write;
+  size_t lo, hi;
+} bacc;
+
+static int acc_add(const oeng *e, bacc *a, int n, int t, int band, bool write,
+                   size_t lo, size_t hi) {
+  const obuf *b = &e->b[e->t[t].buf];
+  if (b->kind == BUF_CONST) return n;
+  size_t base = b->kind == BUF_ARENA ? b->offset : 0;
+  a[n] = (bacc){b->kind == BUF_ARENA ? -1 : e->t[t].buf, band, write, base + lo,
+                base + hi};
+  return n + 1;
+}
+
+/* The accesses of every band of banded step st into a (room for
+ * n_bands * (n_args + 3)); returns how many. */
+static int step_accesses(const oeng *e, const ostep *st, bacc *a) {
+  int n = 0;
+  for (int b = 0; b < e->n_bands; b++) {
+    const oband *ob = &st->band[b];
+    if (st->kind == ST_PRIM) {
+      for (int j = 0; j < st->n_args; j++) {
+        int t = st->args[j].tensor;
+        bool w = st->args[j].arg == DNNL_ARG_DST;
+        if (ob->view[j])
+          n = acc_add(e, a, n, t, b, w, ob->off[j],
+                      ob->off[j] + dnnl_memory_desc_get_size(&ob->md[j]));
+        else
+          n = acc_add(e, a, n, t, b, w, 0, e->t[t].bytes);
+      }
+      continue;
+    }
+    size_t xs = 4, ys = 4; /* bytes per unit, as ew_span counts them */
+    if (st->kind == ST_QDQ) {
+      xs = st->qdq.quant ? 4 : 1;
+      ys = st->qdq.quant && !st->qdq.fake ? 1 : 4;
+    } else if (st->kind == ST_CSCALE) {
+      xs = ys = 4 * st->c;
+    } else if (st->kind == ST_NHWC) {
+      xs = 0; /* planes: the whole input */
+      ys = 12;
+    }
+    if (xs)
+      n = acc_add(e, a, n, st->src, b, false, ob->lo * xs,
+                  (ob->lo + ob->n) * xs);
+    else
+      n = acc_add(e, a, n, st->src, b, false, 0, e->t[st->src].bytes);
+    n = acc_add(e, a, n, st->dst, b, true, ob->lo * ys, (ob->lo + ob->n) * ys);
+    if (st->kind == ST_CSCALE)
+      n = acc_add(e, a, n, st->aux, b, false, 0, e->t[st->aux].bytes);
+  }
+  return n;
+}
+
+/* Barriers inside runs of banded steps, only where needed: before a step
+ * when one of its bands touches bytes that another band wrote since the
+ * last barrier, or writes bytes another band read or wrote since then
+ * (window rows across a band's edge, bands that split a map differently,
+ * a buffer the memory plan reuses).  Needs the memory plan. */
+static bool plan_sync(oeng *e) {
+  int cap = 0;
+  for (int i = 0; i < e->n_s; i++)
+    if (e->s[i].band) {
+      int k = e->n_bands * (e->s[i].n_args + 3);
+      if (k > cap) cap = k;
+    }
+  int room = 64 * cap;
+  bacc *seen = malloc(((size_t)room + 1) * sizeof *seen);
+  bacc *cur = malloc(((size_t)cap + 1) * sizeof *cur);
+  if (!seen || !cur) {
+    free(seen);
+    free(cur);
+    return false;
+  }
+  int n_seen = 0;
+  for (int i = 0; i < e->n_s; i++) {
+    ostep *st = &e->s[i];
+    if (!st->band) {
+      n_seen = 0; /* the parallel region ends */
+      continue;
+    }
+    int nc = step_accesses(e, st, cur);
+    bool clash = n_seen + nc > room;
+    for (int x = 0; x < nc && !clash; x++)
+      for (int y = 0; y < n_seen && !clash; y++) {
+        const bacc *p = &cur[x], *q = &seen[y];
+        clash = p->band != q->band && p->space == q->space &&
+                (p->write || q->write) && p->lo < q->hi && q->lo < p->hi;
+      }
+    st->sync = clash;
+    if (clash) n_seen = 0;
+    memcpy(seen + n_seen, cur, (size_t)nc * sizeof *cur);
+    n_seen += nc;
+  }
+  free(seen);
+  free(cur);
+  return true;
+}
+
+typedef struct band_run {
+  const oeng *e;
+  osess *ss;
+  int i0, i1;                  /* steps [i0, i1) */
+  dnnl_status_t st[MAX_BANDS]; /* first failure per band */
+  int bad[MAX_BANDS];          /* its step */
+} band_run;
+
+static void band_exec(band_run *r, int i, int b) {
+  const oeng *e = r->e;
+  osess *ss = r->ss;
+  const ostep *st = &e->s[i];
+  const oband *ob = &st->band[b];
+  if (st->kind == ST_PRIM) {
+    dnnl_status_t s = dnnl_primitive_execute(
+        ob->prim, ss->bstream[b], st->n_args + (ob->has_scratch ? 1 : 0),
+        ss->bargs[(size_t)i * (size_t)e->n_bands + (size_t)b]);
+    if (s != dnnl_success && r->st[b] == dnnl_success) {
+      r->st[b] = s;
+      r->bad[b] = i;
+    }
+    return;
+  }
+  ew_job j = {st->kind,
+              &st->qdq,
+              ss->ptr[st->dst],
+              ss->ptr[st->src],
+              st->aux >= 0 ? ss->ptr[st->aux] : NULL,
+              st->n,
+              st->c,
+              st->hw,
+              e->avx512,
+              NULL};
+  ew_span(&j, ob->lo, ob->n);
+}
+
+static void band_part(void *arg) {
+  band_run *r = arg;
+  const oeng *e = r->e;
+  int nt = omp_get_num_threads(), t = omp_get_thread_num();
+  for (int i = r->i0; i < r->i1; i++) {
+    double t0 = t == 0 && r->ss->prof ? now_ms() : 0;
+    if (i > r->i0 && e->s[i].sync) GOMP_barrier();
+    for (int b = t; b < e->n_bands; b += nt)
+      band_exec(r, i, b);
+
+    if (t == 0 && r->ss->prof) r->ss->prof[i] += now_ms() - t0;
+  }
+}
+
+/* Session side: views, exec args and streams of every banded step. */
+static dm_err band_session(const oeng *e, osess *ss, dm_errbuf *eb) {
+  int nb = e->n_bands;
+  dnnl_status_t s;
+  for (int b = 0; b < nb; b++)
+    if ((s = dnnl_stream_create(&ss->bstream[b], e->eng,
+                                dnnl_stream_default_flags)) != dnnl_success) {
+      ss->bstream[b] = NULL;
+      return dnnl_fail(eb, NULL, "dnnl_stream_create", s);
+    }
+  size_t n = (size_t)e->n_s * (size_t)nb;
+  ss->bmem = calloc(n, sizeof *ss->bmem);
+  ss->bargs = calloc(n, sizeof *ss->bargs);
+  if (!ss->bmem || !ss->bargs) return nomem(eb, NULL);
+  for (int i = 0; i < e->n_s; i++) {
+    const ostep *st = &e->s[i];
+    if (!st->band || st->kind != ST_PRIM) continue;
+    for (int b = 0; b < nb; b++) {
+      const oband *ob = &st->band[b];
+      size_t k = (size_t)i * (size_t)nb + (size_t)b, na = (size_t)st->n_args;
+      dnnl_memory_t *m = ss->bmem[k] = calloc(na + 1, sizeof *m);
+      dnnl_exec_arg_t *a = ss->bargs[k] = calloc(na + 1, sizeof *a);
+      if (!m || !a) return nomem(eb, NULL);
+      for (size_t j = 0; j < na; j++) {
+        int t = st->args[j].tensor;
+        a[j] = (dnnl_exec_arg_t){st->args[j].arg, ss->mem[t]};
+        if (!ob->view[j]) continue;
+        s = dnnl_memory_create(&m[j], &ob->md[j], e->eng,
+                               (char *)ss->ptr[t] + ob->off[j]);
+        if (s != dnnl_success) {
+          m[j] = NULL;
+          return dnnl_fail(eb, NULL, "dnnl_memory_create(band)", s);
+        }
+        a[j].memory = m[j];
+      }
+      if (ob->has_scratch) {
+        s = dnnl_memory_create(&m[na], &ob->scratch_md, e->eng,
+                               (char *)ss->bscratch +
+                                   (size_t)b * e->band_scratch);
+        if (s != dnnl_success) {
+          m[na] = NULL;
+          return dnnl_fail(eb, NULL, "dnnl_memory_create(band scratchpad)", s);
+        }
+        a[na] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m[na]};
+      }
+    }
+  }
+  return DM_OK;
+}
+
+static void band_session_free(const oeng *e, osess *ss) {
+  size_t n = (size_t)e->n_s * (size_t)e->n_bands;
+  for (size_t k = 0; ss->bmem && k < n; k++) {
+    if (!ss->bmem[k]) continue;
+    size_t na = (size_t)e->s[k / (size_t)e->n_bands].n_args;
+    for (size_t j = 0; j <= na; j++)
+      if (ss->bmem[k][j]) dnnl_memory_destroy(ss->bmem[k][j]);
+    free(ss->bmem[k]);
+  }
+  for (size_t k = 0; ss->bargs && k < n; k++)
+    free(ss->bargs[k]);
+  free(ss->bmem);
+  free(ss->bargs);
+  for (int b = 0; b < MAX_BANDS; b++)
+    if (ss->bstream[b]) dnnl_stream_destroy(ss->bstream[b]);
+}
+
 /* -------------------------------------------------------------- backend -- */
 
 static void onednn_release(void *state) {
@@ -3038,6 +3593,7 @@ static void onednn_release(void *state) {
     free(e->s[i].args);
     free(e->s[i].ref_in);
     free(e->s[i].ref_out);
+    band_free(e->s[i].band, e->n_bands);
   }
   for (int i = 0; i < e->n_b; i++)
     if (e->b[i].own) free((void *)e->b[i].konst);
@@ -3206,6 +3762,7 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
   }
   if ((rc = run_jobs(e, eb)) != DM_OK) goto fail;
   if ((rc = plan_memory(e, eb)) != DM_OK) goto fail;
+  plan_bands(e);
   if (e->verbose)
     fprintf(stderr,
             "onednn: %d steps (%d primitives, %d reorders, %d ref), "
@@ -3262,6 +3819,7 @@ static void onednn_session_free(void *sess) {
     for (int i = 0; i < e->n_t; i++)
       if (ss->mem[i]) dnnl_memory_destroy(ss->mem[i]);
   if (ss->stream) dnnl_stream_destroy(ss->stream);
+  band_session_free(e, ss);
   free(ss->args);
   free(ss->smem);
   free(ss->mem);
@@ -3280,9 +3838,13 @@ static dm_err onednn_session_new(void *state, void **sess, dm_errbuf *eb) {
   if (!ss) goto fail;
   ss->e = e;
   size_t arena = (e->arena_bytes + 4095) & ~(size_t)4095;
-  if (!big_map(&ss->mem_, arena + e->scratch_bytes + 4096)) goto fail;
+  size_t scratch = align_up(e->scratch_bytes);
+  if (!big_map(&ss->mem_,
+               arena + scratch + (size_t)e->n_bands * e->band_scratch + 4096))
+    goto fail;
   ss->arena = ss->mem_.base;
   ss->scratch = ss->mem_.base + arena;
+  ss->bscratch = ss->mem_.base + arena + scratch;
   ss->mem = calloc((size_t)e->n_t + 1, sizeof *ss->mem);
   ss->ptr = calloc((size_t)e->n_t + 1, sizeof *ss->ptr);
   ss->args = calloc((size_t)e->n_s + 1, sizeof *ss->args);
@@ -3341,6 +3903,7 @@ static dm_err onednn_session_new(void *state, void **sess, dm_errbuf *eb) {
           (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, ss->smem[i]};
     }
   }
+  if (e->n_banded && (rc = band_session(e, ss, eb)) != DM_OK) goto fail;
   *sess = ss;
   return DM_OK;
 fail:
@@ -3379,6 +3942,21 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
   if (ss->prof) ss->runs++;
   for (int i = 0; i < e->n_s; i++) {
     const ostep *st = &e->s[i];
+    if (st->band) { /* this step and the banded ones after it */
+      band_run r = {.e = e, .ss = ss, .i0 = i, .i1 = i + 1};
+      while (r.i1 < e->n_s && e->s[r.i1].band)
+        r.i1++;
+      GOMP_parallel(band_part, &r, (unsigned)e->threads, 0);
+      for (int b = 0; b < e->n_bands; b++)
+        if (r.st[b] != dnnl_success) {
+          int nd = e->s[r.bad[b]].node;
+          rc = dnnl_fail(eb, nd >= 0 ? &g->nodes[nd] : NULL,
+                         "dnnl_primitive_execute", r.st[b]);
+          goto out;
+        }
+      i = r.i1 - 1;
+      continue;
+    }
     double t0 = ss->prof ? now_ms() : 0;
     if (st->kind == ST_PRIM) {
       dnnl_status_t s = dnnl_primitive_execute(

@@ -135,11 +135,12 @@ def isa_env(isa):
     return env
 
 
-def run(model, backend, x, isa=None):
+def run(model, backend, x, isa=None, threads=1):
     np.save(TMP + "/x.npy", x)
     out = TMP + "/y_%s.npy" % backend
     subprocess.run([DERMAL, "run", model, "--input", TMP + "/x.npy", "--output", out,
-                    "--backend", backend], check=True, capture_output=True, env=isa_env(isa))
+                    "--backend", backend, "--threads", str(threads)],
+                   check=True, capture_output=True, env=isa_env(isa))
     return np.load(out)
 
 
@@ -196,6 +197,13 @@ for isa in (None, "AVX2"):
         frac = float(np.mean(np.abs(a - b) > 1e-6))
         check(d <= 1.0 + 1e-3, "%s%s: ref vs onednn max %.3g output steps (%.2f%% differ)"
               % (name, tag, d, 100 * frac))
+        # 2 and 3 threads run the convs in bands of rows or pixels, each
+        # band its own primitive: the same integer arithmetic, so the same
+        # bits as one thread
+        for t in (2, 3) if not isa else ():
+            c = run(path, "onednn", x, isa, threads=t)
+            check(np.array_equal(b, c), "%s%s: onednn %d threads vs 1 thread: max diff %.3g"
+                  % (name, tag, t, np.abs(b - c).max()))
 
 path = TMP + "/qdq_u8w.onnx"
 onnx.save(qdq_model(CASES[0][4], "u8", 8, 12, seed=5, weight_u8=True), path)

@@ -230,7 +230,10 @@ static void check_case(const char *name, pb *g, int64_t opset,
       bool no_opt;
       int threads;
       const char *what;
-    } v[] = {{false, 1, "fused"}, {true, 1, "no_opt"}, {false, 2, "2 threads"}};
+    } v[] = {{false, 1, "fused"},
+             {true, 1, "no_opt"},
+             {false, 2, "2 threads"},
+             {false, 3, "3 threads"}};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
       memset(&eb, 0, sizeof eb);
       rc = run_model(m, DM_BACKEND_ONEDNN, v[i].no_opt, v[i].threads, &xt, &got,
@@ -424,6 +427,28 @@ static void case_mobile_block(void) {
   output(&g, "y");
   int64_t xd[4] = {1, 24, 14, 14};
   check_case("mobilenet block", &g, 13, xd, 4, NULL, NULL);
+}
+
+static void case_bands(void) {
+  /* with 2 or more threads, runs of convs on channels-last maps run in
+   * bands of rows (windowed convs) or pixels (pointwise ones), each thread
+   * its band: odd heights, stride 2, a 5x5 window reaching two rows past a
+   * band's edge, a pointwise conv over 7x7 (pixel split 24/25 against the
+   * 3x3's row split 3/4), residual joins */
+  pb g = {0};
+  conv(&g, "a", "x", "a1", 8, 32, 1, 3, 1, 1, true);
+  unary(&g, "Relu", "a1", "a2");
+  conv(&g, "d", "a2", "d1", 32, 32, 32, 3, 2, 1, true); /* 15x13 -> 8x7 */
+  conv(&g, "p", "d1", "p1", 32, 16, 1, 1, 1, 0, true);
+  conv(&g, "w", "p1", "w1", 16, 16, 16, 5, 1, 2, false);
+  binary(&g, "Add", "w1", "p1", "s1");
+  conv(&g, "q", "s1", "q1", 16, 24, 1, 3, 2, 1, true); /* 8x7 -> 4x4 */
+  unary(&g, "Relu", "q1", "q2");
+  conv(&g, "r", "q2", "r1", 24, 24, 1, 1, 1, 0, true);
+  binary(&g, "Add", "q2", "r1", "y");
+  output(&g, "y");
+  int64_t xd[4] = {1, 8, 15, 13};
+  check_case("bands", &g, 13, xd, 4, NULL, NULL);
 }
 
 static void case_dw_fusion(void) {
@@ -951,6 +976,7 @@ int main(void) {
   test_conv_naive_direct();
   case_residual();
   case_mobile_block();
+  case_bands();
   case_dw_fusion();
   case_se_swish();
   case_channel_passes();
