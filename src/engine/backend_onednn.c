@@ -3220,11 +3220,7 @@ static bool band_views(const oeng *e, const ostep *st,
     g->bin.src_desc[0] = ob->md[src];
     g->bin.dst_desc = ob->md[dst];
     if (whole1) {
-      dnnl_dims_t d1 = {1, c1, 1, 1};
-      dnnl_memory_desc_t m1 = e->t[t1].md;
-      if (dnnl_memory_desc_reshape(&m1, &e->t[t1].md, 4, d1) != dnnl_success)
-        return false;
-      g->bin.src_desc[1] = m1;
+      g->bin.src_desc[1] = e->t[t1].md;
     } else {
       size_t e1 = dnnl_data_type_size(e->t[t1].md.data_type);
       if (md_nhwc_part(&ob->md[src1], e->t[t1].md.data_type, c1, 1, p1 - p0))
@@ -3473,6 +3469,20 @@ typedef struct band_run {
   int bad[MAX_BANDS];          /* its step */
 } band_run;
 
+/* Pass step st of session ss on the session's addresses. */
+static ew_job step_job(const oeng *e, const osess *ss, const ostep *st) {
+  return (ew_job){st->kind,
+                  &st->qdq,
+                  ss->ptr[st->dst],
+                  ss->ptr[st->src],
+                  st->aux >= 0 ? ss->ptr[st->aux] : NULL,
+                  st->n,
+                  st->c,
+                  st->hw,
+                  e->avx512,
+                  ss->gap_part};
+}
+
 static void band_exec(band_run *r, int i, int b) {
   const oeng *e = r->e;
   osess *ss = r->ss;
@@ -3488,16 +3498,7 @@ static void band_exec(band_run *r, int i, int b) {
     }
     return;
   }
-  ew_job j = {st->kind,
-              &st->qdq,
-              ss->ptr[st->dst],
-              ss->ptr[st->src],
-              st->aux >= 0 ? ss->ptr[st->aux] : NULL,
-              st->n,
-              st->c,
-              st->hw,
-              e->avx512,
-              NULL};
+  ew_job j = step_job(e, ss, st);
   ew_span(&j, ob->lo, ob->n);
 }
 
@@ -3946,7 +3947,7 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
       band_run r = {.e = e, .ss = ss, .i0 = i, .i1 = i + 1};
       while (r.i1 < e->n_s && e->s[r.i1].band)
         r.i1++;
-      GOMP_parallel(band_part, &r, (unsigned)e->threads, 0);
+      GOMP_parallel(band_part, &r, (unsigned)e->n_bands, 0);
       for (int b = 0; b < e->n_bands; b++)
         if (r.st[b] != dnnl_success) {
           int nd = e->s[r.bad[b]].node;
@@ -3976,16 +3977,7 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
       rc = dm__ref_node(g, n, ss->ref_in, ss->ref_out, eb);
       if (rc != DM_OK) goto out;
     } else if (st->kind != ST_COPY) {
-      ew_job j = {st->kind,
-                  &st->qdq,
-                  ss->ptr[st->dst],
-                  ss->ptr[st->src],
-                  st->aux >= 0 ? ss->ptr[st->aux] : NULL,
-                  st->n,
-                  st->c,
-                  st->hw,
-                  e->avx512,
-                  ss->gap_part};
+      ew_job j = step_job(e, ss, st);
       ew_run(&j, e->threads);
     } else if (st->bytes) {
       memcpy(ss->ptr[st->dst], ss->ptr[st->src], st->bytes);
