@@ -194,6 +194,8 @@ typedef struct oband {
   bool *view;             /* PRIM: per arg, a part of the tensor */
   bool has_scratch;       /* PRIM */
   dnnl_memory_desc_t scratch_md;
+  int warg;     /* PRIM: the weights arg when the band has its own copy */
+  void *wdata;  /* that copy (layout md[warg]), owned; else NULL */
   size_t lo, n; /* passes: units [lo, lo + n) */
 } oband;
 
@@ -3145,8 +3147,8 @@ static bool arg_tensor_ok(const oeng *e, int t) {
 /* The views of band b of prim step st into ob (md/off/view sized n_args)
  * and the op descriptor in *g.  False when the step cannot run in bands. */
 static bool band_views(const oeng *e, const ostep *st,
-                       const_dnnl_primitive_desc_t pd, int b, bool rows,
-                       oband *ob, bgeo *g) {
+                       const_dnnl_primitive_desc_t pd, int b, oband *ob,
+                       bgeo *g) {
   dnnl_primitive_kind_t kind;
   if (dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind) !=
       dnnl_success)
@@ -3188,7 +3190,7 @@ static bool band_views(const oeng *e, const ostep *st,
                      cd->strides[1] == 1 && cd->padding[0][0] == 0 &&
                      cd->padding[0][1] == 0 && cd->padding[1][0] == 0 &&
                      cd->padding[1][1] == 0 && ih == oh && iw == ow;
-    if (pointwise && !rows) {
+    if (pointwise) {
       int64_t p0, p1;
       band_range(oh * ow, b, nb, &p0, &p1);
       if (p1 <= p0) return false;
@@ -3286,12 +3288,62 @@ static void band_free(oband *ob, int n) {
     free(ob[b].md);
     free(ob[b].off);
     free(ob[b].view);
+    free(ob[b].wdata);
   }
   free(ob);
 }
 
 /* Step st in bands, or NULL (it runs whole). */
-static oband *band_step(oeng *e, const ostep *st) {
+/* *md with the same dims and data type, format_tag_any. */
+static bool weights_any(dnnl_memory_desc_t *md) {
+  dnnl_dims_t d;
+  for (int i = 0; i < md->ndims; i++)
+    d[i] = md->dims[i];
+  return dnnl_memory_desc_init_by_tag(md, md->ndims, d, md->data_type,
+                                      dnnl_format_tag_any) == dnnl_success;
+}
+
+/* Band o of conv step st gets its own copy of the weights in the layout
+ * band primitive bpd wants, reordered from where the step's came from (the
+ * load job that made them, or the constant itself). */
+static bool band_weights(oeng *e, const ostep *st,
+                         const_dnnl_primitive_desc_t bpd, oband *o,
+                         dnnl_stream_t rs) {
+  int j = -1;
+  for (int k = 0; k < st->n_args; k++)
+    if (st->args[k].arg == DNNL_ARG_WEIGHTS) j = k;
+  const dnnl_memory_desc_t *wmd =
+      dnnl_primitive_desc_query_md(bpd, dnnl_query_weights_md, 0);
+  if (j < 0 || !wmd || !rs) return false;
+  const otensor *t = &e->t[st->args[j].tensor];
+  const obuf *buf = &e->b[t->buf];
+  if (buf->kind != BUF_CONST || !t->has_md) return false;
+  ojob r;
+  memset(&r, 0, sizeof r);
+  r.step = -1;
+  r.smd = t->md;
+  r.src = buf->konst;
+  for (int k = 0; k < e->n_jobs; k++)
+    if (e->jobs[k].step < 0 && e->jobs[k].dst == buf->konst) {
+      r.smd = e->jobs[k].smd;
+      r.src = e->jobs[k].src;
+    }
+  r.dmd = *wmd;
+  size_t sz = align_up(dnnl_memory_desc_get_size(wmd));
+  if (!(r.dst = aligned_alloc(ALIGN, sz ? sz : ALIGN))) return false;
+  job_reorder(e, &r, rs);
+  if (r.status != dnnl_success) {
+    free(r.dst);
+    return false;
+  }
+  free(o->wdata);
+  o->wdata = r.dst;
+  o->warg = j;
+  o->md[j] = *wmd;
+  return true;
+}
+
+static oband *band_step(oeng *e, const ostep *st, dnnl_stream_t rs) {
   int nb = e->n_bands;
   oband *ob = calloc((size_t)nb, sizeof *ob);
   if (!ob) return NULL;
@@ -3314,18 +3366,22 @@ static oband *band_step(oeng *e, const ostep *st) {
     o->off = calloc(na, sizeof *o->off);
     o->view = calloc(na, sizeof *o->view);
     if (!o->md || !o->off || !o->view) goto no;
-    /* pointwise convs by pixels; by rows when that gets no JIT kernel
-     * (int8 1x1 convs over 98 pixels got ref_int8) */
+    o->warg = -1;
+    /* the step's weights as they are; else (a conv) the layout the band's
+     * kernel wants, in a copy of its own (the default model's int8
+     * 96->576 1x1 convs: OC blocks of 48 for two threads over 14x14, of 64
+     * for one over 98 pixels, which only ref_int8 took in the other) */
     dnnl_primitive_desc_t bpd = NULL;
-    for (int rows = 0; rows < 2 && !bpd; rows++) {
+    for (int own = 0; own < 2 && !bpd; own++) {
       bgeo g;
-      if (!band_views(e, st, pd, b, rows, o, &g)) goto no;
+      if (!band_views(e, st, pd, b, o, &g) || (own && !g.is_conv)) goto no;
+      if (own && !weights_any(&g.conv.weights_desc)) goto no;
       const_dnnl_op_desc_t od = g.is_conv ? (const_dnnl_op_desc_t)&g.conv
                                           : (const_dnnl_op_desc_t)&g.bin;
       if (dnnl_primitive_desc_create(&bpd, od, attr, e->eng, NULL) !=
           dnnl_success)
         bpd = NULL;
-      else if (pd_is_ref(bpd)) {
+      else if (pd_is_ref(bpd) || (own && !band_weights(e, st, bpd, o, rs))) {
         dnnl_primitive_desc_destroy(bpd);
         bpd = NULL;
       }
@@ -3357,13 +3413,18 @@ static bool plan_sync(oeng *e);
 static void plan_bands(oeng *e) {
   if (!e->n_bands) return;
   omp_set_num_threads(1);
+  dnnl_stream_t rs = NULL; /* for weights a band copies (band_weights) */
+  if (dnnl_stream_create(&rs, e->eng, dnnl_stream_default_flags) !=
+      dnnl_success)
+    rs = NULL;
   for (int i = 0; i < e->n_s; i++) {
     ostep *st = &e->s[i];
     if (st->kind == ST_PRIM || st->kind == ST_SWISH || st->kind == ST_QDQ ||
         st->kind == ST_CSCALE || st->kind == ST_NHWC)
-      st->band = band_step(e, st);
+      st->band = band_step(e, st, rs);
     if (st->band) e->n_banded++;
   }
+  if (rs) dnnl_stream_destroy(rs);
   omp_set_num_threads(e->threads);
   if (!plan_sync(e)) /* no room to plan: a barrier before every step */
     for (int i = 0; i < e->n_s; i++)
@@ -3560,9 +3621,10 @@ static dm_err band_session(const oeng *e, osess *ss, dm_errbuf *eb) {
       for (size_t j = 0; j < na; j++) {
         int t = st->args[j].tensor;
         a[j] = (dnnl_exec_arg_t){st->args[j].arg, ss->mem[t]};
-        if (!ob->view[j]) continue;
-        s = dnnl_memory_create(&m[j], &ob->md[j], e->eng,
-                               (char *)ss->ptr[t] + ob->off[j]);
+        if (!ob->view[j] && (int)j != ob->warg) continue;
+        s = dnnl_memory_create(
+            &m[j], &ob->md[j], e->eng,
+            (int)j == ob->warg ? ob->wdata : (char *)ss->ptr[t] + ob->off[j]);
         if (s != dnnl_success) {
           m[j] = NULL;
           return dnnl_fail(eb, NULL, "dnnl_memory_create(band)", s);
