@@ -456,6 +456,8 @@ static float act_f32(const dm_act *a, float x) {
   return NAN;
 }
 
+float dm__ref_act(const dm_act *a, float x) { return act_f32(a, x); }
+
 static bool act_is_float(dm_unary k) {
   return (unsigned)k < DM_UNARY_COUNT && k != DM_UNARY_NOT;
 }

@@ -477,6 +477,10 @@ int32_t dm__quantize_one(float x, float scale, int32_t zp, bool u8);
 dm_err dm__ref_node(const dm_graph *g, const dm_node *n, const void *const *in,
                     void *const *out, dm_errbuf *eb);
 
+/* backend_ref.c: one element of float activation a (what the reference
+ * kernels compute for it). */
+float dm__ref_act(const dm_act *a, float x);
+
 /* A backend executes a built graph. */
 typedef struct dm_backend {
   const char *name;

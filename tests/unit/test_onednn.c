@@ -517,6 +517,28 @@ static void case_se_swish(void) {
   check_case("SE + swish", &g, 13, xd, 4, NULL, NULL);
 }
 
+static void case_se_fc(void) {
+  /* 1x1 convs over a 1x1 map run as our own pass (fc_run): channel counts
+   * off the 16-lane blocks (37, 10, 300), no bias, Relu, HardSigmoid (one
+   * element at a time), Sigmoid (vector), and the squeeze read twice */
+  pb g = {0};
+  unary(&g, "GlobalAveragePool", "x", "gp");
+  conv(&g, "f1", "gp", "f1o", 37, 10, 1, 1, 1, 0, false);
+  unary(&g, "Relu", "f1o", "f1r");
+  conv(&g, "f2", "f1r", "f2o", 10, 37, 1, 1, 1, 0, true);
+  pb n = pb_node("HardSigmoid", "hs", IN("f2o"), IN("sc"));
+  pb_attr_float(&n, "alpha", 0.2f);
+  pb_attr_float(&n, "beta", 0.5f);
+  add(&g, &n);
+  binary(&g, "Mul", "x", "sc", "se");
+  conv(&g, "f3", "gp", "f3o", 37, 300, 1, 1, 1, 0, true);
+  unary(&g, "Sigmoid", "f3o", "y2");
+  output(&g, "se");
+  output(&g, "y2");
+  int64_t xd[4] = {1, 37, 9, 9};
+  check_case("SE fc", &g, 13, xd, 4, NULL, NULL);
+}
+
 static void case_channel_passes(void) {
   /* the backend's own passes: an RGB input to channels-last (pixel counts
    * not a multiple of 16), GAP (one image split among threads, or two
@@ -977,6 +999,7 @@ int main(void) {
   case_residual();
   case_mobile_block();
   case_bands();
+  case_se_fc();
   case_dw_fusion();
   case_se_swish();
   case_channel_passes();
