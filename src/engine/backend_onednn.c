@@ -1778,14 +1778,16 @@ static dm_err map_fc(oeng *e, int ni, dm_errbuf *eb) {
   if (md_plain(e, x, &xmd) != dnnl_success ||
       md_plain(e, y, &ymd) != dnnl_success)
     return DM_UNSUPPORTED;
-  /* weights transposed, [IC][OC], so that 16 outputs take one load */
+  /* weights transposed, [IC][OC], so that 16 outputs take one load, then
+   * the bias; copied with memcpy: raw_data in the file is not aligned */
   size_t oc = (size_t)W->dims[0], ic = (size_t)W->dims[1];
-  float *wt = big_take(&e->wmem, oc * ic * sizeof *wt);
+  float *wt = big_take(&e->wmem, (oc * ic + oc) * sizeof *wt);
   if (!wt) return DM_UNSUPPORTED; /* reservation exhausted: oneDNN's conv */
-  const float *w = W->data;
+  const char *w = W->data;
   for (size_t o = 0; o < oc; o++)
     for (size_t i = 0; i < ic; i++)
-      wt[i * oc + o] = w[o * ic + i];
+      memcpy(&wt[i * oc + o], w + (o * ic + i) * sizeof *wt, sizeof *wt);
+  if (bv >= 0) memcpy(wt + oc * ic, val(e, bv)->data, oc * sizeof *wt);
   int tx, ty;
   dm_err rc = get_as(e, ni, x, &xmd, &tx, eb);
   if (rc != DM_OK) return rc;
@@ -1796,7 +1798,7 @@ static dm_err map_fc(oeng *e, int ni, dm_errbuf *eb) {
   st.n = oc;
   st.c = ic;
   st.w = wt;
-  st.bias = bv >= 0 ? val(e, bv)->data : NULL;
+  st.bias = bv >= 0 ? wt + oc * ic : NULL;
   st.fc_swish = sig >= 0;
   if ((rc = add_pass(e, ni, &st, tx, ty, eb)) != DM_OK) return rc;
   if (sig >= 0) {
