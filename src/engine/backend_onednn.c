@@ -241,6 +241,7 @@ typedef struct oeng {
   bool profile;     /* DERMAL_ONEDNN_PROFILE: per-step times at session end */
   bool follow;      /* conv: try the producer's layout before format_tag_any */
   bool wino;        /* conv: try Winograd (nChw16c) on eligible 3x3 convs */
+  bool dw_pref;     /* depthwise convs: prefer dw_prefer's kernels */
   bool bf16;        /* Conv/Gemm/MatMul in bf16 (see bf16_native) */
   int64_t wino_max; /* largest OC*IC for Winograd */
   bool avx512;      /* ew_run may use AVX-512F */
@@ -479,6 +480,56 @@ static const char *pd_impl(const_dnnl_primitive_desc_t pd) {
       !s)
     return "?";
   return s;
+}
+
+/* dnnl_primitive_desc_create, except that the first implementation whose
+ * name starts with `prefer` (when not NULL) wins over oneDNN's first choice
+ * when it accepts the descriptor too. */
+static dnnl_status_t pd_create_pref(dnnl_primitive_desc_t *pd,
+                                    const_dnnl_op_desc_t od,
+                                    const_dnnl_primitive_attr_t attr,
+                                    dnnl_engine_t eng, const char *prefer) {
+  dnnl_primitive_desc_iterator_t it = NULL;
+  dnnl_status_t s =
+      dnnl_primitive_desc_iterator_create(&it, od, attr, eng, NULL);
+  if (s != dnnl_success) return s;
+  *pd = NULL;
+  do {
+    dnnl_primitive_desc_t c = dnnl_primitive_desc_iterator_fetch(it);
+    if (!c) break;
+    const char *impl = NULL;
+    bool want = prefer &&
+                dnnl_primitive_desc_query(c, dnnl_query_impl_info_str, 0,
+                                          &impl) == dnnl_success &&
+                impl && strncmp(impl, prefer, strlen(prefer)) == 0;
+    if (!*pd || want) {
+      if (*pd) dnnl_primitive_desc_destroy(*pd);
+      *pd = c;
+    } else {
+      dnnl_primitive_desc_destroy(c);
+    }
+    if (want || !prefer) break;
+  } while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+  dnnl_primitive_desc_iterator_destroy(it);
+  return *pd ? dnnl_success : dnnl_unimplemented;
+}
+
+/* The implementation a depthwise conv should prefer (see pd_create_pref):
+ * on AVX-512, oneDNN 2.6 picks brdgmm_dw first, but its older jit kernels
+ * ran MobileNetV2's depthwise shapes faster on one thread (`jit_dw` fp32:
+ * 0.081 vs 0.131 ms at 32ch 112x112, 0.107 vs 0.156 at 144ch 56x56,
+ * 0.028 vs 0.035 at 576ch 14x14; `jit_int8` u8: 0.062 vs 0.078 at 96ch
+ * 112x112 stride 2, 0.077 vs 0.091 at 144ch 56x56), but not on maps
+ * smaller than 14x14 (EfficientNet-B0's 1152ch 5x5 at 7x7: 0.033 vs
+ * 0.037-0.040).  DERMAL_ONEDNN_DW=onednn keeps oneDNN's choice. */
+static const char *dw_prefer(const oeng *e, const dm_node *n, bool int8) {
+  const dm_value *W = val(e, n->in[1]), *Y = val(e, n->out[0]);
+  int64_t G = n->p.conv.group;
+  if (!e->dw_pref || G < 2 || W->rank != 4 || W->dims[0] != G ||
+      W->dims[1] != 1)
+    return NULL;
+  if (Y->dims[2] * Y->dims[3] < 196) return NULL;
+  return int8 ? "jit_int8" : "jit_dw";
 }
 
 static bool pd_is_ref(const_dnnl_primitive_desc_t pd) {
@@ -1903,7 +1954,8 @@ retry:
             &cd, dnnl_forward_inference, alg, smd, wmd0, bv >= 0 ? &b_md : NULL,
             dmd, strides, dil, pl, pr) != dnnl_success)
       continue;
-    if (dnnl_primitive_desc_create(&pd, &cd, attr, e->eng, NULL) !=
+    if (pd_create_pref(&pd, &cd, attr, e->eng,
+                       attempt == 2 ? dw_prefer(e, n, false) : NULL) !=
         dnnl_success) {
       pd = NULL;
       continue;
@@ -2819,7 +2871,7 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
   if (dnnl_dilated_convolution_forward_desc_init(
           &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_any,
           &w_any, &b_md, &dst_any, strides, dil, pl, pr) != dnnl_success ||
-      dnnl_primitive_desc_create(&pd, &cd, attr, e->eng, NULL) !=
+      pd_create_pref(&pd, &cd, attr, e->eng, dw_prefer(e, n, true)) !=
           dnnl_success) {
     pd = NULL;
     goto out;
@@ -3507,6 +3559,10 @@ static oband *band_step(oeng *e, const ostep *st, dnnl_stream_t rs) {
     o->view = calloc(na, sizeof *o->view);
     if (!o->md || !o->off || !o->view) goto no;
     o->warg = -1;
+    /* the whole step's implementation, e.g. "jit_dw" of "jit_dw:avx512" */
+    char fam[64];
+    snprintf(fam, sizeof fam, "%s", pd_impl(pd));
+    fam[strcspn(fam, ":")] = 0;
     /* the step's weights as they are; else (a conv) the layout the band's
      * kernel wants, in a copy of its own (the default model's int8
      * 96->576 1x1 convs: OC blocks of 48 for two threads over 14x14, of 64
@@ -3518,8 +3574,7 @@ static oband *band_step(oeng *e, const ostep *st, dnnl_stream_t rs) {
       if (own && !weights_any(&g.conv.weights_desc)) goto no;
       const_dnnl_op_desc_t od = g.is_conv ? (const_dnnl_op_desc_t)&g.conv
                                           : (const_dnnl_op_desc_t)&g.bin;
-      if (dnnl_primitive_desc_create(&bpd, od, attr, e->eng, NULL) !=
-          dnnl_success)
+      if (pd_create_pref(&bpd, od, attr, e->eng, fam) != dnnl_success)
         bpd = NULL;
       else if (pd_is_ref(bpd) || (own && !band_weights(e, st, bpd, o, rs))) {
         dnnl_primitive_desc_destroy(bpd);
@@ -3861,6 +3916,8 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
      * NHWC, and reorders go between (measured on ResNet-50: 44 -> 38 ms;
      * all-blocked was 42 ms).  DERMAL_ONEDNN_LAYOUT=any|blocked|wino|mixed
      * overrides, for benchmarks. */
+    const char *dw = getenv("DERMAL_ONEDNN_DW");
+    e->dw_pref = !(dw && !strcmp(dw, "onednn"));
     e->wino_max = 256 * 256;
     const char *wm = getenv("DERMAL_ONEDNN_WINO_MAX");
     if (wm) e->wino_max = atoll(wm);
