@@ -216,7 +216,7 @@ typedef struct ostep {
   size_t n;              /* SWISH, QDQ: elements; NHWC, CSCALE, GAP: images */
   size_t c, hw;          /* NHWC, CSCALE, GAP: channels, pixels per image */
   qdq_op qdq;            /* QDQ */
-  const float *w, *bias; /* FC: weights [n][c] (the graph's), bias or NULL */
+  const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */
   bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left) */
   struct oband *band;    /* e->n_bands entries when the step runs in bands */
   bool sync;             /* banded: a barrier before it (see plan_sync) */
@@ -1833,7 +1833,7 @@ static dm_err map_fc(oeng *e, int ni, dm_errbuf *eb) {
    * the bias; copied with memcpy: raw_data in the file is not aligned */
   size_t oc = (size_t)W->dims[0], ic = (size_t)W->dims[1];
   float *wt = big_take(&e->wmem, (oc * ic + oc) * sizeof *wt);
-  if (!wt) return DM_UNSUPPORTED; /* reservation exhausted: oneDNN's conv */
+  if (!wt) return DM_UNSUPPORTED; /* reservation exhausted: map_conv goes on */
   const char *w = W->data;
   for (size_t o = 0; o < oc; o++)
     for (size_t i = 0; i < ic; i++)
@@ -1869,7 +1869,10 @@ static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
   if (!is_f32(e, x) || !is_f32(e, w) || !is_f32(e, y)) return DM_UNSUPPORTED;
   if (!is_const(e, w)) return DM_UNSUPPORTED;
   if (bv >= 0 && (!is_f32(e, bv) || !is_const(e, bv))) return DM_UNSUPPORTED;
-  if (fc_conv(e, n)) return map_fc(e, ni, eb);
+  if (fc_conv(e, n)) { /* UNSUPPORTED before it made any tensor */
+    dm_err r = map_fc(e, ni, eb);
+    if (r != DM_UNSUPPORTED) return r;
+  }
   const dm_value *X = val(e, x), *W = val(e, w), *Y = val(e, y);
   const dm_window *win = &n->p.conv.w;
   int nsp = win->nsp, nd = 2 + nsp;
@@ -3215,8 +3218,8 @@ static dm_err plan_memory(oeng *e, dm_errbuf *eb) {
   /* With bands, 8-bit maps get bytes of their own, after the rest: a
    * buffer reused by another tensor is split between the threads at
    * another place, so a thread writes lines the other core holds (the
-   * int8 default model, 2 threads: 1.35-1.39 -> 1.23-1.24 ms with no
-   * reuse at all; fp32 maps, 4x the bytes, did not gain from it). */
+   * int8 default model, 2 threads: 1.35-1.39 -> 1.24-1.27 ms; with no
+   * reuse at all 1.23-1.24; fp32 maps, 4x the bytes, did not gain). */
   for (int i = 0; i < e->n_b; i++)
     e->b[i].own8 = e->n_bands > 0 && e->b[i].kind == BUF_ARENA;
   for (int i = 0; i < e->n_t; i++) {
@@ -3485,7 +3488,6 @@ static void band_free(oband *ob, int n) {
   free(ob);
 }
 
-/* Step st in bands, or NULL (it runs whole). */
 /* *md with the same dims and data type, format_tag_any. */
 static bool weights_any(dnnl_memory_desc_t *md) {
   dnnl_dims_t d;
@@ -3535,6 +3537,7 @@ static bool band_weights(oeng *e, const ostep *st,
   return true;
 }
 
+/* Step st in bands, or NULL (it runs whole); rs: a stream for reorders. */
 static oband *band_step(oeng *e, const ostep *st, dnnl_stream_t rs) {
   int nb = e->n_bands;
   oband *ob = calloc((size_t)nb, sizeof *ob);
@@ -3785,7 +3788,6 @@ static void band_part(void *arg) {
     if (i > r->i0 && e->s[i].sync) GOMP_barrier();
     for (int b = t; b < e->n_bands; b += nt)
       band_exec(r, i, b);
-
     if (t == 0 && r->ss->prof) r->ss->prof[i] += now_ms() - t0;
   }
 }
