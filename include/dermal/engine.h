@@ -82,7 +82,7 @@ typedef struct dm_engine_stats {
   size_t fused_act;     /* activations/adds fused into Conv/Gemm */
   size_t int8_ops;      /* Conv/Add/MaxPool run on 8-bit data (QDQ fused) */
   size_t dead;          /* nodes removed as dead */
-  size_t arena_bytes;   /* activation arena per session */
+  size_t arena_bytes;   /* activation arena each session maps */
   size_t weight_bytes;  /* constant bytes used by the plan */
   size_t weight_copied; /* constant bytes copied (folded, unaligned) */
   double load_ms;       /* build time */

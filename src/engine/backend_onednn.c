@@ -4561,8 +4561,20 @@ static const dm_grad_ops onednn_grad = {
     .forward = ograd_forward,
 };
 
+/* The arena onednn_session_new maps (its own plan: layouts, bands). */
+static size_t onednn_arena_bytes(void *state) {
+  const oeng *e = state;
+  return e->arena_bytes;
+}
+
 const dm_backend dm__backend_onednn = {
-    "onednn",           onednn_prepare,      onednn_release,
-    onednn_session_new, onednn_session_free, onednn_run,
-    onednn_precision,   &onednn_grad,
+    .name = "onednn",
+    .prepare = onednn_prepare,
+    .release = onednn_release,
+    .session_new = onednn_session_new,
+    .session_free = onednn_session_free,
+    .run = onednn_run,
+    .precision = onednn_precision,
+    .grad = &onednn_grad,
+    .arena_bytes = onednn_arena_bytes,
 };

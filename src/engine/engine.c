@@ -121,6 +121,7 @@ dm_err dm_engine_new(const dm_onnx_model *m, const dm_engine_opts *opts,
   if ((rc = e->be->prepare(e->g, &e->opts, &e->state, eb)) != DM_OK) goto fail;
   if ((rc = cam_ops_new(e, eb)) != DM_OK) goto fail;
   e->stats = e->g->stats; /* after prepare: includes aligned copies */
+  if (e->be->arena_bytes) e->stats.arena_bytes = e->be->arena_bytes(e->state);
   e->stats.load_ms = now_ms() - t0;
   *out = e;
   return DM_OK;

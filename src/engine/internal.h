@@ -498,6 +498,9 @@ typedef struct dm_backend {
                 void *const *outputs, dm_errbuf *eb);
   const char *(*precision)(void *state);
   const dm_grad_ops *grad; /* Grad-CAM section operators; NULL: plain C */
+  /* Bytes of the activation arena each session maps, when the backend
+   * plans its own (NULL: the graph's plan, dm_graph.arena_bytes). */
+  size_t (*arena_bytes)(void *state);
 } dm_backend;
 
 /* backend_onednn.c: whether this CPU runs bf16 convolutions natively

@@ -323,6 +323,9 @@ static void test_concurrent_sessions(void) {
     }
     CHECK(bad == 0, "%s: %d concurrent runs differ or failed",
           be ? "ref" : "onednn", bad);
+    /* the arena a session maps: the backend's own plan on onednn */
+    CHECK(dm_engine_get_stats(e)->arena_bytes > 0, "%s: arena_bytes %zu",
+          be ? "ref" : "onednn", dm_engine_get_stats(e)->arena_bytes);
     dm_engine_free(e);
   }
 }
