@@ -43,10 +43,12 @@
  * Threading: the engine state is read-only after prepare and shared by all
  * sessions.  Primitives are created with omp_get_max_threads() == threads
  * and run with the same ICV (set per run on the calling thread, restored
- * after).  Everything mutable (memory objects bound to the arena, the
- * stream, the scratchpad: primitives use dnnl_scratchpad_mode_user) belongs
- * to a session, which one thread uses at a time.  Links with -lgomp (the
- * OpenMP runtime Debian's oneDNN uses) and -ldnnl.
+ * after); with 2+ threads, runs of steps go in bands, one thread each, on
+ * primitives made for one thread (see "bands" below).  Everything mutable
+ * (memory objects bound to the arena, the stream, the scratchpad: primitives
+ * use dnnl_scratchpad_mode_user) belongs to a session, which one thread uses at
+ * a time.  Links with -lgomp (the OpenMP runtime Debian's oneDNN uses) and
+ * -ldnnl.
  *
  * Debugging: DERMAL_ONEDNN_VERBOSE=1 prints the plan (implementation of each
  * step, ref fallbacks) to stderr; nothing is logged otherwise. */
@@ -697,6 +699,20 @@ static void swish_span(float *y, const float *x, size_t n, bool avx512) {
 /* ------------------------------------------------------ 1x1 conv on 1x1 -- */
 
 #if defined(__x86_64__)
+/* Activation a on 16 floats: Relu, Sigmoid and Swish vectorised, the rest
+ * one by one, as the reference computes them. */
+__attribute__((target("avx512f"))) static __m512 act16(const dm_act *a,
+                                                       __m512 v) {
+  if (a->kind == DM_UNARY_RELU) return _mm512_max_ps(v, _mm512_setzero_ps());
+  if (a->kind == DM_UNARY_SIGMOID) return sigmoid16(v);
+  if (a->kind == DM_UNARY_SWISH) return swish16(v);
+  float t[16];
+  _mm512_storeu_ps(t, v);
+  for (int l = 0; l < 16; l++)
+    t[l] = dm__ref_act(a, t[l]);
+  return _mm512_loadu_ps(t);
+}
+
 /* y[o0 .. o0+16) (mask m) of fc_run, weights transposed (wt[i][o]). */
 __attribute__((target("avx512f"))) static void
 fc16_avx512(const oeng *e, const ostep *st, float *y, const float *x, size_t o0,
@@ -717,23 +733,9 @@ fc16_avx512(const oeng *e, const ostep *st, float *y, const float *x, size_t o0,
     a0 = _mm512_fmadd_ps(_mm512_set1_ps(x[i]),
                          _mm512_maskz_loadu_ps(m, st->w + i * st->n + o0), a0);
   __m512 v = _mm512_add_ps(a0, a1);
-  for (int p = 0; p <= n->n_post; p++) {
-    dm_unary k = p < n->n_post ? n->post[p].act.kind : DM_UNARY_SWISH;
-    if (p == n->n_post && !st->fc_swish) break;
-    if (k == DM_UNARY_RELU) {
-      v = _mm512_max_ps(v, _mm512_setzero_ps());
-    } else if (k == DM_UNARY_SWISH) {
-      v = swish16(v);
-    } else if (k == DM_UNARY_SIGMOID) {
-      v = sigmoid16(v);
-    } else { /* the rest one by one, as the reference computes them */
-      float t[16];
-      _mm512_storeu_ps(t, v);
-      for (int l = 0; l < 16; l++)
-        t[l] = dm__ref_act(&n->post[p].act, t[l]);
-      v = _mm512_loadu_ps(t);
-    }
-  }
+  for (int p = 0; p < n->n_post; p++)
+    v = act16(&n->post[p].act, v);
+  if (st->fc_swish) v = swish16(v);
   _mm512_mask_storeu_ps(y + o0, m, v);
 }
 #endif
@@ -3303,11 +3305,16 @@ static bool md_nhwc1(const dnnl_memory_desc_t *md, int64_t *c, int64_t *h,
          (*h == 1 || b->strides[2] == *w * *c);
 }
 
-/* Channels-last [1, c, h, w] of data type dt. */
-static dnnl_status_t md_nhwc_part(dnnl_memory_desc_t *md, dnnl_data_type_t dt,
-                                  int64_t c, int64_t h, int64_t w) {
-  dnnl_dims_t d = {1, c, h, w}, st = {h * w * c, 1, w * c, c};
-  return dnnl_memory_desc_init_by_strides(md, 4, d, dt, st);
+/* Arg j of band ob views h x w pixels of channels-last tensor md (c
+ * channels), starting at its pixel `first`. */
+static bool band_view(oband *ob, int j, const dnnl_memory_desc_t *md, int64_t c,
+                      int64_t h, int64_t w, int64_t first) {
+  int64_t d[4] = {1, c, h, w};
+  if (md_channels_last(&ob->md[j], 4, d) != dnnl_success) return false;
+  ob->md[j].data_type = md->data_type; /* strides count elements */
+  ob->off[j] = (size_t)(first * c) * dnnl_data_type_size(md->data_type);
+  ob->view[j] = true;
+  return true;
 }
 
 /* Band b of n over `units`: [*lo, *hi). */
@@ -3362,8 +3369,6 @@ static bool band_views(const oeng *e, const ostep *st,
   int64_t ic, ih, iw, oc, oh, ow;
   if (!md_nhwc1(ms, &ic, &ih, &iw) || !md_nhwc1(md, &oc, &oh, &ow))
     return false;
-  size_t es = dnnl_data_type_size(ms->data_type),
-         ed = dnnl_data_type_size(md->data_type);
   int nb = e->n_bands;
   if (kind == dnnl_convolution) {
     const dnnl_convolution_desc_t *cd = NULL;
@@ -3389,11 +3394,9 @@ static bool band_views(const oeng *e, const ostep *st,
       int64_t p0, p1;
       band_range(oh * ow, b, nb, &p0, &p1);
       if (p1 <= p0) return false;
-      if (md_nhwc_part(&ob->md[src], ms->data_type, ic, 1, p1 - p0) ||
-          md_nhwc_part(&ob->md[dst], md->data_type, oc, 1, p1 - p0))
+      if (!band_view(ob, src, ms, ic, 1, p1 - p0, p0) ||
+          !band_view(ob, dst, md, oc, 1, p1 - p0, p0))
         return false;
-      ob->off[src] = (size_t)(p0 * ic) * es;
-      ob->off[dst] = (size_t)(p0 * oc) * ed;
     } else {
       int64_t r0, r1, s = cd->strides[0], pt = cd->padding[0][0];
       int64_t kext = (kh - 1) * (cd->dilates[0] + 1) + 1;
@@ -3402,11 +3405,9 @@ static bool band_views(const oeng *e, const ostep *st,
       int64_t first = r0 * s - pt, end = (r1 - 1) * s - pt + kext;
       int64_t a = first > 0 ? first : 0, z = end < ih ? end : ih;
       if (z <= a) return false;
-      if (md_nhwc_part(&ob->md[src], ms->data_type, ic, z - a, iw) ||
-          md_nhwc_part(&ob->md[dst], md->data_type, oc, r1 - r0, ow))
+      if (!band_view(ob, src, ms, ic, z - a, iw, a * iw) ||
+          !band_view(ob, dst, md, oc, r1 - r0, ow, r0 * ow))
         return false;
-      ob->off[src] = (size_t)(a * iw * ic) * es;
-      ob->off[dst] = (size_t)(r0 * ow * oc) * ed;
       g->conv.padding[0][0] = a - first;
       g->conv.padding[1][0] = end - z;
     }
@@ -3429,27 +3430,20 @@ static bool band_views(const oeng *e, const ostep *st,
     if (p1 <= p0) return false;
     g->is_conv = false;
     g->bin = *bd;
-    if (md_nhwc_part(&ob->md[src], ms->data_type, ic, 1, p1 - p0) ||
-        md_nhwc_part(&ob->md[dst], md->data_type, oc, 1, p1 - p0))
+    if (!band_view(ob, src, ms, ic, 1, p1 - p0, p0) ||
+        !band_view(ob, dst, md, oc, 1, p1 - p0, p0))
       return false;
-    ob->off[src] = (size_t)(p0 * ic) * es;
-    ob->off[dst] = (size_t)(p0 * oc) * ed;
     g->bin.src_desc[0] = ob->md[src];
     g->bin.dst_desc = ob->md[dst];
     if (whole1) {
       g->bin.src_desc[1] = e->t[t1].md;
     } else {
-      size_t e1 = dnnl_data_type_size(e->t[t1].md.data_type);
-      if (md_nhwc_part(&ob->md[src1], e->t[t1].md.data_type, c1, 1, p1 - p0))
-        return false;
-      ob->off[src1] = (size_t)(p0 * c1) * e1;
-      ob->view[src1] = true;
+      if (!band_view(ob, src1, &e->t[t1].md, c1, 1, p1 - p0, p0)) return false;
       g->bin.src_desc[1] = ob->md[src1];
     }
   } else {
     return false;
   }
-  ob->view[src] = ob->view[dst] = true;
   return true;
 }
 
@@ -3486,15 +3480,6 @@ static void band_free(oband *ob, int n) {
     free(ob[b].wdata);
   }
   free(ob);
-}
-
-/* *md with the same dims and data type, format_tag_any. */
-static bool weights_any(dnnl_memory_desc_t *md) {
-  dnnl_dims_t d;
-  for (int i = 0; i < md->ndims; i++)
-    d[i] = md->dims[i];
-  return dnnl_memory_desc_init_by_tag(md, md->ndims, d, md->data_type,
-                                      dnnl_format_tag_any) == dnnl_success;
 }
 
 /* Band o of conv step st gets its own copy of the weights in the layout
@@ -3574,7 +3559,8 @@ static oband *band_step(oeng *e, const ostep *st, dnnl_stream_t rs) {
     for (int own = 0; own < 2 && !bpd; own++) {
       bgeo g;
       if (!band_views(e, st, pd, b, o, &g) || (own && !g.is_conv)) goto no;
-      if (own && !weights_any(&g.conv.weights_desc)) goto no;
+      dnnl_memory_desc_t *wd = &g.conv.weights_desc;
+      if (own && md_any_dt(wd, wd->ndims, wd->dims, wd->data_type)) goto no;
       const_dnnl_op_desc_t od = g.is_conv ? (const_dnnl_op_desc_t)&g.conv
                                           : (const_dnnl_op_desc_t)&g.bin;
       if (pd_create_pref(&bpd, od, attr, e->eng, fam) != dnnl_success)
