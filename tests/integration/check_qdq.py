@@ -130,7 +130,10 @@ def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False, wmax=127):
 def isa_env(isa):
     env = dict(os.environ)
     env.pop("ONEDNN_MAX_CPU_ISA", None)
-    if isa:
+    env.pop("DERMAL_ONEDNN_AMX", None)
+    if isa == "AMX":
+        env["DERMAL_ONEDNN_AMX"] = "1"
+    elif isa:
         env["ONEDNN_MAX_CPU_ISA"] = isa
     return env
 
@@ -173,10 +176,17 @@ CASES = [
 
 CASES.append(("u8 7-bit weights", "u8", 8, 12, CASES[0][4], 64))
 
-# native: this CPU's best ISA (VNNI here); AVX2: no VNNI, where oneDNN's
-# int8 convs add pairs of products in saturating 16-bit lanes, so dense
-# convs with weights beyond +-64 must stay on the float path
-for isa in (None, "AVX2"):
+# native: this CPU's best ISA, with the engine's choice between AMX and
+# VNNI kernels (these small convs: VNNI); AMX (on CPUs that have it):
+# oneDNN's AMX kernels for every int8 conv (DERMAL_ONEDNN_AMX=1); AVX2: no
+# VNNI, where oneDNN's int8 convs add pairs of products in saturating
+# 16-bit lanes, so dense convs with weights beyond +-64 must stay on the
+# float path
+with open("/proc/cpuinfo") as f:
+    has_amx = " amx_int8" in f.read()
+if not has_amx:
+    print("skip [AMX]: this CPU has no AMX")
+for isa in (None, "AMX", "AVX2") if has_amx else (None, "AVX2"):
     tag = " [%s]" % (isa or "native ISA")
     for i, case in enumerate(CASES):
         name, at, cin, size, layers = case[:5]
@@ -188,7 +198,7 @@ for isa in (None, "AVX2"):
         # depthwise convs are exact on AVX2 only on uint8 input (int8 input
         # is shifted to uint8 and multiplied in saturating pairs)
         dw = sum(1 for l in layers if l[4] > 1 and l[4] == l[0]) if at == "u8" else 0
-        want = len(layers) + adds if not isa or wmax <= 64 else dw + adds
+        want = len(layers) + adds if isa != "AVX2" or wmax <= 64 else dw + adds
         check(n == want, "%s%s: %d 8-bit ops (convs, adds, pools), want %d" % (name, tag, n, want))
         x = np.random.default_rng(10 + i).uniform(-1, 1, size=(1, cin, size, size)).astype(np.float32)
         a, b = run(path, "ref", x), run(path, "onednn", x, isa)
@@ -200,7 +210,7 @@ for isa in (None, "AVX2"):
         # 2 and 3 threads run the convs in bands of rows or pixels, each
         # band its own primitive: the same integer arithmetic, so the same
         # bits as one thread
-        for t in (2, 3) if not isa else ():
+        for t in (2, 3) if isa != "AVX2" else ():
             c = run(path, "onednn", x, isa, threads=t)
             check(np.array_equal(b, c), "%s%s: onednn %d threads vs 1 thread: max diff %.3g"
                   % (name, tag, t, np.abs(b - c).max()))
