@@ -3960,7 +3960,7 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     const char *dw = getenv("DERMAL_ONEDNN_DW");
     e->dw_pref = !(dw && !strcmp(dw, "onednn"));
     const char *ax = getenv("DERMAL_ONEDNN_AMX");
-    e->amx = ax && ax[0] ? atoi(ax) : 2;
+    e->amx = ax && (ax[0] == '0' || ax[0] == '1') ? ax[0] - '0' : 2;
     e->wino_max = 256 * 256;
     const char *wm = getenv("DERMAL_ONEDNN_WINO_MAX");
     if (wm) e->wino_max = atoll(wm);
