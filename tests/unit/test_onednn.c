@@ -782,6 +782,28 @@ static void case_gemm_matmul(void) {
   output(&g, "y2");
   int64_t xd[4] = {1, 8, 6, 6};
   check_case("gemm + matmul", &g, 13, xd, 4, NULL, NULL);
+
+  /* classifier heads (one row, transB): the row-major fc pass, with rows
+   * and inputs that are not whole vectors, and one large enough to be
+   * split between threads */
+  pb h = {0};
+  conv(&h, "c", "x", "c1", 8, 37, 1, 3, 1, 1, true);
+  unary(&h, "GlobalAveragePool", "c1", "gp");
+  n = pb_node("Flatten", "fl", IN("gp"), IN("f"));
+  add(&h, &n);
+  n = pb_node("Gemm", "h1", IN("f", "v1", "c1b"), IN("k1"));
+  pb_attr_int(&n, "transB", 1);
+  add(&h, &n);
+  unary(&h, "Relu", "k1", "k2");
+  n = pb_node("Gemm", "h2", IN("k2", "v2"), IN("y"));
+  pb_attr_int(&n, "transB", 1);
+  add(&h, &n);
+  int64_t v1[2] = {523, 37}, c1b[1] = {523}, v2[2] = {1030, 523};
+  init(&h, "v1", v1, 2, -0.3f, 0.3f, false);
+  init(&h, "c1b", c1b, 1, -0.3f, 0.3f, false);
+  init(&h, "v2", v2, 2, -0.1f, 0.1f, false);
+  output(&h, "y");
+  check_case("gemm heads (fc rows)", &h, 13, xd, 4, NULL, NULL);
 }
 
 static void case_batchnorm_ref_ops(void) {
