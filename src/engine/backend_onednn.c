@@ -2153,12 +2153,12 @@ out:
 
 /* A Gemm of one row by transposed weights B [N][K] (a classifier head):
  * an ST_FC pass with fc_rows, reading B in place from the model file.
- * oneDNN 2.6's inner product took 0.64-0.68 ms for MobileNetV2's
+ * oneDNN 2.6's inner product took 0.73-0.82 ms per run for MobileNetV2's
  * 1280->1000 head on one thread of session 8's machine, reading its 5 MB
- * of reordered weights from memory; four rows at a time front to back
- * read 5 MB in 0.25-0.33 ms there (a standalone loop, after evicting the
- * weights from L2), and the reordered copy is gone from RSS.  Post-ops
- * activations only; C a vector with beta 1 (map_gemm checks). */
+ * of reordered weights; this pass 0.53-0.68 ms (three alternating runs;
+ * copying B to huge pages first did not change it), and the reordered
+ * copy is gone from RSS (55 -> 51 MB).  Post-ops: activations only; C a
+ * vector with beta 1 (map_gemm checks). */
 static dm_err map_gemv(oeng *e, int ni, int c, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   int a = n->in[0], y = n->out[0];
@@ -2940,7 +2940,6 @@ static dnnl_data_type_t q8_dt(int32_t dt) {
   return dt == DM_ONNX_UINT8 ? dnnl_u8 : dnnl_s8;
 }
 
-/* Sets a zero point of arg on attr (compile time), when it is not 0. */
 /* Whether a window reads no padding. */
 static bool unpadded(const dm_window *w) {
   for (int i = 0; i < w->nsp; i++)
@@ -2948,6 +2947,7 @@ static bool unpadded(const dm_window *w) {
   return true;
 }
 
+/* Sets a zero point of arg on attr (compile time), when it is not 0. */
 static bool set_zp(dnnl_primitive_attr_t attr, int arg, int32_t zp) {
   return zp == 0 || dnnl_primitive_attr_set_zero_points(attr, arg, 1, 0, &zp) ==
                         dnnl_success;
