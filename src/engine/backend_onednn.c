@@ -220,11 +220,10 @@ typedef struct ostep {
   qdq_op qdq;            /* QDQ */
   const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */
   bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left) */
-  bool fc_rows;          /* FC: wraw [n][c] and braw, a Gemm's B and C */
-  const void *wraw;      /* used in place from the file (any alignment) */
-  const void *braw;
-  struct oband *band; /* e->n_bands entries when the step runs in bands */
-  bool sync;          /* banded: a barrier before it (see plan_sync) */
+  const void *wraw;      /* FC, row-major: a Gemm's B [n][c] and C, used */
+  const void *braw;      /* in place from the file (any alignment), else NULL */
+  struct oband *band;    /* e->n_bands entries when the step runs in bands */
+  bool sync;             /* banded: a barrier before it (see plan_sync) */
 } ostep;
 
 /* Deferred load work, run on all cores at the end of prepare: primitive
@@ -817,7 +816,7 @@ fc_rows_avx512(const ostep *st, float *y, const float *x, size_t o0,
 extern void GOMP_parallel(void (*fn)(void *), void *data, unsigned nthreads,
                           unsigned flags);
 
-/* Outputs [o0, o1) of a row-major FC (fc_rows): the dot products, then
+/* Outputs [o0, o1) of a row-major FC (wraw): the dot products, then
  * bias and post-ops. */
 static void fc_rows_part(const oeng *e, const ostep *st, float *y,
                          const float *x, size_t o0, size_t o1) {
@@ -853,14 +852,19 @@ typedef struct fc_job {
   const float *x;
 } fc_job;
 
-/* Thread t's share of a row-major FC's outputs (multiples of 4). */
+/* Band b of n over `units`: [*lo, *hi) (threads' shares too). */
+static void band_range(int64_t units, int b, int n, int64_t *lo, int64_t *hi) {
+  *lo = units * b / n;
+  *hi = units * (b + 1) / n;
+}
+
+/* Thread t's share of a row-major FC's outputs. */
 static void fc_rows_thread(void *arg) {
   const fc_job *j = arg;
-  size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
-  size_t per = ((j->st->n + nt - 1) / nt + 3) & ~(size_t)3;
-  size_t o0 = t * per < j->st->n ? t * per : j->st->n;
-  size_t o1 = o0 + per < j->st->n ? o0 + per : j->st->n;
-  if (o1 > o0) fc_rows_part(j->e, j->st, j->y, j->x, o0, o1);
+  int64_t o0, o1;
+  band_range((int64_t)j->st->n, omp_get_thread_num(), omp_get_num_threads(),
+             &o0, &o1);
+  if (o1 > o0) fc_rows_part(j->e, j->st, j->y, j->x, (size_t)o0, (size_t)o1);
 }
 
 /* ST_FC: y[o] = post(bias[o] + sum_i w[i][o] * x[i]) for o < st->n, i <
@@ -869,7 +873,7 @@ static void fc_rows_thread(void *arg) {
  * each (EfficientNet-B0: 32 such convs, 0.23 ms per run on one thread;
  * this pass 0.16 ms, mostly reading their 2.5 MB of weights). */
 static void fc_run(const oeng *e, const ostep *st, float *y, const float *x) {
-  if (st->fc_rows) { /* on all threads from 256 K weights */
+  if (st->wraw) { /* row-major: on all threads from 256 K weights */
     fc_job j = {e, st, y, x};
     if (e->threads > 1 && st->n * st->c >= 262144)
       GOMP_parallel(fc_rows_thread, &j, (unsigned)e->threads, 0);
@@ -2152,7 +2156,7 @@ out:
 }
 
 /* A Gemm of one row by transposed weights B [N][K] (a classifier head):
- * an ST_FC pass with fc_rows, reading B in place from the model file.
+ * an ST_FC pass on wraw, reading B in place from the model file.
  * oneDNN 2.6's inner product took 0.73-0.82 ms per run for MobileNetV2's
  * 1280->1000 head on one thread of session 8's machine, reading its 5 MB
  * of reordered weights; this pass 0.53-0.68 ms (three alternating runs;
@@ -2179,7 +2183,6 @@ static dm_err map_gemv(oeng *e, int ni, int c, dm_errbuf *eb) {
   st.c = (size_t)A->dims[1];
   st.wraw = B->data;
   st.braw = c >= 0 ? val(e, c)->data : NULL;
-  st.fc_rows = true;
   return add_pass(e, ni, &st, ta, ty, eb);
 }
 
@@ -3500,12 +3503,6 @@ static bool band_view(oband *ob, int j, const dnnl_memory_desc_t *md, int64_t c,
   ob->off[j] = (size_t)(first * c) * dnnl_data_type_size(md->data_type);
   ob->view[j] = true;
   return true;
-}
-
-/* Band b of n over `units`: [*lo, *hi). */
-static void band_range(int64_t units, int b, int n, int64_t *lo, int64_t *hi) {
-  *lo = units * b / n;
-  *hi = units * (b + 1) / n;
 }
 
 static bool post_ops_plain(const_dnnl_primitive_attr_t attr) {
