@@ -71,6 +71,10 @@ $(O)/tests/conformance: tests/conformance/conformance.c $(O)/libdermal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDOPT) $< $(O)/libdermal.a $(LDLIBS) -o $@
 
+# Paired A/B of two engine configurations (bench/ab.c); not part of all.
+$(O)/ab: bench/ab.c $(O)/libdermal.a
+	$(CC) $(CFLAGS) $(LDOPT) $< $(O)/libdermal.a $(LDLIBS) -o $@
+
 tests: $(TESTS)
 
 deps:
@@ -121,7 +125,7 @@ fuzz:
 	$(MAKE) -C tests/fuzz
 
 format:
-	clang-format -i $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) include/dermal/*.h src/*/*.h
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) include/dermal/*.h src/*/*.h bench/*.c tests/conformance/*.c
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

@@ -65,13 +65,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <oneapi/dnnl/dnnl.h>
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 #include <math.h>
+#include <oneapi/dnnl/dnnl.h>
 
 #include "internal.h"
+#include "simd.h"
 
 #define ALIGN 64
 #define MAX_BANDS 4 /* threads that run a banded step (see plan_bands) */
@@ -168,7 +166,8 @@ typedef struct qdq_op {
  * elements (qdq_op); ST_NHWC: a 3-channel plain NCHW image batch to
  * channels-last; ST_CSCALE: channels-last y = x * s[c] (an SE block's
  * Mul; s is tensor aux, c floats); ST_GAP: channels-last global average
- * pooling. */
+ * pooling; ST_STEM: a network's first conv and depthwise conv (stem.c),
+ * the NCHW image to channels-last rows. */
 typedef enum {
   ST_PRIM,
   ST_REF,
@@ -178,14 +177,16 @@ typedef enum {
   ST_NHWC,
   ST_CSCALE,
   ST_GAP,
-  ST_FC
+  ST_FC,
+  ST_STEM
 } step_kind;
 
 /* What a step is, for DERMAL_ONEDNN_VERBOSE and DERMAL_ONEDNN_PROFILE. */
 static const char *const step_name[] = {
     [ST_PRIM] = "prim",     [ST_REF] = "ref", [ST_COPY] = "copy",
     [ST_SWISH] = "swish",   [ST_QDQ] = "qdq", [ST_NHWC] = "nhwc",
-    [ST_CSCALE] = "cscale", [ST_GAP] = "gap", [ST_FC] = "fc"};
+    [ST_CSCALE] = "cscale", [ST_GAP] = "gap", [ST_FC] = "fc",
+    [ST_STEM] = "stem"};
 
 /* One band of a step that runs in bands (see plan_bands): a primitive made
  * for the band's part of the tensors, and where that part lies in them, or
@@ -216,7 +217,10 @@ typedef struct ostep {
   int aux;               /* CSCALE: the scale tensor */
   size_t bytes;          /* COPY */
   size_t n;              /* SWISH, QDQ: elements; NHWC, CSCALE, GAP: images */
+                         /* STEM: output rows of the batch */
   size_t c, hw;          /* NHWC, CSCALE, GAP: channels, pixels per image */
+                         /* STEM: elements per output row, 1 */
+  const dm_stem *stem;   /* STEM (in e->wmem) */
   qdq_op qdq;            /* QDQ */
   const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */
   bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left) */
@@ -250,6 +254,7 @@ typedef struct oeng {
   bool bf16;        /* Conv/Gemm/MatMul in bf16 (see bf16_native) */
   int64_t wino_max; /* largest OC*IC for Winograd */
   bool avx512;      /* ew_run may use AVX-512F */
+  bool stem;        /* map_stem may fuse (DERMAL_ONEDNN_STEM=0: never) */
   dnnl_engine_t eng;
   bigmem wmem;  /* reordered weights (virtual reservation) */
   bigmem stage; /* during run_jobs: a weight copied out of the file */
@@ -274,6 +279,7 @@ typedef struct oeng {
   size_t band_scratch; /* scratchpad bytes per band */
   int n_banded;        /* steps that run in bands */
   size_t gap_part;     /* floats: threads x the most channels of a GAP pass */
+  size_t stem_part;    /* bytes of scratch per thread of a STEM pass */
   int n_prim, n_ref, n_reorder;
 } oeng;
 
@@ -287,6 +293,7 @@ typedef struct osess {
   dnnl_exec_arg_t **args; /* per step */
   dnnl_memory_t *smem;    /* per step: scratchpad */
   float *gap_part;        /* e->gap_part floats (ew_job.part) */
+  char *stem_part;        /* per thread (or band): e->stem_part bytes */
   double *prof;           /* per step: total ms (e->profile) */
   int runs;               /* e->profile */
   const void **ref_in;    /* max_io */
@@ -663,46 +670,9 @@ static bool bf16_pays(const oeng *e, int64_t welems) {
  * (EfficientNet-B0's 16->96 1x1 Conv at 112x112: 0.20 ms alone, 0.69 ms
  * with the post-op, 1 thread, this 2-vCPU EPYC); its standalone eltwise swish
  * takes 0.32 ms, this pass 0.19 ms (ONNX Runtime's separate QuickGelu:
- * 0.24 ms).
- *
- * AVX-512: e^-x = 2^k * 2^f, t = -x log2 e, k = round(t), f = t - k in
- * [-1/2, 1/2], 2^f by the degree-6 Taylor polynomial of e^(f ln 2) (error
- * < 2e-7); 1 / (1 + e^-x) by rcp14 and one Newton step.  Relative error
- * against double precision < 2e-6 over [-30, 30].  t is clamped at 126 so
- * that 1 + e^-x stays finite (x < -87: y ~ -1e-36, truly ~ -1e-38 or less);
- * NaN propagates through x.  The compute, not memory, bounds it: the
- * unmasked main loop and the polynomial in f (no scaling by ln 2) made it
- * 20 % faster. */
+ * 0.24 ms).  The compute, not memory, bounds it (swish16 in simd.h): the
+ * unmasked main loop and the polynomial in f made it 20 % faster. */
 #if defined(__x86_64__)
-/* 1 / (1 + e^-v) */
-__attribute__((target("avx512f"))) static inline __m512 sigmoid16(__m512 v) {
-  const float l = 0.693147180559945309f;
-  const __m512 nlog2e = _mm512_set1_ps(-1.44269504088896341f);
-  const __m512 hi = _mm512_set1_ps(126.f), one = _mm512_set1_ps(1.f);
-  const __m512 d1 = _mm512_set1_ps(l), d2 = _mm512_set1_ps(l * l / 2);
-  const __m512 d3 = _mm512_set1_ps(l * l * l / 6);
-  const __m512 d4 = _mm512_set1_ps(l * l * l * l / 24);
-  const __m512 d5 = _mm512_set1_ps(l * l * l * l * l / 120);
-  const __m512 d6 = _mm512_set1_ps(l * l * l * l * l * l / 720);
-  __m512 t = _mm512_min_ps(_mm512_mul_ps(v, nlog2e), hi);
-  __m512 k =
-      _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 f = _mm512_sub_ps(t, k);
-  __m512 q = _mm512_fmadd_ps(d6, f, d5);
-  q = _mm512_fmadd_ps(q, f, d4);
-  q = _mm512_fmadd_ps(q, f, d3);
-  q = _mm512_fmadd_ps(q, f, d2);
-  q = _mm512_fmadd_ps(q, f, d1);
-  q = _mm512_fmadd_ps(q, f, one);
-  __m512 d = _mm512_add_ps(_mm512_scalef_ps(q, k), one); /* 1 + e^-x */
-  __m512 r = _mm512_rcp14_ps(d);
-  return _mm512_fmadd_ps(_mm512_fnmadd_ps(d, r, one), r, r);
-}
-
-__attribute__((target("avx512f"))) static inline __m512 swish16(__m512 v) {
-  return _mm512_mul_ps(v, sigmoid16(v));
-}
-
 __attribute__((target("avx512f"))) static void
 swish_avx512(float *y, const float *x, size_t n) {
   size_t i = 0;
@@ -731,19 +701,6 @@ static void swish_span(float *y, const float *x, size_t n, bool avx512) {
 /* ------------------------------------------------------ 1x1 conv on 1x1 -- */
 
 #if defined(__x86_64__)
-/* Activation a on 16 floats: Relu, Sigmoid and Swish vectorised, the rest
- * one by one, as the reference computes them. */
-__attribute__((target("avx512f"))) static __m512 act16(const dm_act *a,
-                                                       __m512 v) {
-  if (a->kind == DM_UNARY_RELU) return _mm512_max_ps(v, _mm512_setzero_ps());
-  if (a->kind == DM_UNARY_SIGMOID) return sigmoid16(v);
-  if (a->kind == DM_UNARY_SWISH) return swish16(v);
-  float t[16];
-  _mm512_storeu_ps(t, v);
-  for (int l = 0; l < 16; l++)
-    t[l] = dm__ref_act(a, t[l]);
-  return _mm512_loadu_ps(t);
-}
 
 /* y[o0 .. o0+16) (mask m) of fc_run, weights transposed (wt[i][o]). */
 __attribute__((target("avx512f"))) static void
@@ -1068,6 +1025,9 @@ typedef struct ew_job {
   size_t c, hw;
   bool avx512;
   float *part; /* GAP on threads: c partial sums per thread */
+  const dm_stem *stem;
+  char *scratch; /* STEM: per thread or band, scratch_bytes each */
+  size_t scratch_bytes;
 } ew_job;
 
 /* y[k] = the sum of channel k over np pixels from x (c channels each). */
@@ -1096,8 +1056,8 @@ static size_t ew_units(const ew_job *j) {
   return ew_by_element(j) ? j->n : j->n * j->hw;
 }
 
-/* Units [b, b + n) of j. */
-static void ew_span(const ew_job *j, size_t b, size_t n) {
+/* Units [b, b + n) of j, by thread or band `slot` (its STEM scratch). */
+static void ew_span(const ew_job *j, size_t b, size_t n, int slot) {
   const float *x = j->x;
   float *y = j->y;
   switch (j->kind) {
@@ -1137,6 +1097,12 @@ static void ew_span(const ew_job *j, size_t b, size_t n) {
       for (size_t k = 0; k < j->c; k++)
         y[p * j->c + k] = x[p * j->c + k] * j->s[k];
     return;
+  case ST_STEM:
+#if defined(__x86_64__)
+    dm__stem_rows(j->stem, j->y, j->x, (int64_t)b, (int64_t)(b + n),
+                  j->scratch + (size_t)slot * j->scratch_bytes);
+#endif
+    return;
   case ST_GAP: /* whole images here; ew_part splits one image's pixels */
     for (size_t img = b / j->hw; img < (b + n) / j->hw; img++) {
       float *yi = y + img * j->c;
@@ -1162,7 +1128,7 @@ static void ew_part(void *arg) {
   if (j->kind == ST_GAP) { /* one image: partial sums, added up by ew_run */
     if (n) gap_sums(j, j->part + t * j->c, (const float *)j->x + b * j->c, n);
   } else if (n) {
-    ew_span(j, b, n);
+    ew_span(j, b, n, (int)t);
   }
 }
 
@@ -1175,7 +1141,7 @@ static void ew_run(const ew_job *j, int threads) {
   if (threads < 2 || elems < 32768 || ew_units(j) < 2 ||
       (j->kind == ST_GAP &&
        (j->n != 1 || !j->part || j->hw < 64 * (size_t)threads))) {
-    ew_span(j, 0, ew_units(j));
+    ew_span(j, 0, ew_units(j), 0);
     return;
   }
   if (j->kind == ST_GAP) /* zeros stand for threads without pixels */
@@ -1990,10 +1956,14 @@ static dm_err map_fc(oeng *e, int ni, dm_errbuf *eb) {
   return DM_OK;
 }
 
+static dm_err map_stem(oeng *e, int ni, dm_errbuf *eb);
+
 static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
   const dm_graph *g = e->g;
   const dm_node *n = &g->nodes[ni];
   if (n->n_in < 2 || n->n_out != 1) return DM_UNSUPPORTED;
+  dm_err stem_rc = map_stem(e, ni, eb);
+  if (stem_rc != DM_UNSUPPORTED) return stem_rc;
   int x = n->in[0], w = n->in[1];
   int bv = n->n_in > 2 && !is_addend(n, 2) ? n->in[2] : -1;
   int y = n->out[0];
@@ -3303,6 +3273,146 @@ out:
   return rc;
 }
 
+/* ----------------------------------------------------------------- stem -- */
+
+/* Is n a float Conv, 3x3, stride s, no dilation, group `group`, with
+ * constant weights and bias, whose post-ops are activations (into a[], *na,
+ * then a swish when sw)? */
+static bool stem_conv(const oeng *e, const dm_node *n, int64_t group, int64_t s,
+                      bool sw, dm_act *a, int *na) {
+  if (n->op != DM_OP_CONV || n->q || n->n_in < 2 || n->n_in > 3 ||
+      n->n_out != 1 || n->p.conv.group != group)
+    return false;
+  int w = n->in[1], bv = n->n_in > 2 ? n->in[2] : -1;
+  if (!is_f32(e, n->in[0]) || !is_f32(e, w) || !is_f32(e, n->out[0]) ||
+      !is_const(e, w) || (bv >= 0 && (!is_f32(e, bv) || !is_const(e, bv))))
+    return false;
+  const dm_window *win = &n->p.conv.w;
+  const dm_value *W = val(e, w), *Y = val(e, n->out[0]);
+  if (win->nsp != 2 || W->rank != 4 || W->dims[2] != 3 || W->dims[3] != 3 ||
+      Y->rank != 4 || Y->dims[2] < 1 || Y->dims[3] < 1 || Y->dims[2] > 65536 ||
+      Y->dims[3] > 65536)
+    return false;
+  for (int i = 0; i < 2; i++)
+    if (win->kernel[i] != 3 || win->stride[i] != s || win->dil[i] != 1)
+      return false;
+  *na = 0;
+  for (int p = 0; p < n->n_post; p++) {
+    if (n->post[p].kind != DM_POST_ACT || *na >= DM_MAX_POST ||
+        !act16v_has(n->post[p].act.kind))
+      return false;
+    a[(*na)++] = n->post[p].act;
+  }
+  if (sw) a[(*na)++] = (dm_act){DM_UNARY_SWISH, 0.f, 0.f};
+  return true;
+}
+
+/* A network's stem as one STEM pass (stem.c): Conv node ni, 3x3 stride 2
+ * from a plain NCHW image of at most 4 channels to at most 32, padded by
+ * at most 1 in front; its activations (post-ops, a Sigmoid+Mul swish); the
+ * only reader of that, a 3x3 stride-1 depthwise Conv padded by 1 all round,
+ * and its activations; and the per-tensor QuantizeLinear to 8 bits that is
+ * the only reader of that (int8 files that keep the stem in float for
+ * accuracy, as the shipped one does).  Channels-last 8-bit output.
+ * Without that QuantizeLinear the oneDNN steps stay: with float output
+ * the pass was 2-3 % slower than them (mobilenet_v2, 1 and 2 threads),
+ * with 8-bit output 2-10 % faster over the whole int8 default model
+ * (docs/engine.md).  DM_UNSUPPORTED when the pattern is not there,
+ * AVX-512F is missing or DERMAL_ONEDNN_STEM=0; map_conv goes on. */
+static dm_err map_stem(oeng *e, int ni, dm_errbuf *eb) {
+#if defined(__x86_64__)
+  const dm_graph *g = e->g;
+  const dm_node *n = &g->nodes[ni];
+  dm_stem sm;
+  memset(&sm, 0, sizeof sm);
+  int m1 = -1, s1 = e->stem ? conv_swish(e, ni, &m1) : -1;
+  if (!e->stem || !stem_conv(e, n, 1, 2, s1 >= 0, sm.act1, &sm.n_act1))
+    return DM_UNSUPPORTED;
+  int x = n->in[0], v1 = s1 >= 0 ? g->nodes[m1].out[0] : n->out[0];
+  const dm_value *X = val(e, x), *W1 = val(e, n->in[1]), *Y1 = val(e, v1);
+  const dm_window *w1 = &n->p.conv.w;
+  int64_t c = W1->dims[0], cin = W1->dims[1];
+  if (X->rank != 4 || X->dims[1] != cin || cin > DM_STEM_MAX_CIN ||
+      c > DM_STEM_MAX_C || X->dims[2] > 131072 || X->dims[3] > 131072 ||
+      w1->pad_b[0] > 1 || w1->pad_b[1] > 1 || e->n_uses[v1] != 1 ||
+      Y1->is_output)
+    return DM_UNSUPPORTED;
+  int di = next_reader(e, s1 >= 0 ? m1 : ni, v1);
+  if (di < 0 || e->done[di]) return DM_UNSUPPORTED;
+  const dm_node *d = &g->nodes[di];
+  int m2 = -1, s2 = conv_swish(e, di, &m2);
+  if (!stem_conv(e, d, c, 1, s2 >= 0, sm.act2, &sm.n_act2) || d->in[0] != v1)
+    return DM_UNSUPPORTED;
+  const dm_value *W2 = val(e, d->in[1]), *Y = val(e, d->out[0]);
+  for (int i = 0; i < 2; i++)
+    if (d->p.conv.w.pad_b[i] != 1 || d->p.conv.w.pad_e[i] != 1)
+      return DM_UNSUPPORTED;
+  if (W2->dims[0] != c || W2->dims[1] != 1 ||
+      memcmp(Y->dims, Y1->dims, 4 * sizeof *Y->dims))
+    return DM_UNSUPPORTED;
+  int v2 = s2 >= 0 ? g->nodes[m2].out[0] : d->out[0], vo = v2;
+  int qi = -1; /* the QuantizeLinear, when it is v2's only reader */
+  float qs;
+  int32_t qz, qt;
+  if (e->n_uses[v2] == 1 && !val(e, v2)->is_output) {
+    int r = next_reader(e, s2 >= 0 ? m2 : di, v2);
+    const dm_node *q = r >= 0 ? &g->nodes[r] : NULL;
+    if (q && !e->done[r] && q->op == DM_OP_QUANTIZE && q->in[0] == v2 &&
+        quant_params(e, q, &qs, &qz, &qt) && quant_dq_pair(e, r, qs, qz) < 0) {
+      qi = r;
+      vo = q->out[0];
+      sm.u8 = qt == DM_ONNX_UINT8;
+      sm.scale = qs;
+      sm.zp = qz;
+    }
+  }
+  if (qi < 0) return DM_UNSUPPORTED;
+  int tx;
+  dm_err rc = primary(e, x, &tx, eb);
+  if (rc != DM_OK) return rc;
+  if (!e->t[tx].has_md || !md_is_plain(&e->t[tx].md)) return DM_UNSUPPORTED;
+  dnnl_memory_desc_t md;
+  if (md_channels_last(&md, 4, Y->dims) != dnnl_success) return DM_UNSUPPORTED;
+  md.data_type = val_dt(e, vo);
+  sm.cin = (int)cin;
+  sm.c = (int)c;
+  sm.ih = (int)X->dims[2];
+  sm.iw = (int)X->dims[3];
+  sm.oh = (int)Y->dims[2];
+  sm.ow = (int)Y->dims[3];
+  sm.pt = (int)w1->pad_b[0];
+  sm.pl = (int)w1->pad_b[1];
+  dm_stem *sp = big_take(&e->wmem, sizeof *sp);
+  float *wm = big_take(&e->wmem, dm__stem_floats(&sm) * sizeof *wm);
+  if (!sp || !wm) return DM_UNSUPPORTED; /* reservation exhausted */
+  int b1 = n->n_in > 2 ? n->in[2] : -1, b2 = d->n_in > 2 ? d->in[2] : -1;
+  dm__stem_pack(&sm, wm, W1->data, b1 >= 0 ? val(e, b1)->data : NULL, W2->data,
+                b2 >= 0 ? val(e, b2)->data : NULL);
+  *sp = sm;
+  int ty = new_act(e, vo, &md);
+  if (ty < 0) return nomem(eb, n);
+  ostep st;
+  memset(&st, 0, sizeof st);
+  st.kind = ST_STEM;
+  st.n = (size_t)(Y->dims[0] * Y->dims[2]);
+  st.c = (size_t)(Y->dims[3] * c);
+  st.hw = 1;
+  st.stem = sp;
+  if ((rc = add_pass(e, ni, &st, tx, ty, eb)) != DM_OK) return rc;
+  size_t need = dm__stem_scratch(sp);
+  if (need > e->stem_part) e->stem_part = need;
+  int fused[6] = {s1, m1, di, s2, m2, qi};
+  for (int i = 0; i < 6; i++)
+    if (fused[i] >= 0) e->done[fused[i]] = 1;
+  return DM_OK;
+#else
+  (void)e;
+  (void)ni;
+  (void)eb;
+  return DM_UNSUPPORTED;
+#endif
+}
+
 static dm_err map_node(oeng *e, int ni, dm_errbuf *eb) {
   const dm_graph *g = e->g;
   const dm_node *n = &g->nodes[ni];
@@ -3631,6 +3741,13 @@ static bool band_views(const oeng *e, const ostep *st,
 
 /* Band b of pass step st: its range of units. */
 static bool band_pass(const oeng *e, const ostep *st, int b, oband *ob) {
+  if (st->kind == ST_STEM) { /* rows */
+    int64_t lo, hi;
+    band_range((int64_t)st->n, b, e->n_bands, &lo, &hi);
+    ob->lo = (size_t)lo;
+    ob->n = (size_t)(hi - lo);
+    return hi > lo;
+  }
   bool pixels = st->kind == ST_CSCALE || st->kind == ST_NHWC;
   if (st->kind != ST_SWISH && st->kind != ST_QDQ && !pixels) return false;
   if (pixels && st->n != 1) return false;
@@ -3785,7 +3902,7 @@ static void plan_bands(oeng *e) {
   for (int i = 0; i < e->n_s; i++) {
     ostep *st = &e->s[i];
     if (st->kind == ST_PRIM || st->kind == ST_SWISH || st->kind == ST_QDQ ||
-        st->kind == ST_CSCALE || st->kind == ST_NHWC)
+        st->kind == ST_CSCALE || st->kind == ST_NHWC || st->kind == ST_STEM)
       st->band = band_step(e, st, rs);
     if (st->band) e->n_banded++;
   }
@@ -3847,6 +3964,9 @@ static int step_accesses(const oeng *e, const ostep *st, bacc *a) {
     } else if (st->kind == ST_NHWC) {
       xs = 0; /* planes: the whole input */
       ys = 12;
+    } else if (st->kind == ST_STEM) {
+      xs = 0;     /* rows of the image around the band's: the whole input */
+      ys = st->c; /* 8-bit */
     }
     if (xs)
       n = acc_add(e, a, n, st->src, b, false, ob->lo * xs,
@@ -3924,7 +4044,10 @@ static ew_job step_job(const oeng *e, const osess *ss, const ostep *st) {
                   st->c,
                   st->hw,
                   e->avx512,
-                  ss->gap_part};
+                  ss->gap_part,
+                  st->stem,
+                  ss->stem_part,
+                  e->stem_part};
 }
 
 static void band_exec(band_run *r, int i, int b) {
@@ -3943,7 +4066,7 @@ static void band_exec(band_run *r, int i, int b) {
     return;
   }
   ew_job j = step_job(e, ss, st);
-  ew_span(&j, ob->lo, ob->n);
+  ew_span(&j, ob->lo, ob->n, b);
 }
 
 static void band_part(void *arg) {
@@ -4087,6 +4210,8 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
      * overrides, for benchmarks. */
     const char *dw = getenv("DERMAL_ONEDNN_DW");
     e->dw_pref = !(dw && !strcmp(dw, "onednn"));
+    const char *sm = getenv("DERMAL_ONEDNN_STEM");
+    e->stem = e->avx512 && !(sm && sm[0] == '0');
     const char *ax = getenv("DERMAL_ONEDNN_AMX");
     e->amx = ax && (ax[0] == '0' || ax[0] == '1') ? ax[0] - '0' : 2;
     e->wino_max = 256 * 256;
@@ -4263,6 +4388,7 @@ static void onednn_session_free(void *sess) {
   if (ss->prof && ss->runs) print_profile(ss);
   free(ss->prof);
   free(ss->gap_part);
+  free(ss->stem_part);
   if (ss->args)
     for (int i = 0; i < e->n_s; i++)
       free(ss->args[i]);
@@ -4309,6 +4435,9 @@ static dm_err onednn_session_new(void *state, void **sess, dm_errbuf *eb) {
     goto fail;
   if (e->gap_part &&
       !(ss->gap_part = malloc(e->gap_part * sizeof *ss->gap_part)))
+    goto fail;
+  if (e->stem_part &&
+      !(ss->stem_part = malloc((size_t)e->threads * e->stem_part)))
     goto fail;
   if (!ss->mem || !ss->ptr || !ss->args || !ss->smem || !ss->ref_in ||
       !ss->ref_out)

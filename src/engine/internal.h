@@ -481,6 +481,48 @@ dm_err dm__ref_node(const dm_graph *g, const dm_node *n, const void *const *in,
  * kernels compute for it). */
 float dm__ref_act(const dm_act *a, float x);
 
+/* stem.c: a network's first two convolutions as one pass (backend_onednn.c
+ * runs it when the CPU has AVX-512F): a KxK = 3x3 stride-2 conv from a
+ * plain NCHW float image of cin channels to c channels, its activations,
+ * a 3x3 stride-1 depthwise conv padded by 1, its activations, and the
+ * per-tensor QuantizeLinear after it.  Output channels-last (NHWC),
+ * 8-bit.  Weights packed by dm__stem_pack. */
+#define DM_STEM_MAX_CIN 4
+#define DM_STEM_MAX_C 32
+typedef struct dm_stem {
+  int cin, c, cp;     /* input channels, channels, cp = DM_STEM_MAX_C */
+  int ih, iw, oh, ow; /* input map; output map of both convs */
+  int pt, pl;         /* the first conv's top and left padding, 0 or 1 */
+  float *w1;          /* (cin*9, cp): the first conv, tap by tap */
+  float *b1;          /* (cp) */
+  float *w2;          /* (9, cp): the depthwise conv */
+  float *b2;          /* (cp) */
+  dm_act act1[DM_MAX_POST + 1], act2[DM_MAX_POST + 1];
+  int n_act1, n_act2;
+  bool u8;     /* uint8 output, else int8 */
+  float scale; /* y = sat(rint(x / scale) + zp), as the QDQ pass */
+  int32_t zp;
+} dm_stem;
+
+/* Floats of packed weights for s (cin, c set): w1, b1, w2, b2 in a row. */
+size_t dm__stem_floats(const dm_stem *s);
+
+/* Points s's weights into `mem` (dm__stem_floats of them, 64-byte
+ * aligned) and fills them: w1 from a Conv's (c, cin, 3, 3) float weights,
+ * w2 from a depthwise Conv's (c, 1, 3, 3); biases may be NULL (zero).
+ * The sources may be unaligned (raw_data in a mapped file). */
+void dm__stem_pack(dm_stem *s, float *mem, const void *w1, const void *b1,
+                   const void *w2, const void *b2);
+
+/* Scratch bytes one thread needs for dm__stem_rows. */
+size_t dm__stem_scratch(const dm_stem *s);
+
+/* Output rows [r0, r1) of a batch (row r of image r / oh): x the NCHW
+ * input batch, y the NHWC output batch.  Needs AVX-512F.  Threads may run
+ * disjoint row ranges at once, each with its own scratch. */
+void dm__stem_rows(const dm_stem *s, void *y, const float *x, int64_t r0,
+                   int64_t r1, void *scratch);
+
 /* A backend executes a built graph. */
 typedef struct dm_backend {
   const char *name;

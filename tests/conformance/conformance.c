@@ -98,7 +98,8 @@ static int compare(const dm_tensor *got, const dm_onnx_tensor *want, char *why,
     return 1;
   }
   int64_t numel = 1;
-  for (int d = 0; d < got->rank; d++) numel *= got->dims[d];
+  for (int d = 0; d < got->rank; d++)
+    numel *= got->dims[d];
   bool shape_ok = numel == want->numel;
   /* a rank-0 and rank-1 [1] tensor differ only cosmetically in some files */
   if (shape_ok && got->rank == want->ndim)
@@ -114,11 +115,12 @@ static int compare(const dm_tensor *got, const dm_onnx_tensor *want, char *why,
   for (int64_t i = 0; i < numel; i++) {
     double a = elem(got, i), b = elem(&w, i);
     if (isnan(b) && isnan(a)) continue;
-    bool ok = exact ? a == b
-                    : (isinf(b) ? a == b : fabs(a - b) <= 1e-5 + 1e-3 * fabs(b));
+    bool ok = exact
+                  ? a == b
+                  : (isinf(b) ? a == b : fabs(a - b) <= 1e-5 + 1e-3 * fabs(b));
     if (!ok) {
-      snprintf(why, n, "element %lld: got %.7g, expected %.7g", (long long)i,
-               a, b);
+      snprintf(why, n, "element %lld: got %.7g, expected %.7g", (long long)i, a,
+               b);
       return 1;
     }
   }
@@ -142,8 +144,10 @@ static int run_case(const dm_onnx_model *m, dm_backend_kind be,
     tin[i].data = (void *)(uintptr_t)ins[i]->data;
     shapes[i] = tin[i];
   }
-  dm_engine_opts o = {.backend = be, .threads = 1,
-                      .input_shapes = shapes, .n_input_shapes = (size_t)nin};
+  dm_engine_opts o = {.backend = be,
+                      .threads = 1,
+                      .input_shapes = shapes,
+                      .n_input_shapes = (size_t)nin};
   dm_err rc = dm_engine_new(m, &o, &e, &eb);
   if (rc) {
     snprintf(why, wn, "load: %s: %s", dm_strerror(rc), eb.msg);
@@ -201,7 +205,8 @@ static void run_test(const char *suite, const char *dir, const char *name,
   }
   for (size_t i = 0; i < m->graph.n_nodes; i++) {
     const dm_onnx_node *n = &m->graph.nodes[i];
-    if ((n->domain[0] && strcmp(n->domain, "ai.onnx")) || !claimed(n->op_type)) {
+    if ((n->domain[0] && strcmp(n->domain, "ai.onnx")) ||
+        !claimed(n->op_type)) {
       snprintf(why, sizeof why, "op %s%s%s not claimed", n->domain,
                n->domain[0] ? "." : "", n->op_type);
       note(suite, name, "SKIP", why);
@@ -254,10 +259,13 @@ static void run_test(const char *suite, const char *dir, const char *name,
       }
     }
     ran++;
-    for (int k = 0; k < nin; k++) dm_onnx_tensor_free(ins[k]);
-    for (int k = 0; k < nout; k++) dm_onnx_tensor_free(outs[k]);
+    for (int k = 0; k < nin; k++)
+      dm_onnx_tensor_free(ins[k]);
+    for (int k = 0; k < nout; k++)
+      dm_onnx_tensor_free(outs[k]);
   }
-  for (int si = 0; si < nsets; si++) free(sets[si]);
+  for (int si = 0; si < nsets; si++)
+    free(sets[si]);
   free(sets);
   dm_onnx_free(m);
   if (verdict == 0 && ran == 0) {

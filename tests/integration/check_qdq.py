@@ -215,6 +215,105 @@ for isa in (None, "AMX", "AVX2") if has_amx else (None, "AVX2"):
             check(np.array_equal(b, c), "%s%s: onednn %d threads vs 1 thread: max diff %.3g"
                   % (name, tag, t, np.abs(b - c).max()))
 
+
+
+def stem_model(at, cin, c, batch, h, w, pads, act1, act2, seed):
+    """An int8 file that keeps its stem in float (as dermal quantize's
+    --fp32-layers does): float Conv 3x3 stride 2 (pads: top/left, bottom/
+    right) -> act1 -> float depthwise Conv 3x3 pad 1 -> act2 ->
+    QuantizeLinear -> DequantizeLinear -> MaxPool 2x2 -> QDQ.  The engine
+    runs the first part as one pass (stem.c) and the pool on 8 bits, so the
+    output differs from the reference only where the pass's quantized
+    value does: by one step next to a tie."""
+    rng = np.random.default_rng(seed)
+    qt = TensorProto.UINT8 if at == "u8" else TensorProto.INT8
+    npq = np.uint8 if at == "u8" else np.int8
+    nodes, inits = [], []
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def act(y, kind, tag):
+        if kind == "clip":
+            nodes.append(helper.make_node("Clip", [y, const(tag + "lo", np.array(0.0, np.float32)),
+                                                   const(tag + "hi", np.array(6.0, np.float32))],
+                                          [tag + "_a"]))
+            return tag + "_a"
+        if kind == "swish":
+            nodes.append(helper.make_node("Sigmoid", [y], [tag + "_s"]))
+            nodes.append(helper.make_node("Mul", [y, tag + "_s"], [tag + "_a"]))
+            return tag + "_a"
+        return y
+
+    w1 = const("w1", rng.normal(0, 0.5, size=(c, cin, 3, 3)).astype(np.float32))
+    b1 = const("b1", rng.normal(0, 0.2, size=c).astype(np.float32))
+    nodes.append(helper.make_node("Conv", ["x", w1, b1], ["c1"], kernel_shape=[3, 3],
+                                  strides=[2, 2], pads=[pads[0], pads[0], pads[1], pads[1]]))
+    y = act("c1", act1, "a1")
+    w2 = const("w2", rng.normal(0, 0.5, size=(c, 1, 3, 3)).astype(np.float32))
+    nodes.append(helper.make_node("Conv", [y, w2], ["c2"], kernel_shape=[3, 3], group=c,
+                                  pads=[1, 1, 1, 1]))
+    y = act("c2", act2, "a2")
+    sc, zp = const("s", np.array(0.037, np.float32)), const("z", np.array(
+        20 if at == "u8" else -9, npq))
+    nodes += [helper.make_node("QuantizeLinear", [y, sc, zp], ["q"]),
+              helper.make_node("DequantizeLinear", ["q", sc, zp], ["dq"]),
+              helper.make_node("MaxPool", ["dq"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+              helper.make_node("QuantizeLinear", ["p", sc, zp], ["pq"]),
+              helper.make_node("DequantizeLinear", ["pq", sc, zp], ["out"])]
+    oh, ow = (h + sum(pads) - 3) // 2 + 1, (w + sum(pads) - 3) // 2 + 1
+    graph = helper.make_graph(
+        nodes, "stem",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, h, w])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, c, oh // 2, ow // 2])],
+        inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    onnx.checker.check_model(m)
+    return m
+
+
+def steps(model, x, threads=1):
+    """The onednn backend's step names (DERMAL_ONEDNN_PROFILE)."""
+    np.save(TMP + "/x.npy", x)
+    env = isa_env(None)
+    env["DERMAL_ONEDNN_PROFILE"] = "1"
+    r = subprocess.run([DERMAL, "run", model, "--input", TMP + "/x.npy", "--output",
+                        TMP + "/y_p.npy", "--threads", str(threads)],
+                       check=True, capture_output=True, text=True, env=env)
+    return [l.split()[2] for l in r.stderr.splitlines() if l.startswith("profile:")]
+
+
+# the stem pass needs AVX-512F; elsewhere (and with DERMAL_ONEDNN_STEM=0)
+# the same graph runs as oneDNN steps, also within one step of ref
+STEMS = [  # (act type, cin, c, batch, h, w, pads, act1, act2)
+    ("u8", 3, 32, 1, 37, 29, (1, 1), "clip", "clip"),
+    ("s8", 3, 24, 2, 30, 41, (0, 1), "swish", "swish"),
+    ("u8", 1, 16, 1, 26, 26, (1, 1), None, "clip"),
+    ("s8", 4, 20, 1, 19, 50, (1, 0), "clip", None),
+]
+with open("/proc/cpuinfo") as f:
+    has_avx512 = " avx512f" in f.read()
+for i, (at, cin, c, batch, h, w, pads, a1, a2) in enumerate(STEMS):
+    name = "stem %s cin %d c %d batch %d %dx%d pads %s %s/%s" % (at, cin, c, batch, h, w, pads,
+                                                                 a1, a2)
+    path = "%s/stem%d.onnx" % (TMP, i)
+    onnx.save(stem_model(at, cin, c, batch, h, w, pads, a1, a2, seed=40 + i), path)
+    x = np.random.default_rng(50 + i).uniform(-1, 1, size=(batch, cin, h, w)).astype(np.float32)
+    st = steps(path, x)
+    if has_avx512:
+        check(st[:1] == ["stem"] and "stem" not in st[1:],
+              "%s: one stem pass first (steps: %s)" % (name, " ".join(st)))
+    a, b = run(path, "ref", x), run(path, "onednn", x)
+    d = np.abs(a - b).max() / 0.037
+    check(d <= 1.0 + 1e-3, "%s: ref vs onednn max %.3g output steps (%.2f%% differ)"
+          % (name, d, 100 * float(np.mean(np.abs(a - b) > 1e-6))))
+    for t in (2, 3):
+        c2 = run(path, "onednn", x, threads=t)
+        check(np.array_equal(b, c2), "%s: onednn %d threads vs 1 thread: max diff %.3g"
+              % (name, t, np.abs(b - c2).max()))
+
 path = TMP + "/qdq_u8w.onnx"
 onnx.save(qdq_model(CASES[0][4], "u8", 8, 12, seed=5, weight_u8=True), path)
 check(int8_ops(path) == 0, "uint8 weights with a zero point stay on the float path")
