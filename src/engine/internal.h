@@ -482,7 +482,7 @@ dm_err dm__ref_node(const dm_graph *g, const dm_node *n, const void *const *in,
 float dm__ref_act(const dm_act *a, float x);
 
 /* stem.c: a network's first two convolutions as one pass (backend_onednn.c
- * runs it when the CPU has AVX-512F): a KxK = 3x3 stride-2 conv from a
+ * runs it when the CPU has AVX-512F): a 3x3 stride-2 conv from a
  * plain NCHW float image of cin channels to c channels, its activations,
  * a 3x3 stride-1 depthwise conv padded by 1, its activations, and the
  * per-tensor QuantizeLinear after it.  Output channels-last (NHWC),
@@ -490,13 +490,13 @@ float dm__ref_act(const dm_act *a, float x);
 #define DM_STEM_MAX_CIN 4
 #define DM_STEM_MAX_C 32
 typedef struct dm_stem {
-  int cin, c, cp;     /* input channels, channels, cp = DM_STEM_MAX_C */
+  int cin, c;         /* input channels, channels */
   int ih, iw, oh, ow; /* input map; output map of both convs */
   int pt, pl;         /* the first conv's top and left padding, 0 or 1 */
-  float *w1;          /* (cin*9, cp): the first conv, tap by tap */
-  float *b1;          /* (cp) */
-  float *w2;          /* (9, cp): the depthwise conv */
-  float *b2;          /* (cp) */
+  float *w1;          /* (9*cin, DM_STEM_MAX_C): first conv, tap (ky,kx,ci) */
+  float *b1;          /* (DM_STEM_MAX_C), zero past c */
+  float *w2;          /* (9, DM_STEM_MAX_C): the depthwise conv */
+  float *b2;          /* (DM_STEM_MAX_C) */
   dm_act act1[DM_MAX_POST + 1], act2[DM_MAX_POST + 1];
   int n_act1, n_act2;
   bool u8;     /* uint8 output, else int8 */

@@ -17,11 +17,17 @@
  * QuantizeLinear.  Fused with a float output it was no faster than the
  * oneDNN steps, so the backend fuses only the 8-bit form.
  *
- * Arithmetic: the first conv sums its taps in the order (channel, ky, kx),
- * the depthwise conv in (ky, kx), both in float with FMA, after the bias;
- * activations by act16v (simd.h); QuantizeLinear as put16 says.  oneDNN
- * sums in other orders, so results differ from the unfused steps by float
- * rounding (and 8-bit outputs next to a rounding tie by one step). */
+ * Arithmetic, chosen to give the unfused steps' bits (the shipped int8
+ * model agrees with fp32 on 99.09 % of val images, one image above issue
+ * 6's bar, so a pass that moved a single answer would fail it; the first
+ * version, with its own summation order, did): the first conv sums its
+ * taps from zero in the order (ky, kx, channel), adds the bias, then its
+ * activations, as oneDNN's brgemm conv does; the depthwise conv starts
+ * from the bias and sums in (ky, kx), as its jit_dw kernel does; both
+ * with FMA; QuantizeLinear exactly as the QDQ pass (put16).  On AVX-512
+ * cores the output then equals the unfused steps' bit for bit
+ * (check_qdq.py checks it, and test_onednn the quantization at ties). */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -42,16 +48,17 @@ void dm__stem_pack(dm_stem *s, float *mem, const void *w1, const void *b1,
                    const void *w2, const void *b2) {
   size_t c = (size_t)s->c, cp = DM_STEM_MAX_C, taps = (size_t)s->cin * 9;
   memset(mem, 0, dm__stem_floats(s) * sizeof *mem);
-  s->cp = (int)cp;
   s->w1 = mem;
   s->b1 = s->w1 + taps * cp;
   s->w2 = s->b1 + cp;
   s->b2 = s->w2 + 9 * cp;
   const char *p1 = w1, *p2 = w2;
+  size_t cin = (size_t)s->cin;
   for (size_t o = 0; o < c; o++) {
-    for (size_t t = 0; t < taps; t++)
-      memcpy(&s->w1[t * cp + o], p1 + (o * taps + t) * sizeof(float),
-             sizeof(float));
+    for (size_t ci = 0; ci < cin; ci++) /* tap (ky, kx, ci) from (ci, ky, kx) */
+      for (size_t k = 0; k < 9; k++)
+        memcpy(&s->w1[(k * cin + ci) * cp + o],
+               p1 + (o * taps + ci * 9 + k) * sizeof(float), sizeof(float));
     for (size_t t = 0; t < 9; t++)
       memcpy(&s->w2[t * cp + o], p2 + (o * 9 + t) * sizeof(float),
              sizeof(float));
@@ -61,13 +68,13 @@ void dm__stem_pack(dm_stem *s, float *mem, const void *w1, const void *b1,
 }
 
 /* Scratch, in floats: the ring of three rows of the first conv and a row
- * of zeros (the depthwise conv's padding rows), ow + 8 pixels of cp
+ * of zeros (the depthwise conv's padding rows), ow + 8 pixels of DM_STEM_MAX_C
  * channels each (a zero pixel at both ends of the ow, then room for the
  * last group of six to run past the end); then the cin x 3 input rows one
  * row of the first conv reads, padded with zeros (pw floats each, room
  * for that last group too). */
 static size_t ring_row(const dm_stem *s) {
-  return ((size_t)s->ow + 8) * (size_t)s->cp;
+  return ((size_t)s->ow + 8) * DM_STEM_MAX_C;
 }
 static size_t in_row(const dm_stem *s) { return pad16(2 * (size_t)s->ow + 12); }
 
@@ -80,9 +87,32 @@ size_t dm__stem_scratch(const dm_stem *s) {
 #define AVX512 __attribute__((target("avx512f")))
 #define INLINE __attribute__((target("avx512f"), always_inline)) static inline
 
-INLINE __m512 acts(const dm_act *a, int n, __m512 v) {
-  for (int i = 0; i < n; i++)
-    v = act16v(&a[i], v);
+/* Activations, specialised: none, one clamp (Relu, Clip: MobileNets), or
+ * the list through act16v (Swish: EfficientNets).  Reading the list per
+ * vector (kind, count, a switch) cost a third of the depthwise row. */
+enum { ACT_NONE, ACT_CLAMP, ACT_LIST };
+typedef struct act_k {
+  __m512 lo, hi; /* ACT_CLAMP: min(hi, max(lo, v)), NaN kept as act16v does */
+  const dm_act *a;
+  int n;
+} act_k;
+
+AVX512 static int act_mode(const dm_act *a, int n, act_k *k) {
+  k->a = a;
+  k->n = n;
+  if (n == 0) return ACT_NONE;
+  if (n > 1 || (a->kind != DM_UNARY_RELU && a->kind != DM_UNARY_CLIP))
+    return ACT_LIST;
+  k->lo = _mm512_set1_ps(a->kind == DM_UNARY_RELU ? 0.f : a->alpha);
+  k->hi = _mm512_set1_ps(a->kind == DM_UNARY_RELU ? INFINITY : a->beta);
+  return ACT_CLAMP;
+}
+
+INLINE __m512 acts(int mode, const act_k *k, __m512 v) {
+  if (mode == ACT_CLAMP) return _mm512_min_ps(k->hi, _mm512_max_ps(k->lo, v));
+  if (mode == ACT_LIST)
+    for (int i = 0; i < k->n; i++)
+      v = act16v(&k->a[i], v);
   return v;
 }
 
@@ -99,35 +129,58 @@ INLINE __m512 acts(const dm_act *a, int n, __m512 v) {
     b = _mm512_fmadd_ps(x_, w1, b);                                            \
   } while (0)
 
-AVX512 static void conv1_px6(const dm_stem *s, float *out, const float *in,
-                             size_t pw, int ox) {
-  __m512 a0 = _mm512_load_ps(s->b1), b0 = _mm512_load_ps(s->b1 + 16);
-  __m512 a1 = a0, b1 = b0, a2 = a0, b2 = b0, a3 = a0, b3 = b0, a4 = a0, b4 = b0,
-         a5 = a0, b5 = b0;
+INLINE void conv1_px6(const dm_stem *s, float *out, const float *in, size_t pw,
+                      int ox, int cin, int mode, const act_k *ak) {
+  __m512 a0 = _mm512_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0,
+         a3 = a0, b3 = a0, a4 = a0, b4 = a0, a5 = a0, b5 = a0;
   const float *w = s->w1;
-  for (int r = 0; r < s->cin * 3; r++) {
-    const float *x = in + (size_t)r * pw + 2 * ox;
-    for (int kx = 0; kx < 3; kx++, w += DM_STEM_MAX_C) {
-      __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);
-      FMA2(a0, b0, _mm512_set1_ps(x[kx]));
-      FMA2(a1, b1, _mm512_set1_ps(x[kx + 2]));
-      FMA2(a2, b2, _mm512_set1_ps(x[kx + 4]));
-      FMA2(a3, b3, _mm512_set1_ps(x[kx + 6]));
-      FMA2(a4, b4, _mm512_set1_ps(x[kx + 8]));
-      FMA2(a5, b5, _mm512_set1_ps(x[kx + 10]));
-    }
-  }
+  for (int ky = 0; ky < 3; ky++)
+    for (int kx = 0; kx < 3; kx++)
+      for (int ci = 0; ci < cin; ci++, w += DM_STEM_MAX_C) {
+        const float *x = in + (size_t)(ci * 3 + ky) * pw + 2 * ox + kx;
+        __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);
+        FMA2(a0, b0, _mm512_set1_ps(x[0]));
+        FMA2(a1, b1, _mm512_set1_ps(x[2]));
+        FMA2(a2, b2, _mm512_set1_ps(x[4]));
+        FMA2(a3, b3, _mm512_set1_ps(x[6]));
+        FMA2(a4, b4, _mm512_set1_ps(x[8]));
+        FMA2(a5, b5, _mm512_set1_ps(x[10]));
+      }
   float *o = out + (size_t)(ox + 1) * DM_STEM_MAX_C;
-  const dm_act *ac = s->act1;
-  int na = s->n_act1;
   __m512 v[12] = {a0, b0, a1, b1, a2, b2, a3, b3, a4, b4, a5, b5};
-  for (int i = 0; i < 12; i++)
-    _mm512_store_ps(o + 16 * i, acts(ac, na, v[i]));
+  for (int i = 0; i < 12; i++) {
+    __m512 bias = _mm512_load_ps(s->b1 + 16 * (i & 1));
+    _mm512_store_ps(o + 16 * i, acts(mode, ak, _mm512_add_ps(v[i], bias)));
+  }
+}
+
+/* One row of groups of six, to the end: the last may run past it (a
+ * single pixel's two chains of 27 dependent FMAs took as long as six
+ * pixels).  cin is a constant for RGB (3), so that its 27 taps unroll. */
+INLINE void conv1_px_row(const dm_stem *s, float *out, const float *in,
+                         size_t pw, int cin, int mode, const act_k *ak) {
+  for (int ox = 0; ox < s->ow; ox += 6)
+    conv1_px6(s, out, in, pw, ox, cin, mode, ak);
+}
+
+#define CONV1_MODES(cin)                                                       \
+  switch (mode) {                                                              \
+  case ACT_NONE: conv1_px_row(s, out, in, pw, cin, ACT_NONE, ak); break;       \
+  case ACT_CLAMP: conv1_px_row(s, out, in, pw, cin, ACT_CLAMP, ak); break;     \
+  default: conv1_px_row(s, out, in, pw, cin, ACT_LIST, ak); break;             \
+  }
+
+AVX512 static void conv1_pxs(const dm_stem *s, float *out, const float *in,
+                             size_t pw, int mode, const act_k *ak) {
+  if (s->cin == 3)
+    CONV1_MODES(3)
+  else
+    CONV1_MODES(s->cin)
 }
 
 /* Row sr of the first conv for image xi (cin planes) into ring row out. */
 AVX512 static void conv1_row(const dm_stem *s, float *out, const float *xi,
-                             float *in, int sr) {
+                             float *in, int sr, int mode, const act_k *ak) {
   size_t pw = in_row(s), iw = (size_t)s->iw, pl = (size_t)s->pl;
   size_t n = iw < pw - pl ? iw : pw - pl;
   for (int ci = 0; ci < s->cin; ci++)
@@ -143,11 +196,7 @@ AVX512 static void conv1_row(const dm_stem *s, float *out, const float *xi,
              n * sizeof *d);
       memset(d + pl + n, 0, (pw - pl - n) * sizeof *d);
     }
-  /* groups of six to the end: the last may run past it (a single pixel's
-   * two chains of 27 dependent FMAs took as long as six pixels), so the
-   * right padding pixel is cleared after */
-  for (int ox = 0; ox < s->ow; ox += 6)
-    conv1_px6(s, out, in, pw, ox);
+  conv1_pxs(s, out, in, pw, mode, ak); /* past the end: clear the pad */
   memset(out + ((size_t)s->ow + 1) * DM_STEM_MAX_C, 0,
          DM_STEM_MAX_C * sizeof *out);
 }
@@ -159,34 +208,37 @@ AVX512 static void conv1_row(const dm_stem *s, float *out, const float *xi,
  * 16 outputs, the output side took longer than the convolutions. */
 typedef struct dw_k { /* the output side's constants */
   __mmask16 m0, m1;   /* channels [0, 16) and [16, 32) that exist */
-  __m512 inv;         /* 1 / scale */
-  __m512i zp;
+  __m512 inv, scale;  /* 1 / scale, scale */
+  __m512 zp, lo, hi;  /* as floats; lo, hi: the 8-bit type's range */
+  act_k act;          /* the depthwise conv's activations */
+  size_t c;           /* s->c, in a register (stores to y may alias s) */
 } dw_k;
 
 /* Output vector v (16 channels from k0 of pixel ox of row y): the
- * activations, then QuantizeLinear as rint(v * (1 /
- * scale)) + zp saturated by the 8-bit conversion, NaN -> zp.  On Intel
- * cores 512-bit ALU work issues on two ports only, and the QDQ pass's
- * exact arithmetic (a division, NaN and saturation as floats: ~17 such
- * operations per vector) made the output side cost twice the depthwise
- * conv's 18 FMAs per pixel.  The product differs from the rounded
- * quotient by at most 2 ulp, so this differs from rint(v / scale) only
- * next to a tie, by one step: the bar the int8 kernels keep against the
- * reference (docs/quantization.md), which this pass's float sums, in
- * another order than the reference's, hold anyway. */
-INLINE void put16(const dm_stem *s, const dw_k *k, void *y, int ox, int k0,
-                  __m512 v) {
+ * activations, then QuantizeLinear exactly as the QDQ pass computes it
+ * (qdq_avx512 in backend_onednn.c): sat(rint(v / scale) + zp), half to
+ * even, NaN -> zp.  A 512-bit division per vector cost as much as the
+ * depthwise conv's FMAs (on Intel cores 512-bit ALU work issues on two
+ * ports only), so the quotient is v * (1 / scale), within 2 ulp of the
+ * rounded quotient: the two round to different integers only when the
+ * product lies within a few ulp of a half-integer, and such vectors (a
+ * few per image) are divided. */
+INLINE void put16(const dw_k *k, void *y, int ox, int k0, __m512 v, int mode) {
+  const int near = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   __mmask16 m = k0 ? k->m1 : k->m0;
-  size_t at = (size_t)ox * (size_t)s->c + (size_t)k0;
-  v = acts(s->act2, s->n_act2, v);
-  __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v, k->inv));
-  q = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), q);
-  q = _mm512_add_epi32(q, k->zp);
-  if (s->u8)
-    _mm512_mask_cvtusepi32_storeu_epi8(
-        (char *)y + at, m, _mm512_max_epi32(q, _mm512_setzero_si512()));
-  else
-    _mm512_mask_cvtsepi32_storeu_epi8((char *)y + at, m, q);
+  size_t at = (size_t)ox * k->c + (size_t)k0;
+  v = acts(mode, &k->act, v);
+  __m512 t = _mm512_mul_ps(v, k->inv), r = _mm512_roundscale_ps(t, near);
+  /* |t - r| is 0.5 within 4 ulp of t (2^-21 |t|): maybe a tie apart */
+  __m512 d = _mm512_abs_ps(
+      _mm512_sub_ps(_mm512_abs_ps(_mm512_sub_ps(t, r)), _mm512_set1_ps(0.5f)));
+  if (_mm512_cmp_ps_mask(
+          d, _mm512_mul_ps(_mm512_abs_ps(t), _mm512_set1_ps(0x1p-21f)),
+          _CMP_LE_OQ))
+    r = _mm512_roundscale_ps(_mm512_div_ps(v, k->scale), near);
+  r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, r, _CMP_ORD_Q), r);
+  r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, k->zp), k->lo), k->hi);
+  _mm512_mask_cvtepi32_storeu_epi8((char *)y + at, m, _mm512_cvtps_epi32(r));
 }
 
 #define TAP(k, kx, rw)                                                         \
@@ -205,7 +257,7 @@ INLINE void put16(const dm_stem *s, const dw_k *k, void *y, int ox, int k0,
   } while (0)
 
 INLINE void dw_row_k(const dm_stem *s, const float *const rows[3], void *y,
-                     bool two) {
+                     bool two, int mode, const act_k *ak) {
   __m512 wa[9], wb[9];
   for (int k = 0; k < 9; k++) {
     wa[k] = _mm512_load_ps(s->w2 + k * DM_STEM_MAX_C);
@@ -214,10 +266,16 @@ INLINE void dw_row_k(const dm_stem *s, const float *const rows[3], void *y,
   const __m512 ba = _mm512_load_ps(s->b2), bb = _mm512_load_ps(s->b2 + 16);
   int c1 = s->c > 16 ? s->c - 16 : 0;
   const dw_k k = {(__mmask16)(s->c >= 16 ? 0xffffu : (1u << s->c) - 1u),
-                  (__mmask16)((1u << c1) - 1u), _mm512_set1_ps(1.f / s->scale),
-                  _mm512_set1_epi32(s->zp)};
-  for (int ox = 0; ox < s->ow;) {
-    int np = s->ow - ox >= 4 ? 4 : 1;
+                  (__mmask16)((1u << c1) - 1u),
+                  _mm512_set1_ps(1.f / s->scale),
+                  _mm512_set1_ps(s->scale),
+                  _mm512_set1_ps((float)s->zp),
+                  _mm512_set1_ps(s->u8 ? 0.f : -128.f),
+                  _mm512_set1_ps(s->u8 ? 255.f : 127.f),
+                  *ak,
+                  (size_t)s->c};
+  for (int ox = 0, ow = s->ow; ox < ow;) {
+    int np = ow - ox >= 4 ? 4 : 1;
     __m512 a0 = ba, b0 = bb, a1 = ba, b1 = bb, a2 = ba, b2 = bb, a3 = ba,
            b3 = bb;
     TAP(0, 0, rows[0]); /* written out: the weights stay in registers */
@@ -229,16 +287,16 @@ INLINE void dw_row_k(const dm_stem *s, const float *const rows[3], void *y,
     TAP(6, 0, rows[2]);
     TAP(7, 1, rows[2]);
     TAP(8, 2, rows[2]);
-    put16(s, &k, y, ox, 0, a0);
-    if (two) put16(s, &k, y, ox, 16, b0);
+    put16(&k, y, ox, 0, a0, mode);
+    if (two) put16(&k, y, ox, 16, b0, mode);
     if (np > 1) {
-      put16(s, &k, y, ox + 1, 0, a1);
-      put16(s, &k, y, ox + 2, 0, a2);
-      put16(s, &k, y, ox + 3, 0, a3);
+      put16(&k, y, ox + 1, 0, a1, mode);
+      put16(&k, y, ox + 2, 0, a2, mode);
+      put16(&k, y, ox + 3, 0, a3, mode);
       if (two) {
-        put16(s, &k, y, ox + 1, 16, b1);
-        put16(s, &k, y, ox + 2, 16, b2);
-        put16(s, &k, y, ox + 3, 16, b3);
+        put16(&k, y, ox + 1, 16, b1, mode);
+        put16(&k, y, ox + 2, 16, b2, mode);
+        put16(&k, y, ox + 3, 16, b3, mode);
       }
     }
     ox += np;
@@ -246,12 +304,19 @@ INLINE void dw_row_k(const dm_stem *s, const float *const rows[3], void *y,
 }
 
 /* c <= 16 skips the second vector's stores (its weights are zero). */
-AVX512 static void dw_row(const dm_stem *s, const float *const rows[3],
-                          void *y) {
+#define DW_MODES(two)                                                          \
+  switch (mode) {                                                              \
+  case ACT_NONE: dw_row_k(s, rows, y, two, ACT_NONE, ak); break;               \
+  case ACT_CLAMP: dw_row_k(s, rows, y, two, ACT_CLAMP, ak); break;             \
+  default: dw_row_k(s, rows, y, two, ACT_LIST, ak); break;                     \
+  }
+
+AVX512 static void dw_row(const dm_stem *s, const float *const rows[3], void *y,
+                          int mode, const act_k *ak) {
   if (s->c > 16)
-    dw_row_k(s, rows, y, true);
+    DW_MODES(true)
   else
-    dw_row_k(s, rows, y, false);
+    DW_MODES(false)
 }
 
 void dm__stem_rows(const dm_stem *s, void *y, const float *x, int64_t r0,
@@ -263,6 +328,9 @@ void dm__stem_rows(const dm_stem *s, void *y, const float *x, int64_t r0,
   for (size_t k = 0; k < 3; k++) /* the left padding pixel (conv1_row */
     memset(ring + k * rw, 0, cp * sizeof *ring); /* clears the right one) */
   int64_t have[3] = {-1, -1, -1}; /* batch row held by each ring row */
+  act_k k1, k2;
+  int m1 = act_mode(s->act1, s->n_act1, &k1),
+      m2 = act_mode(s->act2, s->n_act2, &k2);
   size_t plane = (size_t)s->cin * (size_t)s->ih * (size_t)s->iw;
   size_t yrow = (size_t)s->ow * (size_t)s->c;
   for (int64_t u = r0; u < r1; u++) {
@@ -277,12 +345,12 @@ void dm__stem_rows(const dm_stem *s, void *y, const float *x, int64_t r0,
       }
       float *row = ring + (size_t)(sr % 3) * rw;
       if (have[sr % 3] != img * s->oh + sr) {
-        conv1_row(s, row, x + (size_t)img * plane, in, sr);
+        conv1_row(s, row, x + (size_t)img * plane, in, sr, m1, &k1);
         have[sr % 3] = img * s->oh + sr;
       }
       rows[k] = row;
     }
-    dw_row(s, rows, (char *)y + (size_t)u * yrow);
+    dw_row(s, rows, (char *)y + (size_t)u * yrow, m2, &k2);
   }
 }
 #endif
