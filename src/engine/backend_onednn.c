@@ -3315,10 +3315,10 @@ static bool stem_conv(const oeng *e, const dm_node *n, int64_t group, int64_t s,
  * the only reader of that (int8 files that keep the stem in float for
  * accuracy, as the shipped one does).  Channels-last 8-bit output.
  * Without that QuantizeLinear the oneDNN steps stay: with float output
- * the pass was 2-3 % slower than them (mobilenet_v2, 1 and 2 threads),
- * with 8-bit output 2-10 % faster over the whole int8 default model
- * (docs/engine.md).  DM_UNSUPPORTED when the pattern is not there,
- * AVX-512F is missing or DERMAL_ONEDNN_STEM=0; map_conv goes on. */
+ * (also with MobileNet-v2's first 1x1 conv folded in) the whole network
+ * ran 1-6 % slower than with them, with 8-bit output the int8 default
+ * model 4-7 % faster (docs/engine.md).  DM_UNSUPPORTED when the pattern is not
+ * there, AVX-512F is missing or DERMAL_ONEDNN_STEM=0; map_conv goes on. */
 static dm_err map_stem(oeng *e, int ni, dm_errbuf *eb) {
 #if defined(__x86_64__)
   const dm_graph *g = e->g;

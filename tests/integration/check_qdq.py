@@ -42,8 +42,9 @@ def check(ok, msg):
     fails += 0 if ok else 1
 
 
-def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False, wmax=127):
-    """layers: list of (out_ch, k, stride, pad, group, act) convs."""
+def graph_parts(act_type, seed):
+    """What the model builders start from: a seeded generator, the 8-bit
+    ONNX and numpy types, the node and initializer lists, and const()."""
     rng = np.random.default_rng(seed)
     qt = TensorProto.UINT8 if act_type == "u8" else TensorProto.INT8
     npq = np.uint8 if act_type == "u8" else np.int8
@@ -52,6 +53,13 @@ def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False, wmax=127):
     def const(name, arr):
         inits.append(numpy_helper.from_array(arr, name))
         return name
+
+    return rng, qt, npq, nodes, inits, const
+
+
+def qdq_model(layers, act_type, in_ch, size, seed, weight_u8=False, wmax=127):
+    """layers: list of (out_ch, k, stride, pad, group, act) convs."""
+    rng, qt, npq, nodes, inits, const = graph_parts(act_type, seed)
 
     def qdq(x, scale, zp, tag):
         s = const(tag + "_s", np.array(scale, np.float32))
@@ -225,14 +233,7 @@ def stem_model(at, cin, c, batch, h, w, pads, act1, act2, seed):
     runs the first part as one pass (stem.c) and the pool on 8 bits, so the
     output differs from the reference only where the pass's quantized
     value does: by one step next to a tie."""
-    rng = np.random.default_rng(seed)
-    qt = TensorProto.UINT8 if at == "u8" else TensorProto.INT8
-    npq = np.uint8 if at == "u8" else np.int8
-    nodes, inits = [], []
-
-    def const(name, arr):
-        inits.append(numpy_helper.from_array(arr, name))
-        return name
+    rng, qt, npq, nodes, inits, const = graph_parts(at, seed)
 
     def act(y, kind, tag):
         if kind == "clip":
