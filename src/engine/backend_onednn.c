@@ -44,7 +44,9 @@
  * sessions.  Primitives are created with omp_get_max_threads() == threads
  * and run with the same ICV (set per run on the calling thread, restored
  * after); with 2+ threads, runs of steps go in bands, one thread each, on
- * primitives made for one thread (see "bands" below).  Everything mutable
+ * primitives made for one thread (see "bands" below); with one thread, a
+ * pointwise conv whose map does not fit the L2 runs tile by tile with the
+ * conv that reads it (see "tiles" below).  Everything mutable
  * (memory objects bound to the arena, the stream, the scratchpad: primitives
  * use dnnl_scratchpad_mode_user) belongs to a session, which one thread uses at
  * a time.  Links with -lgomp (the OpenMP runtime Debian's oneDNN uses) and
@@ -167,7 +169,9 @@ typedef struct qdq_op {
  * channels-last; ST_CSCALE: channels-last y = x * s[c] (an SE block's
  * Mul; s is tensor aux, c floats); ST_GAP: channels-last global average
  * pooling; ST_STEM: a network's first conv and depthwise conv (stem.c),
- * the NCHW image to channels-last rows. */
+ * the NCHW image to channels-last rows; ST_TILES: a pointwise conv and the
+ * conv after it, tile by tile (see plan_tiles), in place of the second;
+ * ST_SKIP: the first of those (nothing to run). */
 typedef enum {
   ST_PRIM,
   ST_REF,
@@ -178,15 +182,17 @@ typedef enum {
   ST_CSCALE,
   ST_GAP,
   ST_FC,
-  ST_STEM
+  ST_STEM,
+  ST_TILES,
+  ST_SKIP
 } step_kind;
 
 /* What a step is, for DERMAL_ONEDNN_VERBOSE and DERMAL_ONEDNN_PROFILE. */
 static const char *const step_name[] = {
-    [ST_PRIM] = "prim",     [ST_REF] = "ref", [ST_COPY] = "copy",
-    [ST_SWISH] = "swish",   [ST_QDQ] = "qdq", [ST_NHWC] = "nhwc",
-    [ST_CSCALE] = "cscale", [ST_GAP] = "gap", [ST_FC] = "fc",
-    [ST_STEM] = "stem"};
+    [ST_PRIM] = "prim",     [ST_REF] = "ref",     [ST_COPY] = "copy",
+    [ST_SWISH] = "swish",   [ST_QDQ] = "qdq",     [ST_NHWC] = "nhwc",
+    [ST_CSCALE] = "cscale", [ST_GAP] = "gap",     [ST_FC] = "fc",
+    [ST_STEM] = "stem",     [ST_TILES] = "tiles", [ST_SKIP] = "(in tiles)"};
 
 /* One band of a step that runs in bands (see plan_bands): a primitive made
  * for the band's part of the tensors, and where that part lies in them, or
@@ -198,9 +204,11 @@ typedef struct oband {
   bool *view;             /* PRIM: per arg, a part of the tensor */
   bool has_scratch;       /* PRIM */
   dnnl_memory_desc_t scratch_md;
-  int warg;     /* PRIM: the weights arg when the band has its own copy */
-  void *wdata;  /* that copy (layout md[warg]), owned; else NULL */
-  size_t lo, n; /* passes: units [lo, lo + n) */
+  int warg;       /* PRIM: the weights arg when the band has its own copy */
+  void *wdata;    /* that copy (layout md[warg]), owned; else NULL */
+  size_t lo, n;   /* passes: units [lo, lo + n) */
+  int64_t pt, pb; /* PRIM, a conv: the part's top and bottom padding */
+  bool shared;    /* PRIM: prim and wdata belong to another (tiles) */
 } oband;
 
 typedef struct ostep {
@@ -223,11 +231,14 @@ typedef struct ostep {
   const dm_stem *stem;   /* STEM (in e->wmem) */
   qdq_op qdq;            /* QDQ */
   const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */
-  bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left) */
+  bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left); */
+                         /* TILES: a swish pass between the two convs */
   const void *wraw;      /* FC, row-major: a Gemm's B [n][c] and C, used */
   const void *braw;      /* in place from the file (any alignment), else NULL */
   struct oband *band;    /* e->n_bands entries when the step runs in bands */
   bool sync;             /* banded: a barrier before it (see plan_sync) */
+  struct otile *tile;    /* TILES: n_tiles tiles; xa: the pointwise step */
+  int n_tiles, xa, tile0; /* tile0: its first tile's index in a session */
 } ostep;
 
 /* Deferred load work, run on all cores at the end of prepare: primitive
@@ -280,6 +291,12 @@ typedef struct oeng {
   int n_banded;        /* steps that run in bands */
   size_t gap_part;     /* floats: threads x the most channels of a GAP pass */
   size_t stem_part;    /* bytes of scratch per thread of a STEM pass */
+  bool tiles;          /* plan_tiles may tile (DERMAL_ONEDNN_TILES=0: no) */
+  size_t tile_kb;      /* its budget for a tile's map, KiB */
+  size_t tile_min;     /* and the smallest map it tiles, bytes */
+  int n_tile_all;      /* tiles of all TILES steps */
+  size_t tile_buf;     /* bytes of the largest tile's map */
+  size_t tile_scratch; /* bytes of the largest tile scratchpad */
   int n_prim, n_ref, n_reorder;
 } oeng;
 
@@ -302,6 +319,10 @@ typedef struct osess {
   dnnl_stream_t bstream[MAX_BANDS];
   dnnl_memory_t **bmem;    /* per step x band: views, then the scratchpad */
   dnnl_exec_arg_t **bargs; /* per step x band */
+  void *tbuf;              /* a tile's map (e->tile_buf bytes), then */
+  void *tscratch;          /* the tiles' scratchpad (e->tile_scratch) */
+  dnnl_memory_t **tmem;    /* per tile x 2 (its two convs): as bmem */
+  dnnl_exec_arg_t **targs; /* per tile x 2 */
 } osess;
 
 /* -------------------------------------------------------------- helpers -- */
@@ -3490,7 +3511,14 @@ static int cmp_span(const void *a, const void *b) {
 static dm_err plan_memory(oeng *e, dm_errbuf *eb) {
   for (int s = 0; s < e->n_s; s++) {
     const ostep *st = &e->s[s];
-    if (st->kind == ST_PRIM) {
+    if (st->kind == ST_SKIP) continue;
+    if (st->kind == ST_TILES) { /* both convs' args but the map */
+      const ostep *a = &e->s[st->xa];
+      for (int i = 0; i < a->n_args; i++)
+        if (a->args[i].arg != DNNL_ARG_DST) touch(e, a->args[i].tensor, s);
+      for (int i = 0; i < st->n_args; i++)
+        if (st->args[i].arg != DNNL_ARG_SRC) touch(e, st->args[i].tensor, s);
+    } else if (st->kind == ST_PRIM) {
       for (int i = 0; i < st->n_args; i++)
         touch(e, st->args[i].tensor, s);
     } else if (st->kind == ST_REF) {
@@ -3615,6 +3643,14 @@ static bool band_view(oband *ob, int j, const dnnl_memory_desc_t *md, int64_t c,
   return true;
 }
 
+static bool has_sum(const_dnnl_primitive_attr_t attr) {
+  const_dnnl_post_ops_t po = NULL;
+  if (dnnl_primitive_attr_get_post_ops(attr, &po) != dnnl_success) return true;
+  for (int i = 0; po && i < dnnl_post_ops_len(po); i++)
+    if (dnnl_post_ops_get_kind(po, i) == dnnl_sum) return true;
+  return false;
+}
+
 static bool post_ops_plain(const_dnnl_primitive_attr_t attr) {
   const_dnnl_post_ops_t po = NULL;
   if (dnnl_primitive_attr_get_post_ops(attr, &po) != dnnl_success) return false;
@@ -3638,10 +3674,18 @@ static bool arg_tensor_ok(const oeng *e, int t) {
          e->b[e->t[t].buf].kind != BUF_OUTPUT;
 }
 
-/* The views of band b of prim step st into ob (md/off/view sized n_args)
- * and the op descriptor in *g.  False when the step cannot run in bands. */
+/* Which part of a step a band or tile primitive computes. */
+typedef struct vsel {
+  int band;                /* >= 0: band `band` of e->n_bands */
+  int64_t r0, r1;          /* else output rows [r0, r1) of a conv, */
+  bool src_tile, dst_tile; /* its source or destination a tile's map */
+  int64_t a, z;            /* out (convs by rows): the source rows read */
+} vsel;
+
+/* The views of part w of prim step st into ob (md/off/view sized n_args)
+ * and the op descriptor in *g.  False when the step cannot run so. */
 static bool band_views(const oeng *e, const ostep *st,
-                       const_dnnl_primitive_desc_t pd, int b, oband *ob,
+                       const_dnnl_primitive_desc_t pd, vsel *w, oband *ob,
                        bgeo *g) {
   dnnl_primitive_kind_t kind;
   if (dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &kind) !=
@@ -3661,7 +3705,8 @@ static bool band_views(const oeng *e, const ostep *st,
   int64_t ic, ih, iw, oc, oh, ow;
   if (!md_nhwc1(ms, &ic, &ih, &iw) || !md_nhwc1(md, &oc, &oh, &ow))
     return false;
-  int nb = e->n_bands;
+  int nb = e->n_bands, b = w->band;
+  if (b < 0 && kind != dnnl_convolution) return false;
   if (kind == dnnl_convolution) {
     const dnnl_convolution_desc_t *cd = NULL;
     if (dnnl_primitive_desc_query(pd, dnnl_query_convolution_d, 0, &cd) !=
@@ -3682,7 +3727,7 @@ static bool band_views(const oeng *e, const ostep *st,
                      cd->strides[1] == 1 && cd->padding[0][0] == 0 &&
                      cd->padding[0][1] == 0 && cd->padding[1][0] == 0 &&
                      cd->padding[1][1] == 0 && ih == oh && iw == ow;
-    if (pointwise) {
+    if (pointwise && b >= 0) {
       int64_t p0, p1;
       band_range(oh * ow, b, nb, &p0, &p1);
       if (p1 <= p0) return false;
@@ -3692,13 +3737,20 @@ static bool band_views(const oeng *e, const ostep *st,
     } else {
       int64_t r0, r1, s = cd->strides[0], pt = cd->padding[0][0];
       int64_t kext = (kh - 1) * (cd->dilates[0] + 1) + 1;
-      band_range(oh, b, nb, &r0, &r1);
-      if (r1 <= r0) return false;
+      if (b >= 0) {
+        band_range(oh, b, nb, &r0, &r1);
+      } else {
+        r0 = w->r0;
+        r1 = w->r1;
+      }
+      if (r1 <= r0 || r0 < 0 || r1 > oh) return false;
       int64_t first = r0 * s - pt, end = (r1 - 1) * s - pt + kext;
       int64_t a = first > 0 ? first : 0, z = end < ih ? end : ih;
       if (z <= a) return false;
-      if (!band_view(ob, src, ms, ic, z - a, iw, a * iw) ||
-          !band_view(ob, dst, md, oc, r1 - r0, ow, r0 * ow))
+      w->a = a;
+      w->z = z;
+      if (!band_view(ob, src, ms, ic, z - a, iw, w->src_tile ? 0 : a * iw) ||
+          !band_view(ob, dst, md, oc, r1 - r0, ow, w->dst_tile ? 0 : r0 * ow))
         return false;
       g->conv.padding[0][0] = a - first;
       g->conv.padding[1][0] = end - z;
@@ -3769,15 +3821,18 @@ static bool band_pass(const oeng *e, const ostep *st, int b, oband *ob) {
   return true;
 }
 
+static void band_free_one(oband *o) {
+  if (o->prim && !o->shared) dnnl_primitive_destroy(o->prim);
+  if (!o->shared) free(o->wdata);
+  free(o->md);
+  free(o->off);
+  free(o->view);
+}
+
 static void band_free(oband *ob, int n) {
   if (!ob) return;
-  for (int b = 0; b < n; b++) {
-    if (ob[b].prim) dnnl_primitive_destroy(ob[b].prim);
-    free(ob[b].md);
-    free(ob[b].off);
-    free(ob[b].view);
-    free(ob[b].wdata);
-  }
+  for (int b = 0; b < n; b++)
+    band_free_one(&ob[b]);
   free(ob);
 }
 
@@ -3821,66 +3876,104 @@ static bool band_weights(oeng *e, const ostep *st,
   return true;
 }
 
+/* Band or tile w of prim step st (primitive desc pd, attributes attr)
+ * into o: its per-arg arrays, the views, and a primitive for one thread
+ * of the step's implementation family (e.g. "jit_dw:avx512_core"), with
+ * its own copy of the weights when its kernel wants another layout (the
+ * default model's int8 96->576 1x1 convs: OC blocks of 48 for two threads
+ * over 14x14, of 64 for one over 98 pixels, which only ref_int8 took in
+ * the other).  *scratch grows to its scratchpad's bytes. */
+static bool view_prim(oeng *e, const ostep *st, const_dnnl_primitive_desc_t pd,
+                      const_dnnl_primitive_attr_t attr, vsel *w, oband *o,
+                      dnnl_stream_t rs, size_t *scratch, const oband *like) {
+  size_t na = (size_t)st->n_args;
+  o->md = calloc(na, sizeof *o->md);
+  o->off = calloc(na, sizeof *o->off);
+  o->view = calloc(na, sizeof *o->view);
+  if (!o->md || !o->off || !o->view) return false;
+  o->warg = -1;
+  if (like && like->prim) { /* the same shape as `like`: its primitive */
+    bgeo g;
+    if (!band_views(e, st, pd, w, o, &g)) return false;
+    bool same = g.is_conv && g.conv.padding[0][0] == like->pt &&
+                g.conv.padding[1][0] == like->pb;
+    for (size_t j = 0; j < na && same; j++)
+      same = o->view[j] == like->view[j] &&
+             (!o->view[j] || dnnl_memory_desc_equal(&o->md[j], &like->md[j]));
+    if (same) {
+      o->prim = like->prim;
+      o->has_scratch = like->has_scratch;
+      o->scratch_md = like->scratch_md;
+      o->warg = like->warg;
+      o->wdata = like->wdata;
+      if (o->warg >= 0) o->md[o->warg] = like->md[o->warg];
+      o->pt = like->pt;
+      o->pb = like->pb;
+      o->shared = true;
+      return true;
+    }
+  }
+  char fam[64];
+  snprintf(fam, sizeof fam, "%s", pd_impl(pd));
+  dnnl_primitive_desc_t bpd = NULL;
+  for (int own = 0; own < 2 && !bpd; own++) {
+    bgeo g;
+    if (!band_views(e, st, pd, w, o, &g) || (own && !g.is_conv)) return false;
+    dnnl_memory_desc_t *wd = &g.conv.weights_desc;
+    if (own && md_any_dt(wd, wd->ndims, wd->dims, wd->data_type)) return false;
+    const_dnnl_op_desc_t od = g.is_conv ? (const_dnnl_op_desc_t)&g.conv
+                                        : (const_dnnl_op_desc_t)&g.bin;
+    o->pt = g.is_conv ? g.conv.padding[0][0] : 0;
+    o->pb = g.is_conv ? g.conv.padding[1][0] : 0;
+    if (pd_create_pref(&bpd, od, attr, e->eng, fam) != dnnl_success)
+      bpd = NULL;
+    else if (pd_is_ref(bpd) || (own && !band_weights(e, st, bpd, o, rs))) {
+      dnnl_primitive_desc_destroy(bpd);
+      bpd = NULL;
+    }
+  }
+  if (!bpd) return false;
+  const dnnl_memory_desc_t *sp =
+      dnnl_primitive_desc_query_md(bpd, dnnl_query_scratchpad_md, 0);
+  bool ok = dnnl_primitive_create(&o->prim, bpd) == dnnl_success;
+  if (!ok) o->prim = NULL;
+  if (ok && sp && dnnl_memory_desc_get_size(sp) > 0) {
+    o->has_scratch = true;
+    o->scratch_md = *sp;
+    size_t sz = dnnl_memory_desc_get_size(sp);
+    if (sz > *scratch) *scratch = sz;
+  }
+  dnnl_primitive_desc_destroy(bpd);
+  return ok;
+}
+
+/* The primitive desc and attributes of prim step st, when its post-ops
+ * are plain (eltwise, sum): what band and tile primitives start from. */
+static bool step_pd(const ostep *st, const_dnnl_primitive_desc_t *pd,
+                    const_dnnl_primitive_attr_t *attr) {
+  return st->kind == ST_PRIM && st->prim &&
+         dnnl_primitive_get_primitive_desc(st->prim, pd) == dnnl_success &&
+         dnnl_primitive_desc_get_attr(*pd, attr) == dnnl_success &&
+         post_ops_plain(*attr);
+}
+
 /* Step st in bands, or NULL (it runs whole); rs: a stream for reorders. */
 static oband *band_step(oeng *e, const ostep *st, dnnl_stream_t rs) {
   int nb = e->n_bands;
   oband *ob = calloc((size_t)nb, sizeof *ob);
   if (!ob) return NULL;
-  const_dnnl_primitive_desc_t pd = NULL;
   if (st->kind != ST_PRIM) {
     for (int b = 0; b < nb; b++)
       if (!band_pass(e, st, b, &ob[b])) goto no;
     return ob;
   }
+  const_dnnl_primitive_desc_t pd = NULL;
   const_dnnl_primitive_attr_t attr = NULL;
-  if (!st->prim ||
-      dnnl_primitive_get_primitive_desc(st->prim, &pd) != dnnl_success ||
-      dnnl_primitive_desc_get_attr(pd, &attr) != dnnl_success ||
-      !post_ops_plain(attr))
-    goto no;
+  if (!step_pd(st, &pd, &attr)) goto no;
   for (int b = 0; b < nb; b++) {
-    oband *o = &ob[b];
-    size_t na = (size_t)st->n_args;
-    o->md = calloc(na, sizeof *o->md);
-    o->off = calloc(na, sizeof *o->off);
-    o->view = calloc(na, sizeof *o->view);
-    if (!o->md || !o->off || !o->view) goto no;
-    o->warg = -1;
-    /* the whole step's implementation and ISA, e.g. "jit_dw:avx512_core" */
-    char fam[64];
-    snprintf(fam, sizeof fam, "%s", pd_impl(pd));
-    /* the step's weights as they are; else (a conv) the layout the band's
-     * kernel wants, in a copy of its own (the default model's int8
-     * 96->576 1x1 convs: OC blocks of 48 for two threads over 14x14, of 64
-     * for one over 98 pixels, which only ref_int8 took in the other) */
-    dnnl_primitive_desc_t bpd = NULL;
-    for (int own = 0; own < 2 && !bpd; own++) {
-      bgeo g;
-      if (!band_views(e, st, pd, b, o, &g) || (own && !g.is_conv)) goto no;
-      dnnl_memory_desc_t *wd = &g.conv.weights_desc;
-      if (own && md_any_dt(wd, wd->ndims, wd->dims, wd->data_type)) goto no;
-      const_dnnl_op_desc_t od = g.is_conv ? (const_dnnl_op_desc_t)&g.conv
-                                          : (const_dnnl_op_desc_t)&g.bin;
-      if (pd_create_pref(&bpd, od, attr, e->eng, fam) != dnnl_success)
-        bpd = NULL;
-      else if (pd_is_ref(bpd) || (own && !band_weights(e, st, bpd, o, rs))) {
-        dnnl_primitive_desc_destroy(bpd);
-        bpd = NULL;
-      }
-    }
-    if (!bpd) goto no;
-    const dnnl_memory_desc_t *sp =
-        dnnl_primitive_desc_query_md(bpd, dnnl_query_scratchpad_md, 0);
-    bool ok = dnnl_primitive_create(&o->prim, bpd) == dnnl_success;
-    if (!ok) o->prim = NULL;
-    if (ok && sp && dnnl_memory_desc_get_size(sp) > 0) {
-      o->has_scratch = true;
-      o->scratch_md = *sp;
-      size_t sz = dnnl_memory_desc_get_size(sp);
-      if (sz > e->band_scratch) e->band_scratch = sz;
-    }
-    dnnl_primitive_desc_destroy(bpd);
-    if (!ok) goto no;
+    vsel w = {.band = b};
+    if (!view_prim(e, st, pd, attr, &w, &ob[b], rs, &e->band_scratch, NULL))
+      goto no;
   }
   return ob;
 no:
@@ -4150,6 +4243,300 @@ static void band_session_free(const oeng *e, osess *ss) {
     if (ss->bstream[b]) dnnl_stream_destroy(ss->bstream[b]);
 }
 
+/* ---------------------------------------------------------------- tiles -- */
+
+/* Inverted-residual blocks (MobileNet-v2, EfficientNet) widen their input
+ * with a pointwise conv into the largest map of the block, which only the
+ * next conv (depthwise) reads: MobileNet-v2's 16->96 expand at 112x112
+ * writes 4.8 MB, more than a core's L2, and the depthwise conv reads it
+ * back from L3.  With one thread, plan_tiles runs such a pair tile by
+ * tile instead: for rows [r0, r1) of the second conv's output, the first
+ * conv computes just the rows of its map those read (a few rows more than
+ * r1 - r0 per tile, one or two computed twice) into a small buffer, which
+ * the second conv reads while it is still in L2.  The big map is never
+ * written.  Both run as oneDNN primitives made for the tile's rows, of the
+ * step's own implementation family (view_prim); tiles of one shape share
+ * one.  Paired in one process (build/ab, DERMAL_ONEDNN_TILES 0 against 1,
+ * session 9's Xeon): the whole mobilenet_v2 run 0.92-0.96, EfficientNet-B0
+ * (a swish pass on each tile's map between the convs) 0.98-0.99.  Maps
+ * that fit the L2 (MobileNet-v2's 56x56x144 ones, 1.8 MB) gained nothing
+ * and 8-bit maps (the int8 model's 16->96 expand, 1.2 MB) lost 2 %, so
+ * neither is tiled.  Bands (2+ threads) do not tile. */
+typedef struct otile {
+  oband a, b; /* the pointwise conv on the tile's rows, the conv after it */
+  int a_dst, b_src; /* their arg that is the tile's map */
+  size_t n;         /* elements of the tile's map (the swish pass) */
+} otile;
+
+static void tile_free(otile *t, int n) {
+  if (!t) return;
+  for (int i = 0; i < n; i++) {
+    band_free_one(&t[i].a);
+    band_free_one(&t[i].b);
+  }
+  free(t);
+}
+
+static int arg_index(const ostep *st, int arg) {
+  for (int j = 0; j < st->n_args; j++)
+    if (st->args[j].arg == arg) return j;
+  return -1;
+}
+
+/* Does any step outside [i0, i1] use a tensor in buffer bf (a value, or
+ * a conv's output written in place over its residual addend)? */
+static bool buf_used_elsewhere(const oeng *e, int bf, int i0, int i1) {
+  for (int i = 0; i < e->n_s; i++) {
+    const ostep *st = &e->s[i];
+    if (i >= i0 && i <= i1) continue;
+    int ts[3] = {st->src, st->dst, st->aux};
+    if (st->kind == ST_PRIM) {
+      for (int j = 0; j < st->n_args; j++)
+        if (e->t[st->args[j].tensor].buf == bf) return true;
+    } else if (st->kind == ST_REF) {
+      const dm_node *n = &e->g->nodes[st->node];
+      for (int j = 0; j < n->n_in; j++)
+        if (st->ref_in[j] >= 0 && e->t[st->ref_in[j]].buf == bf) return true;
+      for (int j = 0; j < n->n_out; j++)
+        if (st->ref_out[j] >= 0 && e->t[st->ref_out[j]].buf == bf) return true;
+    } else if (st->kind != ST_SKIP) {
+      for (int k = 0; k < 3; k++)
+        if (ts[k] >= 0 && e->t[ts[k]].buf == bf) return true;
+    }
+  }
+  return false;
+}
+
+/* Steps i (a pointwise conv), maybe a swish pass on its map (EfficientNet),
+ * and the conv that alone reads that map, as tiles; false: they stay as
+ * they are. */
+static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
+  ostep *A = &e->s[i], *S = NULL, *B = &e->s[i + 1];
+  if (B->kind == ST_SWISH && i + 2 < e->n_s) {
+    S = B;
+    B = &e->s[i + 2];
+  }
+  int last = S ? i + 2 : i + 1;
+  const_dnnl_primitive_desc_t pa, pb;
+  const_dnnl_primitive_attr_t aa, ab;
+  if (!step_pd(A, &pa, &aa) || !step_pd(B, &pb, &ab)) return false;
+  const dnnl_convolution_desc_t *ca = NULL, *cb = NULL;
+  if (dnnl_primitive_desc_query(pa, dnnl_query_convolution_d, 0, &ca) !=
+          dnnl_success ||
+      dnnl_primitive_desc_query(pb, dnnl_query_convolution_d, 0, &cb) !=
+          dnnl_success ||
+      !ca || !cb)
+    return false;
+  int ad = arg_index(A, DNNL_ARG_DST), bs = arg_index(B, DNNL_ARG_SRC);
+  int as = arg_index(A, DNNL_ARG_SRC), bd = arg_index(B, DNNL_ARG_DST);
+  if (ad < 0 || bs < 0 || as < 0 || bd < 0) return false;
+  int ty = A->args[ad].tensor, t2 = ty; /* the map; after the swish */
+  if (S) {
+    if (S->src != ty || !arg_tensor_ok(e, S->dst) ||
+        e->b[e->t[S->dst].buf].kind != BUF_ARENA ||
+        val(e, e->t[S->dst].value)->is_output ||
+        buf_used_elsewhere(e, e->t[S->dst].buf, i, last))
+      return false;
+    t2 = S->dst;
+  }
+  if (B->args[bs].tensor != t2 || !arg_tensor_ok(e, ty) ||
+      !arg_tensor_ok(e, A->args[as].tensor) ||
+      !arg_tensor_ok(e, B->args[bd].tensor) ||
+      e->b[e->t[ty].buf].kind != BUF_ARENA)
+    return false;
+  /* the map: nobody else's; the second conv's output: not where the
+   * first conv's input lies (a residual sum written in place over it
+   * would overwrite rows later tiles read); the first: no sum (its
+   * addend is not in the tile's map) */
+  if (val(e, e->t[ty].value)->is_output ||
+      buf_used_elsewhere(e, e->t[ty].buf, i, last) ||
+      e->t[B->args[bd].tensor].buf == e->t[A->args[as].tensor].buf ||
+      has_sum(aa))
+    return false;
+  const dnnl_memory_desc_t *wa =
+      dnnl_primitive_desc_query_md(pa, dnnl_query_weights_md, 0);
+  const dnnl_memory_desc_t *wb =
+      dnnl_primitive_desc_query_md(pb, dnnl_query_weights_md, 0);
+  int64_t c, h, w, oc, oh, ow;
+  if (!wa || !wb || !md_nhwc1(&e->t[ty].md, &c, &h, &w) ||
+      !md_nhwc1(&e->t[B->args[bd].tensor].md, &oc, &oh, &ow))
+    return false;
+  int64_t ka = wa->dims[wa->ndims - 1] * wa->dims[wa->ndims - 2];
+  size_t row = (size_t)(w * c) * dnnl_data_type_size(e->t[ty].md.data_type);
+  if (ka != 1 || ca->strides[0] != 1 || ca->strides[1] != 1 ||
+      ca->padding[0][0] || ca->padding[0][1] || ca->padding[1][0] ||
+      ca->padding[1][1] || e->t[ty].md.data_type != dnnl_f32 ||
+      row * (size_t)h < e->tile_min)
+    return false;
+  /* output rows per tile: the most whose map rows fit the budget */
+  int64_t s = cb->strides[0];
+  int64_t kext = (wb->dims[wb->ndims - 2] - 1) * (cb->dilates[0] + 1) + 1;
+  int64_t zr = ((int64_t)(e->tile_kb * 1024 / row) - kext) / s + 1;
+  if (zr < 1) zr = 1;
+  for (int64_t d = zr; d > zr / 2; d--) /* equal tiles: fewer shapes, */
+    if (oh % d == 0) {                  /* fewer primitives to make at load */
+      zr = d;
+      break;
+    }
+  int nt = (int)((oh + zr - 1) / zr);
+  if (nt < 2) return false;
+  otile *t = calloc((size_t)nt, sizeof *t);
+  if (!t) return false;
+  size_t buf = 0;
+  for (int k = 0; k < nt; k++) {
+    vsel vb = {.band = -1, .r0 = k * zr, .r1 = (k + 1) * zr, .src_tile = true};
+    if (vb.r1 > oh) vb.r1 = oh;
+    t[k].a_dst = ad;
+    t[k].b_src = bs;
+    const otile *p = k ? &t[k - 1] : NULL; /* middle tiles share theirs */
+    if (!view_prim(e, B, pb, ab, &vb, &t[k].b, rs, &e->tile_scratch,
+                   p ? &p->b : NULL))
+      goto no;
+    vsel va = {.band = -1, .r0 = vb.a, .r1 = vb.z, .dst_tile = true};
+    if (!view_prim(e, A, pa, aa, &va, &t[k].a, rs, &e->tile_scratch,
+                   p ? &p->a : NULL))
+      goto no;
+    size_t need = (size_t)(vb.z - vb.a) * row;
+    t[k].n = (size_t)(vb.z - vb.a) * (size_t)(w * c);
+    if (need > buf) buf = need;
+  }
+  if (buf > e->tile_buf) e->tile_buf = buf;
+  B->kind = ST_TILES;
+  B->tile = t;
+  B->n_tiles = nt;
+  B->xa = i;
+  B->fc_swish = S != NULL; /* TILES: the swish pass on each tile's map */
+  B->tile0 = e->n_tile_all;
+  e->n_tile_all += nt;
+  A->kind = ST_SKIP;
+  if (S) S->kind = ST_SKIP;
+  if (e->verbose) {
+    int own = 0, prims = 0;
+    for (int k = 0; k < nt; k++) {
+      prims += !t[k].a.shared + !t[k].b.shared;
+      own += (!t[k].a.shared && t[k].a.warg >= 0) +
+             (!t[k].b.shared && t[k].b.warg >= 0);
+    }
+    fprintf(stderr,
+            "onednn: %s%s + %s in %d tiles of %lld rows (%d primitives, %d "
+            "weight copies)\n",
+            nname(&e->g->nodes[A->node]), S ? " + swish" : "",
+            nname(&e->g->nodes[B->node]), nt, (long long)zr, prims, own);
+  }
+  return true;
+no:
+  tile_free(t, nt);
+  return false;
+}
+
+/* With one thread (and DERMAL_ONEDNN_TILES not 0): every pointwise conv
+ * whose map is at least twice the tile budget (DERMAL_ONEDNN_TILE_KB,
+ * default 512 KiB) and read only by the conv right after it runs in tiles
+ * with that conv.  Before the memory plan, so the map gets no bytes. */
+static void plan_tiles(oeng *e) {
+  if (e->threads != 1 || !e->tiles) return;
+  dnnl_stream_t rs = NULL; /* for weights a tile copies (band_weights) */
+  if (dnnl_stream_create(&rs, e->eng, dnnl_stream_default_flags) !=
+      dnnl_success)
+    return;
+  for (int i = 0; i + 1 < e->n_s; i++)
+    if (tile_pair(e, i, rs)) i += e->s[i + 1].kind == ST_SKIP ? 2 : 1;
+  dnnl_stream_destroy(rs);
+}
+
+/* Session side: the memory objects and exec args of every tile. */
+static dm_err tile_session(const oeng *e, osess *ss, dm_errbuf *eb) {
+  size_t n = 2 * (size_t)e->n_tile_all;
+  ss->tmem = calloc(n, sizeof *ss->tmem);
+  ss->targs = calloc(n, sizeof *ss->targs);
+  if (!ss->tmem || !ss->targs) return nomem(eb, NULL);
+  if (!(ss->tbuf = aligned_alloc(ALIGN, align_up(e->tile_buf))) ||
+      (e->tile_scratch &&
+       !(ss->tscratch = aligned_alloc(ALIGN, align_up(e->tile_scratch)))))
+    return nomem(eb, NULL);
+  for (int i = 0; i < e->n_s; i++) {
+    const ostep *B = &e->s[i];
+    if (B->kind != ST_TILES) continue;
+    for (int k = 0; k < B->n_tiles; k++)
+      for (int h = 0; h < 2; h++) {
+        const otile *t = &B->tile[k];
+        const ostep *st = h ? B : &e->s[B->xa];
+        const oband *ob = h ? &t->b : &t->a;
+        int tj = h ? t->b_src : t->a_dst;
+        size_t q = 2 * (size_t)(B->tile0 + k) + (size_t)h;
+        size_t na = (size_t)st->n_args;
+        dnnl_memory_t *m = ss->tmem[q] = calloc(na + 1, sizeof *m);
+        dnnl_exec_arg_t *a = ss->targs[q] = calloc(na + 1, sizeof *a);
+        if (!m || !a) return nomem(eb, NULL);
+        for (size_t j = 0; j < na; j++) {
+          int tn = st->args[j].tensor;
+          a[j] = (dnnl_exec_arg_t){st->args[j].arg, ss->mem[tn]};
+          if (!ob->view[j] && (int)j != ob->warg) continue;
+          void *p = (int)j == ob->warg ? ob->wdata
+                    : (int)j == tj     ? ss->tbuf
+                                       : (char *)ss->ptr[tn] + ob->off[j];
+          dnnl_status_t s = dnnl_memory_create(&m[j], &ob->md[j], e->eng, p);
+          if (s != dnnl_success) {
+            m[j] = NULL;
+            return dnnl_fail(eb, NULL, "dnnl_memory_create(tile)", s);
+          }
+          a[j].memory = m[j];
+        }
+        if (ob->has_scratch) {
+          dnnl_status_t s =
+              dnnl_memory_create(&m[na], &ob->scratch_md, e->eng, ss->tscratch);
+          if (s != dnnl_success) {
+            m[na] = NULL;
+            return dnnl_fail(eb, NULL, "dnnl_memory_create(tile scratch)", s);
+          }
+          a[na] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m[na]};
+        }
+      }
+  }
+  return DM_OK;
+}
+
+static void tile_session_free(const oeng *e, osess *ss) {
+  for (int i = 0; i < e->n_s; i++) {
+    const ostep *B = &e->s[i];
+    if (B->kind != ST_TILES) continue;
+    for (int k = 0; k < B->n_tiles; k++)
+      for (int h = 0; h < 2; h++) {
+        size_t q = 2 * (size_t)(B->tile0 + k) + (size_t)h;
+        size_t na = (size_t)(h ? B : &e->s[B->xa])->n_args;
+        for (size_t j = 0; ss->tmem && ss->tmem[q] && j <= na; j++)
+          if (ss->tmem[q][j]) dnnl_memory_destroy(ss->tmem[q][j]);
+        if (ss->tmem) free(ss->tmem[q]);
+        if (ss->targs) free(ss->targs[q]);
+      }
+  }
+  free(ss->tmem);
+  free(ss->targs);
+  free(ss->tbuf);
+  free(ss->tscratch);
+}
+
+/* TILES step i: each tile's two convs in turn; the first failure. */
+static dnnl_status_t tile_run(const oeng *e, osess *ss, int i) {
+  const ostep *B = &e->s[i];
+  const ostep *A = &e->s[B->xa];
+  for (int k = 0; k < B->n_tiles; k++) {
+    const otile *t = &B->tile[k];
+    size_t q = 2 * (size_t)(B->tile0 + k);
+    dnnl_status_t s = dnnl_primitive_execute(
+        t->a.prim, ss->stream, A->n_args + (t->a.has_scratch ? 1 : 0),
+        ss->targs[q]);
+    if (s == dnnl_success && B->fc_swish)
+      swish_span(ss->tbuf, ss->tbuf, t->n, e->avx512);
+    if (s == dnnl_success)
+      s = dnnl_primitive_execute(t->b.prim, ss->stream,
+                                 B->n_args + (t->b.has_scratch ? 1 : 0),
+                                 ss->targs[q + 1]);
+    if (s != dnnl_success) return s;
+  }
+  return dnnl_success;
+}
+
 /* -------------------------------------------------------------- backend -- */
 
 static void onednn_release(void *state) {
@@ -4162,6 +4549,7 @@ static void onednn_release(void *state) {
     free(e->s[i].ref_in);
     free(e->s[i].ref_out);
     band_free(e->s[i].band, e->n_bands);
+    tile_free(e->s[i].tile, e->s[i].n_tiles);
   }
   for (int i = 0; i < e->n_b; i++)
     if (e->b[i].own) free((void *)e->b[i].konst);
@@ -4212,6 +4600,17 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     e->dw_pref = !(dw && !strcmp(dw, "onednn"));
     const char *sm = getenv("DERMAL_ONEDNN_STEM");
     e->stem = e->avx512 && !(sm && sm[0] == '0');
+    const char *tl = getenv("DERMAL_ONEDNN_TILES");
+    e->tiles = !(tl && tl[0] == '0');
+    const char *tk = getenv("DERMAL_ONEDNN_TILE_KB");
+    e->tile_kb = tk && atol(tk) > 0 ? (size_t)atol(tk) : 512;
+    const char *tm = getenv("DERMAL_ONEDNN_TILE_MIN_KB");
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE); /* 0 or -1 when unknown */
+    e->tile_min = tm && atol(tm) > 0 ? (size_t)atol(tm) * 1024
+                  : l2 > 0           ? (size_t)l2
+                                     : (size_t)2 << 20;
+    if (e->tile_min < 2 * e->tile_kb * 1024)
+      e->tile_min = 2 * e->tile_kb * 1024;
     const char *ax = getenv("DERMAL_ONEDNN_AMX");
     e->amx = ax && (ax[0] == '0' || ax[0] == '1') ? ax[0] - '0' : 2;
     e->wino_max = 256 * 256;
@@ -4335,6 +4734,10 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     }
   }
   if ((rc = run_jobs(e, eb)) != DM_OK) goto fail;
+  double t_tiles = now_ms();
+  plan_tiles(e);
+  if (e->verbose && e->n_tile_all)
+    fprintf(stderr, "onednn: tiles planned in %.2f ms\n", now_ms() - t_tiles);
   { /* bands: see plan_bands; known before the memory plan */
     const char *bv = getenv("DERMAL_ONEDNN_BANDS");
     if (threads > 1 && !(bv && bv[0] == '0'))
@@ -4400,6 +4803,7 @@ static void onednn_session_free(void *sess) {
       if (ss->mem[i]) dnnl_memory_destroy(ss->mem[i]);
   if (ss->stream) dnnl_stream_destroy(ss->stream);
   band_session_free(e, ss);
+  tile_session_free(e, ss);
   free(ss->args);
   free(ss->smem);
   free(ss->mem);
@@ -4487,6 +4891,7 @@ static dm_err onednn_session_new(void *state, void **sess, dm_errbuf *eb) {
     }
   }
   if (e->n_banded && (rc = band_session(e, ss, eb)) != DM_OK) goto fail;
+  if (e->n_tile_all && (rc = tile_session(e, ss, eb)) != DM_OK) goto fail;
   *sess = ss;
   return DM_OK;
 fail:
@@ -4540,8 +4945,15 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
       i = r.i1 - 1;
       continue;
     }
+    if (st->kind == ST_SKIP) continue;
     double t0 = ss->prof ? now_ms() : 0;
-    if (st->kind == ST_PRIM) {
+    if (st->kind == ST_TILES) {
+      dnnl_status_t s = tile_run(e, ss, i);
+      if (s != dnnl_success) {
+        rc = dnnl_fail(eb, &g->nodes[st->node], "dnnl_primitive_execute", s);
+        goto out;
+      }
+    } else if (st->kind == ST_PRIM) {
       dnnl_status_t s = dnnl_primitive_execute(
           st->prim, ss->stream, st->n_args + (st->has_scratch ? 1 : 0),
           ss->args[i]);

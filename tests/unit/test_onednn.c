@@ -485,6 +485,68 @@ static void case_dw_fusion(void) {
   check_case("1x1 + dw, swish", &h, 13, xd2, 4, NULL, NULL);
 }
 
+/* Arena bytes of m's onednn engine (1 thread). */
+static size_t arena_of(const dm_onnx_model *m) {
+  dm_engine_opts o = {.backend = DM_BACKEND_ONEDNN, .threads = 1};
+  dm_engine *e = NULL;
+  dm_errbuf eb = {{0}};
+  if (dm_engine_new(m, &o, &e, &eb) != DM_OK) return 0;
+  size_t n = dm_engine_get_stats(e)->arena_bytes;
+  dm_engine_free(e);
+  return n;
+}
+
+/* With one thread, a pointwise conv and the conv reading its map run
+ * tile by tile (plan_tiles); a 4 KiB budget makes tiles of one to a few
+ * rows here: odd heights, stride 2 after a swish, a dense 3x3 conv after
+ * the pointwise one, a 5x5 window, a residual join after the tiles. */
+static void tiles_graph(pb *gp) {
+  pb g = {0};
+  conv(&g, "e1", "x", "a1", 8, 32, 1, 1, 1, 0, true);
+  unary(&g, "Relu", "a1", "a2");
+  conv(&g, "d1", "a2", "b1", 32, 32, 32, 3, 1, 1, true); /* 23x17 */
+  conv(&g, "e2", "b1", "c0", 32, 48, 1, 1, 1, 0, false);
+  unary(&g, "Sigmoid", "c0", "c0s"); /* swish: a pass on the tile's map */
+  binary(&g, "Mul", "c0", "c0s", "c1");
+  conv(&g, "d2", "c1", "c2", 48, 48, 48, 3, 2, 1, true); /* -> 12x9 */
+  conv(&g, "e3", "c2", "f1", 48, 16, 1, 1, 1, 0, true);
+  conv(&g, "k3", "f1", "f2", 16, 16, 1, 3, 1, 1, true); /* dense */
+  conv(&g, "e4", "f2", "h1", 16, 24, 1, 1, 1, 0, true);
+  conv(&g, "d4", "h1", "h2", 24, 16, 1, 5, 1, 2, true);
+  binary(&g, "Add", "h2", "f2", "y");
+  output(&g, "y");
+  *gp = g;
+}
+
+static void case_tiles(void) {
+  setenv("DERMAL_ONEDNN_TILE_KB", "4", 1);
+  setenv("DERMAL_ONEDNN_TILE_MIN_KB", "8", 1);
+  pb g;
+  tiles_graph(&g);
+  int64_t xd[4] = {1, 8, 23, 17};
+  pb_value_info(&g, 11, "x", xd, 4);
+  pb bytes = pb_model(&g, 13);
+  dm_errbuf eb = {{0}};
+  dm_onnx_model *m = NULL;
+  CHECK(dm_onnx_parse(bytes.p, bytes.n, NULL, &m, &eb) == DM_OK,
+        "tiles: parse: %s", eb.msg);
+  if (m) { /* the pointwise convs' maps get no arena bytes */
+    size_t tiled = arena_of(m);
+    setenv("DERMAL_ONEDNN_TILES", "0", 1);
+    size_t whole = arena_of(m);
+    unsetenv("DERMAL_ONEDNN_TILES");
+    CHECK(tiled > 0 && tiled < whole, "tiles: arena %zu B, untiled %zu B",
+          tiled, whole);
+    dm_onnx_free(m);
+  }
+  free(bytes.p);
+  pb h; /* the same graph, against the reference */
+  tiles_graph(&h);
+  check_case("tiles", &h, 13, xd, 4, NULL, NULL);
+  unsetenv("DERMAL_ONEDNN_TILE_KB");
+  unsetenv("DERMAL_ONEDNN_TILE_MIN_KB");
+}
+
 static void case_se_swish(void) {
   /* efficientnet block: conv+swish, dw+swish, SE (GAP, conv, swish, conv,
    * sigmoid, Mul broadcast), project; plus HardSwish and HardSigmoid */
@@ -1123,6 +1185,7 @@ int main(void) {
   case_bands();
   case_se_fc();
   case_dw_fusion();
+  case_tiles();
   case_se_swish();
   case_channel_passes();
   case_channel_passes_scalar();
