@@ -211,6 +211,13 @@ typedef struct oband {
   bool shared;    /* PRIM: prim and wdata belong to another (tiles) */
 } oband;
 
+/* One tile of a TILES step (see "tiles"). */
+typedef struct otile {
+  oband a, b; /* the pointwise conv on the tile's rows, the conv after it */
+  int a_dst, b_src; /* their arg that is the tile's map */
+  size_t n;         /* elements of the tile's map (the swish pass) */
+} otile;
+
 typedef struct ostep {
   step_kind kind;
   int node; /* node index, -1 for graph output copies */
@@ -3983,6 +3990,8 @@ no:
 
 static bool plan_sync(oeng *e);
 
+static oband *tile_bands(const oeng *e, const ostep *st);
+
 /* With threads > 1 (and DERMAL_ONEDNN_BANDS not 0), gives every step that
  * can run in bands its bands.  Band primitives are made for one thread. */
 static void plan_bands(oeng *e) {
@@ -3997,6 +4006,8 @@ static void plan_bands(oeng *e) {
     if (st->kind == ST_PRIM || st->kind == ST_SWISH || st->kind == ST_QDQ ||
         st->kind == ST_CSCALE || st->kind == ST_NHWC || st->kind == ST_STEM)
       st->band = band_step(e, st, rs);
+    else if (st->kind == ST_TILES)
+      st->band = tile_bands(e, st);
     if (st->band) e->n_banded++;
   }
   if (rs) dnnl_stream_destroy(rs);
@@ -4010,6 +4021,12 @@ static void plan_bands(oeng *e) {
   if (e->verbose)
     fprintf(stderr, "onednn: %d of %d steps run in %d bands, %d barriers\n",
             e->n_banded, e->n_s, e->n_bands, n_sync);
+}
+
+static int arg_index(const ostep *st, int arg) {
+  for (int j = 0; j < st->n_args; j++)
+    if (st->args[j].arg == arg) return j;
+  return -1;
 }
 
 /* One memory access of a band: bytes [lo, hi) of space (-1: the arena,
@@ -4036,6 +4053,19 @@ static int step_accesses(const oeng *e, const ostep *st, bacc *a) {
   int n = 0;
   for (int b = 0; b < e->n_bands; b++) {
     const oband *ob = &st->band[b];
+    if (st->kind == ST_TILES) { /* rows of the input, rows of the output */
+      if (!ob->n) continue;
+      const ostep *A = &e->s[st->xa];
+      const otile *f = &st->tile[ob->lo], *l = &st->tile[ob->lo + ob->n - 1];
+      for (int h = 0; h < 2; h++) {
+        const ostep *c = h ? st : A;
+        int j = arg_index(c, h ? DNNL_ARG_DST : DNNL_ARG_SRC);
+        const oband *x = h ? &f->b : &f->a, *y = h ? &l->b : &l->a;
+        n = acc_add(e, a, n, c->args[j].tensor, b, h == 1, x->off[j],
+                    y->off[j] + dnnl_memory_desc_get_size(&y->md[j]));
+      }
+      continue;
+    }
     if (st->kind == ST_PRIM) {
       for (int j = 0; j < st->n_args; j++) {
         int t = st->args[j].tensor;
@@ -4143,11 +4173,22 @@ static ew_job step_job(const oeng *e, const osess *ss, const ostep *st) {
                   e->stem_part};
 }
 
+static dnnl_status_t tile_run(const oeng *e, osess *ss, int i, int b,
+                              dnnl_stream_t sm);
+
 static void band_exec(band_run *r, int i, int b) {
   const oeng *e = r->e;
   osess *ss = r->ss;
   const ostep *st = &e->s[i];
   const oband *ob = &st->band[b];
+  if (st->kind == ST_TILES) {
+    dnnl_status_t s = tile_run(e, ss, i, b, ss->bstream[b]);
+    if (s != dnnl_success && r->st[b] == dnnl_success) {
+      r->st[b] = s;
+      r->bad[b] = i;
+    }
+    return;
+  }
   if (st->kind == ST_PRIM) {
     dnnl_status_t s = dnnl_primitive_execute(
         ob->prim, ss->bstream[b], st->n_args + (ob->has_scratch ? 1 : 0),
@@ -4175,6 +4216,43 @@ static void band_part(void *arg) {
   }
 }
 
+/* Memory objects (*mo) and exec args (*ao) of band or tile primitive ob
+ * of step st: the session's memory for whole tensors, views at their
+ * offsets, the band's weights copy, `map` for arg tj (a tile's map; -1:
+ * none), and the scratchpad at scr. */
+static dm_err view_args(const oeng *e, const osess *ss, const ostep *st,
+                        const oband *ob, int tj, void *map, void *scr,
+                        dnnl_memory_t **mo, dnnl_exec_arg_t **ao,
+                        dm_errbuf *eb) {
+  size_t na = (size_t)st->n_args;
+  dnnl_memory_t *m = *mo = calloc(na + 1, sizeof *m);
+  dnnl_exec_arg_t *a = *ao = calloc(na + 1, sizeof *a);
+  if (!m || !a) return nomem(eb, NULL);
+  for (size_t j = 0; j < na; j++) {
+    int t = st->args[j].tensor;
+    a[j] = (dnnl_exec_arg_t){st->args[j].arg, ss->mem[t]};
+    if (!ob->view[j] && (int)j != ob->warg) continue;
+    void *p = (int)j == ob->warg ? ob->wdata
+              : (int)j == tj     ? map
+                                 : (char *)ss->ptr[t] + ob->off[j];
+    dnnl_status_t s = dnnl_memory_create(&m[j], &ob->md[j], e->eng, p);
+    if (s != dnnl_success) {
+      m[j] = NULL;
+      return dnnl_fail(eb, NULL, "dnnl_memory_create(band view)", s);
+    }
+    a[j].memory = m[j];
+  }
+  if (ob->has_scratch) {
+    dnnl_status_t s = dnnl_memory_create(&m[na], &ob->scratch_md, e->eng, scr);
+    if (s != dnnl_success) {
+      m[na] = NULL;
+      return dnnl_fail(eb, NULL, "dnnl_memory_create(band scratchpad)", s);
+    }
+    a[na] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m[na]};
+  }
+  return DM_OK;
+}
+
 /* Session side: views, exec args and streams of every banded step. */
 static dm_err band_session(const oeng *e, osess *ss, dm_errbuf *eb) {
   int nb = e->n_bands;
@@ -4194,33 +4272,11 @@ static dm_err band_session(const oeng *e, osess *ss, dm_errbuf *eb) {
     if (!st->band || st->kind != ST_PRIM) continue;
     for (int b = 0; b < nb; b++) {
       const oband *ob = &st->band[b];
-      size_t k = (size_t)i * (size_t)nb + (size_t)b, na = (size_t)st->n_args;
-      dnnl_memory_t *m = ss->bmem[k] = calloc(na + 1, sizeof *m);
-      dnnl_exec_arg_t *a = ss->bargs[k] = calloc(na + 1, sizeof *a);
-      if (!m || !a) return nomem(eb, NULL);
-      for (size_t j = 0; j < na; j++) {
-        int t = st->args[j].tensor;
-        a[j] = (dnnl_exec_arg_t){st->args[j].arg, ss->mem[t]};
-        if (!ob->view[j] && (int)j != ob->warg) continue;
-        s = dnnl_memory_create(
-            &m[j], &ob->md[j], e->eng,
-            (int)j == ob->warg ? ob->wdata : (char *)ss->ptr[t] + ob->off[j]);
-        if (s != dnnl_success) {
-          m[j] = NULL;
-          return dnnl_fail(eb, NULL, "dnnl_memory_create(band)", s);
-        }
-        a[j].memory = m[j];
-      }
-      if (ob->has_scratch) {
-        s = dnnl_memory_create(&m[na], &ob->scratch_md, e->eng,
-                               (char *)ss->bscratch +
-                                   (size_t)b * e->band_scratch);
-        if (s != dnnl_success) {
-          m[na] = NULL;
-          return dnnl_fail(eb, NULL, "dnnl_memory_create(band scratchpad)", s);
-        }
-        a[na] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m[na]};
-      }
+      size_t k = (size_t)i * (size_t)nb + (size_t)b;
+      dm_err rc = view_args(e, ss, st, ob, -1, NULL,
+                            (char *)ss->bscratch + (size_t)b * e->band_scratch,
+                            &ss->bmem[k], &ss->bargs[k], eb);
+      if (rc != DM_OK) return rc;
     }
   }
   return DM_OK;
@@ -4257,16 +4313,13 @@ static void band_session_free(const oeng *e, osess *ss) {
  * written.  Both run as oneDNN primitives made for the tile's rows, of the
  * step's own implementation family (view_prim); tiles of one shape share
  * one.  Paired in one process (build/ab, DERMAL_ONEDNN_TILES 0 against 1,
- * session 9's Xeon): the whole mobilenet_v2 run 0.92-0.96, EfficientNet-B0
- * (a swish pass on each tile's map between the convs) 0.98-0.99.  Maps
+ * session 9's Xeon): the whole mobilenet_v2 run 0.92-0.96 on one thread,
+ * 0.96 on two; EfficientNet-B0 (a swish pass on each tile's map between
+ * the convs) 0.98-0.99, 1.00.  Maps
  * that fit the L2 (MobileNet-v2's 56x56x144 ones, 1.8 MB) gained nothing
  * and 8-bit maps (the int8 model's 16->96 expand, 1.2 MB) lost 2 %, so
- * neither is tiled.  Bands (2+ threads) do not tile. */
-typedef struct otile {
-  oband a, b; /* the pointwise conv on the tile's rows, the conv after it */
-  int a_dst, b_src; /* their arg that is the tile's map */
-  size_t n;         /* elements of the tile's map (the swish pass) */
-} otile;
+ * neither is tiled.  With bands (2+ threads), each band runs a run of the
+ * tiles, on a map of its own. */
 
 static void tile_free(otile *t, int n) {
   if (!t) return;
@@ -4277,32 +4330,27 @@ static void tile_free(otile *t, int n) {
   free(t);
 }
 
-static int arg_index(const ostep *st, int arg) {
-  for (int j = 0; j < st->n_args; j++)
-    if (st->args[j].arg == arg) return j;
-  return -1;
-}
-
 /* Does any step outside [i0, i1] use a tensor in buffer bf (a value, or
  * a conv's output written in place over its residual addend)? */
 static bool buf_used_elsewhere(const oeng *e, int bf, int i0, int i1) {
   for (int i = 0; i < e->n_s; i++) {
     const ostep *st = &e->s[i];
     if (i >= i0 && i <= i1) continue;
-    int ts[3] = {st->src, st->dst, st->aux};
-    if (st->kind == ST_PRIM) {
-      for (int j = 0; j < st->n_args; j++)
-        if (e->t[st->args[j].tensor].buf == bf) return true;
-    } else if (st->kind == ST_REF) {
+    if (st->kind == ST_REF) {
       const dm_node *n = &e->g->nodes[st->node];
       for (int j = 0; j < n->n_in; j++)
         if (st->ref_in[j] >= 0 && e->t[st->ref_in[j]].buf == bf) return true;
       for (int j = 0; j < n->n_out; j++)
         if (st->ref_out[j] >= 0 && e->t[st->ref_out[j]].buf == bf) return true;
-    } else if (st->kind != ST_SKIP) {
-      for (int k = 0; k < 3; k++)
-        if (ts[k] >= 0 && e->t[ts[k]].buf == bf) return true;
+      continue;
     }
+    /* primitives (also TILES, and SKIP in them) by their args; passes
+     * and copies by source, destination and CSCALE's scales */
+    for (int j = 0; j < st->n_args; j++)
+      if (e->t[st->args[j].tensor].buf == bf) return true;
+    int ts[3] = {st->src, st->dst, st->kind == ST_CSCALE ? st->aux : -1};
+    for (int k = 0; k < 3 && !st->n_args; k++)
+      if (ts[k] >= 0 && e->t[ts[k]].buf == bf) return true;
   }
   return false;
 }
@@ -4434,14 +4482,40 @@ no:
  * default 512 KiB) and read only by the conv right after it runs in tiles
  * with that conv.  Before the memory plan, so the map gets no bytes. */
 static void plan_tiles(oeng *e) {
-  if (e->threads != 1 || !e->tiles) return;
+  if (!e->tiles || (e->threads > 1 && !e->n_bands)) return;
   dnnl_stream_t rs = NULL; /* for weights a tile copies (band_weights) */
   if (dnnl_stream_create(&rs, e->eng, dnnl_stream_default_flags) !=
       dnnl_success)
     return;
+  omp_set_num_threads(1); /* with bands, each band runs its tiles */
   for (int i = 0; i + 1 < e->n_s; i++)
     if (tile_pair(e, i, rs)) i += e->s[i + 1].kind == ST_SKIP ? 2 : 1;
+  omp_set_num_threads(e->threads);
   dnnl_stream_destroy(rs);
+}
+
+/* Bands of TILES step st: band b runs a run of its tiles (lo, n), on a
+ * tile map of its own.  NULL when there are fewer tiles than bands. */
+static oband *tile_bands(const oeng *e, const ostep *st) {
+  int nb = e->n_bands;
+  if (st->n_tiles < nb) return NULL;
+  oband *ob = calloc((size_t)nb, sizeof *ob);
+  for (int b = 0; ob && b < nb; b++) {
+    int64_t lo, hi;
+    band_range(st->n_tiles, b, nb, &lo, &hi);
+    ob[b].lo = (size_t)lo;
+    ob[b].n = (size_t)(hi - lo);
+  }
+  return ob;
+}
+
+/* The band whose run of tiles holds tile k of TILES step st (0 unbanded). */
+static int tile_band(const oeng *e, const ostep *st, int k) {
+  for (int b = 0; st->band && b < e->n_bands; b++)
+    if ((size_t)k >= st->band[b].lo &&
+        (size_t)k < st->band[b].lo + st->band[b].n)
+      return b;
+  return 0;
 }
 
 /* Session side: the memory objects and exec args of every tile. */
@@ -4450,9 +4524,10 @@ static dm_err tile_session(const oeng *e, osess *ss, dm_errbuf *eb) {
   ss->tmem = calloc(n, sizeof *ss->tmem);
   ss->targs = calloc(n, sizeof *ss->targs);
   if (!ss->tmem || !ss->targs) return nomem(eb, NULL);
-  if (!(ss->tbuf = aligned_alloc(ALIGN, align_up(e->tile_buf))) ||
+  size_t nb = e->n_bands > 0 ? (size_t)e->n_bands : 1;
+  if (!(ss->tbuf = aligned_alloc(ALIGN, nb * align_up(e->tile_buf))) ||
       (e->tile_scratch &&
-       !(ss->tscratch = aligned_alloc(ALIGN, align_up(e->tile_scratch)))))
+       !(ss->tscratch = aligned_alloc(ALIGN, nb * align_up(e->tile_scratch)))))
     return nomem(eb, NULL);
   for (int i = 0; i < e->n_s; i++) {
     const ostep *B = &e->s[i];
@@ -4463,34 +4538,13 @@ static dm_err tile_session(const oeng *e, osess *ss, dm_errbuf *eb) {
         const ostep *st = h ? B : &e->s[B->xa];
         const oband *ob = h ? &t->b : &t->a;
         int tj = h ? t->b_src : t->a_dst;
+        size_t bk = (size_t)tile_band(e, B, k);
+        char *map = (char *)ss->tbuf + bk * align_up(e->tile_buf);
+        char *scr = (char *)ss->tscratch + bk * align_up(e->tile_scratch);
         size_t q = 2 * (size_t)(B->tile0 + k) + (size_t)h;
-        size_t na = (size_t)st->n_args;
-        dnnl_memory_t *m = ss->tmem[q] = calloc(na + 1, sizeof *m);
-        dnnl_exec_arg_t *a = ss->targs[q] = calloc(na + 1, sizeof *a);
-        if (!m || !a) return nomem(eb, NULL);
-        for (size_t j = 0; j < na; j++) {
-          int tn = st->args[j].tensor;
-          a[j] = (dnnl_exec_arg_t){st->args[j].arg, ss->mem[tn]};
-          if (!ob->view[j] && (int)j != ob->warg) continue;
-          void *p = (int)j == ob->warg ? ob->wdata
-                    : (int)j == tj     ? ss->tbuf
-                                       : (char *)ss->ptr[tn] + ob->off[j];
-          dnnl_status_t s = dnnl_memory_create(&m[j], &ob->md[j], e->eng, p);
-          if (s != dnnl_success) {
-            m[j] = NULL;
-            return dnnl_fail(eb, NULL, "dnnl_memory_create(tile)", s);
-          }
-          a[j].memory = m[j];
-        }
-        if (ob->has_scratch) {
-          dnnl_status_t s =
-              dnnl_memory_create(&m[na], &ob->scratch_md, e->eng, ss->tscratch);
-          if (s != dnnl_success) {
-            m[na] = NULL;
-            return dnnl_fail(eb, NULL, "dnnl_memory_create(tile scratch)", s);
-          }
-          a[na] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m[na]};
-        }
+        dm_err rc = view_args(e, ss, st, ob, tj, map, scr, &ss->tmem[q],
+                              &ss->targs[q], eb);
+        if (rc != DM_OK) return rc;
       }
   }
   return DM_OK;
@@ -4516,20 +4570,23 @@ static void tile_session_free(const oeng *e, osess *ss) {
   free(ss->tscratch);
 }
 
-/* TILES step i: each tile's two convs in turn; the first failure. */
-static dnnl_status_t tile_run(const oeng *e, osess *ss, int i) {
+/* TILES step i: the tiles of band b (all of them unbanded), each tile's
+ * two convs in turn, on stream sm; the first failure. */
+static dnnl_status_t tile_run(const oeng *e, osess *ss, int i, int b,
+                              dnnl_stream_t sm) {
   const ostep *B = &e->s[i];
   const ostep *A = &e->s[B->xa];
-  for (int k = 0; k < B->n_tiles; k++) {
+  int k0 = B->band ? (int)B->band[b].lo : 0;
+  int k1 = B->band ? k0 + (int)B->band[b].n : B->n_tiles;
+  float *map = (float *)((char *)ss->tbuf + (size_t)b * align_up(e->tile_buf));
+  for (int k = k0; k < k1; k++) {
     const otile *t = &B->tile[k];
     size_t q = 2 * (size_t)(B->tile0 + k);
     dnnl_status_t s = dnnl_primitive_execute(
-        t->a.prim, ss->stream, A->n_args + (t->a.has_scratch ? 1 : 0),
-        ss->targs[q]);
-    if (s == dnnl_success && B->fc_swish)
-      swish_span(ss->tbuf, ss->tbuf, t->n, e->avx512);
+        t->a.prim, sm, A->n_args + (t->a.has_scratch ? 1 : 0), ss->targs[q]);
+    if (s == dnnl_success && B->fc_swish) swish_span(map, map, t->n, e->avx512);
     if (s == dnnl_success)
-      s = dnnl_primitive_execute(t->b.prim, ss->stream,
+      s = dnnl_primitive_execute(t->b.prim, sm,
                                  B->n_args + (t->b.has_scratch ? 1 : 0),
                                  ss->targs[q + 1]);
     if (s != dnnl_success) return s;
@@ -4567,6 +4624,15 @@ static void onednn_release(void *state) {
   free(e);
 }
 
+/* A positive count of KiB from environment variable `name`, else dflt. */
+static size_t env_kib(const char *name, size_t dflt) {
+  const char *v = getenv(name);
+  char *end = NULL;
+  long k = v ? strtol(v, &end, 10) : 0;
+  return v && end != v && *end == '\0' && k > 0 && k < (1L << 30) ? (size_t)k
+                                                                  : dflt;
+}
+
 static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
                              void **state, dm_errbuf *eb) {
   dm_err rc = DM_NOMEM;
@@ -4602,13 +4668,10 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     e->stem = e->avx512 && !(sm && sm[0] == '0');
     const char *tl = getenv("DERMAL_ONEDNN_TILES");
     e->tiles = !(tl && tl[0] == '0');
-    const char *tk = getenv("DERMAL_ONEDNN_TILE_KB");
-    e->tile_kb = tk && atol(tk) > 0 ? (size_t)atol(tk) : 512;
-    const char *tm = getenv("DERMAL_ONEDNN_TILE_MIN_KB");
+    e->tile_kb = env_kib("DERMAL_ONEDNN_TILE_KB", 512);
     long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE); /* 0 or -1 when unknown */
-    e->tile_min = tm && atol(tm) > 0 ? (size_t)atol(tm) * 1024
-                  : l2 > 0           ? (size_t)l2
-                                     : (size_t)2 << 20;
+    e->tile_min = 1024 * env_kib("DERMAL_ONEDNN_TILE_MIN_KB",
+                                 l2 > 0 ? (size_t)l2 / 1024 : 2048);
     if (e->tile_min < 2 * e->tile_kb * 1024)
       e->tile_min = 2 * e->tile_kb * 1024;
     const char *ax = getenv("DERMAL_ONEDNN_AMX");
@@ -4734,15 +4797,15 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     }
   }
   if ((rc = run_jobs(e, eb)) != DM_OK) goto fail;
-  double t_tiles = now_ms();
-  plan_tiles(e);
-  if (e->verbose && e->n_tile_all)
-    fprintf(stderr, "onednn: tiles planned in %.2f ms\n", now_ms() - t_tiles);
   { /* bands: see plan_bands; known before the memory plan */
     const char *bv = getenv("DERMAL_ONEDNN_BANDS");
     if (threads > 1 && !(bv && bv[0] == '0'))
       e->n_bands = threads < MAX_BANDS ? threads : MAX_BANDS;
   }
+  double t_tiles = now_ms();
+  plan_tiles(e);
+  if (e->verbose && e->n_tile_all)
+    fprintf(stderr, "onednn: tiles planned in %.2f ms\n", now_ms() - t_tiles);
   if ((rc = plan_memory(e, eb)) != DM_OK) goto fail;
   plan_bands(e);
   if (e->verbose)
@@ -4948,7 +5011,7 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
     if (st->kind == ST_SKIP) continue;
     double t0 = ss->prof ? now_ms() : 0;
     if (st->kind == ST_TILES) {
-      dnnl_status_t s = tile_run(e, ss, i);
+      dnnl_status_t s = tile_run(e, ss, i, 0, ss->stream);
       if (s != dnnl_success) {
         rc = dnnl_fail(eb, &g->nodes[st->node], "dnnl_primitive_execute", s);
         goto out;
