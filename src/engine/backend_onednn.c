@@ -4477,10 +4477,12 @@ no:
   return false;
 }
 
-/* With one thread (and DERMAL_ONEDNN_TILES not 0): every pointwise conv
- * whose map is at least twice the tile budget (DERMAL_ONEDNN_TILE_KB,
- * default 512 KiB) and read only by the conv right after it runs in tiles
- * with that conv.  Before the memory plan, so the map gets no bytes. */
+/* With one thread or bands (and DERMAL_ONEDNN_TILES not 0): every
+ * pointwise conv whose float map is larger than the L2 (or
+ * DERMAL_ONEDNN_TILE_MIN_KB, and at least twice the tile budget,
+ * DERMAL_ONEDNN_TILE_KB, default 512 KiB) and read only by the conv right
+ * after it (or through a swish pass) runs in tiles with that conv.  Before
+ * the memory plan, so the map gets no bytes. */
 static void plan_tiles(oeng *e) {
   if (!e->tiles || (e->threads > 1 && !e->n_bands)) return;
   dnnl_stream_t rs = NULL; /* for weights a tile copies (band_weights) */
