@@ -293,6 +293,7 @@ STEMS = [  # (act type, cin, c, batch, h, w, pads, act1, act2)
     ("s8", 3, 24, 2, 30, 41, (0, 1), "swish", "swish"),
     ("u8", 1, 16, 1, 26, 26, (1, 1), None, "clip"),
     ("s8", 4, 20, 1, 19, 50, (1, 0), "clip", None),
+    ("s8", 3, 32, 1, 25, 31, (1, 1), "swish", "clip"),
 ]
 with open("/proc/cpuinfo") as f:
     has_avx512 = " avx512f" in f.read()

@@ -1090,90 +1090,94 @@ static void test_stem_quantize(void) {
     printf("skip stem quantize: no AVX-512F\n");
     return;
   }
-  enum { OH = 9, OW = 70, C = 16, IH = 2 * OH + 1, IW = 2 * OW + 1 };
-  static float x[IH * IW], w1[C * 9], w2[C * 9], b[C];
-  static uint8_t y[OH * OW * C];
+  /* 16 channels: one vector per pixel; 32: two (put16 with each mask) */
+  enum { OH = 9, OW = 70, CM = 32, IH = 2 * OH + 1, IW = 2 * OW + 1 };
+  static float x[IH * IW], w1[CM * 9], w2[CM * 9], b[CM];
+  static uint8_t y[OH * OW * CM];
   static const struct {
     float scale;
     int32_t zp;
     bool u8;
   } qs[] = {{0.037f, 7, true}, {0.1f, 0, false}, {0.0173f, -20, false}};
-  for (int o = 0; o < C; o++) {
+  for (int o = 0; o < CM; o++) {
     w1[o * 9 + 4] = 1.f;
     w2[o * 9 + 4] = 1.f;
   }
-  for (size_t qi = 0; qi < sizeof qs / sizeof *qs; qi++) {
-    float sc = qs[qi].scale;
-    for (int i = 0; i < IH * IW; i++) { /* ties, their neighbours, specials */
-      float t = ((float)((i / 5) % 300 - 150) + 0.5f) * sc;
-      int k = i % 5;
-      x[i] = k == 0 ? t : nextafterf(t, k < 3 ? INFINITY : -INFINITY);
-      if (k == 2 || k == 4)
-        x[i] = nextafterf(x[i], k == 2 ? INFINITY : -INFINITY);
+  for (int C = 16; C <= CM; C += 16)
+    for (size_t qi = 0; qi < sizeof qs / sizeof *qs; qi++) {
+      float sc = qs[qi].scale;
+      for (int i = 0; i < IH * IW; i++) { /* ties, their neighbours, specials */
+        float t = ((float)((i / 5) % 300 - 150) + 0.5f) * sc;
+        int k = i % 5;
+        x[i] = k == 0 ? t : nextafterf(t, k < 3 ? INFINITY : -INFINITY);
+        if (k == 2 || k == 4)
+          x[i] = nextafterf(x[i], k == 2 ? INFINITY : -INFINITY);
+      }
+      int sp = 2 * IW + 2 * 7 + 1; /* centre pixels of row 1 */
+      x[sp] = NAN;
+      x[sp + 2] = INFINITY;
+      x[sp + 4] = -INFINITY;
+      x[sp + 6] = 1e30f;
+      x[sp + 8] = -1e30f;
+      dm_stem st;
+      memset(&st, 0, sizeof st);
+      st.cin = 1;
+      st.c = C;
+      st.ih = IH;
+      st.iw = IW;
+      st.oh = OH;
+      st.ow = OW;
+      st.u8 = qs[qi].u8;
+      st.scale = sc;
+      st.zp = qs[qi].zp;
+      float *mem = aligned_alloc(
+          64, (dm__stem_floats(&st) * sizeof(float) + 63) & ~(size_t)63);
+      void *scratch = malloc(dm__stem_scratch(&st));
+      CHECK(mem && scratch, "stem quantize: out of memory");
+      if (!mem || !scratch) return;
+      dm__stem_pack(&st, mem, w1, b, w2, b);
+      dm__stem_rows(&st, y, x, 0, OH, scratch);
+      /* the first conv: the centre input, NaN when another input of its
+       * window is not finite (0 * inf); the depthwise conv the same again */
+      static float c1[OH][OW];
+      for (int r = 0; r < OH; r++)
+        for (int c = 0; c < OW; c++) {
+          float v = x[(2 * r + 1) * IW + 2 * c + 1];
+          for (int k = 0; k < 9; k++)
+            if (k != 4 && !isfinite(x[(2 * r + k / 3) * IW + 2 * c + k % 3]))
+              v = NAN;
+          c1[r][c] = v;
+        }
+      int bad = 0, lo = st.u8 ? 0 : -128, hi = st.u8 ? 255 : 127;
+      for (int r = 0; r < OH; r++)
+        for (int c = 0; c < OW; c++) {
+          float v = c1[r][c];
+          for (int k = 0; k < 9; k++) {
+            int yy = r + k / 3 - 1, xx = c + k % 3 - 1;
+            if (k != 4 && yy >= 0 && yy < OH && xx >= 0 && xx < OW &&
+                !isfinite(c1[yy][xx]))
+              v = NAN;
+          }
+          float q = isnan(v) ? 0.f : rintf(v / sc);
+          q += (float)st.zp;
+          q = q < (float)lo ? (float)lo : q > (float)hi ? (float)hi : q;
+          int want = (int)q;
+          for (int o = 0; o < C; o++) {
+            uint8_t got = y[(r * OW + c) * C + o];
+            int g = st.u8 ? got : (int)(int8_t)got;
+            if (g != want && bad++ < 3)
+              printf(
+                  "stem quantize %d ch, scale %g: (%d,%d) ch %d: %d, want %d "
+                  "(x %a)\n",
+                  C, (double)sc, r, c, o, g, want, (double)v);
+          }
+        }
+      CHECK(bad == 0,
+            "stem quantize %d ch, scale %g: %d outputs differ from ONNX's", C,
+            (double)sc, bad);
+      free(mem);
+      free(scratch);
     }
-    int sp = 2 * IW + 2 * 7 + 1; /* centre pixels of row 1 */
-    x[sp] = NAN;
-    x[sp + 2] = INFINITY;
-    x[sp + 4] = -INFINITY;
-    x[sp + 6] = 1e30f;
-    x[sp + 8] = -1e30f;
-    dm_stem st;
-    memset(&st, 0, sizeof st);
-    st.cin = 1;
-    st.c = C;
-    st.ih = IH;
-    st.iw = IW;
-    st.oh = OH;
-    st.ow = OW;
-    st.u8 = qs[qi].u8;
-    st.scale = sc;
-    st.zp = qs[qi].zp;
-    float *mem = aligned_alloc(64, (dm__stem_floats(&st) * sizeof(float) + 63) &
-                                       ~(size_t)63);
-    void *scratch = malloc(dm__stem_scratch(&st));
-    CHECK(mem && scratch, "stem quantize: out of memory");
-    if (!mem || !scratch) return;
-    dm__stem_pack(&st, mem, w1, b, w2, b);
-    dm__stem_rows(&st, y, x, 0, OH, scratch);
-    /* the first conv: the centre input, NaN when another input of its
-     * window is not finite (0 * inf); the depthwise conv the same again */
-    static float c1[OH][OW];
-    for (int r = 0; r < OH; r++)
-      for (int c = 0; c < OW; c++) {
-        float v = x[(2 * r + 1) * IW + 2 * c + 1];
-        for (int k = 0; k < 9; k++)
-          if (k != 4 && !isfinite(x[(2 * r + k / 3) * IW + 2 * c + k % 3]))
-            v = NAN;
-        c1[r][c] = v;
-      }
-    int bad = 0, lo = st.u8 ? 0 : -128, hi = st.u8 ? 255 : 127;
-    for (int r = 0; r < OH; r++)
-      for (int c = 0; c < OW; c++) {
-        float v = c1[r][c];
-        for (int k = 0; k < 9; k++) {
-          int yy = r + k / 3 - 1, xx = c + k % 3 - 1;
-          if (k != 4 && yy >= 0 && yy < OH && xx >= 0 && xx < OW &&
-              !isfinite(c1[yy][xx]))
-            v = NAN;
-        }
-        float q = isnan(v) ? 0.f : rintf(v / sc);
-        q += (float)st.zp;
-        q = q < (float)lo ? (float)lo : q > (float)hi ? (float)hi : q;
-        int want = (int)q;
-        for (int o = 0; o < C; o++) {
-          uint8_t got = y[(r * OW + c) * C + o];
-          int g = st.u8 ? got : (int)(int8_t)got;
-          if (g != want && bad++ < 3)
-            printf(
-                "stem quantize scale %g: (%d,%d) ch %d: %d, want %d (x %a)\n",
-                (double)sc, r, c, o, g, want, (double)v);
-        }
-      }
-    CHECK(bad == 0, "stem quantize scale %g: %d outputs differ from ONNX's",
-          (double)sc, bad);
-    free(mem);
-    free(scratch);
-  }
 #endif
 }
 
