@@ -4542,7 +4542,9 @@ static dm_err tile_session(const oeng *e, osess *ss, dm_errbuf *eb) {
         int tj = h ? t->b_src : t->a_dst;
         size_t bk = (size_t)tile_band(e, B, k);
         char *map = (char *)ss->tbuf + bk * align_up(e->tile_buf);
-        char *scr = (char *)ss->tscratch + bk * align_up(e->tile_scratch);
+        char *scr = ss->tscratch
+                        ? (char *)ss->tscratch + bk * align_up(e->tile_scratch)
+                        : NULL;
         size_t q = 2 * (size_t)(B->tile0 + k) + (size_t)h;
         dm_err rc = view_args(e, ss, st, ob, tj, map, scr, &ss->tmem[q],
                               &ss->targs[q], eb);
