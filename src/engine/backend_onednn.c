@@ -214,8 +214,7 @@ typedef struct oband {
 /* One tile of a TILES step (see "tiles"). */
 typedef struct otile {
   oband a, b; /* the pointwise conv on the tile's rows, the conv after it */
-  int a_dst, b_src; /* their arg that is the tile's map */
-  size_t n;         /* elements of the tile's map (the swish pass) */
+  size_t n;   /* elements of the tile's map (the swish pass) */
 } otile;
 
 typedef struct ostep {
@@ -238,13 +237,13 @@ typedef struct ostep {
   const dm_stem *stem;   /* STEM (in e->wmem) */
   qdq_op qdq;            /* QDQ */
   const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */
-  bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left); */
-                         /* TILES: a swish pass between the two convs */
+  bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left) */
   const void *wraw;      /* FC, row-major: a Gemm's B [n][c] and C, used */
   const void *braw;      /* in place from the file (any alignment), else NULL */
   struct oband *band;    /* e->n_bands entries when the step runs in bands */
   bool sync;             /* banded: a barrier before it (see plan_sync) */
   struct otile *tile;    /* TILES: n_tiles tiles; xa: the pointwise step */
+  bool tile_swish;       /* TILES: a swish pass on each tile's map */
   int n_tiles, xa, tile0; /* tile0: its first tile's index in a session */
 } ostep;
 
@@ -3515,29 +3514,52 @@ static int cmp_span(const void *a, const void *b) {
   return x->off < y->off ? -1 : x->off > y->off;
 }
 
+/* Calls f(ctx, tensor, arg) for every tensor step st names, until f
+ * returns true (then true): a primitive's args (also a TILES step's,
+ * its second conv's, and a SKIP step's own), a REF node's inputs and
+ * outputs (arg 0), a pass's or copy's source, destination and CSCALE
+ * scales (arg 0).  Tensors < 0 (omitted) are passed too. */
+static bool each_tensor(const oeng *e, const ostep *st,
+                        bool (*f)(void *ctx, int t, int arg), void *ctx) {
+  if (st->kind == ST_REF) {
+    const dm_node *n = &e->g->nodes[st->node];
+    for (int i = 0; i < n->n_in; i++)
+      if (f(ctx, st->ref_in[i], 0)) return true;
+    for (int i = 0; i < n->n_out; i++)
+      if (f(ctx, st->ref_out[i], 0)) return true;
+    return false;
+  }
+  if (st->n_args) {
+    for (int i = 0; i < st->n_args; i++)
+      if (f(ctx, st->args[i].tensor, st->args[i].arg)) return true;
+    return false;
+  }
+  return f(ctx, st->src, 0) || f(ctx, st->dst, 0) ||
+         (st->kind == ST_CSCALE && f(ctx, st->aux, 0));
+}
+
+typedef struct touch_at {
+  oeng *e;
+  int step, except; /* the step; an arg not to touch (0: none) */
+} touch_at;
+
+static bool touch_one(void *ctx, int t, int arg) {
+  const touch_at *c = ctx;
+  if (!c->except || arg != c->except) touch(c->e, t, c->step);
+  return false;
+}
+
 static dm_err plan_memory(oeng *e, dm_errbuf *eb) {
   for (int s = 0; s < e->n_s; s++) {
     const ostep *st = &e->s[s];
     if (st->kind == ST_SKIP) continue;
     if (st->kind == ST_TILES) { /* both convs' args but the map */
-      const ostep *a = &e->s[st->xa];
-      for (int i = 0; i < a->n_args; i++)
-        if (a->args[i].arg != DNNL_ARG_DST) touch(e, a->args[i].tensor, s);
-      for (int i = 0; i < st->n_args; i++)
-        if (st->args[i].arg != DNNL_ARG_SRC) touch(e, st->args[i].tensor, s);
-    } else if (st->kind == ST_PRIM) {
-      for (int i = 0; i < st->n_args; i++)
-        touch(e, st->args[i].tensor, s);
-    } else if (st->kind == ST_REF) {
-      const dm_node *n = &e->g->nodes[st->node];
-      for (int i = 0; i < n->n_in; i++)
-        touch(e, st->ref_in[i], s);
-      for (int i = 0; i < n->n_out; i++)
-        touch(e, st->ref_out[i], s);
+      touch_at a = {e, s, DNNL_ARG_DST}, b = {e, s, DNNL_ARG_SRC};
+      each_tensor(e, &e->s[st->xa], touch_one, &a);
+      each_tensor(e, st, touch_one, &b);
     } else {
-      touch(e, st->src, s);
-      touch(e, st->dst, s);
-      if (st->kind == ST_CSCALE) touch(e, st->aux, s);
+      touch_at c = {e, s, 0};
+      each_tensor(e, st, touch_one, &c);
     }
   }
   int *order = malloc(((size_t)e->n_b + 1) * sizeof *order);
@@ -3650,20 +3672,16 @@ static bool band_view(oband *ob, int j, const dnnl_memory_desc_t *md, int64_t c,
   return true;
 }
 
-static bool has_sum(const_dnnl_primitive_attr_t attr) {
-  const_dnnl_post_ops_t po = NULL;
-  if (dnnl_primitive_attr_get_post_ops(attr, &po) != dnnl_success) return true;
-  for (int i = 0; po && i < dnnl_post_ops_len(po); i++)
-    if (dnnl_post_ops_get_kind(po, i) == dnnl_sum) return true;
-  return false;
-}
-
-static bool post_ops_plain(const_dnnl_primitive_attr_t attr) {
+/* Are attr's post-ops only eltwise and sum?  *sum (when not NULL): is
+ * a sum among them. */
+static bool post_ops_plain(const_dnnl_primitive_attr_t attr, bool *sum) {
   const_dnnl_post_ops_t po = NULL;
   if (dnnl_primitive_attr_get_post_ops(attr, &po) != dnnl_success) return false;
+  if (sum) *sum = false;
   for (int i = 0; po && i < dnnl_post_ops_len(po); i++) {
     dnnl_primitive_kind_t k = dnnl_post_ops_get_kind(po, i);
     if (k != dnnl_eltwise && k != dnnl_sum) return false;
+    if (k == dnnl_sum && sum) *sum = true;
   }
   return true;
 }
@@ -3955,13 +3973,14 @@ static bool view_prim(oeng *e, const ostep *st, const_dnnl_primitive_desc_t pd,
 }
 
 /* The primitive desc and attributes of prim step st, when its post-ops
- * are plain (eltwise, sum): what band and tile primitives start from. */
+ * are plain (eltwise, sum; *sum: a sum among them, when not NULL): what
+ * band and tile primitives start from. */
 static bool step_pd(const ostep *st, const_dnnl_primitive_desc_t *pd,
-                    const_dnnl_primitive_attr_t *attr) {
+                    const_dnnl_primitive_attr_t *attr, bool *sum) {
   return st->kind == ST_PRIM && st->prim &&
          dnnl_primitive_get_primitive_desc(st->prim, pd) == dnnl_success &&
          dnnl_primitive_desc_get_attr(*pd, attr) == dnnl_success &&
-         post_ops_plain(*attr);
+         post_ops_plain(*attr, sum);
 }
 
 /* Step st in bands, or NULL (it runs whole); rs: a stream for reorders. */
@@ -3976,7 +3995,7 @@ static oband *band_step(oeng *e, const ostep *st, dnnl_stream_t rs) {
   }
   const_dnnl_primitive_desc_t pd = NULL;
   const_dnnl_primitive_attr_t attr = NULL;
-  if (!step_pd(st, &pd, &attr)) goto no;
+  if (!step_pd(st, &pd, &attr, NULL)) goto no;
   for (int b = 0; b < nb; b++) {
     vsel w = {.band = b};
     if (!view_prim(e, st, pd, attr, &w, &ob[b], rs, &e->band_scratch, NULL))
@@ -4253,6 +4272,14 @@ static dm_err view_args(const oeng *e, const osess *ss, const ostep *st,
   return DM_OK;
 }
 
+/* Frees what view_args made for a step of na args (m, a may be NULL). */
+static void view_args_free(dnnl_memory_t *m, dnnl_exec_arg_t *a, size_t na) {
+  for (size_t j = 0; m && j <= na; j++)
+    if (m[j]) dnnl_memory_destroy(m[j]);
+  free(m);
+  free(a);
+}
+
 /* Session side: views, exec args and streams of every banded step. */
 static dm_err band_session(const oeng *e, osess *ss, dm_errbuf *eb) {
   int nb = e->n_bands;
@@ -4284,15 +4311,10 @@ static dm_err band_session(const oeng *e, osess *ss, dm_errbuf *eb) {
 
 static void band_session_free(const oeng *e, osess *ss) {
   size_t n = (size_t)e->n_s * (size_t)e->n_bands;
-  for (size_t k = 0; ss->bmem && k < n; k++) {
-    if (!ss->bmem[k]) continue;
-    size_t na = (size_t)e->s[k / (size_t)e->n_bands].n_args;
-    for (size_t j = 0; j <= na; j++)
-      if (ss->bmem[k][j]) dnnl_memory_destroy(ss->bmem[k][j]);
-    free(ss->bmem[k]);
-  }
-  for (size_t k = 0; ss->bargs && k < n; k++)
-    free(ss->bargs[k]);
+  for (size_t k = 0; k < n; k++)
+    view_args_free(ss->bmem ? ss->bmem[k] : NULL,
+                   ss->bargs ? ss->bargs[k] : NULL,
+                   (size_t)e->s[k / (size_t)e->n_bands].n_args);
   free(ss->bmem);
   free(ss->bargs);
   for (int b = 0; b < MAX_BANDS; b++)
@@ -4330,28 +4352,24 @@ static void tile_free(otile *t, int n) {
   free(t);
 }
 
+typedef struct in_buf {
+  const oeng *e;
+  int buf;
+} in_buf;
+
+static bool is_in_buf(void *ctx, int t, int arg) {
+  const in_buf *c = ctx;
+  (void)arg;
+  return t >= 0 && c->e->t[t].buf == c->buf;
+}
+
 /* Does any step outside [i0, i1] use a tensor in buffer bf (a value, or
  * a conv's output written in place over its residual addend)? */
 static bool buf_used_elsewhere(const oeng *e, int bf, int i0, int i1) {
-  for (int i = 0; i < e->n_s; i++) {
-    const ostep *st = &e->s[i];
-    if (i >= i0 && i <= i1) continue;
-    if (st->kind == ST_REF) {
-      const dm_node *n = &e->g->nodes[st->node];
-      for (int j = 0; j < n->n_in; j++)
-        if (st->ref_in[j] >= 0 && e->t[st->ref_in[j]].buf == bf) return true;
-      for (int j = 0; j < n->n_out; j++)
-        if (st->ref_out[j] >= 0 && e->t[st->ref_out[j]].buf == bf) return true;
-      continue;
-    }
-    /* primitives (also TILES, and SKIP in them) by their args; passes
-     * and copies by source, destination and CSCALE's scales */
-    for (int j = 0; j < st->n_args; j++)
-      if (e->t[st->args[j].tensor].buf == bf) return true;
-    int ts[3] = {st->src, st->dst, st->kind == ST_CSCALE ? st->aux : -1};
-    for (int k = 0; k < 3 && !st->n_args; k++)
-      if (ts[k] >= 0 && e->t[ts[k]].buf == bf) return true;
-  }
+  in_buf c = {e, bf};
+  for (int i = 0; i < e->n_s; i++)
+    if ((i < i0 || i > i1) && each_tensor(e, &e->s[i], is_in_buf, &c))
+      return true;
   return false;
 }
 
@@ -4367,7 +4385,9 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
   int last = S ? i + 2 : i + 1;
   const_dnnl_primitive_desc_t pa, pb;
   const_dnnl_primitive_attr_t aa, ab;
-  if (!step_pd(A, &pa, &aa) || !step_pd(B, &pb, &ab)) return false;
+  bool a_sum;
+  if (!step_pd(A, &pa, &aa, &a_sum) || !step_pd(B, &pb, &ab, NULL))
+    return false;
   const dnnl_convolution_desc_t *ca = NULL, *cb = NULL;
   if (dnnl_primitive_desc_query(pa, dnnl_query_convolution_d, 0, &ca) !=
           dnnl_success ||
@@ -4398,8 +4418,7 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
    * addend is not in the tile's map) */
   if (val(e, e->t[ty].value)->is_output ||
       buf_used_elsewhere(e, e->t[ty].buf, i, last) ||
-      e->t[B->args[bd].tensor].buf == e->t[A->args[as].tensor].buf ||
-      has_sum(aa))
+      e->t[B->args[bd].tensor].buf == e->t[A->args[as].tensor].buf || a_sum)
     return false;
   const dnnl_memory_desc_t *wa =
       dnnl_primitive_desc_query_md(pa, dnnl_query_weights_md, 0);
@@ -4434,8 +4453,6 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
   for (int k = 0; k < nt; k++) {
     vsel vb = {.band = -1, .r0 = k * zr, .r1 = (k + 1) * zr, .src_tile = true};
     if (vb.r1 > oh) vb.r1 = oh;
-    t[k].a_dst = ad;
-    t[k].b_src = bs;
     const otile *p = k ? &t[k - 1] : NULL; /* middle tiles share theirs */
     if (!view_prim(e, B, pb, ab, &vb, &t[k].b, rs, &e->tile_scratch,
                    p ? &p->b : NULL))
@@ -4453,7 +4470,7 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
   B->tile = t;
   B->n_tiles = nt;
   B->xa = i;
-  B->fc_swish = S != NULL; /* TILES: the swish pass on each tile's map */
+  B->tile_swish = S != NULL;
   B->tile0 = e->n_tile_all;
   e->n_tile_all += nt;
   A->kind = ST_SKIP;
@@ -4520,6 +4537,11 @@ static int tile_band(const oeng *e, const ostep *st, int k) {
   return 0;
 }
 
+/* Band b's tile map (b 0 unbanded). */
+static char *tile_map(const oeng *e, const osess *ss, size_t b) {
+  return (char *)ss->tbuf + b * align_up(e->tile_buf);
+}
+
 /* Session side: the memory objects and exec args of every tile. */
 static dm_err tile_session(const oeng *e, osess *ss, dm_errbuf *eb) {
   size_t n = 2 * (size_t)e->n_tile_all;
@@ -4539,9 +4561,9 @@ static dm_err tile_session(const oeng *e, osess *ss, dm_errbuf *eb) {
         const otile *t = &B->tile[k];
         const ostep *st = h ? B : &e->s[B->xa];
         const oband *ob = h ? &t->b : &t->a;
-        int tj = h ? t->b_src : t->a_dst;
+        int tj = arg_index(st, h ? DNNL_ARG_SRC : DNNL_ARG_DST);
         size_t bk = (size_t)tile_band(e, B, k);
-        char *map = (char *)ss->tbuf + bk * align_up(e->tile_buf);
+        char *map = tile_map(e, ss, bk);
         char *scr = ss->tscratch
                         ? (char *)ss->tscratch + bk * align_up(e->tile_scratch)
                         : NULL;
@@ -4561,11 +4583,9 @@ static void tile_session_free(const oeng *e, osess *ss) {
     for (int k = 0; k < B->n_tiles; k++)
       for (int h = 0; h < 2; h++) {
         size_t q = 2 * (size_t)(B->tile0 + k) + (size_t)h;
-        size_t na = (size_t)(h ? B : &e->s[B->xa])->n_args;
-        for (size_t j = 0; ss->tmem && ss->tmem[q] && j <= na; j++)
-          if (ss->tmem[q][j]) dnnl_memory_destroy(ss->tmem[q][j]);
-        if (ss->tmem) free(ss->tmem[q]);
-        if (ss->targs) free(ss->targs[q]);
+        view_args_free(ss->tmem ? ss->tmem[q] : NULL,
+                       ss->targs ? ss->targs[q] : NULL,
+                       (size_t)(h ? B : &e->s[B->xa])->n_args);
       }
   }
   free(ss->tmem);
@@ -4582,13 +4602,14 @@ static dnnl_status_t tile_run(const oeng *e, osess *ss, int i, int b,
   const ostep *A = &e->s[B->xa];
   int k0 = B->band ? (int)B->band[b].lo : 0;
   int k1 = B->band ? k0 + (int)B->band[b].n : B->n_tiles;
-  float *map = (float *)((char *)ss->tbuf + (size_t)b * align_up(e->tile_buf));
+  float *map = (float *)tile_map(e, ss, (size_t)b);
   for (int k = k0; k < k1; k++) {
     const otile *t = &B->tile[k];
     size_t q = 2 * (size_t)(B->tile0 + k);
     dnnl_status_t s = dnnl_primitive_execute(
         t->a.prim, sm, A->n_args + (t->a.has_scratch ? 1 : 0), ss->targs[q]);
-    if (s == dnnl_success && B->fc_swish) swish_span(map, map, t->n, e->avx512);
+    if (s == dnnl_success && B->tile_swish)
+      swish_span(map, map, t->n, e->avx512);
     if (s == dnnl_success)
       s = dnnl_primitive_execute(t->b.prim, sm,
                                  B->n_args + (t->b.has_scratch ? 1 : 0),
