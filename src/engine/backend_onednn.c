@@ -267,6 +267,7 @@ typedef struct oeng {
   bool follow;      /* conv: try the producer's layout before format_tag_any */
   bool wino;        /* conv: try Winograd (nChw16c) on eligible 3x3 convs */
   bool dw_pref;     /* depthwise convs: prefer dw_prefer's kernels */
+  bool proj_pref;   /* int8_prefer's jit_int8_1x1 rule (DERMAL_ONEDNN_PROJ) */
   int amx;          /* int8 convs on AMX: 0 never, 1 always, 2 int8_prefer */
   bool bf16;        /* Conv/Gemm/MatMul in bf16 (see bf16_native) */
   int64_t wino_max; /* largest OC*IC for Winograd */
@@ -579,8 +580,16 @@ static const char *dw_prefer(const oeng *e, const dm_node *n, bool int8) {
 }
 
 /* The implementation an int8 conv should prefer: dw_prefer's for
- * depthwise convs; else, on CPUs with AMX, oneDNN's choice (its AMX
- * kernels) only for convs with enough work: at least 24 M
+ * depthwise convs; oneDNN's older jit_int8_1x1 kernel for 1x1 convs to at
+ * most 32 channels on maps of 56x56 or more (MobileNet-v2's projections to
+ * 16 and 24 channels), where it beat brgconv_1x1 on session 10's Xeon
+ * (each step's best of three alternating profiles: 0.074 vs 0.095 ms for
+ * 96->24 and 0.091 vs 0.122 ms for 144->24 at 56x56; the whole int8 default
+ * model 0.990 / 0.996 at 1 / 2 threads paired with build/ab, 0.975 with
+ * the order reversed; same outputs, val agreement unchanged at 99.09 %;
+ * elsewhere it was slower, up to 1.5x on the 7x7 convs;
+ * DERMAL_ONEDNN_PROJ=0 turns this off); else, on CPUs with AMX, oneDNN's choice
+ * (its AMX kernels) only for convs with enough work: at least 24 M
  * multiply-accumulates and 64 per output value.  Below that, tile set-up
  * and packing cost more than AMX gains, and the AVX-512 VNNI kernels were
  * faster (one thread, each step's best of three alternating runs: the
@@ -594,8 +603,11 @@ static const char *int8_prefer(const oeng *e, const dm_node *n) {
   const char *dw = dw_prefer(e, n, true);
   if (dw) return dw;
   if (e->amx == 1) return NULL;
-  if (e->amx == 0) return "!amx";
   const dm_value *W = val(e, n->in[1]), *Y = val(e, n->out[0]);
+  if (e->proj_pref && W->rank == 4 && W->dims[0] <= 32 && W->dims[2] == 1 &&
+      W->dims[3] == 1 && Y->dims[2] * Y->dims[3] >= 3136)
+    return "jit_int8_1x1";
+  if (e->amx == 0) return "!amx";
   int64_t K = W->dims[0] > 0 ? W->numel / W->dims[0] : 0;
   return K >= 64 && (double)Y->numel * (double)K >= 24e6 ? NULL : "!amx";
 }
@@ -4689,6 +4701,8 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
      * overrides, for benchmarks. */
     const char *dw = getenv("DERMAL_ONEDNN_DW");
     e->dw_pref = !(dw && !strcmp(dw, "onednn"));
+    const char *pj = getenv("DERMAL_ONEDNN_PROJ");
+    e->proj_pref = !(pj && pj[0] == '0');
     const char *sm = getenv("DERMAL_ONEDNN_STEM");
     e->stem = e->avx512 && !(sm && sm[0] == '0');
     const char *tl = getenv("DERMAL_ONEDNN_TILES");
