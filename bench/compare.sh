@@ -39,6 +39,8 @@ MODELDIR="$ROOT/build/models"
 TARGET=0.8
 
 log() { printf '%s\n' "$*" >&2; }
+. "$HERE/machine_state.sh"
+MEM_BEFORE="$(machine_state "$ROOT")"
 
 mkdir -p "$OUT" "$MODELDIR" || exit 1
 STAMP="$(date +%Y%m%d-%H%M%S)"
@@ -250,6 +252,7 @@ print("verdict: FAIL - dermal p50 <= %.1f x ORT p50 in %d of %d rows%s"
 sys.exit(3)
 PYEOF
 rc=$?
+[ -n "$MEM_BEFORE" ] && printf 'machine before the runs: %s\nmachine after the runs:  %s\n' "$MEM_BEFORE" "$(machine_state "$ROOT")"
 log "raw results: $RES"
 if [ "$rc" -eq 3 ]; then
   [ "${STRICT:-0}" = 1 ] && exit 1

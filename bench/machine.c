@@ -1,10 +1,14 @@
 /* machine.c: what this CPU can do at most, to read benchmark ratios
  * against.  Prints one core's fp32 multiply-accumulate peak (AVX-512 FMA)
  * and int8 peak (AVX-512 VNNI vpdpbusd), then the same on two cores at
- * once, and the round trip of one cache line between two pinned threads
- * (how far apart the two cores are).
+ * once, the round trip of one cache line between two pinned threads
+ * (how far apart the two cores are), and the latency of a random load in
+ * buffers of 1, 16 and 256 MB (what a cache miss costs at the moment:
+ * on the shared VMs we measure on it changes with the neighbours, and
+ * layers that stream weights slow down with it).
  *
  *   cc -O2 -pthread bench/machine.c -o build/machine && build/machine
+ *   build/machine --memory      (the latency line alone, ~0.5 s)
  *
  * A model's GMAC/s is its multiply-accumulates (ResNet-50: 4.09 G) over
  * its p50 latency. */
@@ -15,6 +19,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now_s(void) {
@@ -98,7 +104,55 @@ static void *pong(void *arg) {
   return NULL;
 }
 
-int main(void) {
+/* Mean ns of one load in a random cyclic chain through `bytes` of memory
+ * (one pointer per 64-byte line, so every load misses the caches smaller
+ * than the buffer); -1 when out of memory. */
+static double chase_ns(size_t bytes) {
+  size_t n = bytes / 64, *a = aligned_alloc(64, n * 64),
+         *order = malloc(n * sizeof *order);
+  if (!a || !order) {
+    free(a);
+    free(order);
+    return -1;
+  }
+  uint64_t r = 88172645463325252u; /* xorshift: a fixed random order */
+  for (size_t i = 0; i < n; i++)
+    order[i] = i;
+  for (size_t i = n - 1; i > 0; i--) {
+    r ^= r << 13;
+    r ^= r >> 7;
+    r ^= r << 17;
+    size_t j = (size_t)(r % (i + 1)), t = order[i];
+    order[i] = order[j];
+    order[j] = t;
+  }
+  for (size_t i = 0; i < n; i++)
+    a[order[i] * 8] = order[(i + 1) % n] * 8;
+  size_t p = 0;
+  for (size_t i = 0; i < n; i++) /* touch every line once */
+    p = a[p];
+  const long loads = 1000000;
+  double t0 = now_s();
+  for (long i = 0; i < loads; i++)
+    p = a[p];
+  double t = (now_s() - t0) / (double)loads * 1e9;
+  free(a);
+  free(order);
+  return p == (size_t)-1 ? -1 : t; /* p used: the chain is not dropped */
+}
+
+static void memory_line(void) {
+  chase_ns(1u << 20); /* warm-up: a fresh process read 1 MB 5x slower */
+  printf("memory latency (random loads): 1 MB %.1f ns, 16 MB %.1f ns, "
+         "256 MB %.1f ns\n",
+         chase_ns(1u << 20), chase_ns(16u << 20), chase_ns(256u << 20));
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "--memory")) {
+    memory_line();
+    return 0;
+  }
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512f")) {
     printf("no AVX-512F: nothing measured\n");
@@ -127,5 +181,6 @@ int main(void) {
   double rt = (now_s() - t0) / TRIPS * 1e9;
   pthread_join(t, NULL);
   printf("cache line round trip between cores 0 and 1: %.0f ns\n", rt);
+  memory_line();
   return 0;
 }

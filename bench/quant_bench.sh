@@ -33,6 +33,8 @@ ROUNDS="${ROUNDS:-3}"
 OUT="${OUT:-$ROOT/build/bench}"
 DATA="$ROOT/../shared/data/ham10000"
 log() { printf '%s\n' "$*" >&2; }
+. "$HERE/machine_state.sh"
+MEM_BEFORE="$(machine_state "$ROOT")"
 
 [ -x "$DERMAL" ] || { log "dermal not built: $DERMAL"; exit 2; }
 mkdir -p "$OUT/quant" || exit 1
@@ -159,4 +161,5 @@ for m in sorted({m for m, _ in p50}):
         ok &= s <= 0.30
 print("targets: int8/ORT <= 0.80; int8/fp32 <= 0.50 (default), <= 0.35 (resnet50); verdict: %s" % ("PASS" if ok else "FAIL"))
 PYEOF
+[ -n "$MEM_BEFORE" ] && printf 'machine before the runs: %s\nmachine after the runs:  %s\n' "$MEM_BEFORE" "$(machine_state "$ROOT")"
 log "raw results: $RES"

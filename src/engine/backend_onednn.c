@@ -580,16 +580,12 @@ static const char *dw_prefer(const oeng *e, const dm_node *n, bool int8) {
 }
 
 /* The implementation an int8 conv should prefer: dw_prefer's for
- * depthwise convs; oneDNN's older jit_int8_1x1 kernel for 1x1 convs to at
- * most 32 channels on maps of 56x56 or more (MobileNet-v2's projections to
- * 16 and 24 channels), where it beat brgconv_1x1 on session 10's Xeon
- * (each step's best of three alternating profiles: 0.074 vs 0.095 ms for
- * 96->24 and 0.091 vs 0.122 ms for 144->24 at 56x56; the whole int8 default
- * model 0.990 / 0.996 at 1 / 2 threads paired with build/ab, 0.975 with
- * the order reversed; same outputs, val agreement unchanged at 99.09 %;
- * elsewhere it was slower, up to 1.5x on the 7x7 convs;
- * DERMAL_ONEDNN_PROJ=0 turns this off); else, on CPUs with AMX, oneDNN's choice
- * (its AMX kernels) only for convs with enough work: at least 24 M
+ * depthwise convs; oneDNN's older jit_int8_1x1 kernel for ungrouped 1x1
+ * convs to at most 32 channels on maps of 56x56 or more (MobileNet-v2's
+ * projections: 20-25 % faster there than brgconv_1x1 on session 10's
+ * Xeon, slower elsewhere; docs/engine.md; DERMAL_ONEDNN_PROJ=0: never);
+ * else, on CPUs with AMX, oneDNN's choice (its AMX kernels) only for
+ * convs with enough work: at least 24 M
  * multiply-accumulates and 64 per output value.  Below that, tile set-up
  * and packing cost more than AMX gains, and the AVX-512 VNNI kernels were
  * faster (one thread, each step's best of three alternating runs: the
@@ -604,8 +600,9 @@ static const char *int8_prefer(const oeng *e, const dm_node *n) {
   if (dw) return dw;
   if (e->amx == 1) return NULL;
   const dm_value *W = val(e, n->in[1]), *Y = val(e, n->out[0]);
-  if (e->proj_pref && W->rank == 4 && W->dims[0] <= 32 && W->dims[2] == 1 &&
-      W->dims[3] == 1 && Y->dims[2] * Y->dims[3] >= 3136)
+  if (e->proj_pref && n->p.conv.group == 1 && W->rank == 4 &&
+      W->dims[0] <= 32 && W->dims[2] == 1 && W->dims[3] == 1 &&
+      Y->dims[2] * Y->dims[3] >= 3136)
     return "jit_int8_1x1";
   if (e->amx == 0) return "!amx";
   int64_t K = W->dims[0] > 0 ? W->numel / W->dims[0] : 0;
