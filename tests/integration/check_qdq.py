@@ -183,6 +183,11 @@ CASES = [
 ]
 
 CASES.append(("u8 7-bit weights", "u8", 8, 12, CASES[0][4], 64))
+# MobileNet-v2's projections: 1x1 convs to at most 32 channels on maps of
+# 56x56 or more run on oneDNN's jit_int8_1x1 kernel (int8_prefer)
+PROJ = len(CASES)
+CASES.append(("u8 projections 96->24->24 at 56x56, float residual", "u8", 96, 56,
+              [(24, 1, 1, 0, 1, None), (24, 1, 1, 0, 1, "fadd")]))
 
 # native: this CPU's best ISA, with the engine's choice between AMX and
 # VNNI kernels (these small convs: VNNI); AMX (on CPUs that have it):
@@ -325,6 +330,19 @@ for i, (at, cin, c, batch, h, w, pads, a1, a2) in enumerate(STEMS):
         c2 = run(path, "onednn", x, threads=t)
         check(np.array_equal(b, c2), "%s: onednn %d threads vs 1 thread: max diff %.3g"
               % (name, t, np.abs(b - c2).max()))
+
+# the projection rule: jit_int8_1x1 where oneDNN has it (AVX-512), and
+# the same bits as oneDNN's first choice (DERMAL_ONEDNN_PROJ=0)
+path = "%s/qdq%d.onnx" % (TMP, PROJ)
+x = np.random.default_rng(10 + PROJ).uniform(-1, 1, size=(1, 96, 56, 56)).astype(np.float32)
+on, off = steps(path, x), steps(path, x, env={"DERMAL_ONEDNN_PROJ": "0"})
+if has_avx512:
+    check(on.count("jit_int8_1x1:avx512_core_vnni") + on.count("jit_int8_1x1:avx512_core") == 2,
+          "projections on jit_int8_1x1 (steps: %s; with DERMAL_ONEDNN_PROJ=0: %s)"
+          % (" ".join(on), " ".join(off)))
+a, b = run(path, "onednn", x), run(path, "onednn", x, env={"DERMAL_ONEDNN_PROJ": "0"})
+check(np.array_equal(a, b), "projections: jit_int8_1x1 vs oneDNN's first choice: max diff %.3g"
+      % np.abs(a - b).max())
 
 path = TMP + "/qdq_u8w.onnx"
 onnx.save(qdq_model(CASES[0][4], "u8", 8, 12, seed=5, weight_u8=True), path)
