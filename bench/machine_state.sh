@@ -1,6 +1,7 @@
 # Sourced by the benchmark scripts: machine_state prints build/machine's
 # memory-latency line (bench/machine.c, built here when missing or older
-# than its source), or nothing when no C compiler or no AVX-512 is there.
+# than its source), or nothing when it cannot be built (no C compiler, not
+# x86-64).
 # The scripts print it before and after their runs: the VMs we measure on
 # change speed with their neighbours, and a slow phase shows up as cache
 # misses that cost more (docs/engine.md and bench/README.md).

@@ -585,13 +585,13 @@ static const char *dw_prefer(const oeng *e, const dm_node *n, bool int8) {
  * projections: 20-25 % faster there than brgconv_1x1 on session 10's
  * Xeon, slower elsewhere; docs/engine.md; DERMAL_ONEDNN_PROJ=0: never);
  * else, on CPUs with AMX, oneDNN's choice (its AMX kernels) only for
- * convs with enough work: at least 24 M
- * multiply-accumulates and 64 per output value.  Below that, tile set-up
- * and packing cost more than AMX gains, and the AVX-512 VNNI kernels were
- * faster (one thread, each step's best of three alternating runs: the
- * default model's int8 convs 4.80 ms in all on VNNI against 5.13 ms on
- * AMX; its 16->96 expand at 112x112 0.34 vs 0.44 ms, its 160->960 expands
- * at 7x7 0.059 vs 0.090 ms).  ResNet-50's convs are above the line but
+ * convs with enough work: at least 24 M multiply-accumulates and 64 per
+ * output value.  Below that, tile set-up and packing cost more than AMX
+ * gains, and the AVX-512 VNNI kernels were faster (one thread, each
+ * step's best of three alternating runs: the default model's int8 convs
+ * 4.80 ms in all on VNNI against 5.13 ms on AMX; its 16->96 expand at
+ * 112x112 0.34 vs 0.44 ms, its 160->960 expands at 7x7 0.059 vs 0.090
+ * ms).  ResNet-50's convs are above the line but
  * one (64->64 at 56x56, 12.8 M: 0.095 vs 0.075 ms) and 1.5-3x faster on
  * AMX.  DERMAL_ONEDNN_AMX=0 never takes AMX for int8 convs, =1 always
  * does (oneDNN's order). */
