@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Layer by layer: dermal's steps next to ONNX Runtime's nodes, one thread.
+"""Layer by layer: dermal's steps next to ONNX Runtime's nodes (--threads N).
 
     /usr/bin/python3 bench/layer_compare.py MODEL.onnx [--threads N] [--iters N]
 
