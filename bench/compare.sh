@@ -252,7 +252,7 @@ print("verdict: FAIL - dermal p50 <= %.1f x ORT p50 in %d of %d rows%s"
 sys.exit(3)
 PYEOF
 rc=$?
-[ -n "$MEM_BEFORE" ] && printf 'machine before the runs: %s\nmachine after the runs:  %s\n' "$MEM_BEFORE" "$(machine_state "$ROOT")"
+machine_report "$ROOT" "$MEM_BEFORE"
 log "raw results: $RES"
 if [ "$rc" -eq 3 ]; then
   [ "${STRICT:-0}" = 1 ] && exit 1

@@ -12,3 +12,8 @@ machine_state() { # ROOT
   fi
   "$bin" --memory 2>/dev/null || true
 }
+
+machine_report() { # ROOT LINE_BEFORE: both lines, when there was one before
+  [ -n "$2" ] || return 0
+  printf 'machine before the runs: %s\nmachine after the runs:  %s\n' "$2" "$(machine_state "$1")"
+}

@@ -14,6 +14,7 @@
 // executionMode 'sequential'. Input: random Float32Array of the model's input
 // shape (dynamic dims taken as 1x3x224x224).
 const path = require('path');
+const { sessionOptions, randomFeeds } = require('./ort_common');
 
 function usage(msg) {
   if (msg) process.stderr.write('ort_bench: ' + msg + '\n');
@@ -52,30 +53,10 @@ async function main() {
 
   const ort = require('onnxruntime-node');
   const t0 = nowMs();
-  const session = await ort.InferenceSession.create(path.resolve(model), {
-    executionProviders: ['cpu'],
-    intraOpNumThreads: opts.threads,
-    interOpNumThreads: 1,
-    graphOptimizationLevel: 'all',
-    executionMode: 'sequential',
-  });
+  const session = await ort.InferenceSession.create(path.resolve(model), sessionOptions(opts.threads));
   const loadMs = nowMs() - t0;
 
-  const inName = session.inputNames[0];
-  let shape = [1, 3, 224, 224];
-  const meta = session.inputMetadata && session.inputMetadata[0];
-  if (meta && Array.isArray(meta.shape) && meta.shape.length > 0) {
-    const dflt = [1, 3, 224, 224];
-    shape = meta.shape.map((d, i) => (typeof d === 'number' && d > 0 ? d : (dflt[i] || 1)));
-  }
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = 12345;
-  for (let i = 0; i < n; i++) { // LCG -> uniform(-1, 1), deterministic
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    data[i] = (s / 4294967296) * 2 - 1;
-  }
-  const feeds = { [inName]: new ort.Tensor('float32', data, shape) };
+  const feeds = randomFeeds(ort, session);
 
   let t = nowMs();
   await session.run(feeds);

@@ -7,11 +7,12 @@
 // Runs the model --iters times (default 200) with profiling on, then prints
 // one line per node, in the order the nodes first ran: its name (ORT's, after
 // ORT's fusions), a tab, and the median of its kernel times in microseconds.
-// Same session options and input as ort_bench.js. bench/layer_compare.py
+// Same session options and input as ort_bench.js (ort_common.js). bench/layer_compare.py
 // sets these next to dermal's DERMAL_ONEDNN_PROFILE=1 steps.
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
+const { sessionOptions, randomFeeds } = require('./ort_common');
 
 async function main() {
   const argv = process.argv.slice(2);
@@ -28,20 +29,10 @@ async function main() {
   }
   const ort = require('onnxruntime-node');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ort-profile-'));
-  const session = await ort.InferenceSession.create(path.resolve(model), {
-    executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1,
-    graphOptimizationLevel: 'all', executionMode: 'sequential',
+  const session = await ort.InferenceSession.create(path.resolve(model), sessionOptions(threads, {
     enableProfiling: true, profileFilePrefix: path.join(dir, 'p'),
-  });
-  const meta = session.inputMetadata && session.inputMetadata[0];
-  let shape = [1, 3, 224, 224];
-  if (meta && Array.isArray(meta.shape) && meta.shape.length > 0)
-    shape = meta.shape.map((d, i) => (typeof d === 'number' && d > 0 ? d : ([1, 3, 224, 224][i] || 1)));
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = 12345;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; data[i] = (s / 4294967296) * 2 - 1; }
-  const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', data, shape) };
+  }));
+  const feeds = randomFeeds(ort, session);
   for (let i = 0; i < iters; i++) await session.run(feeds);
   session.endProfiling();
   const file = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => path.join(dir, f))[0];

@@ -161,5 +161,5 @@ for m in sorted({m for m, _ in p50}):
         ok &= s <= 0.30
 print("targets: int8/ORT <= 0.80; int8/fp32 <= 0.50 (default), <= 0.35 (resnet50); verdict: %s" % ("PASS" if ok else "FAIL"))
 PYEOF
-[ -n "$MEM_BEFORE" ] && printf 'machine before the runs: %s\nmachine after the runs:  %s\n' "$MEM_BEFORE" "$(machine_state "$ROOT")"
+machine_report "$ROOT" "$MEM_BEFORE"
 log "raw results: $RES"
