@@ -592,8 +592,9 @@ static const char *dw_prefer(const oeng *e, const dm_node *n, bool int8) {
  * 4.80 ms in all on VNNI against 5.13 ms on AMX; its 16->96 expand at
  * 112x112 0.34 vs 0.44 ms, its 160->960 expands at 7x7 0.059 vs 0.090
  * ms).  ResNet-50's convs are above the line but one (64->64 at 56x56,
- * 12.8 M: 0.095 vs 0.075 ms) and 1.5-3x faster on AMX.  DERMAL_ONEDNN_AMX=0 never takes AMX for int8 convs, =1 always
- * does (oneDNN's order). */
+ * 12.8 M: 0.095 vs 0.075 ms) and 1.5-3x faster on AMX.
+ * DERMAL_ONEDNN_AMX=0 never takes AMX for int8 convs, =1 always does
+ * (oneDNN's order). */
 static const char *int8_prefer(const oeng *e, const dm_node *n) {
   const char *dw = dw_prefer(e, n, true);
   if (dw) return dw;
