@@ -271,7 +271,7 @@ typedef struct oeng {
   int amx;          /* int8 convs on AMX: 0 never, 1 always, 2 int8_prefer */
   bool bf16;        /* Conv/Gemm/MatMul in bf16 (see bf16_native) */
   int64_t wino_max; /* largest OC*IC for Winograd */
-  bool avx512;      /* ew_run may use AVX-512F */
+  bool avx512;      /* the passes may use AVX-512 (dm__simd_ok) */
   bool stem;        /* map_stem may fuse (DERMAL_ONEDNN_STEM=0: never) */
   dnnl_engine_t eng;
   bigmem wmem;  /* reordered weights (virtual reservation) */
@@ -709,8 +709,7 @@ static bool bf16_pays(const oeng *e, int64_t welems) {
  * 0.24 ms).  The compute, not memory, bounds it (swish16 in simd.h): the
  * unmasked main loop and the polynomial in f made it 20 % faster. */
 #if defined(__x86_64__)
-__attribute__((target("avx512f"))) static void
-swish_avx512(float *y, const float *x, size_t n) {
+DM_AVX512 static void swish_avx512(float *y, const float *x, size_t n) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(y + i, swish16(_mm512_loadu_ps(x + i)));
@@ -739,9 +738,8 @@ static void swish_span(float *y, const float *x, size_t n, bool avx512) {
 #if defined(__x86_64__)
 
 /* y[o0 .. o0+16) (mask m) of fc_run, weights transposed (wt[i][o]). */
-__attribute__((target("avx512f"))) static void
-fc16_avx512(const oeng *e, const ostep *st, float *y, const float *x, size_t o0,
-            __mmask16 m) {
+DM_AVX512 static void fc16_avx512(const oeng *e, const ostep *st, float *y,
+                                  const float *x, size_t o0, __mmask16 m) {
   const dm_node *n = &e->g->nodes[st->node];
   __m512 a0 =
       st->bias ? _mm512_maskz_loadu_ps(m, st->bias + o0) : _mm512_setzero_ps();
@@ -767,9 +765,8 @@ fc16_avx512(const oeng *e, const ostep *st, float *y, const float *x, size_t o0,
 /* y[o] = sum_i w[o][i] * x[i] for outputs [o0, o1) of a row-major FC:
  * four rows at a time, each read front to back (what the hardware
  * prefetcher follows best). */
-__attribute__((target("avx512f"))) static void
-fc_rows_avx512(const ostep *st, float *y, const float *x, size_t o0,
-               size_t o1) {
+DM_AVX512 static void fc_rows_avx512(const ostep *st, float *y, const float *x,
+                                     size_t o0, size_t o1) {
   size_t c = st->c, full = c & ~(size_t)15, row = c * sizeof(float);
   __mmask16 m = (__mmask16)((1u << (c - full)) - 1u);
   const char *w = st->wraw;
@@ -905,8 +902,8 @@ static void fc_run(const oeng *e, const ostep *st, float *y, const float *x) {
  * before rounding, and got slower on 2 threads than on 1 (default int8
  * model: 0.60 -> 1.31 ms for its 27 reorders). */
 #if defined(__x86_64__)
-__attribute__((target("avx512f"))) static void
-qdq_avx512(const qdq_op *op, void *y, const void *x, size_t n) {
+DM_AVX512 static void qdq_avx512(const qdq_op *op, void *y, const void *x,
+                                 size_t n) {
   const __m512 s = _mm512_set1_ps(op->scale);
   const __m512 zf = _mm512_set1_ps((float)op->zp);
   const __m512i zi = _mm512_set1_epi32(op->zp);
@@ -979,8 +976,8 @@ static void qdq_span(const qdq_op *op, void *y, const void *x, size_t n,
  * each output vector takes its lanes from two of the planes by one
  * permutation, then the third plane's by a second one. */
 #if defined(__x86_64__)
-__attribute__((target("avx512f"))) static void
-nhwc3_avx512(float *y, const float *x, size_t hw, size_t p, size_t n) {
+DM_AVX512 static void nhwc3_avx512(float *y, const float *x, size_t hw,
+                                   size_t p, size_t n) {
   static const int32_t ab[3][16] = {
       {0, 16, 0, 1, 17, 0, 2, 18, 0, 3, 19, 0, 4, 20, 0, 5},
       {21, 0, 6, 22, 0, 7, 23, 0, 8, 24, 0, 9, 25, 0, 10, 26},
@@ -1009,8 +1006,8 @@ nhwc3_avx512(float *y, const float *x, size_t hw, size_t p, size_t n) {
 }
 
 /* y[p][c] = x[p][c] * s[c] for pixels [0, n). */
-__attribute__((target("avx512f"))) static void
-cscale_avx512(float *y, const float *x, const float *s, size_t c, size_t n) {
+DM_AVX512 static void cscale_avx512(float *y, const float *x, const float *s,
+                                    size_t c, size_t n) {
   size_t full = c & ~(size_t)15;
   __mmask16 m = (__mmask16)((1u << (c - full)) - 1u);
   for (size_t p = 0; p < n; p++, x += c, y += c) {
@@ -1027,9 +1024,8 @@ cscale_avx512(float *y, const float *x, const float *s, size_t c, size_t n) {
 
 /* y[k] = sum of x[p][c0 + k] over np pixels from x, k < 16 (masked by m),
  * c channels per pixel.  Four running sums, added as a tree. */
-__attribute__((target("avx512f"))) static void
-gap_avx512(float *y, const float *x, size_t c, size_t np, size_t c0,
-           __mmask16 m) {
+DM_AVX512 static void gap_avx512(float *y, const float *x, size_t c, size_t np,
+                                 size_t c0, __mmask16 m) {
   __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
   x += c0;
   size_t p = 0;
@@ -4680,7 +4676,7 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
 #if defined(__x86_64__)
   /* DERMAL_ONEDNN_SCALAR=1: the passes' portable code, for tests */
   const char *sc = getenv("DERMAL_ONEDNN_SCALAR");
-  e->avx512 = __builtin_cpu_supports("avx512f") && !(sc && sc[0] == '1');
+  e->avx512 = dm__simd_ok() && !(sc && sc[0] == '1');
 #endif
   const char *vb = getenv("DERMAL_ONEDNN_VERBOSE");
   e->verbose = vb && vb[0] && vb[0] != '0';

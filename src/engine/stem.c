@@ -84,8 +84,9 @@ size_t dm__stem_scratch(const dm_stem *s) {
 }
 
 #if defined(__x86_64__)
-#define AVX512 __attribute__((target("avx512f")))
-#define INLINE __attribute__((target("avx512f"), always_inline)) static inline
+#define AVX512 DM_AVX512
+#define INLINE                                                                 \
+  __attribute__((target("avx512f,avx512dq"), always_inline)) static inline
 
 /* Activations, specialised: none, one clamp (Relu, Clip: MobileNets), or
  * the list through act16v (Swish: EfficientNets).  Reading the list per
