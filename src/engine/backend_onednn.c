@@ -268,6 +268,7 @@ typedef struct oeng {
   bool wino;        /* conv: try Winograd (nChw16c) on eligible 3x3 convs */
   bool dw_pref;     /* depthwise convs: prefer dw_prefer's kernels */
   bool proj_pref;   /* int8_prefer's jit_int8_1x1 rule (DERMAL_ONEDNN_PROJ) */
+  bool band_fc;     /* GAP and FC passes may run in bands (_BAND_FC) */
   int amx;          /* int8 convs on AMX: 0 never, 1 always, 2 int8_prefer */
   bool bf16;        /* Conv/Gemm/MatMul in bf16 (see bf16_native) */
   int64_t wino_max; /* largest OC*IC for Winograd */
@@ -861,28 +862,25 @@ static void fc_rows_thread(void *arg) {
  * st->c (weights transposed at load): a 1x1 Conv over a 1x1 map, an SE
  * block's squeeze or excitation.  oneDNN's brgemm conv took 4-7 us for
  * each (EfficientNet-B0: 32 such convs, 0.23 ms per run on one thread;
- * this pass 0.16 ms, mostly reading their 2.5 MB of weights). */
-static void fc_run(const oeng *e, const ostep *st, float *y, const float *x) {
-  if (st->wraw) { /* row-major: on all threads from 256 K weights */
-    fc_job j = {e, st, y, x};
-    if (e->threads > 1 && st->n * st->c >= 262144)
-      GOMP_parallel(fc_rows_thread, &j, (unsigned)e->threads, 0);
-    else
-      fc_rows_part(e, st, y, x, 0, st->n);
+ * this pass 0.16 ms, mostly reading their 2.5 MB of weights).  fc_span
+ * computes outputs [o0, o1); fc_run all of them. */
+static void fc_span(const oeng *e, const ostep *st, float *y, const float *x,
+                    size_t o0, size_t o1) {
+  if (st->wraw) {
+    fc_rows_part(e, st, y, x, o0, o1);
     return;
   }
 #if defined(__x86_64__)
   if (e->avx512) {
-    for (size_t o = 0; o < st->n; o += 16)
-      fc16_avx512(
-          e, st, y, x, o,
-          (__mmask16)(st->n - o >= 16 ? 0xffffu : (1u << (st->n - o)) - 1u));
+    for (size_t o = o0; o < o1; o += 16)
+      fc16_avx512(e, st, y, x, o,
+                  (__mmask16)(o1 - o >= 16 ? 0xffffu : (1u << (o1 - o)) - 1u));
     return;
   }
 #endif
   const dm_node *n = &e->g->nodes[st->node];
   const dm_act swish = {DM_UNARY_SWISH, 0.f, 0.f};
-  for (size_t o = 0; o < st->n; o++) {
+  for (size_t o = o0; o < o1; o++) {
     float acc = st->bias ? st->bias[o] : 0.f;
     for (size_t i = 0; i < st->c; i++)
       acc += st->w[i * st->n + o] * x[i];
@@ -891,6 +889,16 @@ static void fc_run(const oeng *e, const ostep *st, float *y, const float *x) {
     if (st->fc_swish) acc = dm__ref_act(&swish, acc);
     y[o] = acc;
   }
+}
+
+static void fc_run(const oeng *e, const ostep *st, float *y, const float *x) {
+  if (st->wraw && e->threads > 1 && st->n * st->c >= 262144) {
+    /* row-major: on all threads from 256 K weights */
+    fc_job j = {e, st, y, x};
+    GOMP_parallel(fc_rows_thread, &j, (unsigned)e->threads, 0);
+    return;
+  }
+  fc_span(e, st, y, x, 0, st->n);
 }
 
 /* ------------------------------------------------- quantize, dequantize -- */
@@ -3830,6 +3838,24 @@ static bool band_pass(const oeng *e, const ostep *st, int b, oband *ob) {
     ob->n = (size_t)(hi - lo);
     return hi > lo;
   }
+  if (st->kind == ST_FC) { /* outputs, 8 at a time; a band may get none */
+    int64_t lo, hi, units = ((int64_t)st->n + 7) / 8;
+    if (!e->band_fc) return false;
+    band_range(units, b, e->n_bands, &lo, &hi);
+    size_t o0 = (size_t)lo * 8, o1 = (size_t)hi * 8;
+    if (o1 > st->n) o1 = st->n;
+    ob->lo = o0 < o1 ? o0 : 0;
+    ob->n = o0 < o1 ? o1 - o0 : 0;
+    return true;
+  }
+  if (st->kind == ST_GAP) { /* one image's pixels; a band may get none */
+    int64_t lo, hi;
+    if (st->n != 1 || !e->band_fc) return false;
+    band_range((int64_t)st->hw, b, e->n_bands, &lo, &hi);
+    ob->lo = (size_t)lo;
+    ob->n = (size_t)(hi - lo);
+    return true;
+  }
   bool pixels = st->kind == ST_CSCALE || st->kind == ST_NHWC;
   if (st->kind != ST_SWISH && st->kind != ST_QDQ && !pixels) return false;
   if (pixels && st->n != 1) return false;
@@ -3845,7 +3871,9 @@ static bool band_pass(const oeng *e, const ostep *st, int b, oband *ob) {
   } else {
     band_range(units, b, e->n_bands, &lo, &hi);
   }
-  if (hi <= lo || units < 1024) return false;
+  /* at least 1024 floats (a CSCALE of 28x28 or 7x7 pixels has that many:
+   * running it whole would end the run of banded steps) */
+  if (hi <= lo || units * (int64_t)(pixels ? st->c : 1) < 1024) return false;
   ob->lo = (size_t)lo;
   ob->n = (size_t)(hi - lo);
   return true;
@@ -4028,7 +4056,8 @@ static void plan_bands(oeng *e) {
   for (int i = 0; i < e->n_s; i++) {
     ostep *st = &e->s[i];
     if (st->kind == ST_PRIM || st->kind == ST_SWISH || st->kind == ST_QDQ ||
-        st->kind == ST_CSCALE || st->kind == ST_NHWC || st->kind == ST_STEM)
+        st->kind == ST_CSCALE || st->kind == ST_NHWC || st->kind == ST_STEM ||
+        st->kind == ST_GAP || st->kind == ST_FC)
       st->band = band_step(e, st, rs);
     else if (st->kind == ST_TILES)
       st->band = tile_bands(e, st);
@@ -4071,12 +4100,36 @@ static int acc_add(const oeng *e, bacc *a, int n, int t, int band, bool write,
   return n + 1;
 }
 
+/* A GAP's partial sums of band b (all bands: -1), as an access to space
+ * -2 (the session's gap_part). */
+static bacc gap_part_acc(const ostep *st, int b, int band, bool write) {
+  size_t row = st->c * sizeof(float);
+  return (bacc){-2, band, write, b < 0 ? 0 : (size_t)b * row,
+                b < 0 ? MAX_BANDS * row : (size_t)(b + 1) * row};
+}
+
 /* The accesses of every band of banded step st into a (room for
- * n_bands * (n_args + 3)); returns how many. */
-static int step_accesses(const oeng *e, const ostep *st, bacc *a) {
+ * n_bands * (n_args + 3)); returns how many.  A GAP's are those of its
+ * first half (late: of its second half, after its own barrier). */
+static int step_accesses(const oeng *e, const ostep *st, bacc *a, bool late) {
   int n = 0;
   for (int b = 0; b < e->n_bands; b++) {
     const oband *ob = &st->band[b];
+    if (st->kind == ST_GAP) {
+      const size_t px = st->c * sizeof(float);
+      if (late) { /* all partial sums, the band's share of the channels */
+        int64_t c0, c1;
+        band_range((int64_t)st->c, b, e->n_bands, &c0, &c1);
+        a[n++] = gap_part_acc(st, -1, b, false);
+        n = acc_add(e, a, n, st->dst, b, true, (size_t)c0 * sizeof(float),
+                    (size_t)c1 * sizeof(float));
+      } else { /* the band's pixels, its partial sums */
+        n = acc_add(e, a, n, st->src, b, false, ob->lo * px,
+                    (ob->lo + ob->n) * px);
+        a[n++] = gap_part_acc(st, b, b, true);
+      }
+      continue;
+    }
     if (st->kind == ST_TILES) { /* rows of the input, rows of the output */
       if (!ob->n) continue;
       const ostep *A = &e->s[st->xa];
@@ -4114,6 +4167,8 @@ static int step_accesses(const oeng *e, const ostep *st, bacc *a) {
     } else if (st->kind == ST_STEM) {
       xs = 0;     /* rows of the image around the band's: the whole input */
       ys = st->c; /* 8-bit */
+    } else if (st->kind == ST_FC) {
+      xs = 0; /* every output reads the whole input */
     }
     if (xs)
       n = acc_add(e, a, n, st->src, b, false, ob->lo * xs,
@@ -4154,7 +4209,7 @@ static bool plan_sync(oeng *e) {
       n_seen = 0; /* the parallel region ends */
       continue;
     }
-    int nc = step_accesses(e, st, cur);
+    int nc = step_accesses(e, st, cur, false);
     bool clash = n_seen + nc > room;
     for (int x = 0; x < nc && !clash; x++)
       for (int y = 0; y < n_seen && !clash; y++) {
@@ -4166,6 +4221,8 @@ static bool plan_sync(oeng *e) {
     if (clash) n_seen = 0;
     memcpy(seen + n_seen, cur, (size_t)nc * sizeof *cur);
     n_seen += nc;
+    if (st->kind == ST_GAP) /* its own barrier, then its second half */
+      n_seen = step_accesses(e, st, seen, true);
   }
   free(seen);
   free(cur);
@@ -4223,8 +4280,39 @@ static void band_exec(band_run *r, int i, int b) {
     }
     return;
   }
+  if (st->kind == ST_FC) { /* its share of the outputs */
+    if (ob->n)
+      fc_span(e, st, ss->ptr[st->dst], ss->ptr[st->src], ob->lo,
+              ob->lo + ob->n);
+    return;
+  }
   ew_job j = step_job(e, ss, st);
+  if (st->kind == ST_GAP) { /* first half: the band's partial sums */
+    float *part = j.part + (size_t)b * st->c;
+    if (ob->n)
+      gap_sums(&j, part, (const float *)j.x + ob->lo * st->c, ob->n);
+    else
+      memset(part, 0, st->c * sizeof *part);
+    return;
+  }
   ew_span(&j, ob->lo, ob->n, b);
+}
+
+/* Second half of a GAP in bands, after a barrier: band b's share of the
+ * channels, the bands' partial sums added up. */
+static void gap_reduce(const band_run *r, int i, int b) {
+  const oeng *e = r->e;
+  const ostep *st = &e->s[i];
+  const float *part = r->ss->gap_part;
+  float *y = r->ss->ptr[st->dst];
+  int64_t c0, c1;
+  band_range((int64_t)st->c, b, e->n_bands, &c0, &c1);
+  for (int64_t k = c0; k < c1; k++) {
+    float sum = 0;
+    for (int t = 0; t < e->n_bands; t++)
+      sum += part[(size_t)t * st->c + (size_t)k];
+    y[k] = sum / (float)st->hw;
+  }
 }
 
 static void band_part(void *arg) {
@@ -4236,6 +4324,11 @@ static void band_part(void *arg) {
     if (i > r->i0 && e->s[i].sync) GOMP_barrier();
     for (int b = t; b < e->n_bands; b += nt)
       band_exec(r, i, b);
+    if (e->s[i].kind == ST_GAP) {
+      GOMP_barrier();
+      for (int b = t; b < e->n_bands; b += nt)
+        gap_reduce(r, i, b);
+    }
     if (t == 0 && r->ss->prof) r->ss->prof[i] += now_ms() - t0;
   }
 }
@@ -4696,6 +4789,8 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     e->dw_pref = !(dw && !strcmp(dw, "onednn"));
     const char *pj = getenv("DERMAL_ONEDNN_PROJ");
     e->proj_pref = !(pj && pj[0] == '0');
+    const char *bf = getenv("DERMAL_ONEDNN_BAND_FC");
+    e->band_fc = !(bf && bf[0] == '0');
     const char *sm = getenv("DERMAL_ONEDNN_STEM");
     e->stem = e->avx512 && !(sm && sm[0] == '0');
     const char *tl = getenv("DERMAL_ONEDNN_TILES");

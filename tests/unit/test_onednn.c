@@ -580,6 +580,40 @@ static void case_se_swish(void) {
   check_case("SE + swish", &g, 13, xd, 4, NULL, NULL);
 }
 
+static void case_se_bands(void) {
+  /* with 2 or 3 threads, SE blocks run inside the bands: a GAP's partial
+   * sums per band, then each band's share of the channels; each FC's
+   * share of its outputs (8 at a time: the 5-output squeeze leaves bands
+   * with none); the channel scale on the band's pixels.  Two SE blocks in
+   * a row share the partial sums' buffer; the last GAP averages 2 pixels,
+   * fewer than 3 bands. */
+  pb g = {0};
+  conv(&g, "c", "x", "a", 40, 40, 1, 3, 1, 1, true);
+  unary(&g, "Relu", "a", "a1");
+  char in[16] = "a1", nm[6][16];
+  for (int k = 0; k < 2; k++) {
+    snprintf(nm[0], 16, "g%d", k);
+    snprintf(nm[1], 16, "s%d", k);
+    snprintf(nm[2], 16, "s%dr", k);
+    snprintf(nm[3], 16, "e%d", k);
+    snprintf(nm[4], 16, "e%ds", k);
+    snprintf(nm[5], 16, "m%d", k);
+    unary(&g, "GlobalAveragePool", in, nm[0]);
+    conv(&g, nm[1], nm[0], nm[1], 40, 5, 1, 1, 1, 0, true);
+    unary(&g, "Relu", nm[1], nm[2]);
+    conv(&g, nm[3], nm[2], nm[3], 5, 40, 1, 1, 1, 0, true);
+    unary(&g, "Sigmoid", nm[3], nm[4]);
+    binary(&g, "Mul", in, nm[4], nm[5]);
+    memcpy(in, nm[5], sizeof in);
+  }
+  conv(&g, "p", in, "p1", 40, 24, 1, 3, 8, 1, true); /* 9x7 -> 2x1 */
+  unary(&g, "GlobalAveragePool", "p1", "gp");
+  conv(&g, "f", "gp", "y", 24, 19, 1, 1, 1, 0, true);
+  output(&g, "y");
+  int64_t xd[4] = {1, 40, 9, 7};
+  check_case("SE in bands", &g, 13, xd, 4, NULL, NULL);
+}
+
 static void case_se_fc(void) {
   /* 1x1 convs over a 1x1 map run as our own pass (fc_run): channel counts
    * off the 16-lane blocks (37, 10, 300), no bias, Relu, HardSigmoid (one
@@ -1188,6 +1222,7 @@ int main(void) {
   case_mobile_block();
   case_bands();
   case_se_fc();
+  case_se_bands();
   case_dw_fusion();
   case_tiles();
   case_se_swish();
