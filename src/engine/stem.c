@@ -225,7 +225,8 @@ typedef struct dw_k { /* the output side's constants */
  * product lies within a few ulp of a half-integer, and such vectors (a
  * few per image) are divided. */
 INLINE void put16(const dw_k *k, void *y, int ox, int k0, __m512 v, int mode) {
-  const int near = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  /* an integer constant expression: clang requires one for the rounding */
+  enum { near = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC };
   __mmask16 m = k0 ? k->m1 : k->m0;
   size_t at = (size_t)ox * k->c + (size_t)k0;
   v = acts(mode, &k->act, v);
