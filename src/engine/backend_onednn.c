@@ -1087,6 +1087,18 @@ static void gap_sums(const ew_job *j, float *y, const float *x, size_t np) {
       y[k] += x[p * j->c + k];
 }
 
+/* y[k] for channels [k0, k1): the mean over hw pixels of n rows of
+ * partial sums (c floats each, one per thread or band). */
+static void gap_means(float *y, const float *part, size_t c, size_t n,
+                      size_t hw, size_t k0, size_t k1) {
+  for (size_t k = k0; k < k1; k++) {
+    float sum = 0;
+    for (size_t t = 0; t < n; t++)
+      sum += part[t * c + k];
+    y[k] = sum / (float)hw;
+  }
+}
+
 /* SWISH and QDQ count elements; the other passes images of hw pixels. */
 static bool ew_by_element(const ew_job *j) {
   return j->kind == ST_SWISH || j->kind == ST_QDQ;
@@ -1187,15 +1199,8 @@ static void ew_run(const ew_job *j, int threads) {
   if (j->kind == ST_GAP) /* zeros stand for threads without pixels */
     memset(j->part, 0, (size_t)threads * j->c * sizeof *j->part);
   GOMP_parallel(ew_part, (void *)j, (unsigned)threads, 0);
-  if (j->kind == ST_GAP) {
-    float *y = j->y;
-    for (size_t k = 0; k < j->c; k++) {
-      float sum = 0;
-      for (int t = 0; t < threads; t++)
-        sum += j->part[(size_t)t * j->c + k];
-      y[k] = sum / (float)j->hw;
-    }
-  }
+  if (j->kind == ST_GAP)
+    gap_means(j->y, j->part, j->c, (size_t)threads, j->hw, 0, j->c);
 }
 
 /* ---------------------------------------------------- buffers, tensors -- */
@@ -4303,16 +4308,10 @@ static void band_exec(band_run *r, int i, int b) {
 static void gap_reduce(const band_run *r, int i, int b) {
   const oeng *e = r->e;
   const ostep *st = &e->s[i];
-  const float *part = r->ss->gap_part;
-  float *y = r->ss->ptr[st->dst];
   int64_t c0, c1;
   band_range((int64_t)st->c, b, e->n_bands, &c0, &c1);
-  for (int64_t k = c0; k < c1; k++) {
-    float sum = 0;
-    for (int t = 0; t < e->n_bands; t++)
-      sum += part[(size_t)t * st->c + (size_t)k];
-    y[k] = sum / (float)st->hw;
-  }
+  gap_means(r->ss->ptr[st->dst], r->ss->gap_part, st->c, (size_t)e->n_bands,
+            st->hw, (size_t)c0, (size_t)c1);
 }
 
 static void band_part(void *arg) {

@@ -13,7 +13,8 @@
 /* The ISA every AVX-512 function of the engine is compiled for: AVX-512F
  * and DQ (VREDUCEPS), which every AVX-512 Xeon has; callers check
  * dm__simd_ok() first. */
-#define DM_AVX512 __attribute__((target("avx512f,avx512dq")))
+#define DM_AVX512_ISA "avx512f,avx512dq"
+#define DM_AVX512 __attribute__((target(DM_AVX512_ISA)))
 
 static inline bool dm__simd_ok(void) {
   return __builtin_cpu_supports("avx512f") &&

@@ -86,7 +86,7 @@ size_t dm__stem_scratch(const dm_stem *s) {
 #if defined(__x86_64__)
 #define AVX512 DM_AVX512
 #define INLINE                                                                 \
-  __attribute__((target("avx512f,avx512dq"), always_inline)) static inline
+  __attribute__((target(DM_AVX512_ISA), always_inline)) static inline
 
 /* Activations, specialised: none, one clamp (Relu, Clip: MobileNets), or
  * the list through act16v (Swish: EfficientNets).  Reading the list per
