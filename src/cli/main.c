@@ -48,7 +48,8 @@ static int need_value(int i, int argc, const char *flag) {
 
 /* Parses argv into o.  `allowed` is a space-separated list of flags the
  * subcommand accepts.  Returns 0, or 2 on a usage error (message printed). */
-static int parse_opts(int argc, char **argv, const char *allowed, opts *o) {
+static int parse_opts(const char *cmd, int argc, char **argv,
+                      const char *allowed, opts *o) {
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -56,11 +57,7 @@ static int parse_opts(int argc, char **argv, const char *allowed, opts *o) {
       continue;
     }
     if (a[0] != '-') {
-      if (o->model) {
-        fprintf(stderr, "dermal: unexpected argument '%s'\n", a);
-        return 2;
-      }
-      o->model = a;
+      if (dm_cli_set_model(cmd, &o->model, a)) return 2;
       continue;
     }
     char key[64];
@@ -82,7 +79,7 @@ static int parse_opts(int argc, char **argv, const char *allowed, opts *o) {
     if (need_value(i, argc, a)) return 2;
     const char *v = argv[++i];
     if (!strcmp(a, "--model")) {
-      o->model = v;
+      if (dm_cli_set_model(cmd, &o->model, v)) return 2;
     } else if (!strcmp(a, "--input")) {
       o->input = v;
     } else if (!strcmp(a, "--output")) {
@@ -166,7 +163,7 @@ static const char run_help[] =
 static int cmd_run(int argc, char **argv) {
   opts o = {0};
   o.cam_class = -1;
-  int st = parse_opts(argc, argv,
+  int st = parse_opts("run", argc, argv,
                       "--model --input --output --output-index --backend "
                       "--threads --precision --cam --cam-target --cam-class "
                       "--cam-method",
@@ -273,7 +270,14 @@ static bool op_supported(const char *op) {
   return false;
 }
 
+/* A shape as declared: [1x3x224x224] (JSON [1,3,224,224]), a symbolic
+ * dimension ? (null); no shape in the file at all: ? (null), unlike a
+ * scalar's [] */
 static void print_dims(FILE *f, const dm_onnx_value_info *v, bool json) {
+  if (v->ndim < 0) {
+    fputs(json ? "null" : "?", f);
+    return;
+  }
   fputc('[', f);
   for (int d = 0; d < v->ndim; d++) {
     if (d) fputs(json ? "," : "x", f);
@@ -293,7 +297,7 @@ typedef struct hist {
 
 static int cmd_inspect(int argc, char **argv) {
   opts o = {0};
-  int st = parse_opts(argc, argv, "--model --json --precision", &o);
+  int st = parse_opts("inspect", argc, argv, "--model --json --precision", &o);
   if (st || o.help) {
     fputs(inspect_help, st ? stderr : stdout);
     return st;
@@ -400,46 +404,63 @@ static int cmd_inspect(int argc, char **argv) {
     fprintf(f, "],\"precision\":\"%s\",\"bf16_native\":%s}\n", prec,
             bf16_native ? "true" : "false");
   } else {
-    fprintf(f, "model      %s\n", o.model);
-    fprintf(f,
-            "format     ONNX IR %lld, opset %lld, producer %s %s, %zu bytes\n",
-            (long long)m->ir_version, (long long)m->opset, m->producer_name,
-            m->producer_version, m->file_bytes);
+    /* strings from the file through dm_cli_text_str: they may hold
+     * control characters (a terminal escape, a newline) */
+    fputs("model      ", f);
+    dm_cli_text_str(f, o.model);
+    fprintf(f, "\nformat     ONNX IR %lld, opset %lld, producer ",
+            (long long)m->ir_version, (long long)m->opset);
+    dm_cli_text_str(f, m->producer_name);
+    fputc(' ', f);
+    dm_cli_text_str(f, m->producer_version);
+    fprintf(f, ", %zu bytes\n", m->file_bytes);
     for (size_t i = 0; i < g->n_inputs; i++) {
       bool init = false;
       for (size_t k = 0; k < g->n_initializers && !init; k++)
         init = !strcmp(g->initializers[k].name, g->inputs[i].name);
       if (init) continue;
-      fprintf(f, "input      %s %s ", g->inputs[i].name,
-              dm_onnx_dtype_name(g->inputs[i].dtype));
+      fputs("input      ", f);
+      dm_cli_text_str(f, g->inputs[i].name);
+      fprintf(f, " %s ", dm_onnx_dtype_name(g->inputs[i].dtype));
       print_dims(f, &g->inputs[i], false);
       fputc('\n', f);
     }
     for (size_t i = 0; i < g->n_outputs; i++) {
-      fprintf(f, "output     %s %s ", g->outputs[i].name,
-              dm_onnx_dtype_name(g->outputs[i].dtype));
+      fputs("output     ", f);
+      dm_cli_text_str(f, g->outputs[i].name);
+      fprintf(f, " %s ", dm_onnx_dtype_name(g->outputs[i].dtype));
       print_dims(f, &g->outputs[i], false);
       fputc('\n', f);
     }
     fprintf(f, "parameters %lld (%.1f MB)\n", (long long)params,
             (double)bytes / 1e6);
-    if (cam_rc)
-      fprintf(f, "gradcam    unavailable: %s\n", ceb.msg);
-    else
-      fprintf(f, "gradcam    %s (%s)\n", cam,
+    fputs("gradcam    ", f);
+    if (cam_rc) fputs("unavailable: ", f);
+    dm_cli_text_str(f, cam_rc ? ceb.msg : cam);
+    if (!cam_rc)
+      fprintf(f, " (%s)",
               meta_target ? "from metadata" : "chosen automatically");
+    fputc('\n', f);
     fprintf(f, "precision  %s (bf16 %s on this CPU)\n", prec,
             bf16_native ? "native" : "not native");
     fprintf(f, "nodes      %zu\n", g->n_nodes);
-    for (size_t k = 0; k < nh; k++)
-      fprintf(f, "  %-24s %d%s\n", h[k].op, h[k].count,
+    for (size_t k = 0; k < nh; k++) {
+      fputs("  ", f);
+      dm_cli_text_str(f, h[k].op);
+      size_t w = strlen(h[k].op);
+      fprintf(f, "%*s %d%s\n", w < 24 ? (int)(24 - w) : 0, "", h[k].count,
               (h[k].domain[0] && strcmp(h[k].domain, "ai.onnx")) ||
                       !op_supported(h[k].op)
                   ? "   UNSUPPORTED"
                   : "");
-    for (size_t i = 0; i < m->n_metadata; i++)
-      fprintf(f, "meta       %s = %s\n", m->metadata[i].key,
-              m->metadata[i].value);
+    }
+    for (size_t i = 0; i < m->n_metadata; i++) {
+      fputs("meta       ", f);
+      dm_cli_text_str(f, m->metadata[i].key);
+      fputs(" = ", f);
+      dm_cli_text_str(f, m->metadata[i].value);
+      fputc('\n', f);
+    }
   }
   free(h);
   dm_onnx_free(m);
@@ -451,8 +472,8 @@ static int cmd_inspect(int argc, char **argv) {
 static const char bench_help[] =
     "usage: dermal bench MODEL [--threads N] [--iters N] [--warmup N]\n"
     "                          [--backend ref|onednn] [--precision "
-    "fp32|bf16|auto] "
-    "[--json]\n"
+    "fp32|bf16|auto]\n"
+    "                          [--json] [--gradcam]\n"
     "  Loads the model, runs it on deterministic random input and prints the\n"
     "  load time, first-run time, p50/p90/p99 latency and peak RSS.\n"
     "  Defaults: backend onednn, precision fp32, threads 1, iters 100,\n"
@@ -589,7 +610,7 @@ static int cmd_bench(int argc, char **argv) {
   opts o = {0};
   o.iters = 100;
   o.warmup = 10;
-  int st = parse_opts(argc, argv,
+  int st = parse_opts("bench", argc, argv,
                       "--model --threads --iters --warmup --backend "
                       "--precision --json --gradcam",
                       &o);
@@ -599,6 +620,11 @@ static int cmd_bench(int argc, char **argv) {
   }
   if ((st = need_model(&o, "bench"))) return st;
   if (o.eng.threads <= 0) o.eng.threads = 1;
+  if (o.eng.backend == DM_BACKEND_REF && o.eng.threads > 1) {
+    /* the oracle is plain sequential C: report what runs */
+    fprintf(stderr, "dermal bench: the ref backend runs on one thread\n");
+    o.eng.threads = 1;
+  }
   if (o.gradcam) return bench_gradcam(&o);
   dm_errbuf eb = {{0}};
   dm_onnx_model *m = NULL;
@@ -704,8 +730,15 @@ out:
 /* ---------- version, help, dispatch ---------- */
 
 static int cmd_version(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      puts("usage: dermal version\n  Prints dermal's version (no model is "
+           "opened).");
+      return 0;
+    }
+    fprintf(stderr, "dermal version: unexpected argument '%s'\n", argv[i]);
+    return 2;
+  }
   printf("dermal %s (model not opened)\n", DERMAL_VERSION);
   return 0;
 }
@@ -750,6 +783,13 @@ static const cmd cmds[] = {
 /* clang-format on */
 
 int main(int argc, char **argv) {
+  if (argc >= 3 && !strcmp(argv[1], "help")) { /* dermal help COMMAND */
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+      if (!strcmp(argv[2], cmds[i].name))
+        return cmds[i].fn(1, (char *[]){"--help", NULL});
+    fprintf(stderr, "dermal: unknown command '%s'\n\n%s", argv[2], main_help);
+    return 2;
+  }
   if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
       !strcmp(argv[1], "-h")) {
     fputs(main_help, argc < 2 ? stderr : stdout);

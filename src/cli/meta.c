@@ -7,6 +7,7 @@
  * opened as a classifier (dm_model_open) to prove the metadata is
  * consistent (label count, input size, ...); on failure it is removed. */
 #include "meta.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,9 +55,9 @@ int dm_cli_meta(int argc, char **argv) {
     } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && has) {
       out = argv[++i];
     } else if (!strcmp(a, "--model") && has) {
-      model = argv[++i];
-    } else if (a[0] != '-' && !model) {
-      model = a;
+      if (dm_cli_set_model("meta", &model, argv[++i])) goto done;
+    } else if (a[0] != '-') {
+      if (dm_cli_set_model("meta", &model, a)) goto done;
     } else {
       fprintf(stderr, "dermal meta: unknown option '%s'\n%s", a, meta_help);
       goto done;
@@ -78,8 +79,12 @@ int dm_cli_meta(int argc, char **argv) {
     goto done;
   }
   if (!n_set && !n_unset) {
-    for (size_t i = 0; i < m->n_metadata; i++)
-      printf("%s=%s\n", m->metadata[i].key, m->metadata[i].value);
+    for (size_t i = 0; i < m->n_metadata; i++) {
+      dm_cli_text_str(stdout, m->metadata[i].key);
+      putchar('=');
+      dm_cli_text_str(stdout, m->metadata[i].value);
+      putchar('\n');
+    }
     ret = 0;
     goto done;
   }

@@ -35,8 +35,16 @@ static dm_err parse_header(const char *h, dm_tensor *t, const char *path,
         d[1 + n] == '\'')
       t->dtype = npy_types[i].dtype;
   }
-  if (!t->dtype)
-    return dm_errf(eb, DM_UNSUPPORTED, "%s: unsupported dtype %.8s", path, d);
+  if (!t->dtype) {
+    int n = 0; /* the quoted descr, e.g. '>f4' (big-endian) */
+    if (d[0] == '\'')
+      while (n < 16 && d[1 + n] && d[1 + n] != '\'')
+        n++;
+    return dm_errf(eb, DM_UNSUPPORTED,
+                   "%s: unsupported dtype '%.*s' (little-endian float32, "
+                   "float64, integer or bool .npy files are read)",
+                   path, n, d + 1);
+  }
   f += 16;
   while (*f == ' ')
     f++;

@@ -102,7 +102,7 @@ int dm_cli_predict(int argc, char **argv) {
     } else if (!strcmp(a, "--json")) {
       json = true;
     } else if (!strcmp(a, "--model") && has) {
-      model = argv[++i];
+      if (dm_cli_set_model("predict", &model, argv[++i])) goto usage;
     } else if (!strcmp(a, "--top") && has) {
       if (dm_cli_parse_int(a, argv[++i], 1, DM_MAX_CLASSES, &top)) goto usage;
     } else if (!strcmp(a, "--threads") && has) {
@@ -142,8 +142,8 @@ int dm_cli_predict(int argc, char **argv) {
     } else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "dermal: unknown option '%s' (or missing value)\n", a);
       goto usage;
-    } else if (!model && n_images == 0 && is_model_path(a)) {
-      model = a;
+    } else if (n_images == 0 && is_model_path(a)) {
+      if (dm_cli_set_model("predict", &model, a)) goto usage;
     } else {
       images[n_images++] = a;
     }
@@ -536,7 +536,7 @@ int dm_cli_eval(int argc, char **argv) {
     } else if (!strcmp(a, "--json")) {
       json = true;
     } else if (!strcmp(a, "--model") && has) {
-      model = argv[++i];
+      if (dm_cli_set_model("eval", &model, argv[++i])) return 2;
     } else if (!strcmp(a, "--compare") && has) {
       compare = argv[++i];
     } else if (!strcmp(a, "--precision") && has) {
@@ -560,8 +560,8 @@ int dm_cli_eval(int argc, char **argv) {
         fprintf(stderr, "dermal: --backend is ref or onednn\n");
         return 2;
       }
-    } else if (a[0] != '-' && !model) {
-      model = a;
+    } else if (a[0] != '-') {
+      if (dm_cli_set_model("eval", &model, a)) return 2;
     } else {
       fprintf(stderr, "dermal: unknown option '%s' (or missing value)\n%s", a,
               eval_help);

@@ -1396,7 +1396,7 @@ int dm_cli_quantize(int argc, char **argv) {
       fputs(help, stdout);
       return 0;
     } else if (!strcmp(a, "--model") && has) {
-      model = argv[++i];
+      if (dm_cli_set_model("quantize", &model, argv[++i])) goto usage;
     } else if (!strcmp(a, "--calib") && has) {
       calib = argv[++i];
     } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && has) {
@@ -1462,8 +1462,8 @@ int dm_cli_quantize(int argc, char **argv) {
       c.bias_corr = false;
     } else if (!strcmp(a, "--no-verify")) {
       verify = false;
-    } else if (a[0] != '-' && !model) {
-      model = a;
+    } else if (a[0] != '-') {
+      if (dm_cli_set_model("quantize", &model, a)) goto usage;
     } else {
       fprintf(stderr, "dermal quantize: unexpected argument '%s'\n", a);
       goto usage;

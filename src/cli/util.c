@@ -73,6 +73,18 @@ int dm_cli_parse_long(const char *flag, const char *s, long lo, long hi,
   return 0;
 }
 
+int dm_cli_set_model(const char *cmd, const char **slot, const char *path) {
+  if (*slot) {
+    fprintf(stderr,
+            "dermal %s: two models given ('%s' and '%s'); give one, as "
+            "--model M or as the first argument\n",
+            cmd, *slot, path);
+    return 2;
+  }
+  *slot = path;
+  return 0;
+}
+
 int dm_cli_parse_precision(const char *flag, const char *s, dm_precision *out) {
   if (!strcmp(s, "fp32"))
     *out = DM_PRECISION_FP32;
@@ -96,17 +108,48 @@ int dm_cli_parse_int(const char *flag, const char *s, long lo, long hi,
   return 0;
 }
 
+/* Bytes of the well-formed UTF-8 sequence at p (1-4), or 0: a stray or
+ * truncated continuation, an overlong form, a surrogate, or a code point
+ * past U+10FFFF.  Strings in an ONNX file are whatever its writer put
+ * there (proto2 does not check them). */
+static size_t utf8_seq(const unsigned char *p) {
+  if (p[0] < 0x80) return 1;
+  size_t n = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+  if (!n || p[0] > 0xf4) return 0;
+  for (size_t i = 1; i < n; i++)
+    if ((p[i] & 0xc0) != 0x80) return 0; /* also stops at the NUL */
+  if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0) ||
+      (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))
+    return 0;
+  return n;
+}
+
 void dm_cli_json_str(FILE *f, const char *s) {
   fputc('"', f);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    size_t n = utf8_seq(p);
     if (*p == '"' || *p == '\\')
       fprintf(f, "\\%c", *p);
-    else if (*p < 0x20)
+    else if (*p < 0x20 || *p == 0x7f)
       fprintf(f, "\\u%04x", *p);
+    else if (!n)
+      fputs("\\ufffd", f);
     else
-      fputc(*p, f);
+      fwrite(p, 1, n, f);
+    p += n ? n : 1;
   }
   fputc('"', f);
+}
+
+void dm_cli_text_str(FILE *f, const char *s) {
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    size_t n = utf8_seq(p);
+    if (!n || *p < 0x20 || *p == 0x7f)
+      fprintf(f, "\\x%02x", *p);
+    else
+      fwrite(p, 1, n, f);
+    p += n ? n : 1;
+  }
 }
 
 const char *dm_cli_default_model(void) {

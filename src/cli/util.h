@@ -20,8 +20,16 @@ int dm_cli_parse_int(const char *flag, const char *s, long lo, long hi,
 int dm_cli_parse_precision(const char *flag, const char *s, dm_precision *out);
 int dm_cli_parse_long(const char *flag, const char *s, long lo, long hi,
                       long *out);
-/* Writes s as a JSON string literal. */
+/* Records the model a command was given (`--model M` or positional) in
+ * *slot; a second one, even the same path, is a usage error: prints
+ * "dermal CMD: two models given ..." and returns 2, else 0. */
+int dm_cli_set_model(const char *cmd, const char **slot, const char *path);
+/* Writes s as a JSON string literal: control characters escaped, bytes
+ * that are not well-formed UTF-8 as U+FFFD, so the output always parses. */
 void dm_cli_json_str(FILE *f, const char *s);
+/* Writes s for a terminal or a line-based reader: control characters and
+ * bytes that are not well-formed UTF-8 as \xHH. */
+void dm_cli_text_str(FILE *f, const char *s);
 /* The default model: $MODEL_PATH, else models/dermal-ham10000.onnx in the
  * current directory, else next to the binary (../models/ from build/). */
 const char *dm_cli_default_model(void);

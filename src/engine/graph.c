@@ -208,6 +208,7 @@ typedef struct builder {
   int n_out;            /* outputs of cur, trailing unnamed ones cut */
   const char *bad_attr; /* an attribute read with the wrong type */
   bool legacy_axis;     /* opset < 7 broadcast axis already handled */
+  size_t fold_left;     /* bytes constant folding may still create */
 } builder;
 
 static uint64_t hash_str(const char *s) {
@@ -311,7 +312,9 @@ static dm_err set_const(builder *b, int v, const void *data, bool may_borrow) {
     return DM_OK;
   }
   x->owned = dm__graph_alloc(b->g, x->nbytes ? x->nbytes : 1);
-  if (!x->owned) return dm_errf(b->eb, DM_NOMEM, "out of memory");
+  if (!x->owned)
+    return dm_errf(b->eb, DM_NOMEM, "out of memory for %zu bytes of '%s'",
+                   x->nbytes, x->name ? x->name : "?");
   if (data && x->nbytes) memcpy(x->owned, data, x->nbytes);
   x->data = x->owned;
   return DM_OK;
@@ -380,8 +383,50 @@ static const dm_onnx_attr *attr_ints(const builder *b, const char *name) {
   return attr(b, name, DM_ONNX_ATTR_INTS);
 }
 
+/* Attributes that exist only in some opsets of their op: before `from`
+ * or from `until` on, the spec has no such attribute (it became an input,
+ * or did not exist yet), so a file that sets one anyway is inconsistent
+ * and its author meant something the engine would not do.  The op lists
+ * of check_attrs name every attribute of every opset they read. */
+typedef struct attr_span {
+  const char *op, *attr;
+  int from, until; /* valid in [from, until); until 0: still valid */
+} attr_span;
+
+static const attr_span k_spans[] = {
+    {"Clip", "min", 1, 11},
+    {"Clip", "max", 1, 11},
+    {"Pad", "pads", 1, 11},
+    {"Pad", "value", 1, 11},
+    {"Squeeze", "axes", 1, 13},
+    {"Unsqueeze", "axes", 1, 13},
+    {"Split", "split", 1, 13},
+    {"Split", "num_outputs", 18, 0},
+    {"ReduceMean", "axes", 1, 18},
+    {"ReduceMean", "noop_with_empty_axes", 18, 0},
+    {"ReduceSum", "axes", 1, 13},
+    {"ReduceSum", "noop_with_empty_axes", 13, 0},
+    {"ReduceMax", "axes", 1, 18},
+    {"ReduceMax", "noop_with_empty_axes", 18, 0},
+    {"ReduceMin", "axes", 1, 18},
+    {"ReduceMin", "noop_with_empty_axes", 18, 0},
+    {"AveragePool", "ceil_mode", 10, 0},
+    {"AveragePool", "count_include_pad", 7, 0},
+    {"AveragePool", "dilations", 19, 0},
+    {"MaxPool", "ceil_mode", 10, 0},
+    {"MaxPool", "dilations", 10, 0},
+    {"MaxPool", "storage_order", 8, 0},
+    {"Slice", "starts", 1, 10},
+    {"Slice", "ends", 1, 10},
+    {"Slice", "axes", 1, 10},
+    {"Reshape", "allowzero", 14, 0},
+    {"Dropout", "ratio", 1, 12},
+    {"Dropout", "seed", 12, 0},
+};
+
 /* Refuses attributes the op does not know (a misspelt or newer attribute
- * could change semantics) and attributes of the wrong type. */
+ * could change semantics), attributes its opset does not have (k_spans),
+ * and attributes of the wrong type. */
 static dm_err check_attrs(builder *b, const char *const *known) {
   for (size_t i = 0; i < b->cur->n_attrs; i++) {
     const dm_onnx_attr *a = &b->cur->attrs[i];
@@ -397,6 +442,23 @@ static dm_err check_attrs(builder *b, const char *const *known) {
     if (!ok)
       return NODE_ERR(b, DM_UNSUPPORTED, "attribute '%s' is not supported",
                       a->name);
+    int64_t op = b->g->opset;
+    for (size_t k = 0; k < sizeof k_spans / sizeof *k_spans; k++) {
+      const attr_span *sp = &k_spans[k];
+      if (strcmp(sp->op, b->cur->op_type) || strcmp(sp->attr, a->name) ||
+          (op >= sp->from && (!sp->until || op < sp->until)))
+        continue;
+      if (sp->until)
+        return NODE_ERR(b, DM_FORMAT,
+                        "attribute '%s' does not exist at opset %lld "
+                        "(%s has it in opsets %d-%d)",
+                        a->name, (long long)op, sp->op, sp->from,
+                        sp->until - 1);
+      return NODE_ERR(b, DM_FORMAT,
+                      "attribute '%s' does not exist at opset %lld "
+                      "(%s has it from opset %d)",
+                      a->name, (long long)op, sp->op, sp->from);
+    }
   }
   return DM_OK;
 }
@@ -1217,9 +1279,12 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
     static const char *const k[] = {"alpha", "beta", "transA", "transB", NULL};
     if ((rc = check_attrs(b, k)) || (rc = need_inputs(b, n, 2, 3))) return rc;
     const dm_value *w = V(b, n->in[1]);
-    if (!is_float(x->dtype) || !is_float(w->dtype) || x->rank != 2 ||
-        w->rank != 2)
-      return bad_dtype(b, x);
+    if (!is_float(x->dtype) || !is_float(w->dtype))
+      return bad_dtype(b, is_float(x->dtype) ? w : x);
+    if (x->rank != 2 || w->rank != 2)
+      return NODE_ERR(b, DM_FORMAT,
+                      "inputs must be 2-D matrices (rank %d and %d)", x->rank,
+                      w->rank);
     n->p.gemm.alpha = attr_f(b, "alpha", 1.f);
     n->p.gemm.beta = attr_f(b, "beta", 1.f);
     n->p.gemm.trans_a = attr_i(b, "transA", 0) != 0;
@@ -1588,7 +1653,20 @@ static dm_err emit(builder *b, dm_op op, int sub, const int *ins, int n_in,
     if (outs) outs[i] = v;
   }
   if (all_const) {
-    /* fold now: run the reference kernel into owned buffers */
+    /* fold now: run the reference kernel into owned buffers, within a
+     * budget (dm__graph_build): a few bytes of ConstantOfShape or Expand
+     * could otherwise ask for gigabytes */
+    size_t need = 0;
+    for (int i = 0; i < n_out; i++)
+      need += V(b, n.out[i])->nbytes;
+    if (need > b->fold_left) {
+      rc = NODE_ERR(b, DM_UNSUPPORTED,
+                    "folding this constant node would need %.1f MB, more "
+                    "than the %.1f MB left for constants made at load",
+                    (double)need / 1e6, (double)b->fold_left / 1e6);
+      goto out;
+    }
+    b->fold_left -= need;
     const void **ip = calloc((size_t)n.n_in + 1, sizeof *ip);
     void **op_ = calloc((size_t)n_out, sizeof *op_);
     if (!ip || !op_) {
@@ -2473,6 +2551,37 @@ out:
 
 /* ---------- entry point ---------- */
 
+/* A graph output's declared type and shape (where the file gives them)
+ * must be what the graph computes: a file that says int64 [1, 1000] for
+ * a float32 [1, 7] output is inconsistent, and a caller that trusts the
+ * declaration (inspect prints it) would be misled. */
+static dm_err check_declared(const dm_value *x, const dm_onnx_value_info *vi,
+                             dm_errbuf *eb) {
+  if (vi->dtype && vi->dtype != x->dtype)
+    return dm_errf(eb, DM_FORMAT,
+                   "graph output '%s' is declared %s but the graph computes %s",
+                   vi->name, dm_onnx_dtype_name(vi->dtype),
+                   dm_onnx_dtype_name(x->dtype));
+  if (vi->ndim < 0) return DM_OK;
+  bool same = vi->ndim == x->rank;
+  for (int d = 0; same && d < x->rank; d++)
+    same = vi->dims[d] < 0 || vi->dims[d] == x->dims[d];
+  if (same) return DM_OK;
+  char want[160], got[160];
+  size_t a = 0, c = 0;
+  want[0] = got[0] = 0;
+  for (int d = 0; d < vi->ndim && a < sizeof want - 24; d++)
+    a += (size_t)snprintf(want + a, sizeof want - a, d ? "x%lld" : "%lld",
+                          (long long)vi->dims[d]);
+  for (int d = 0; d < x->rank && c < sizeof got - 24; d++)
+    c += (size_t)snprintf(got + c, sizeof got - c, d ? "x%lld" : "%lld",
+                          (long long)x->dims[d]);
+  return dm_errf(eb, DM_FORMAT,
+                 "graph output '%s' is declared with shape [%s] but the graph "
+                 "computes [%s]",
+                 vi->name, want, got);
+}
+
 dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
                        dm_graph **out, dm_errbuf *eb) {
   dm_err rc = DM_NOMEM;
@@ -2483,6 +2592,11 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
   if (!g) return dm_errf(eb, DM_NOMEM, "out of memory");
   b.g = g;
   b.eb = eb;
+  /* constants made at load (folded nodes, dequantized weights: 4 bytes
+   * per int8 weight) may reach 8x the file plus 64 MB */
+  b.fold_left = m->file_bytes > (SIZE_MAX - ((size_t)64 << 20)) / 8
+                    ? SIZE_MAX
+                    : 8 * m->file_bytes + ((size_t)64 << 20);
   g->model = m;
   g->opset = m->opset;
   if (m->opset < 1 || m->opset > 18) {
@@ -2589,6 +2703,7 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
                    og->outputs[i].name);
       goto fail;
     }
+    if ((rc = check_declared(&g->values[v], &og->outputs[i], eb))) goto fail;
     g->values[v].is_output = true;
     g->outputs[g->n_outputs++] = v;
   }

@@ -826,11 +826,13 @@ static dm_err parse_ext_entry(pctx *c, const uint8_t *p, size_t n, extinfo *x) {
     x->has_loc = true;
   } else if (bytes_eq(kf.data, kf.len, "offset")) {
     if (!parse_dec(vf.data, vf.len, &x->off))
-      return perr(c, DM_FORMAT, "offset '%.*s' is not a decimal number",
+      return perr(c, DM_FORMAT,
+                  "offset '%.*s' is not a decimal number below 2^64",
                   (int)(vf.len > 32 ? 32 : vf.len), (const char *)vf.data);
   } else if (bytes_eq(kf.data, kf.len, "length")) {
     if (!parse_dec(vf.data, vf.len, &x->len))
-      return perr(c, DM_FORMAT, "length '%.*s' is not a decimal number",
+      return perr(c, DM_FORMAT,
+                  "length '%.*s' is not a decimal number below 2^64",
                   (int)(vf.len > 32 ? 32 : vf.len), (const char *)vf.data);
     x->has_len = true;
   }
@@ -855,6 +857,9 @@ static dm_err tensor_external(pctx *c, dm_onnx_tensor *t, const extinfo *x,
   lf.pidx = -1;
   lf.d = &tensor_f[13];
   if ((rc = dup_str(c, &lf, true, &loc)) != DM_OK) return rc;
+  if (!loc[0])
+    return perr(c, DM_FORMAT, "tensor '%s': external location is empty",
+                t->name);
   if (!loc_safe(loc))
     return perr(c, DM_FORMAT,
                 "tensor '%s': external location '%s' must be relative and "

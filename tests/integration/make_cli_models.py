@@ -2,7 +2,11 @@
 tiny.onnx (Conv+Relu+GAP+Gemm+Softmax, with metadata), bad_op.onnx (an op the
 engine does not run), bad_attr.onnx (MaxPool storage_order=1), dyn.onnx
 (Reshape to a runtime shape), truncated.onnx and garbage.onnx, and
-tiny.input.npy."""
+tiny.input.npy; files an engine must refuse rather than misread:
+clip_attrs.onnx and pad_value.onnx (opset-10 attributes in an opset-13
+file), out_dtype.onnx (an output declared int64 that computes float32),
+const_bomb.onnx (300 bytes asking for a 1.6 GB constant); and odd_meta.onnx
+(control characters and invalid UTF-8 in its strings)."""
 import os
 import sys
 
@@ -52,6 +56,26 @@ save("bad_attr", bad, {}, [x], [helper.make_tensor_value_info("y", TensorProto.F
 s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
 bad = [helper.make_node("Reshape", ["x", "s"], ["y"], name="reshape_node")]
 save("dyn", bad, {}, [x, s], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+
+r = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+save("clip_attrs", [helper.make_node("Clip", ["x"], ["y"], min=-0.5, max=0.5,
+                                     name="clip_node")], {}, [x], [r])
+save("pad_value", [helper.make_node("Pad", ["x", "pads"], ["y"], value=3.0,
+                                    name="pad_node")],
+     {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}, [x],
+     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 10, 10])])
+save("out_dtype", [helper.make_node("Relu", ["x"], ["y"], name="relu")], {}, [x],
+     [helper.make_tensor_value_info("y", TensorProto.INT64, [1, 3, 8, 8])])
+save("const_bomb", [helper.make_node("ConstantOfShape", ["shape"], ["c"], name="bomb"),
+                    helper.make_node("Add", ["x", "c"], ["y"], name="add")],
+     {"shape": np.array([1, 1, 20000, 20000], np.int64)}, [x],
+     [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+odd = save("odd_meta", [helper.make_node("Relu", ["x"], ["y"], name="relu")], {},
+           [x], [r], {"k\ney": "v\x01al"})
+odd.producer_name = "p\x1b[31mred"
+odd_bytes = odd.SerializeToString().replace(b"v\x01al", b"v\xffal")
+with open(os.path.join(out, "odd_meta.onnx"), "wb") as f:
+    f.write(odd_bytes)
 
 data = m.SerializeToString()
 with open(os.path.join(out, "truncated.onnx"), "wb") as f:

@@ -85,6 +85,26 @@ expect "unsupported attribute value named" 1 "pool_node.*MaxPool.*storage_order"
   "$DERMAL" run "$T/bad_attr.onnx" --input "$T/tiny.input.npy" --output "$T/z.npy"
 expect "dynamic reshape refused" 1 "reshape_node.*Reshape.*constant" \
   "$DERMAL" bench "$T/dyn.onnx" --iters 1
+expect "opset-10 Clip attributes refused at opset 13" 1 "clip_node.*Clip.*does not exist at opset 13" \
+  "$DERMAL" run "$T/clip_attrs.onnx" --input "$T/tiny.input.npy" --output "$T/z.npy"
+expect "opset-10 Pad value refused at opset 13" 1 "pad_node.*Pad.*'value' does not exist at opset 13" \
+  "$DERMAL" run "$T/pad_value.onnx" --input "$T/tiny.input.npy" --output "$T/z.npy"
+expect "declared output dtype checked" 1 "output 'y' is declared int64 but the graph computes float32" \
+  "$DERMAL" run "$T/out_dtype.onnx" --input "$T/tiny.input.npy" --output "$T/z.npy"
+expect "constant bomb refused at load" 1 "bomb.*ConstantOfShape.*1600.0 MB" \
+  "$DERMAL" bench "$T/const_bomb.onnx" --iters 1
+expect "inspect escapes control characters" 0 "producer p.x1b.31mred.*" \
+  "$DERMAL" inspect "$T/odd_meta.onnx"
+expect "inspect --json parses despite invalid UTF-8" 0 "" sh -c "'$DERMAL' inspect --json '$T/odd_meta.onnx' | $PY -c '
+import json, sys
+d = json.loads(sys.stdin.buffer.read().decode(\"utf-8\"))
+assert d[\"metadata\"] == {\"k\\ney\": \"v\\ufffdal\"}, d[\"metadata\"]
+assert d[\"producer\"] == \"p\\x1b[31mred\", d[\"producer\"]'"
+expect "two models are a usage error" 2 "two models given" \
+  "$DERMAL" run "$T/tiny.onnx" --model "$T/meta.onnx" --input "$T/tiny.input.npy" --output "$T/z.npy"
+expect "ref bench reports one thread" 0 '"threads":1' \
+  "$DERMAL" bench "$T/tiny.onnx" --backend ref --threads 2 --iters 2 --json
+expect "help COMMAND" 0 "usage: dermal run" "$DERMAL" help run
 expect "truncated model" 1 "malformed|truncat|exceeds" "$DERMAL" inspect "$T/truncated.onnx"
 expect "garbage model" 1 "dermal: " "$DERMAL" run "$T/garbage.onnx" --input "$T/tiny.input.npy" --output "$T/z.npy"
 expect "missing model" 1 "No such file" "$DERMAL" inspect "$T/nope.onnx"

@@ -1181,7 +1181,8 @@ static bool test_external(void) {
             "'..'");
   CHECK_ERR(open_ext("/etc/passwd", NULL, NULL, 1, &eb), DM_FORMAT, eb,
             "relative");
-  CHECK_ERR(open_ext("", NULL, NULL, 1, &eb), DM_FORMAT, eb, "relative");
+  CHECK_ERR(open_ext("", NULL, NULL, 1, &eb), DM_FORMAT, eb,
+            "location is empty");
   CHECK_ERR(open_ext("missing.bin", NULL, NULL, 1, &eb), DM_IO, eb,
             "missing.bin");
   CHECK_ERR(open_ext("sub", NULL, NULL, 1, &eb), DM_IO, eb,
