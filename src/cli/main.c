@@ -696,9 +696,10 @@ static int cmd_bench(int argc, char **argv) {
            mean, lat[0], dm_cli_peak_rss_mb(), es->nodes_in, es->nodes_run,
            es->arena_bytes, es->weight_bytes, es->weight_copied, es->int8_ops);
   } else {
+    char lab[64];
     printf("model      %s\n", o.model);
     printf("backend    %s (%s), %d thread%s\n", dm_engine_backend_name(e),
-           dm_engine_precision_name(e), o.eng.threads,
+           dm_cli_precision_label(e, lab, sizeof lab), o.eng.threads,
            o.eng.threads == 1 ? "" : "s");
     printf("graph      %zu nodes in file, %zu run (%zu folded, %zu BN folded, "
            "%zu fused, %zu dead, %zu int8)\n",

@@ -590,6 +590,11 @@ int dm_cli_eval(int argc, char **argv) {
   if (compare && open_model(compare, &mo2, &m2, &p2)) goto out;
   const char *prec1 = dm_engine_precision_name(dm_model_engine(m));
   const char *prec2 = m2 ? dm_engine_precision_name(dm_model_engine(m2)) : "";
+  char lab1[64], lab2[64] = "";
+  dm_cli_precision_label(dm_model_engine(m), lab1, sizeof lab1);
+  if (m2) dm_cli_precision_label(dm_model_engine(m2), lab2, sizeof lab2);
+  size_t i8_1 = dm_engine_get_stats(dm_model_engine(m))->int8_ops,
+         i8_2 = m2 ? dm_engine_get_stats(dm_model_engine(m2))->int8_ops : 0;
   const dm_model_info *info = dm_model_get_info(m);
   size_t K = info->n_classes;
   if (m2) { /* the same classes in the same order, or comparing is moot */
@@ -662,13 +667,13 @@ int dm_cli_eval(int argc, char **argv) {
   if (json) {
     printf("{\"model\":");
     dm_cli_json_str(stdout, model);
-    printf(",\"precision\":\"%s\"", prec1);
+    printf(",\"precision\":\"%s\",\"int8_ops\":%zu", prec1, i8_1);
     printf(",\"skipped\":%zu,\"unknown_labels\":%zu,", skipped, unknown);
     scores_json(&t1, &s1, info);
     if (m2) {
       printf(",\"compare\":{\"model\":");
       dm_cli_json_str(stdout, compare);
-      printf(",\"precision\":\"%s\"", prec2);
+      printf(",\"precision\":\"%s\",\"int8_ops\":%zu", prec2, i8_2);
       printf(",\"top1_agreement\":%.6f,\"balanced_accuracy_delta\":%.6f,",
              agreement, s2.bal - s1.bal);
       scores_json(&t2, &s2, info);
@@ -676,13 +681,13 @@ int dm_cli_eval(int argc, char **argv) {
     }
     printf("}\n");
   } else {
-    printf("model              %s (%s)\n", model, prec1);
+    printf("model              %s (%s)\n", model, lab1);
     printf("images             %zu evaluated, %zu skipped, %zu with labels "
            "the model lacks\n",
            s1.total, skipped, unknown);
     scores_text(&t1, &s1, info);
     if (m2) {
-      printf("\ncompared with      %s (%s)\n", compare, prec2);
+      printf("\ncompared with      %s (%s)\n", compare, lab2);
       printf("top-1 agreement    %.4f\n", agreement);
       printf("accuracy           %.4f  (%+.4f)\n", s2.acc, s2.acc - s1.acc);
       printf("balanced accuracy  %.4f  (%+.4f)\n", s2.bal, s2.bal - s1.bal);

@@ -39,7 +39,10 @@
  *
  * Afterwards (unless --no-verify) the written model is opened through
  * dm_model like `dermal predict` would, and its top-1 class compared with the
- * fp32 model's on the calibration images.
+ * fp32 model's on the calibration images; below --min-agreement it is not
+ * kept.  OUT is only ever replaced by renaming a finished, verified file
+ * (OUT.tmp); the intermediate files (OUT.all-int8.tmp, OUT.sens.tmp) are
+ * removed on every exit, and on SIGINT/SIGTERM.
  *
  * Invariants: the output graph is topologically sorted (weight DQ nodes
  * first, each activation's QDQ pair right after its producer), every name it
@@ -51,13 +54,17 @@
 #include "quantize.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -81,7 +88,8 @@ static const char help[] =
     "         [--fp32-layers auto|none|NAME,...] [--fp32-macs PCT]\n"
     "         [--sensitivity-count N]\n"
     "         [--no-bias-correction]\n"
-    "         [--backend onednn|ref] [--threads N (default 1)] [--no-verify]\n"
+    "         [--backend onednn|ref] [--threads N (default 1)]\n"
+    "         [--min-agreement PCT (default 80)] [--no-verify]\n"
     "  Static post-training quantization to an ONNX QDQ model: int8 weights\n"
     "  (symmetric, per output channel unless --per-tensor-weights), int32\n"
     "  biases corrected for the mean shift the weight rounding causes, 8-bit\n"
@@ -95,8 +103,11 @@ static const char help[] =
     "  --fp32-macs (default 5) percent of the model's multiply-accumulates,\n"
     "  so that int8 stays fast; NAME is a node name, or the name of its\n"
     "  output or weight.  Then reports the\n"
-    "  top-1 agreement of OUT with MODEL on the calibration images\n"
-    "  (--no-verify: skip).  --reduce-range: weights in [-63, 63] (7 bits),\n"
+    "  top-1 agreement of OUT with MODEL on the calibration images and\n"
+    "  writes OUT only if it reaches --min-agreement percent (--no-verify:\n"
+    "  skip; OUT is replaced only by a finished file).  A model that is\n"
+    "  already quantized is refused.  --reduce-range: weights in [-63, 63] (7 "
+    "bits),\n"
     "  for CPUs without VNNI (plain AVX2), whose int8 convolutions would\n"
     "  saturate on 8-bit weights: the engine runs those convs dequantized\n"
     "  instead, so only a 7-bit file is faster than fp32 there.  MODEL may\n"
@@ -565,8 +576,11 @@ static dm_err calib_pass(ctx *c, int pass, dm_session *s, const dm_engine *e,
           q->cnt += (double)inner;
         }
       } else if (q->hist && q->hw > 0) {
-        bool absv = c->meth == M_ENTROPY && q->min < 0;
+        bool ent = c->meth == M_ENTROPY, absv = ent && q->min < 0;
         for (int64_t j = 0; j < k; j++) {
+          /* entropy: exact zeros (a ReLU's negative half) are exact at
+           * every threshold, so they do not vote on it (choose_range) */
+          if (ent && x[j] == 0) continue;
           double v = absv ? fabs((double)x[j]) : (double)x[j];
           double f = (v - q->hlo) / q->hw;
           int64_t b = f <= 0 ? 0 : (f >= HBINS - 1 ? HBINS - 1 : (int64_t)f);
@@ -582,7 +596,29 @@ out:
   return rc;
 }
 
-/* KL(P || Q) of TensorRT's entropy calibration for the first i bins. */
+/* Adds eps to the zero bins of d[0, n) and takes it from the others
+ * (the reference implementations' smoothing); false when all are zero. */
+static bool smooth(double *d, int n) {
+  const double eps = 1e-4;
+  int nz = 0;
+  for (int k = 0; k < n; k++)
+    nz += d[k] != 0;
+  if (!nz) return false;
+  double take = eps * (double)(n - nz) / nz;
+  for (int k = 0; k < n; k++)
+    d[k] += d[k] != 0 ? -take : eps;
+  return true;
+}
+
+/* KL(P || Q) of TensorRT's entropy calibration (as MXNet and ONNX Runtime
+ * implement it) for a threshold at bin i: P the first i bins with the
+ * outliers added to the last, Q the same bins merged into `levels` groups
+ * of i / levels whole bins (the last group takes the remainder), each
+ * group's count spread over its non-empty bins; both smoothed.  Groups
+ * of fractional width (session 11's version) let the first group shrink
+ * to one bin at some thresholds (i = 508, 764, ... of 2048), and the KL
+ * then chose those: ReLU6 ranges clipped at 1.25-3.74 and 25 % top-1
+ * agreement on the default model (session 12's audit). */
 static double kl_at(const uint64_t *h, int i, int levels, double *p,
                     double *q) {
   double outl = 0;
@@ -591,30 +627,28 @@ static double kl_at(const uint64_t *h, int i, int levels, double *p,
   for (int k = 0; k < i; k++)
     p[k] = (double)h[k];
   p[i - 1] += outl;
-  double merged = (double)i / levels;
+  int w = i / levels;
   for (int j = 0; j < levels; j++) {
-    int s = (int)(j * merged),
-        e = j == levels - 1 ? i : (int)((j + 1) * merged);
+    int s = j * w, e = j == levels - 1 ? i : s + w;
     double tot = 0;
     int nz = 0;
     for (int k = s; k < e; k++) {
       tot += (double)h[k];
-      nz += h[k] != 0;
+      nz += p[k] != 0;
     }
     for (int k = s; k < e; k++)
-      q[k] = h[k] && nz ? tot / nz : 0;
+      q[k] = p[k] != 0 && nz ? tot / nz : 0;
   }
+  if (!smooth(p, i) || !smooth(q, i)) return INFINITY;
   double sp = 0, sq = 0;
   for (int k = 0; k < i; k++) {
     sp += p[k];
     sq += q[k];
   }
-  if (sp <= 0 || sq <= 0) return INFINITY;
   double kl = 0;
   for (int k = 0; k < i; k++) {
-    if (p[k] <= 0) continue;
-    double pk = p[k] / sp, qk = q[k] > 0 ? q[k] / sq : 1e-12;
-    kl += pk * log(pk / qk);
+    double pk = p[k] / sp, qk = q[k] / sq;
+    if (pk > 0 && qk > 0) kl += pk * log(pk / qk);
   }
   return kl;
 }
@@ -959,6 +993,16 @@ static dm_err build_meta(ctx *c, const char *calib_dir, int used,
   for (size_t i = 0; i < m->n_metadata; i++) {
     if (!strncmp(m->metadata[i].key, "quant_", 6)) continue;
     p[n] = m->metadata[i];
+    if (!strncmp(p[n].key, "val_", 4)) { /* measured on the source model */
+      size_t kl = strlen(p[n].key) + sizeof "source_";
+      char *k = keep_alloc(c, kl);
+      if (!k) {
+        free(p);
+        return DM_NOMEM;
+      }
+      snprintf(k, kl, "source_%s", p[n].key);
+      p[n].key = k;
+    }
     /* Grad-CAM reads the dequantized copy of a quantized target: every
      * consumer reads that copy, so the explanation is of what the rest of
      * the network sees, and the float target no longer blocks the fusion
@@ -1344,6 +1388,47 @@ static bool fp32_by_name(ctx *c) {
 
 /* ---------- the command ---------- */
 
+/* The run's temporary files (and the writer's own temporaries of them),
+ * removed by tmp_cleanup and by a SIGINT/SIGTERM handler; unlink is
+ * async-signal-safe, the names are made before the handler is set. */
+enum { N_TMP = 3 };
+static char tmp_path[N_TMP][2][4096];
+
+static void tmp_cleanup(void) {
+  for (int i = 0; i < N_TMP; i++)
+    for (int k = 0; k < 2; k++)
+      if (tmp_path[i][k][0]) unlink(tmp_path[i][k]);
+}
+
+static void tmp_on_signal(int sig) {
+  tmp_cleanup();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+/* Names OUT + suffix (and dm_onnx_write's temporary of it) as temporary
+ * file i; false when too long. */
+static bool tmp_name(int i, const char *out, const char *suffix) {
+  long pid = (long)getpid() % 100000;
+  int n = snprintf(tmp_path[i][0], sizeof tmp_path[i][0], "%s%s", out, suffix);
+  int m = snprintf(tmp_path[i][1], sizeof tmp_path[i][1], "%s%s.tmp%ld", out,
+                   suffix, pid);
+  return n > 0 && m > 0 && (size_t)m < sizeof tmp_path[i][1];
+}
+
+/* Nodes that make a graph already quantized. */
+static int quantized_nodes(const dm_onnx_graph *g) {
+  static const char *const ops[] = {"QuantizeLinear",       "DequantizeLinear",
+                                    "QLinearConv",          "QLinearMatMul",
+                                    "ConvInteger",          "MatMulInteger",
+                                    "DynamicQuantizeLinear"};
+  int n = 0;
+  for (size_t i = 0; i < g->n_nodes; i++)
+    for (size_t k = 0; k < sizeof ops / sizeof *ops; k++)
+      n += !strcmp(g->nodes[i].op_type, ops[k]);
+  return n;
+}
+
 static size_t file_size(const char *path) {
   FILE *f = fopen(path, "rb");
   long l = -1;
@@ -1382,6 +1467,7 @@ int dm_cli_quantize(int argc, char **argv) {
   const char *model = NULL, *calib = NULL, *out = NULL;
   int count = 100, threads = 1, st = 1, sens_count = 50;
   bool verify = true;
+  int min_agree = 80;
   dm_backend_kind backend = DM_BACKEND_ONEDNN;
   ctx c;
   memset(&c, 0, sizeof c);
@@ -1462,6 +1548,8 @@ int dm_cli_quantize(int argc, char **argv) {
       c.bias_corr = false;
     } else if (!strcmp(a, "--no-verify")) {
       verify = false;
+    } else if (!strcmp(a, "--min-agreement") && has) {
+      if (dm_cli_parse_int(a, argv[++i], 0, 100, &min_agree)) goto usage;
     } else if (a[0] != '-') {
       if (dm_cli_set_model("quantize", &model, a)) goto usage;
     } else {
@@ -1475,6 +1563,29 @@ int dm_cli_quantize(int argc, char **argv) {
     goto usage;
   }
   c.tty = isatty(2);
+  struct stat cst;
+  if (stat(calib, &cst) != 0 || !S_ISDIR(cst.st_mode)) {
+    fprintf(stderr, "dermal quantize: --calib %s: %s\n", calib,
+            stat(calib, &cst) != 0 ? strerror(errno) : "not a directory");
+    return 1;
+  }
+  if (!tmp_name(0, out, ".tmp") || !tmp_name(1, out, ".all-int8.tmp") ||
+      !tmp_name(2, out, ".sens.tmp")) {
+    fprintf(stderr, "dermal quantize: -o %s: path too long\n", out);
+    return 1;
+  }
+  { /* OUT's directory must take files before hours of calibration */
+    int fd = open(tmp_path[0][0], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+      fprintf(stderr, "dermal quantize: cannot write %s: %s\n", tmp_path[0][0],
+              strerror(errno));
+      return 1;
+    }
+    close(fd);
+    unlink(tmp_path[0][0]);
+  }
+  signal(SIGINT, tmp_on_signal);
+  signal(SIGTERM, tmp_on_signal);
 
   dm_errbuf eb = {{0}};
   dm_onnx_model *om = NULL;
@@ -1496,6 +1607,14 @@ int dm_cli_quantize(int argc, char **argv) {
   }
   c.m = om;
   c.g = &om->graph;
+  int nq = quantized_nodes(c.g);
+  if (nq) {
+    fprintf(stderr,
+            "dermal quantize: %s is already quantized (%d quantization "
+            "nodes); quantize its fp32 source instead\n",
+            model, nq);
+    goto done;
+  }
   if (om->opset < 10) {
     fprintf(stderr,
             "dermal quantize: %s: opset %lld < 10 has no "
@@ -1617,31 +1736,30 @@ int dm_cli_quantize(int argc, char **argv) {
     }
   eb.msg[0] = 0;
   size_t in_bytes = om->file_bytes, out_bytes = 0;
+  const char *fin = tmp_path[0][0];
   if (auto_fp32) { /* all-int8 first: its size sets the fp32 budget */
     if (!fp32_list_build(&c)) goto nomem;
-    if ((rc = write_qdq(&c, out, calib, used, &eb))) {
-      fprintf(stderr, "dermal quantize: %s: %s\n", out, eb.msg);
+    const char *all8 = tmp_path[1][0];
+    if ((rc = write_qdq(&c, all8, calib, used, &eb))) {
+      fprintf(stderr, "dermal quantize: %s: %s\n", all8, eb.msg);
       goto done;
     }
     int64_t budget = (int64_t)(max_ratio * (double)in_bytes) -
-                     (int64_t)file_size(out) - 4096;
-    size_t tl = strlen(out) + 8;
-    char *tmp = keep_alloc(&c, tl);
-    if (!tmp) goto nomem;
-    snprintf(tmp, tl, "%s.sens", out);
-    rc = choose_fp32(&c, tmp, backend, threads, budget < 0 ? 0 : budget, calib,
-                     used, &eb);
-    unlink(tmp);
+                     (int64_t)file_size(all8) - 4096;
+    unlink(all8);
+    rc = choose_fp32(&c, tmp_path[2][0], backend, threads,
+                     budget < 0 ? 0 : budget, calib, used, &eb);
+    unlink(tmp_path[2][0]);
     if (rc) {
       fprintf(stderr, "dermal quantize: sensitivity analysis: %s\n", eb.msg);
       goto done;
     }
   }
-  if ((rc = write_qdq(&c, out, calib, used, &eb))) {
-    fprintf(stderr, "dermal quantize: %s: %s\n", out, eb.msg);
+  if ((rc = write_qdq(&c, fin, calib, used, &eb))) {
+    fprintf(stderr, "dermal quantize: %s: %s\n", fin, eb.msg);
     goto done;
   }
-  out_bytes = file_size(out);
+  out_bytes = file_size(fin);
   printf("quantized %s -> %s\n", model, out);
   printf("  activations: %d tensors (%s, %s), weights: %d int8 (%s), biases: "
          "%d int32\n",
@@ -1657,7 +1775,7 @@ int dm_cli_quantize(int argc, char **argv) {
          in_bytes ? 100.0 * (double)out_bytes / (double)in_bytes : 0.0);
   if (verify) {
     dm_model_opts qo = {.backend = backend, .threads = threads};
-    if ((rc = dm_model_open(out, &qo, &qm, &eb)) ||
+    if ((rc = dm_model_open(fin, &qo, &qm, &eb)) ||
         (rc = dm_predictor_new(qm, &pr, &eb))) {
       fprintf(stderr, "dermal quantize: the written model does not load: %s\n",
               eb.msg);
@@ -1680,9 +1798,22 @@ int dm_cli_quantize(int argc, char **argv) {
       agree += pd.order[0] == top1[i];
     }
     progress(&c, "verifying", n_img, n_img);
+    double pct = total ? 100.0 * agree / total : 0.0;
     printf("  top-1 agreement with fp32 on the calibration images: %.1f%% "
            "(%d/%d)\n",
-           total ? 100.0 * agree / total : 0.0, agree, total);
+           pct, agree, total);
+    if (pct < min_agree) {
+      fprintf(stderr,
+              "dermal quantize: %s not written: top-1 agreement %.1f%% is "
+              "below --min-agreement %d%% (try another --method, more "
+              "--calib-count, or --fp32-layers)\n",
+              out, pct, min_agree);
+      goto done;
+    }
+  }
+  if (rename(fin, out) != 0) {
+    fprintf(stderr, "dermal quantize: %s: %s\n", out, strerror(errno));
+    goto done;
   }
   printf("  time: %.1f s\n", (dm_cli_now_ms() - t0) / 1000.0);
   st = 0;
@@ -1690,6 +1821,9 @@ int dm_cli_quantize(int argc, char **argv) {
 nomem:
   fprintf(stderr, "dermal quantize: out of memory\n");
 done:
+  tmp_cleanup();
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   dm_predictor_free(pr);
   dm_model_release(qm);
   dm_session_free(s);

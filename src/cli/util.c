@@ -73,6 +73,15 @@ int dm_cli_parse_long(const char *flag, const char *s, long lo, long hi,
   return 0;
 }
 
+const char *dm_cli_precision_label(const dm_engine *e, char *buf, size_t n) {
+  size_t k = dm_engine_get_stats(e)->int8_ops;
+  if (k)
+    snprintf(buf, n, "int8 + %s, %zu int8 ops", dm_engine_precision_name(e), k);
+  else
+    snprintf(buf, n, "%s", dm_engine_precision_name(e));
+  return buf;
+}
+
 int dm_cli_set_model(const char *cmd, const char **slot, const char *path) {
   if (*slot) {
     fprintf(stderr,

@@ -24,6 +24,10 @@ int dm_cli_parse_long(const char *flag, const char *s, long lo, long hi,
  * *slot; a second one, even the same path, is a usage error: prints
  * "dermal CMD: two models given ..." and returns 2, else 0. */
 int dm_cli_set_model(const char *cmd, const char **slot, const char *path);
+/* What e computes in, for people: its float precision ("fp32", "bf16"),
+ * or "int8 + fp32, N int8 ops" for a quantized model whose QDQ patterns run
+ * as N fused int8 ops.  Written into buf (n bytes). */
+const char *dm_cli_precision_label(const dm_engine *e, char *buf, size_t n);
 /* Writes s as a JSON string literal: control characters escaped, bytes
  * that are not well-formed UTF-8 as U+FFFD, so the output always parses. */
 void dm_cli_json_str(FILE *f, const char *s);

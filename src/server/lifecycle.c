@@ -187,6 +187,7 @@ void dm__lc_status_get(dm__lifecycle *lc, dm__lc_status *st) {
              dm_engine_backend_name(eng));
     snprintf(st->precision, sizeof st->precision, "%s",
              dm_engine_precision_name(eng));
+    st->int8_ops = dm_engine_get_stats(eng)->int8_ops;
   }
   pthread_mutex_unlock(&lc->mu);
 }

@@ -12,7 +12,9 @@
 # entropy), --per-tensor-weights, --act-type int8, --no-bias-correction and
 # --fp32-layers none / NAME run once on mobilenet_v2; --fp32-macs 0 keeps
 # no conv in fp32; an unknown --fp32-layers name and --fp32-macs outside
-# [0, 100] are usage errors.  The quality bars on the default
+# [0, 100] are usage errors; an already quantized model, an unwritable -o
+# and a missing --calib directory are refused before any work, and an
+# interrupted run leaves OUT as it was and no temporary files.  The quality bars on the default
 # model (val split) are in test_default_model.sh.
 # QUANTIZE overrides the command (default: "$DERMAL quantize").
 set -u
@@ -107,18 +109,16 @@ for a in mobilenet_v2 resnet18; do
 done
 
 # methods and options (mobilenet_v2, 10 images): each must produce a model ORT
-# runs and dermal agrees with.  Entropy calibration clips the wide, informative
-# tails of these random-weight networks (the pooled features before the
-# classifier lose 3/4 of their range), so its agreement is reported, not
-# required.
+# runs and dermal agrees with, at >= 90 % calibration agreement.  (Entropy
+# calibration was exempt until session 12 fixed its KL divergence,
+# docs/quantization.md.)
 f=$M/mobilenet_v2.opset13.onnx
 for opt in "--method percentile" "--method entropy" "--per-tensor-weights" "--act-type int8" \
     "--fp32-layers none" "--no-bias-correction" "--fp32-layers /features/features.0/features.0.0/Conv" \
     "--reduce-range"; do
   label="mobilenet_v2 ${opt#--}"
   q=$tmp/mv2.opt.onnx
-  min=90; [ "$opt" = "--method entropy" ] && min=0
-  MIN_AGREE=$min quantize "$label" "$f" "$q" $opt --calib-count 10 || continue
+  quantize "$label" "$f" "$q" $opt --calib-count 10 || continue
   if node bench/ort_run.js "$q" $M/mobilenet_v2.input.npy "$tmp/o.npy" >"$tmp/ort.log" 2>&1 &&
      "$DERMAL" run "$q" --input $M/mobilenet_v2.input.npy --output "$tmp/r.npy" --backend ref >/dev/null 2>&1 &&
      $PY - "$tmp/r.npy" "$tmp/o.npy" <<'PYEOF'
@@ -185,4 +185,27 @@ else pass=$((pass + 1)); fi
 if $QUANTIZE "$f" --calib "$tmp/nothing" -o "$tmp/x.onnx" >/dev/null 2>&1; then
   fail=$((fail + 1)); echo "FAIL quantize with an empty calibration folder succeeded"
 else pass=$((pass + 1)); fi
+# refusals before any work, and OUT is only replaced by a finished file
+expect_q() { # label, pattern, args...
+  local label=$1 pat=$2; shift 2
+  local out st
+  out=$($QUANTIZE "$@" 2>&1); st=$?
+  if [ $st = 1 ] && echo "$out" | grep -qE "$pat"; then pass=$((pass + 1)); echo "ok   $label"
+  else fail=$((fail + 1)); echo "FAIL $label: exit $st: $out"; fi
+}
+expect_q "an already quantized model is refused" "already quantized" \
+  "$tmp/mobilenet_v2.int8.onnx" --calib "$tmp/calib" -o "$tmp/x.onnx"
+expect_q "an unwritable -o is found first" "cannot write" \
+  "$f" --calib "$tmp/calib" -o "$tmp/no/such/dir/x.onnx"
+expect_q "a missing --calib directory is named" "No such file or directory" \
+  "$f" --calib "$tmp/no_such_dir" -o "$tmp/x.onnx"
+echo "an earlier result" >"$tmp/keep.onnx"
+$QUANTIZE "$f" --calib "$tmp/calib" --calib-count 20 --sensitivity-count 20 \
+  -o "$tmp/keep.onnx" >/dev/null 2>&1 &
+qpid=$!
+sleep 3; kill -INT $qpid 2>/dev/null; wait $qpid
+left=$(ls "$tmp" | grep -c '^keep\.onnx\..*tmp')
+if [ "$(cat "$tmp/keep.onnx")" = "an earlier result" ] && [ "$left" = 0 ]; then
+  pass=$((pass + 1)); echo "ok   interrupted quantize leaves OUT as it was and no temporary files"
+else fail=$((fail + 1)); echo "FAIL interrupted quantize: OUT replaced or $left temporary files left"; fi
 finish
