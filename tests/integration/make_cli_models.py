@@ -5,7 +5,8 @@ engine does not run), bad_attr.onnx (MaxPool storage_order=1), dyn.onnx
 tiny.input.npy; files an engine must refuse rather than misread:
 clip_attrs.onnx and pad_value.onnx (opset-10 attributes in an opset-13
 file), out_dtype.onnx (an output declared int64 that computes float32),
-const_bomb.onnx (300 bytes asking for a 1.6 GB constant); and odd_meta.onnx
+const_bomb.onnx (300 bytes asking for a 1.6 GB constant), many_nodes.onnx
+(100,001 nodes, one past the limit); and odd_meta.onnx
 (control characters and invalid UTF-8 in its strings)."""
 import os
 import sys
@@ -76,6 +77,11 @@ odd.producer_name = "p\x1b[31mred"
 odd_bytes = odd.SerializeToString().replace(b"v\x01al", b"v\xffal")
 with open(os.path.join(out, "odd_meta.onnx"), "wb") as f:
     f.write(odd_bytes)
+
+# one node past the engine's limit (graph.c DM_GRAPH_MAX_NODES)
+chain = [helper.make_node("Relu", ["x" if i == 0 else "r%d" % (i - 1)],
+                          ["y" if i == 100000 else "r%d" % i]) for i in range(100001)]
+save("many_nodes", chain, {}, [x], [r])
 
 data = m.SerializeToString()
 with open(os.path.join(out, "truncated.onnx"), "wb") as f:

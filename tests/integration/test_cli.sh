@@ -94,6 +94,8 @@ refused "declared output dtype checked" \
   "output 'y' is declared int64 but the graph computes float32" out_dtype.onnx
 expect "constant bomb refused at load" 1 "bomb.*ConstantOfShape.*1600.0 MB" \
   "$DERMAL" bench "$T/const_bomb.onnx" --iters 1
+expect "node count bounded" 1 "100001 nodes; at most 100000" \
+  "$DERMAL" bench "$T/many_nodes.onnx" --iters 1
 expect "inspect escapes control characters" 0 "producer p.x1b.31mred.*" \
   "$DERMAL" inspect "$T/odd_meta.onnx"
 expect "inspect --json parses despite invalid UTF-8" 0 "" sh -c "'$DERMAL' inspect --json '$T/odd_meta.onnx' | $PY -c '
