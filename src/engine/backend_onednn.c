@@ -3126,6 +3126,136 @@ out:
   return rc;
 }
 
+/* A Gemm on 8-bit data (dm_qconv, fuse_qgemm) as a oneDNN int8 matmul:
+ * x_q [M, K] by the int8 weights as [K, N] (a transposed view when the
+ * file stores [N, K]), output scales x.scale * w.scale[o] (/ y.scale for
+ * an 8-bit output), the bias in accumulator units with the source zero
+ * point folded in (x.zp * sum_k w[o][k]: no padding here), the output
+ * zero point and Relu/Clip as for map_qconv.  DM_UNSUPPORTED: the
+ * reference integer kernel runs it. */
+static dm_err map_qgemm(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  const dm_qconv *q = n->q;
+  bool fout = q->y.dtype == DM_ONNX_FLOAT;
+  if (n->n_in < 2 || n->n_in > 3 || n->n_out != 1) return DM_UNSUPPORTED;
+  int x = n->in[0], y = n->out[0];
+  int bv = n->n_in > 2 ? n->in[2] : -1;
+  const dm_value *X = val(e, x), *W = val(e, n->in[1]), *Y = val(e, y);
+  const dm_value *WQ = val(e, q->w_q);
+  bool tb = n->p.gemm.trans_b;
+  if (X->rank != 2 || W->rank != 2 || Y->rank != 2 || !WQ->data ||
+      WQ->numel != W->numel)
+    return DM_UNSUPPORTED;
+  int64_t M = X->dims[0], K = X->dims[1], N = tb ? W->dims[0] : W->dims[1];
+  dnnl_dims_t wd = {K, N};
+  int64_t bd[2] = {1, N};
+  dnnl_memory_desc_t src_md, w_any, w_plain, b_md, dst_md;
+  if (M < 1 || K < 1 || N < 1 ||
+      md_plain_dt(&src_md, 2, X->dims, q8_dt(X->dtype)) ||
+      md_any_dt(&w_any, 2, wd, dnnl_s8) ||
+      dnnl_memory_desc_init_by_tag(&w_plain, 2, wd, dnnl_s8,
+                                   tb ? dnnl_ba : dnnl_ab) != dnnl_success ||
+      md_plain_dims(&b_md, 2, bd) ||
+      md_plain_dt(&dst_md, 2, Y->dims, fout ? dnnl_f32 : q8_dt(Y->dtype)))
+    return DM_UNSUPPORTED;
+  dm_err rc = DM_UNSUPPORTED;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  float *sc = malloc((size_t)N * sizeof *sc);
+  float *bias = aligned_alloc(ALIGN, align_up((size_t)N * sizeof *bias));
+  if (!sc || !bias) {
+    rc = nomem(eb, n);
+    goto out;
+  }
+  const float *b0 = bv >= 0 ? val(e, bv)->data : NULL;
+  if (bv >= 0 &&
+      (val(e, bv)->dtype != DM_ONNX_FLOAT || val(e, bv)->numel != N || !b0))
+    goto out;
+  const int8_t *wq = WQ->data;
+  for (int64_t o = 0; o < N; o++) {
+    float acc_scale = q->x.scale[0] * q->w.scale[q->w.n == 1 ? 0 : o];
+    sc[o] = fout ? acc_scale : acc_scale / q->y.scale[0];
+    int64_t s = 0;
+    for (int64_t k = 0; k < K; k++)
+      s += wq[tb ? o * K + k : k * N + o];
+    bias[o] = (b0 ? b0[o] / acc_scale : 0.f) - (float)(q->x.zp[0] * s);
+  }
+  int sum_value = -1;
+  if (fout) {
+    if ((rc = make_attr(n, false, &attr, &sum_value)) != DM_OK) goto out;
+    rc = DM_UNSUPPORTED;
+  } else if (user_attr(&attr) != dnnl_success) {
+    goto out;
+  }
+  if (dnnl_primitive_attr_set_output_scales(attr, N, 1 << 1, sc) !=
+          dnnl_success ||
+      (!fout && !set_zp(attr, DNNL_ARG_DST, q->y.zp[0])))
+    goto out;
+  if (n->n_post > 0 && !fout) {
+    if (dnnl_post_ops_create(&po) != dnnl_success) goto out;
+    for (int i = 0; i < n->n_post; i++) {
+      const dm_act *a = &n->post[i].act;
+      dnnl_status_t s;
+      if (n->post[i].kind != DM_POST_ACT) goto out;
+      if (a->kind == DM_UNARY_RELU)
+        s = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f);
+      else if (a->kind == DM_UNARY_CLIP)
+        s = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip_v2,
+                                         a->alpha / q->y.scale[0],
+                                         a->beta / q->y.scale[0]);
+      else
+        goto out;
+      if (s != dnnl_success) goto out;
+    }
+    if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success) goto out;
+  }
+  dnnl_matmul_desc_t md;
+  if (dnnl_matmul_desc_init(&md, &src_md, &w_any, &b_md, &dst_md) !=
+          dnnl_success ||
+      dnnl_primitive_desc_create(&pd, &md, attr, e->eng, NULL) !=
+          dnnl_success) {
+    pd = NULL;
+    goto out;
+  }
+  if (pd_is_ref(pd)) goto out;
+  {
+    const dnnl_memory_desc_t *wmd =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    int tx, tw, tb_, ty;
+    if ((rc = get_as(e, ni, x, &src_md, &tx, eb)) != DM_OK) goto out;
+    if ((rc = const_reordered(e, n, q->w_q, &w_plain, WQ->data, wmd, false, &tw,
+                              eb)) != DM_OK)
+      goto out;
+    int bb = new_buf(e, BUF_CONST, -1, bias, true);
+    if (bb < 0) {
+      rc = nomem(eb, n);
+      goto out;
+    }
+    bias = NULL; /* owned by the buffer list */
+    tb_ = new_tensor(e, bv >= 0 ? bv : x, bb, &b_md, false);
+    if (tb_ < 0) {
+      rc = nomem(eb, n);
+      goto out;
+    }
+    int srcs[1] = {tx};
+    if ((rc = dst_for(e, ni, y, &dst_md, sum_value, srcs, 1, &ty, eb)) != DM_OK)
+      goto out;
+    oarg a[4] = {{DNNL_ARG_SRC, tx},
+                 {DNNL_ARG_WEIGHTS, tw},
+                 {DNNL_ARG_DST, ty},
+                 {DNNL_ARG_BIAS, tb_}};
+    rc = emit_prim(e, ni, pd, a, 4, eb);
+  }
+out:
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (po) dnnl_post_ops_destroy(po);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  free(bias);
+  free(sc);
+  return rc;
+}
+
 /* An Add on 8-bit data (dm_qadd, see internal.h) as a oneDNN int8 binary
  * add in the first operand's layout: input scales a.scale / y.scale and
  * b.scale / y.scale, then post-ops in the output's units: a linear shift
@@ -3468,7 +3598,9 @@ static dm_err map_node(oeng *e, int ni, dm_errbuf *eb) {
     break;
   case DM_OP_QUANTIZE:
   case DM_OP_DEQUANTIZE: rc = map_quant(e, ni, eb); break;
-  case DM_OP_GEMM: rc = map_gemm(e, ni, eb); break;
+  case DM_OP_GEMM:
+    rc = n->q ? map_qgemm(e, ni, eb) : map_gemm(e, ni, eb);
+    break;
   case DM_OP_MATMUL: rc = map_matmul(e, ni, eb); break;
   case DM_OP_MAXPOOL:
   case DM_OP_AVGPOOL:

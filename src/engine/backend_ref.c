@@ -628,6 +628,47 @@ static dm_err k_qconv(const kc *c) {
   return DM_OK;
 }
 
+/* Gemm on 8-bit data (dm_qconv, fuse_qgemm): acc[m][o] = sum_k (x_q[m][k]
+ * - x.zp) * w_q[o][k] (trans_b, else w_q[k][o]) in int32, then as
+ * k_qconv.  The oracle for the oneDNN int8 matmul. */
+static dm_err k_qgemm(const kc *c) {
+  const dm_node *n = c->n;
+  const dm_qconv *q = n->q;
+  dm_err rc = need(c, 2, 1);
+  if (rc) return rc;
+  const dm_value *X = rin(c, 0), *W = rin(c, 1), *Y = rout(c, 0);
+  const dm_value *B = oin(c, 2), *WQ = &c->g->values[q->w_q];
+  if (X->dtype != q->x.dtype || Y->dtype != q->y.dtype ||
+      WQ->dtype != DM_ONNX_INT8 || WQ->numel != W->numel || !WQ->data ||
+      (B && B->dtype != DM_ONNX_FLOAT))
+    return bad_dtype(c, X);
+  bool tb = n->p.gemm.trans_b;
+  int64_t M = X->dims[0], K = X->dims[1];
+  int64_t N = tb ? W->dims[0] : W->dims[1];
+  if (X->rank != 2 || W->rank != 2 || Y->rank != 2 ||
+      (tb ? W->dims[1] : W->dims[0]) != K || Y->dims[0] != M ||
+      Y->dims[1] != N || (B && B->numel != N) || (q->w.n != 1 && q->w.n != N))
+    return nerr(c->eb, DM_FORMAT, n, "inconsistent Gemm shapes");
+  const int8_t *wt = WQ->data;
+  const float *bias = B ? (const float *)c->in[2] : NULL;
+  bool fout = q->y.dtype == DM_ONNX_FLOAT;
+  int32_t zx = q->x.zp[0];
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t o = 0; o < N; o++) {
+      int32_t acc = 0;
+      for (int64_t k = 0; k < K; k++)
+        acc += ((int32_t)ld_i(c->in[0], X->dtype, m * K + k) - zx) *
+               (int32_t)wt[tb ? o * K + k : k * N + o];
+      float v = (float)acc * (q->x.scale[0] * q->w.scale[q->w.n == 1 ? 0 : o]) +
+                (bias ? bias[o] : 0.0f);
+      if (fout)
+        ((float *)c->out[0])[m * N + o] = v; /* post[] by apply_post */
+      else
+        st_i(c->out[0], Y->dtype, m * N + o, requant(n, &q->y, v));
+    }
+  return DM_OK;
+}
+
 /* Add on 8-bit data (dm_qadd): both operands dequantized, added in float,
  * then requant().  The oracle for the oneDNN int8 binary. */
 static dm_err k_qadd(const kc *c) {
@@ -1483,6 +1524,7 @@ static dm_err k_softmax(const kc *c) {
 
 static dm_err k_gemm(const kc *c) {
   const dm_node *n = c->n;
+  if (n->q) return k_qgemm(c);
   dm_err rc = need(c, 2, 1);
   if (rc) return rc;
   const dm_value *A = rin(c, 0), *B = rin(c, 1), *Y = rout(c, 0);

@@ -2329,6 +2329,88 @@ static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
   }
 }
 
+/* DequantizeLinear(x_q) -> Gemm(x, B = DequantizeLinear(int8 const),
+ * float C; post: Relu/Clip) [-> QuantizeLinear], or MatMul(x, B) of 2-D
+ * operands (made a Gemm here: no transposes, no C), becomes one matrix
+ * product on 8-bit data (dm_qconv, the weights in the file's layout,
+ * trans_b saying which): per-tensor x, symmetric int8 B per output column
+ * (axis 0 of a transposed B, else 1) or per tensor.  A classifier's head:
+ * with Grad-CAM on it lies on the tail and stays float (no_fuse). */
+static void fuse_qgemm(dm_graph *g, bool *dead, int wmax) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    dm_node *n = &g->nodes[i];
+    bool mm = n->op == DM_OP_MATMUL;
+    if (dead[i] || (n->op != DM_OP_GEMM && !mm) || n->no_fuse || n->q ||
+        n->n_out != 1 || n->n_in < 2 || n->n_in > (mm ? 2 : 3))
+      continue;
+    bool has_c = !mm && n->n_in > 2 && n->in[2] >= 0;
+    if (!mm && (n->p.gemm.trans_a || n->p.gemm.alpha != 1.f ||
+                (has_c && n->p.gemm.beta != 1.f)))
+      continue;
+    bool ok = true;
+    for (int k = 0; k < n->n_post && ok; k++)
+      ok = n->post[k].kind == DM_POST_ACT &&
+           (n->post[k].act.kind == DM_UNARY_RELU ||
+            n->post[k].act.kind == DM_UNARY_CLIP);
+    const dm_value *X = &g->values[n->in[0]], *W = &g->values[n->in[1]],
+                   *Y = &g->values[n->out[0]];
+    if (!ok || X->rank != 2 || W->rank != 2 || Y->rank != 2) continue;
+    bool tb = !mm && n->p.gemm.trans_b;
+    int64_t N = tb ? W->dims[0] : W->dims[1];
+    int di = dq_act(g, n->in[0], dead);
+    const dm_dqsrc *wd = W->kind == DM_VAL_CONST ? W->dq : NULL;
+    if (di < 0 || !wd || g->values[wd->q].dtype != DM_ONNX_INT8 ||
+        (wd->axis >= 0 && wd->axis != (tb ? 0 : 1)))
+      continue;
+    if (has_c) {
+      const dm_value *C = &g->values[n->in[2]];
+      if (C->kind != DM_VAL_CONST || C->dtype != DM_ONNX_FLOAT ||
+          C->numel != N || C->rank > 2)
+        continue;
+    }
+    const dm_node *d = &g->nodes[di];
+    int qi = q_act(g, n->out[0], dead);
+    dm_qconv *q = dm__graph_alloc(g, sizeof *q);
+    int32_t xt = g->values[d->in[0]].dtype;
+    if (!q ||
+        !read_qparam(g, d->in[1], d->n_in > 2 ? d->in[2] : -1, xt, &q->x) ||
+        !read_qparam(g, wd->scale, wd->zp, DM_ONNX_INT8, &q->w))
+      continue;
+    if (qi >= 0) {
+      const dm_node *qn = &g->nodes[qi];
+      if (!read_qparam(g, qn->in[1], qn->n_in > 2 ? qn->in[2] : -1,
+                       g->values[qn->out[0]].dtype, &q->y))
+        continue;
+    } else {
+      q->y.n = 0;
+      q->y.dtype = DM_ONNX_FLOAT;
+    }
+    if (q->w.n != 1 && q->w.n != N) continue;
+    for (int64_t k = 0; k < q->w.n && ok; k++)
+      ok = q->w.zp[k] == 0;
+    if (wmax > 0) { /* saturating pairs, as for dense convs (fuse_qdq) */
+      const int8_t *wq = g->values[wd->q].data;
+      for (int64_t k = 0; k < g->values[wd->q].numel && ok; k++)
+        ok = wq[k] >= -wmax && wq[k] <= wmax;
+    }
+    if (!ok) continue;
+    if (mm) {
+      n->op = DM_OP_GEMM;
+      n->p.gemm.alpha = n->p.gemm.beta = 1.f;
+      n->p.gemm.trans_a = n->p.gemm.trans_b = false;
+    }
+    q->w_q = wd->q;
+    n->q = q;
+    n->in[0] = d->in[0];
+    if (qi >= 0) {
+      absorb_q(g, dead, n, qi);
+    } else {
+      g->stats.int8_ops++;
+      count_consumers(g, dead);
+    }
+  }
+}
+
 /* Add(DequantizeLinear(a_q), DequantizeLinear(b_q)) [-> Relu | Clip] ->
  * QuantizeLinear, all per tensor and of one shape, becomes one Add on
  * 8-bit data (dm_qadd): the residual joins of quantized ResNets and
@@ -2754,6 +2836,7 @@ dm_err dm__graph_build(const dm_onnx_model *m, const dm_graph_opts *o,
     fuse_post(g, dead);
     remove_dead(g, dead);
     fuse_qdq(g, dead, o->int8_wmax);
+    fuse_qgemm(g, dead, o->int8_wmax);
     fuse_qadd(g, dead);
     fuse_qpool(g, dead);
     remove_dead(g, dead);

@@ -187,7 +187,9 @@ typedef struct dm_qparam {
  * Float output (y.dtype == DM_ONNX_FLOAT, y.n == 0): when no QuantizeLinear
  * follows (e.g. a projection conv feeding a residual Add kept in fp32),
  * out[0] is float, y = post(acc * (x.scale * w.scale[o]) + bias[o]), and
- * post[] may also hold the residual ADD. */
+ * post[] may also hold the residual ADD.
+ * The same for a Gemm (fuse_qgemm: x_q [M, K], weights [N, K] with
+ * trans_b, else [K, N], o the output column, C the bias; no ADD). */
 typedef struct dm_qconv {
   dm_qparam x, w, y;
   int w_q; /* value index: int8 weights, the Conv's layout */
@@ -232,7 +234,7 @@ typedef struct dm_node {
   int n_post;
   dm_post post[DM_MAX_POST]; /* CONV, GEMM; ACT only on 8-bit ADD */
   bool no_fuse;        /* on the Grad-CAM tail: kept elementary (grad.c) */
-  const dm_qconv *q;   /* CONV on 8-bit data (fuse_qdq), else NULL */
+  const dm_qconv *q;   /* CONV or GEMM on 8-bit data (fuse_qdq, fuse_qgemm) */
   const dm_qadd *qadd; /* BINARY ADD on 8-bit data (fuse_qadd), else NULL */
   union {
     struct {

@@ -20,8 +20,10 @@ dense convs whose weights fit in +-64, see dm_graph_opts.int8_wmax)
 arithmetic, the oracle) and the onednn backend (oneDNN int8 primitives)
 agree within one quantization step of the output (oneDNN scales by the
 reciprocal where QuantizeLinear divides, so exact ties may round apart).
-A graph whose weights are not int8 (uint8 with a zero point) must not be
-fused.  Prints "ok ..."/"FAIL ..." lines; exits non-zero on a failure.
+Gemm (transposed weights or not) and 2-D MatMul heads with int8 weights,
+8-bit or float outputs, must be fused the same way (on AVX2 only with
+weights within +-64).  A graph whose weights are not int8 (uint8 with a
+zero point) must not be fused.  Prints "ok ..."/"FAIL ..." lines; exits non-zero on a failure.
 """
 import json
 import os
@@ -347,5 +349,83 @@ check(np.array_equal(a, b), "projections: jit_int8_1x1 vs oneDNN's first choice:
 path = TMP + "/qdq_u8w.onnx"
 onnx.save(qdq_model(CASES[0][4], "u8", 8, 12, seed=5, weight_u8=True), path)
 check(int8_ops(path) == 0, "uint8 weights with a zero point stay on the float path")
+
+
+def gemm_model(at, m, k, n, op, per_channel, act, qout, seed, wmax=127, weight_u8=False):
+    """DQ(Q(x)) -> Gemm(transB=1 | transB=0) or MatMul with int8 weights
+    (DequantizeLinear, per output column or per tensor), float bias (Gemm)
+    -> act -> QDQ when qout: the classifier heads of quantized models."""
+    rng, qt, npq, nodes, inits, const = graph_parts(at, seed)
+    s = const("xs", np.array(2.0 / 255, np.float32))
+    z = const("xz", np.array(128 if at == "u8" else 3, npq))
+    nodes += [helper.make_node("QuantizeLinear", ["x", s, z], ["xq"]),
+              helper.make_node("DequantizeLinear", ["xq", s, z], ["xd"])]
+    tb = op == "gemm_tb"
+    shape = (n, k) if tb else (k, n)
+    w = rng.integers(-wmax, wmax + 1, size=shape).astype(np.int8)
+    ws = (rng.uniform(0.5, 1.5, size=n if per_channel else 1) * 0.02).astype(np.float32)
+    if weight_u8:
+        wq = const("w", (w.astype(np.int16) + 128).astype(np.uint8))
+        wz = const("wz", np.full(ws.shape, 128, np.uint8))
+    else:
+        wq, wz = const("w", w), const("wz", np.zeros(ws.shape, np.int8))
+    if not per_channel:
+        ws, wz_ = ws[0], None
+    nodes.append(helper.make_node("DequantizeLinear", [wq, const("ws", ws), wz], ["wd"],
+                                  axis=(0 if tb else 1)))
+    if op == "matmul":
+        nodes.append(helper.make_node("MatMul", ["xd", "wd"], ["y"]))
+    else:
+        b = const("b", rng.normal(0, 0.1, size=n).astype(np.float32))
+        nodes.append(helper.make_node("Gemm", ["xd", "wd", b], ["y"], transB=int(tb)))
+    y = "y"
+    if act == "relu":
+        nodes.append(helper.make_node("Relu", [y], ["ya"]))
+        y = "ya"
+    elif act == "clip":
+        nodes.append(helper.make_node("Clip", [y, const("lo", np.array(0.0, np.float32)),
+                                               const("hi", np.array(6.0, np.float32))], ["ya"]))
+        y = "ya"
+    if qout:
+        os_ = const("os", np.array(0.04, np.float32))
+        oz = const("oz", np.array((0 if act else 120) if at == "u8" else (-128 if act else -5), npq))
+        nodes += [helper.make_node("QuantizeLinear", [y, os_, oz], ["oq"]),
+                  helper.make_node("DequantizeLinear", ["oq", os_, oz], ["od"])]
+        y = "od"
+    nodes.append(helper.make_node("Identity", [y], ["out"]))
+    graph = helper.make_graph(
+        nodes, "qgemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [m, n])], inits)
+    mdl = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    mdl.ir_version = 7
+    onnx.checker.check_model(mdl)
+    return mdl
+
+
+# Gemm/MatMul on 8-bit data (graph.c fuse_qgemm, a oneDNN int8 matmul)
+GEMMS = [("u8 Gemm transB=1, per-channel, Relu, 8-bit out", "u8", 1, 64, 40, "gemm_tb", True, "relu", True),
+         ("s8 Gemm transB=0, per-tensor, Clip, 8-bit out", "s8", 3, 48, 20, "gemm", False, "clip", True),
+         ("u8 MatMul per-channel, float out", "u8", 2, 32, 16, "matmul", True, None, False),
+         ("s8 Gemm transB=1 to 1000, float out", "s8", 1, 256, 1000, "gemm_tb", True, None, False)]
+for i, (name, at, m, k, n, op, pc, act, qout) in enumerate(GEMMS):
+    for isa, wmax in ((None, 127), ("AVX2", 127), ("AVX2", 64)):
+        tag = " [%s, weights +-%d]" % (isa or "native ISA", wmax)
+        path = "%s/qgemm%d.onnx" % (TMP, i)
+        onnx.save(gemm_model(at, m, k, n, op, pc, act, qout, seed=40 + i, wmax=wmax), path)
+        want = 0 if isa == "AVX2" and wmax > 64 else 1
+        got = int8_ops(path, isa)
+        check(got == want, "%s%s: %d 8-bit ops, want %d" % (name, tag, got, want))
+        x = np.random.default_rng(50 + i).uniform(-1, 1, size=(m, k)).astype(np.float32)
+        a, b = run(path, "ref", x), run(path, "onednn", x, isa)
+        if qout:
+            d = np.abs(a - b).max() / 0.04
+            ok, what = d <= 1.0 + 1e-3, "%.3g output steps" % d
+        else:
+            d = np.abs(a - b).max() / max(np.abs(a).max(), 1e-30)
+            ok, what = d <= 1e-5, "%.3g of max|a|" % d
+        check(ok, "%s%s: ref vs onednn max %s" % (name, tag, what))
+path = TMP + "/qgemm_u8w.onnx"
+onnx.save(gemm_model("u8", 1, 64, 40, "gemm_tb", True, None, True, seed=49, weight_u8=True), path)
+check(int8_ops(path) == 0, "Gemm with uint8 weights and a zero point stays on the float path")
 print("check_qdq: %d failed" % fails)
 sys.exit(1 if fails else 0)
