@@ -2971,6 +2971,94 @@ static bool set_zp(dnnl_primitive_attr_t attr, int arg, int32_t zp) {
                         dnnl_success;
 }
 
+/* The attr of an int8 conv or matmul (dm_qconv): output scales sc[0, n_sc)
+ * on dim 1, the source zero point xzp; for an 8-bit output its zero point
+ * and Relu/Clip as post-ops in output steps, for a float output
+ * make_attr's post-ops (sum_value as there).  DM_UNSUPPORTED when oneDNN
+ * refuses any of it. */
+static dm_err q_attr(const dm_node *n, const dm_qconv *q, int64_t n_sc,
+                     const float *sc, int32_t xzp, dnnl_primitive_attr_t *out,
+                     int *sum_value) {
+  bool fout = q->y.dtype == DM_ONNX_FLOAT;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  *out = NULL;
+  if (fout) {
+    dm_err rc = make_attr(n, false, &attr, sum_value);
+    if (rc != DM_OK) return rc;
+  } else if (user_attr(&attr) != dnnl_success) {
+    return DM_UNSUPPORTED;
+  }
+  if (dnnl_primitive_attr_set_output_scales(attr, n_sc, 1 << 1, sc) !=
+          dnnl_success ||
+      !set_zp(attr, DNNL_ARG_SRC, xzp) ||
+      (!fout && !set_zp(attr, DNNL_ARG_DST, q->y.zp[0])))
+    goto bad;
+  if (n->n_post > 0 && !fout) {
+    if (dnnl_post_ops_create(&po) != dnnl_success) goto bad;
+    for (int i = 0; i < n->n_post; i++) {
+      const dm_act *a = &n->post[i].act;
+      dnnl_status_t s;
+      if (n->post[i].kind != DM_POST_ACT) goto bad;
+      if (a->kind == DM_UNARY_RELU)
+        s = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f);
+      else if (a->kind == DM_UNARY_CLIP)
+        s = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip_v2,
+                                         a->alpha / q->y.scale[0],
+                                         a->beta / q->y.scale[0]);
+      else
+        goto bad;
+      if (s != dnnl_success) goto bad;
+    }
+    if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success) goto bad;
+    dnnl_post_ops_destroy(po);
+  }
+  *out = attr;
+  return DM_OK;
+bad:
+  if (po) dnnl_post_ops_destroy(po);
+  dnnl_primitive_attr_destroy(attr);
+  return DM_UNSUPPORTED;
+}
+
+/* The step of an int8 conv or matmul whose pd is made: x_q in the
+ * source layout pd asks for, the int8 weights (w_plain: their layout in
+ * the file) reordered once, *bias (accumulator units, b_md; bv its value
+ * or -1) handed to the buffer list, the output (sum_value as make_attr
+ * set it). */
+static dm_err emit_q(oeng *e, int ni, dnnl_primitive_desc_t pd,
+                     const dnnl_memory_desc_t *w_plain,
+                     const dnnl_memory_desc_t *b_md, int bv, float **bias,
+                     int sum_value, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  int x = n->in[0], y = n->out[0], q_w = n->q->w_q;
+  const dnnl_memory_desc_t *smd =
+      dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+  const dnnl_memory_desc_t *wmd =
+      dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  const dnnl_memory_desc_t *dmd =
+      dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+  int tx, tw, tb, ty;
+  dm_err rc;
+  if ((rc = get_as(e, ni, x, smd, &tx, eb)) != DM_OK ||
+      (rc = const_reordered(e, n, q_w, w_plain, val(e, q_w)->data, wmd, false,
+                            &tw, eb)) != DM_OK)
+    return rc;
+  int bb = new_buf(e, BUF_CONST, -1, *bias, true);
+  if (bb < 0) return nomem(eb, n);
+  *bias = NULL; /* owned by the buffer list */
+  tb = new_tensor(e, bv >= 0 ? bv : x, bb, b_md, false);
+  if (tb < 0) return nomem(eb, n);
+  int srcs[1] = {tx};
+  if ((rc = dst_for(e, ni, y, dmd, sum_value, srcs, 1, &ty, eb)) != DM_OK)
+    return rc;
+  oarg a[4] = {{DNNL_ARG_SRC, tx},
+               {DNNL_ARG_WEIGHTS, tw},
+               {DNNL_ARG_DST, ty},
+               {DNNL_ARG_BIAS, tb}};
+  return emit_prim(e, ni, pd, a, 4, eb);
+}
+
 /* A Conv on 8-bit data (dm_qconv, see internal.h) as a oneDNN int8
  * convolution: u8/s8 source, s8 weights reordered once, float bias divided
  * by the accumulator scale (oneDNN adds the bias before scaling), output
@@ -3011,7 +3099,6 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
     return DM_UNSUPPORTED;
   dm_err rc = DM_UNSUPPORTED;
   dnnl_primitive_attr_t attr = NULL;
-  dnnl_post_ops_t po = NULL;
   dnnl_primitive_desc_t pd = NULL;
   float *sc = malloc((size_t)OC * sizeof *sc);
   float *bias = aligned_alloc(ALIGN, align_up((size_t)OC * sizeof *bias));
@@ -3046,35 +3133,8 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
     xzp = 0;
   }
   int sum_value = -1;
-  if (fout) {
-    if ((rc = make_attr(n, false, &attr, &sum_value)) != DM_OK) goto out;
-    rc = DM_UNSUPPORTED;
-  } else if (user_attr(&attr) != dnnl_success) {
-    goto out;
-  }
-  if (dnnl_primitive_attr_set_output_scales(attr, OC, 1 << 1, sc) !=
-          dnnl_success ||
-      !set_zp(attr, DNNL_ARG_SRC, xzp) ||
-      (!fout && !set_zp(attr, DNNL_ARG_DST, q->y.zp[0])))
-    goto out;
-  if (n->n_post > 0 && !fout) {
-    if (dnnl_post_ops_create(&po) != dnnl_success) goto out;
-    for (int i = 0; i < n->n_post; i++) {
-      const dm_act *a = &n->post[i].act;
-      dnnl_status_t s;
-      if (n->post[i].kind != DM_POST_ACT) goto out;
-      if (a->kind == DM_UNARY_RELU)
-        s = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f);
-      else if (a->kind == DM_UNARY_CLIP)
-        s = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip_v2,
-                                         a->alpha / q->y.scale[0],
-                                         a->beta / q->y.scale[0]);
-      else
-        goto out;
-      if (s != dnnl_success) goto out;
-    }
-    if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success) goto out;
-  }
+  if ((rc = q_attr(n, q, OC, sc, xzp, &attr, &sum_value)) != DM_OK) goto out;
+  rc = DM_UNSUPPORTED;
   dnnl_convolution_desc_t cd;
   if (dnnl_dilated_convolution_forward_desc_init(
           &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_any,
@@ -3085,41 +3145,9 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
     goto out;
   }
   if (pd_is_ref(pd)) goto out;
-  {
-    const dnnl_memory_desc_t *smd =
-        dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-    const dnnl_memory_desc_t *wmd =
-        dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    const dnnl_memory_desc_t *dmd =
-        dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    int tx, tw, tb, ty;
-    if ((rc = get_as(e, ni, x, smd, &tx, eb)) != DM_OK) goto out;
-    if ((rc = const_reordered(e, n, q->w_q, &w_plain, WQ->data, wmd, false, &tw,
-                              eb)) != DM_OK)
-      goto out;
-    int bb = new_buf(e, BUF_CONST, -1, bias, true);
-    if (bb < 0) {
-      rc = nomem(eb, n);
-      goto out;
-    }
-    bias = NULL; /* owned by the buffer list */
-    tb = new_tensor(e, bv >= 0 ? bv : x, bb, &b_md, false);
-    if (tb < 0) {
-      rc = nomem(eb, n);
-      goto out;
-    }
-    int srcs[1] = {tx};
-    if ((rc = dst_for(e, ni, y, dmd, sum_value, srcs, 1, &ty, eb)) != DM_OK)
-      goto out;
-    oarg a[4] = {{DNNL_ARG_SRC, tx},
-                 {DNNL_ARG_WEIGHTS, tw},
-                 {DNNL_ARG_DST, ty},
-                 {DNNL_ARG_BIAS, tb}};
-    rc = emit_prim(e, ni, pd, a, 4, eb);
-  }
+  rc = emit_q(e, ni, pd, &w_plain, &b_md, bv, &bias, sum_value, eb);
 out:
   if (pd) dnnl_primitive_desc_destroy(pd);
-  if (po) dnnl_post_ops_destroy(po);
   if (attr) dnnl_primitive_attr_destroy(attr);
   free(bias);
   free(sc);
@@ -3160,7 +3188,6 @@ static dm_err map_qgemm(oeng *e, int ni, dm_errbuf *eb) {
     return DM_UNSUPPORTED;
   dm_err rc = DM_UNSUPPORTED;
   dnnl_primitive_attr_t attr = NULL;
-  dnnl_post_ops_t po = NULL;
   dnnl_primitive_desc_t pd = NULL;
   float *sc = malloc((size_t)N * sizeof *sc);
   float *bias = aligned_alloc(ALIGN, align_up((size_t)N * sizeof *bias));
@@ -3182,34 +3209,8 @@ static dm_err map_qgemm(oeng *e, int ni, dm_errbuf *eb) {
     bias[o] = (b0 ? b0[o] / acc_scale : 0.f) - (float)(q->x.zp[0] * s);
   }
   int sum_value = -1;
-  if (fout) {
-    if ((rc = make_attr(n, false, &attr, &sum_value)) != DM_OK) goto out;
-    rc = DM_UNSUPPORTED;
-  } else if (user_attr(&attr) != dnnl_success) {
-    goto out;
-  }
-  if (dnnl_primitive_attr_set_output_scales(attr, N, 1 << 1, sc) !=
-          dnnl_success ||
-      (!fout && !set_zp(attr, DNNL_ARG_DST, q->y.zp[0])))
-    goto out;
-  if (n->n_post > 0 && !fout) {
-    if (dnnl_post_ops_create(&po) != dnnl_success) goto out;
-    for (int i = 0; i < n->n_post; i++) {
-      const dm_act *a = &n->post[i].act;
-      dnnl_status_t s;
-      if (n->post[i].kind != DM_POST_ACT) goto out;
-      if (a->kind == DM_UNARY_RELU)
-        s = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0.f, 0.f);
-      else if (a->kind == DM_UNARY_CLIP)
-        s = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip_v2,
-                                         a->alpha / q->y.scale[0],
-                                         a->beta / q->y.scale[0]);
-      else
-        goto out;
-      if (s != dnnl_success) goto out;
-    }
-    if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success) goto out;
-  }
+  if ((rc = q_attr(n, q, N, sc, 0, &attr, &sum_value)) != DM_OK) goto out;
+  rc = DM_UNSUPPORTED;
   dnnl_matmul_desc_t md;
   if (dnnl_matmul_desc_init(&md, &src_md, &w_any, &b_md, &dst_md) !=
           dnnl_success ||
@@ -3219,37 +3220,9 @@ static dm_err map_qgemm(oeng *e, int ni, dm_errbuf *eb) {
     goto out;
   }
   if (pd_is_ref(pd)) goto out;
-  {
-    const dnnl_memory_desc_t *wmd =
-        dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    int tx, tw, tb_, ty;
-    if ((rc = get_as(e, ni, x, &src_md, &tx, eb)) != DM_OK) goto out;
-    if ((rc = const_reordered(e, n, q->w_q, &w_plain, WQ->data, wmd, false, &tw,
-                              eb)) != DM_OK)
-      goto out;
-    int bb = new_buf(e, BUF_CONST, -1, bias, true);
-    if (bb < 0) {
-      rc = nomem(eb, n);
-      goto out;
-    }
-    bias = NULL; /* owned by the buffer list */
-    tb_ = new_tensor(e, bv >= 0 ? bv : x, bb, &b_md, false);
-    if (tb_ < 0) {
-      rc = nomem(eb, n);
-      goto out;
-    }
-    int srcs[1] = {tx};
-    if ((rc = dst_for(e, ni, y, &dst_md, sum_value, srcs, 1, &ty, eb)) != DM_OK)
-      goto out;
-    oarg a[4] = {{DNNL_ARG_SRC, tx},
-                 {DNNL_ARG_WEIGHTS, tw},
-                 {DNNL_ARG_DST, ty},
-                 {DNNL_ARG_BIAS, tb_}};
-    rc = emit_prim(e, ni, pd, a, 4, eb);
-  }
+  rc = emit_q(e, ni, pd, &w_plain, &b_md, bv, &bias, sum_value, eb);
 out:
   if (pd) dnnl_primitive_desc_destroy(pd);
-  if (po) dnnl_post_ops_destroy(po);
   if (attr) dnnl_primitive_attr_destroy(attr);
   free(bias);
   free(sc);

@@ -554,6 +554,26 @@ static int32_t requant(const dm_node *n, const dm_qparam *y, float v) {
   return dm__quantize_one(v, y->scale[0], y->zp[0], y->dtype == DM_ONNX_UINT8);
 }
 
+/* The operands of a conv or Gemm on 8-bit data (dm_qconv), checked
+ * against its parameters: x_q, the float weights (for shapes; the int8
+ * ones are q->w_q), the output, the optional float bias. */
+static dm_err q_operands(const kc *c, const dm_value **X, const dm_value **W,
+                         const dm_value **Y, const dm_value **B) {
+  const dm_qconv *q = c->n->q;
+  dm_err rc = need(c, 2, 1);
+  if (rc) return rc;
+  *X = rin(c, 0);
+  *W = rin(c, 1);
+  *Y = rout(c, 0);
+  *B = oin(c, 2);
+  const dm_value *WQ = &c->g->values[q->w_q];
+  if ((*X)->dtype != q->x.dtype || (*Y)->dtype != q->y.dtype ||
+      WQ->dtype != DM_ONNX_INT8 || WQ->numel != (*W)->numel || !WQ->data ||
+      (*B && (*B)->dtype != DM_ONNX_FLOAT))
+    return bad_dtype(c, *X);
+  return DM_OK;
+}
+
 /* Conv on 8-bit data (dm_qconv): int32 accumulation of (x_q - zp) * w_q
  * over the valid (unpadded) taps, then requant(), or with a float output
  * the scaled value (apply_post does post[]).  The oracle for the oneDNN
@@ -561,14 +581,9 @@ static int32_t requant(const dm_node *n, const dm_qparam *y, float v) {
 static dm_err k_qconv(const kc *c) {
   const dm_node *n = c->n;
   const dm_qconv *q = n->q;
-  dm_err rc = need(c, 2, 1);
+  const dm_value *X, *W, *Y, *B;
+  dm_err rc = q_operands(c, &X, &W, &Y, &B);
   if (rc) return rc;
-  const dm_value *X = rin(c, 0), *W = rin(c, 1), *Y = rout(c, 0);
-  const dm_value *B = oin(c, 2), *WQ = &c->g->values[q->w_q];
-  if (X->dtype != q->x.dtype || Y->dtype != q->y.dtype ||
-      WQ->dtype != DM_ONNX_INT8 || WQ->numel != W->numel || !WQ->data ||
-      (B && B->dtype != DM_ONNX_FLOAT))
-    return bad_dtype(c, X);
   const dm_window *w = &n->p.conv.w;
   int64_t N = X->dims[0], C = X->dims[1], M = Y->dims[1], G = n->p.conv.group;
   if (!window_ok(w, X, Y) || W->rank != X->rank || G < 1 || C % G || M % G ||
@@ -577,7 +592,7 @@ static dm_err k_qconv(const kc *c) {
     return nerr(c->eb, DM_FORMAT, n, "inconsistent Conv shapes");
   geo3 g3;
   geo_fill(&g3, w, X, Y, W->dims + 2);
-  const int8_t *wt = WQ->data;
+  const int8_t *wt = c->g->values[q->w_q].data;
   const float *bias = B ? (const float *)c->in[2] : NULL;
   bool fout = q->y.dtype == DM_ONNX_FLOAT;
   bool u8in = X->dtype == DM_ONNX_UINT8;
@@ -634,14 +649,9 @@ static dm_err k_qconv(const kc *c) {
 static dm_err k_qgemm(const kc *c) {
   const dm_node *n = c->n;
   const dm_qconv *q = n->q;
-  dm_err rc = need(c, 2, 1);
+  const dm_value *X, *W, *Y, *B;
+  dm_err rc = q_operands(c, &X, &W, &Y, &B);
   if (rc) return rc;
-  const dm_value *X = rin(c, 0), *W = rin(c, 1), *Y = rout(c, 0);
-  const dm_value *B = oin(c, 2), *WQ = &c->g->values[q->w_q];
-  if (X->dtype != q->x.dtype || Y->dtype != q->y.dtype ||
-      WQ->dtype != DM_ONNX_INT8 || WQ->numel != W->numel || !WQ->data ||
-      (B && B->dtype != DM_ONNX_FLOAT))
-    return bad_dtype(c, X);
   bool tb = n->p.gemm.trans_b;
   int64_t M = X->dims[0], K = X->dims[1];
   int64_t N = tb ? W->dims[0] : W->dims[1];
@@ -649,7 +659,7 @@ static dm_err k_qgemm(const kc *c) {
       (tb ? W->dims[1] : W->dims[0]) != K || Y->dims[0] != M ||
       Y->dims[1] != N || (B && B->numel != N) || (q->w.n != 1 && q->w.n != N))
     return nerr(c->eb, DM_FORMAT, n, "inconsistent Gemm shapes");
-  const int8_t *wt = WQ->data;
+  const int8_t *wt = c->g->values[q->w_q].data;
   const float *bias = B ? (const float *)c->in[2] : NULL;
   bool fout = q->y.dtype == DM_ONNX_FLOAT;
   int32_t zx = q->x.zp[0];

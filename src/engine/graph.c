@@ -2245,6 +2245,59 @@ static void absorb_q(dm_graph *g, bool *dead, dm_node *n, int qi) {
   count_consumers(g, dead);
 }
 
+/* The parameters of a conv or matrix product on 8-bit data: x from the
+ * DequantizeLinear d of its input, w from its folded int8 weights wd
+ * (zero points 0; per tensor or one scale per output channel of n_out),
+ * y from the QuantizeLinear qi after it, or float when qi < 0.  NULL
+ * when any is unusable.  w_q is left for the caller. */
+static dm_qconv *new_qconv(dm_graph *g, const dm_node *d, const dm_dqsrc *wd,
+                           int qi, int64_t n_out) {
+  dm_qconv *q = dm__graph_alloc(g, sizeof *q);
+  if (!q ||
+      !read_qparam(g, d->in[1], d->n_in > 2 ? d->in[2] : -1,
+                   g->values[d->in[0]].dtype, &q->x) ||
+      !read_qparam(g, wd->scale, wd->zp, DM_ONNX_INT8, &q->w))
+    return NULL;
+  if (qi >= 0) {
+    const dm_node *qn = &g->nodes[qi];
+    if (!read_qparam(g, qn->in[1], qn->n_in > 2 ? qn->in[2] : -1,
+                     g->values[qn->out[0]].dtype, &q->y))
+      return NULL;
+  } else {
+    q->y.n = 0;
+    q->y.dtype = DM_ONNX_FLOAT;
+  }
+  if (q->w.n != 1 && q->w.n != n_out) return NULL;
+  for (int64_t k = 0; k < q->w.n; k++)
+    if (q->w.zp[k] != 0) return NULL;
+  return q;
+}
+
+/* Whether every int8 weight of wd lies within [-wmax, wmax] (wmax 0: no
+ * limit; dm_graph_opts.int8_wmax). */
+static bool weights_within(const dm_graph *g, const dm_dqsrc *wd, int wmax) {
+  const int8_t *wq = g->values[wd->q].data;
+  for (int64_t k = 0; wmax > 0 && k < g->values[wd->q].numel; k++)
+    if (wq[k] < -wmax || wq[k] > wmax) return false;
+  return true;
+}
+
+/* Node n now runs on 8-bit data: q (weights wd) on the input of
+ * DequantizeLinear d, writing what QuantizeLinear qi wrote (absorbed) or,
+ * when qi < 0, its float output. */
+static void attach_q(dm_graph *g, bool *dead, dm_node *n, dm_qconv *q,
+                     const dm_dqsrc *wd, const dm_node *d, int qi) {
+  q->w_q = wd->q;
+  n->q = q;
+  n->in[0] = d->in[0];
+  if (qi >= 0) {
+    absorb_q(g, dead, n, qi);
+  } else {
+    g->stats.int8_ops++;
+    count_consumers(g, dead);
+  }
+}
+
 /* DequantizeLinear(x_q) -> Conv(W = DequantizeLinear(int8 const), float
  * bias; post: Relu/Clip) -> QuantizeLinear becomes one Conv on 8-bit data
  * (dm_qconv): per-tensor activations, symmetric int8 weights per output
@@ -2288,44 +2341,17 @@ static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
     for (int k = 0; k < c->n_post; k++)
       n_addend += c->post[k].kind == DM_POST_ADD;
     if (c->n_in > 3 + n_addend) continue;
-    dm_qconv *q = dm__graph_alloc(g, sizeof *q);
-    int32_t xt = g->values[d->in[0]].dtype;
-    if (!q ||
-        !read_qparam(g, d->in[1], d->n_in > 2 ? d->in[2] : -1, xt, &q->x) ||
-        !read_qparam(g, wd->scale, wd->zp, DM_ONNX_INT8, &q->w))
-      continue;
-    if (qi >= 0) {
-      const dm_node *qn = &g->nodes[qi];
-      if (!read_qparam(g, qn->in[1], qn->n_in > 2 ? qn->in[2] : -1,
-                       g->values[qn->out[0]].dtype, &q->y))
-        continue;
-    } else {
-      q->y.n = 0;
-      q->y.dtype = DM_ONNX_FLOAT;
-    }
-    if (q->w.n != 1 && q->w.n != W->dims[0]) continue;
-    for (int64_t k = 0; k < q->w.n && ok; k++)
-      ok = q->w.zp[k] == 0;
+    dm_qconv *q = new_qconv(g, d, wd, qi, W->dims[0]);
+    if (!q) continue;
+    int32_t xt = q->x.dtype;
     /* saturating pairs (dm_graph_opts.int8_wmax): depthwise kernels on u8
      * widen to 32 bits and are exact; dense ones, and depthwise ones on s8
      * (shifted to u8 by 128, then multiplied in pairs: measured up to 2
      * steps off on AVX2), need small weights */
     bool depthwise = W->dims[1] == 1 && c->p.conv.group == W->dims[0];
-    if (wmax > 0 && (!depthwise || xt != DM_ONNX_UINT8)) {
-      const int8_t *wq = g->values[wd->q].data;
-      for (int64_t k = 0; k < g->values[wd->q].numel && ok; k++)
-        ok = wq[k] >= -wmax && wq[k] <= wmax;
-    }
-    if (!ok) continue;
-    q->w_q = wd->q;
-    c->q = q;
-    c->in[0] = d->in[0];
-    if (qi >= 0) {
-      absorb_q(g, dead, c, qi);
-    } else {
-      g->stats.int8_ops++;
-      count_consumers(g, dead);
-    }
+    if (!depthwise || xt != DM_ONNX_UINT8)
+      if (!weights_within(g, wd, wmax)) continue;
+    attach_q(g, dead, c, q, wd, d, qi);
   }
 }
 
@@ -2370,44 +2396,16 @@ static void fuse_qgemm(dm_graph *g, bool *dead, int wmax) {
     }
     const dm_node *d = &g->nodes[di];
     int qi = q_act(g, n->out[0], dead);
-    dm_qconv *q = dm__graph_alloc(g, sizeof *q);
-    int32_t xt = g->values[d->in[0]].dtype;
-    if (!q ||
-        !read_qparam(g, d->in[1], d->n_in > 2 ? d->in[2] : -1, xt, &q->x) ||
-        !read_qparam(g, wd->scale, wd->zp, DM_ONNX_INT8, &q->w))
-      continue;
-    if (qi >= 0) {
-      const dm_node *qn = &g->nodes[qi];
-      if (!read_qparam(g, qn->in[1], qn->n_in > 2 ? qn->in[2] : -1,
-                       g->values[qn->out[0]].dtype, &q->y))
-        continue;
-    } else {
-      q->y.n = 0;
-      q->y.dtype = DM_ONNX_FLOAT;
-    }
-    if (q->w.n != 1 && q->w.n != N) continue;
-    for (int64_t k = 0; k < q->w.n && ok; k++)
-      ok = q->w.zp[k] == 0;
-    if (wmax > 0) { /* saturating pairs, as for dense convs (fuse_qdq) */
-      const int8_t *wq = g->values[wd->q].data;
-      for (int64_t k = 0; k < g->values[wd->q].numel && ok; k++)
-        ok = wq[k] >= -wmax && wq[k] <= wmax;
-    }
-    if (!ok) continue;
+    dm_qconv *q = new_qconv(g, d, wd, qi, N);
+    if (!q) continue;
+    /* saturating pairs, as for dense convs (fuse_qdq) */
+    if (!weights_within(g, wd, wmax)) continue;
     if (mm) {
       n->op = DM_OP_GEMM;
       n->p.gemm.alpha = n->p.gemm.beta = 1.f;
       n->p.gemm.trans_a = n->p.gemm.trans_b = false;
     }
-    q->w_q = wd->q;
-    n->q = q;
-    n->in[0] = d->in[0];
-    if (qi >= 0) {
-      absorb_q(g, dead, n, qi);
-    } else {
-      g->stats.int8_ops++;
-      count_consumers(g, dead);
-    }
+    attach_q(g, dead, n, q, wd, d, qi);
   }
 }
 
