@@ -1569,6 +1569,10 @@ int dm_cli_quantize(int argc, char **argv) {
             stat(calib, &cst) != 0 ? strerror(errno) : "not a directory");
     return 1;
   }
+  if (stat(out, &cst) == 0 && S_ISDIR(cst.st_mode)) {
+    fprintf(stderr, "dermal quantize: -o %s is a directory\n", out);
+    return 1;
+  }
   if (!tmp_name(0, out, ".tmp") || !tmp_name(1, out, ".all-int8.tmp") ||
       !tmp_name(2, out, ".sens.tmp")) {
     fprintf(stderr, "dermal quantize: -o %s: path too long\n", out);

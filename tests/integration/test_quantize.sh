@@ -197,6 +197,8 @@ expect_q "an already quantized model is refused" "already quantized" \
   "$tmp/mobilenet_v2.int8.onnx" --calib "$tmp/calib" -o "$tmp/x.onnx"
 expect_q "an unwritable -o is found first" "cannot write" \
   "$f" --calib "$tmp/calib" -o "$tmp/no/such/dir/x.onnx"
+expect_q "-o naming a directory is refused first" "is a directory" \
+  "$f" --calib "$tmp/calib" -o "$tmp"
 expect_q "a missing --calib directory is named" "No such file or directory" \
   "$f" --calib "$tmp/no_such_dir" -o "$tmp/x.onnx"
 echo "an earlier result" >"$tmp/keep.onnx"
