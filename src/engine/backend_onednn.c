@@ -3021,6 +3021,39 @@ bad:
   return DM_UNSUPPORTED;
 }
 
+/* The output scales and bias of an int8 conv or matmul (dm_qconv) with
+ * `no` output channels: *sc = x.scale * w.scale[o] (/ y.scale for an 8-bit
+ * output), *bias = the float bias bv (or 0) in accumulator units, oneDNN adding
+ * it before scaling; with fold, minus x.zp * sum_k w[o * so + k * sk] over the
+ * K int8 weights of output o (the source zero point folded in). Both allocated
+ * here, freed by the caller (also on error). */
+static dm_err q_scales(oeng *e, const dm_node *n, int bv, int64_t no, int64_t K,
+                       int64_t so, int64_t sk, bool fold, float **sc,
+                       float **bias, dm_errbuf *eb) {
+  const dm_qconv *q = n->q;
+  *sc = malloc((size_t)no * sizeof **sc);
+  *bias = aligned_alloc(ALIGN, align_up((size_t)no * sizeof **bias));
+  if (!*sc || !*bias) return nomem(eb, n);
+  const float *b0 = bv >= 0 ? val(e, bv)->data : NULL;
+  if (bv >= 0 &&
+      (val(e, bv)->dtype != DM_ONNX_FLOAT || val(e, bv)->numel != no || !b0))
+    return DM_UNSUPPORTED;
+  const int8_t *wq = val(e, q->w_q)->data;
+  bool fout = q->y.dtype == DM_ONNX_FLOAT;
+  for (int64_t o = 0; o < no; o++) {
+    float acc_scale = q->x.scale[0] * q->w.scale[q->w.n == 1 ? 0 : o];
+    (*sc)[o] = fout ? acc_scale : acc_scale / q->y.scale[0];
+    (*bias)[o] = b0 ? b0[o] / acc_scale : 0.f;
+    if (fold && q->x.zp[0] != 0) {
+      int64_t s = 0;
+      for (int64_t k = 0; k < K; k++)
+        s += wq[o * so + k * sk];
+      (*bias)[o] -= (float)(q->x.zp[0] * s);
+    }
+  }
+  return DM_OK;
+}
+
 /* The step of an int8 conv or matmul whose pd is made: x_q in the
  * source layout pd asks for, the int8 weights (w_plain: their layout in
  * the file) reordered once, *bias (accumulator units, b_md; bv its value
@@ -3097,41 +3130,19 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
       md_plain_dt(&w_plain, wnd, wdims, dnnl_s8) ||
       md_plain_dims(&b_md, 1, &OC))
     return DM_UNSUPPORTED;
-  dm_err rc = DM_UNSUPPORTED;
   dnnl_primitive_attr_t attr = NULL;
   dnnl_primitive_desc_t pd = NULL;
-  float *sc = malloc((size_t)OC * sizeof *sc);
-  float *bias = aligned_alloc(ALIGN, align_up((size_t)OC * sizeof *bias));
-  if (!sc || !bias) {
-    rc = nomem(eb, n);
-    goto out;
-  }
-  const float *b0 = bv >= 0 ? val(e, bv)->data : NULL;
-  if (bv >= 0 &&
-      (val(e, bv)->dtype != DM_ONNX_FLOAT || val(e, bv)->numel != OC || !b0))
-    goto out;
-  for (int64_t o = 0; o < OC; o++) {
-    float acc_scale = q->x.scale[0] * q->w.scale[q->w.n == 1 ? 0 : o];
-    sc[o] = fout ? acc_scale : acc_scale / q->y.scale[0];
-    bias[o] = b0 ? b0[o] / acc_scale : 0.f;
-  }
+  float *sc = NULL, *bias = NULL;
   /* Where no padding reads it, the source zero point is a constant per
    * output channel, x.zp * sum(w[o]): folded into the bias, it leaves
    * oneDNN a zero-point-free conv.  Its AMX kernels run those 1.5-2.4x
    * faster (the default model's expand convs, whose sources are
    * projections with zero points: see int8_prefer). */
-  int32_t xzp = q->x.zp[0];
-  if (xzp != 0 && unpadded(win)) {
-    const int8_t *wq = WQ->data;
-    int64_t K = W->numel / OC;
-    for (int64_t o = 0; o < OC; o++) {
-      int64_t s = 0;
-      for (int64_t k = 0; k < K; k++)
-        s += wq[o * K + k];
-      bias[o] -= (float)(xzp * s);
-    }
-    xzp = 0;
-  }
+  bool fold = unpadded(win);
+  int64_t K = W->numel / OC;
+  dm_err rc = q_scales(e, n, bv, OC, K, K, 1, fold, &sc, &bias, eb);
+  if (rc != DM_OK) goto out;
+  int32_t xzp = fold ? 0 : q->x.zp[0];
   int sum_value = -1;
   if ((rc = q_attr(n, q, OC, sc, xzp, &attr, &sum_value)) != DM_OK) goto out;
   rc = DM_UNSUPPORTED;
@@ -3186,28 +3197,12 @@ static dm_err map_qgemm(oeng *e, int ni, dm_errbuf *eb) {
       md_plain_dims(&b_md, 2, bd) ||
       md_plain_dt(&dst_md, 2, Y->dims, fout ? dnnl_f32 : q8_dt(Y->dtype)))
     return DM_UNSUPPORTED;
-  dm_err rc = DM_UNSUPPORTED;
   dnnl_primitive_attr_t attr = NULL;
   dnnl_primitive_desc_t pd = NULL;
-  float *sc = malloc((size_t)N * sizeof *sc);
-  float *bias = aligned_alloc(ALIGN, align_up((size_t)N * sizeof *bias));
-  if (!sc || !bias) {
-    rc = nomem(eb, n);
-    goto out;
-  }
-  const float *b0 = bv >= 0 ? val(e, bv)->data : NULL;
-  if (bv >= 0 &&
-      (val(e, bv)->dtype != DM_ONNX_FLOAT || val(e, bv)->numel != N || !b0))
-    goto out;
-  const int8_t *wq = WQ->data;
-  for (int64_t o = 0; o < N; o++) {
-    float acc_scale = q->x.scale[0] * q->w.scale[q->w.n == 1 ? 0 : o];
-    sc[o] = fout ? acc_scale : acc_scale / q->y.scale[0];
-    int64_t s = 0;
-    for (int64_t k = 0; k < K; k++)
-      s += wq[tb ? o * K + k : k * N + o];
-    bias[o] = (b0 ? b0[o] / acc_scale : 0.f) - (float)(q->x.zp[0] * s);
-  }
+  float *sc = NULL, *bias = NULL;
+  dm_err rc =
+      q_scales(e, n, bv, N, K, tb ? K : 1, tb ? 1 : N, true, &sc, &bias, eb);
+  if (rc != DM_OK) goto out;
   int sum_value = -1;
   if ((rc = q_attr(n, q, N, sc, 0, &attr, &sum_value)) != DM_OK) goto out;
   rc = DM_UNSUPPORTED;
