@@ -186,6 +186,22 @@ class Builder:
         return self.node("ReduceMean", [x], self.vals[x].mean(axis=(2, 3)), prefix="gap",
                          axes=[2, 3], keepdims=0)
 
+    def sigmoid(self, x):
+        return self.node("Sigmoid", [x], 1.0 / (1.0 + np.exp(-self.vals[x])))
+
+    def mul(self, a, b):
+        return self.node("Mul", [a, b], self.vals[a] * self.vals[b])
+
+    def squeeze_excite(self, x, squeeze):
+        """GlobalAveragePooling2D (ReduceMean, keepdims) -> 1x1 conv + ReLU ->
+        1x1 conv + sigmoid -> Multiply with x, one scale per channel."""
+        c = self.vals[x].shape[1]
+        s = self.node("ReduceMean", [x], self.vals[x].mean(axis=(2, 3), keepdims=True),
+                      prefix="se_pool", axes=[2, 3], keepdims=1)
+        s = self.relu(self.conv(s, squeeze, 1, prefix="se_reduce"))
+        s = self.sigmoid(self.conv(s, c, 1, prefix="se_expand"))
+        return self.mul(x, s)
+
     def dense(self, x, units, logit_std=2.5):
         cin = self.vals[x].shape[1]
         w = self.rng.standard_normal((cin, units)) / math.sqrt(cin)
@@ -320,13 +336,29 @@ def g_keras_dilated(b):
     return b.softmax(b.dense(x, 7))
 
 
-# The first four run in ONNX Runtime too; keras_dilated does not (see above).
+def g_keras_se(b):
+    """36x28: squeeze-and-excitation blocks on 12 and 20 channels (not a
+    multiple of 8: oneDNN pads them in its blocked layouts below AVX-512)."""
+    x = b.transpose_nchw("input")
+    x = b.relu(b.bn(b.conv(x, 12, 3, stride=2)))                        # 18x14
+    x = b.squeeze_excite(x, 4)
+    y = b.relu6(b.bn(b.dwconv(x, 3, stride=1)))
+    y = b.squeeze_excite(y, 4)
+    x = b.add(x, b.bn(b.conv(y, 12, 1, bias=False)))
+    x = b.relu(b.bn(b.conv(x, 20, 3, stride=2)))                        # 9x7
+    x = b.squeeze_excite(x, 6)
+    x = b.gap(x)
+    return b.softmax(b.dense(x, 7))
+
+
+# keras_dilated does not run in ONNX Runtime (see above); the others do.
 GRAPHS = [
     ("keras_small_even", (32, 32), g_keras_small_even),
     ("keras_odd_stride2", (33, 33), g_keras_odd_stride2),
     ("keras_mobilenet_like", (64, 48), g_keras_mobilenet_like),
     ("keras_resnet_like", (40, 40), g_keras_resnet_like),
     ("keras_dilated", (24, 21), g_keras_dilated),
+    ("keras_se", (36, 28), g_keras_se),
 ]
 
 

@@ -166,9 +166,9 @@ typedef struct qdq_op {
  * ST_SWISH: y = x * sigmoid(x) over n floats, src -> dst (in place when
  * they share a buffer); ST_QDQ: per-tensor quantize or dequantize of n
  * elements (qdq_op); ST_NHWC: a 3-channel plain NCHW image batch to
- * channels-last; ST_CSCALE: channels-last y = x * s[c] (an SE block's
- * Mul; s is tensor aux, c floats); ST_GAP: channels-last global average
- * pooling; ST_STEM: a network's first conv and depthwise conv (stem.c),
+ * channels-last; ST_CSCALE: y = x * s[c] on a channels-last or blocked
+ * map (an SE block's Mul; s is tensor aux); ST_GAP: channels-last global
+ * average pooling; ST_STEM: a network's first conv and depthwise conv (stem.c),
  * the NCHW image to channels-last rows; ST_TILES: a pointwise conv and the
  * conv after it, tile by tile (see plan_tiles), in place of the second;
  * ST_SKIP: the first of those (nothing to run). */
@@ -234,6 +234,8 @@ typedef struct ostep {
                          /* STEM: output rows of the batch */
   size_t c, hw;          /* NHWC, CSCALE, GAP: channels, pixels per image */
                          /* STEM: elements per output row, 1 */
+                         /* CSCALE, blocked map: c is the block, n counts */
+  size_t c_all;          /* images x blocks; c_all: CSCALE's channels */
   const dm_stem *stem;   /* STEM (in e->wmem) */
   qdq_op qdq;            /* QDQ */
   const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */
@@ -1063,6 +1065,7 @@ typedef struct ew_job {
   const float *s; /* CSCALE */
   size_t n;       /* SWISH, QDQ: elements; others: images */
   size_t c, hw;
+  size_t c_all; /* CSCALE: channels (c: those of one block, see ostep) */
   bool avx512;
   float *part; /* GAP on threads: c partial sums per thread */
   const dm_stem *stem;
@@ -1138,16 +1141,28 @@ static void ew_span(const ew_job *j, size_t b, size_t n, int slot) {
       n -= k;
     }
     return;
-  case ST_CSCALE:
+  case ST_CSCALE: /* unit q: a pixel of block (q / hw) % blocks */
+    while (n) {
+      size_t blocks = (j->c_all + j->c - 1) / j->c;
+      size_t k0 = (b / j->hw) % blocks * j->c;
+      size_t kn = j->c_all - k0 < j->c ? j->c_all - k0 : j->c;
+      size_t np = j->hw - b % j->hw < n ? j->hw - b % j->hw : n;
+      float *yp = y + b * j->c;
+      const float *xp = x + b * j->c, *s = j->s + k0;
 #if defined(__x86_64__)
-    if (j->avx512) {
-      cscale_avx512(y + b * j->c, x + b * j->c, j->s, j->c, n);
-      return;
-    }
+      if (j->avx512 && kn == j->c)
+        cscale_avx512(yp, xp, s, j->c, np);
+      else
 #endif
-    for (size_t p = b; p < b + n; p++)
-      for (size_t k = 0; k < j->c; k++)
-        y[p * j->c + k] = x[p * j->c + k] * j->s[k];
+        for (size_t p = 0; p < np; p++, xp += j->c, yp += j->c) {
+          for (size_t k = 0; k < kn; k++)
+            yp[k] = xp[k] * s[k];
+          for (size_t k = kn; k < j->c; k++) /* the block's padding */
+            yp[k] = xp[k];
+        }
+      b += np;
+      n -= np;
+    }
     return;
   case ST_STEM:
 #if defined(__x86_64__)
@@ -2602,11 +2617,31 @@ out:
   return rc;
 }
 
-/* y = a * b with a (tensor ta) channels-last [N, C, H, W] and b holding C
- * floats, one per channel ([C, 1, 1], [1, C, 1, 1], ...: an SE block's
- * scaling) as an ST_CSCALE pass, in place over a when nothing reads a
- * later.  oneDNN 2.6's broadcasting binary got slower on two threads than
- * on one (EfficientNet-B0's 16 SE Muls: 0.29 -> 0.92 ms). */
+/* The channel block of a float32 nChw8c or nChw16c map (oneDNN's layout
+ * for activations below AVX-512), 0 for any other layout. */
+static size_t md_cblock(const dnnl_memory_desc_t *md) {
+  static const struct {
+    dnnl_format_tag_t tag;
+    size_t block;
+  } k[] = {{dnnl_nChw8c, 8}, {dnnl_nChw16c, 16}};
+  if (md->ndims != 4 || md->data_type != dnnl_f32) return 0;
+  for (size_t i = 0; i < sizeof k / sizeof *k; i++) {
+    dnnl_memory_desc_t b;
+    if (dnnl_memory_desc_init_by_tag(&b, 4, md->dims, dnnl_f32, k[i].tag) ==
+            dnnl_success &&
+        dnnl_memory_desc_equal(md, &b))
+      return k[i].block;
+  }
+  return 0;
+}
+
+/* y = a * b with a (tensor ta) channels-last [N, C, H, W] or blocked
+ * (nChw8c, nChw16c) and b holding C floats, one per channel ([C, 1, 1],
+ * [1, C, 1, 1], ...: an SE block's scaling) as an ST_CSCALE pass, in place
+ * over a when nothing reads a later.  oneDNN 2.6's broadcasting binary got
+ * slower on two threads than on one (EfficientNet-B0's 16 SE Muls: 0.29 ->
+ * 0.92 ms), and on blocked maps it is its reference code (the same Muls
+ * under ONEDNN_MAX_CPU_ISA=AVX2: 16-26 ms each). */
 static dm_err map_cscale(oeng *e, int ni, int ta, int b, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   int tb;
@@ -2622,10 +2657,12 @@ static dm_err map_cscale(oeng *e, int ni, int ta, int b, dm_errbuf *eb) {
   const int64_t *d = val(e, y)->dims;
   ostep st;
   memset(&st, 0, sizeof st);
+  size_t block = md_cblock(&e->t[ta].md);
   st.kind = ST_CSCALE;
   st.aux = tb;
-  st.n = (size_t)d[0];
-  st.c = (size_t)d[1];
+  st.c_all = (size_t)d[1];
+  st.c = block ? block : st.c_all;
+  st.n = (size_t)d[0] * ((st.c_all + st.c - 1) / st.c);
   st.hw = (size_t)(d[2] * d[3]);
   return add_pass(e, ni, &st, ta, ty, eb);
 }
@@ -2675,9 +2712,9 @@ static dm_err map_binary(oeng *e, int ni, dm_errbuf *eb) {
   int ta, tb;
   dm_err rc = primary(e, a, &ta, eb);
   if (rc != DM_OK) return rc;
-  if (alg == dnnl_binary_mul && !fb && r == 4 && md_is_nhwc(&e->t[ta].md) &&
-      B->rank >= 3 && B->numel == Y->dims[1] &&
-      B->dims[B->rank - 3] == Y->dims[1])
+  if (alg == dnnl_binary_mul && !fb && r == 4 &&
+      (md_is_nhwc(&e->t[ta].md) || md_cblock(&e->t[ta].md)) && B->rank >= 3 &&
+      B->numel == Y->dims[1] && B->dims[B->rank - 3] == Y->dims[1])
     return map_cscale(e, ni, ta, b, eb);
   dnnl_primitive_desc_t pd = NULL;
   if (fb) {
@@ -4352,6 +4389,7 @@ static ew_job step_job(const oeng *e, const osess *ss, const ostep *st) {
                   st->n,
                   st->c,
                   st->hw,
+                  st->c_all,
                   e->avx512,
                   ss->gap_part,
                   st->stem,

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Keras/TensorFlow-style graphs (NHWC input + Transpose, auto_pad=SAME_UPPER,
-# ReduceMean global pooling, Softmax in the graph) built with python3-onnx's
-# helper API, against the numpy reference the same script computes.
+# ReduceMean global pooling, Softmax in the graph, squeeze-and-excitation)
+# built with python3-onnx's helper API, against the numpy reference the same
+# script computes; onednn also with oneDNN limited to AVX2.
 set -u
 O=${1:-build}
 cd "$(dirname "$0")/../.." || exit 2
@@ -17,9 +18,11 @@ $PY tools/make_keras_graphs.py --out $K >/dev/null || { echo "FAIL generating gr
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 for f in $K/*.onnx; do
   n=$(basename "$f" .onnx)
-  for be in ref onednn; do
-    if "$DERMAL" run "$f" --input $K/$n.input.npy --output "$tmp/$n.$be.npy" --backend $be \
-        >"$tmp/err" 2>&1 &&
+  # onednn-avx2: oneDNN limited to AVX2 (blocked layouts, other passes)
+  for be in ref onednn onednn-avx2; do
+    isa=; [ $be = onednn-avx2 ] && isa=AVX2
+    if ONEDNN_MAX_CPU_ISA=$isa "$DERMAL" run "$f" --input $K/$n.input.npy \
+        --output "$tmp/$n.$be.npy" --backend ${be%-avx2} >"$tmp/err" 2>&1 &&
       $PY tests/integration/compare.py "$tmp/$n.$be.npy" $K/$n.expected.npy \
         --label "$n $be vs numpy"; then
       pass=$((pass + 1))
