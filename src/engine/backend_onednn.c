@@ -217,6 +217,9 @@ typedef struct otile {
   size_t n;   /* elements of the tile's map (the swish pass) */
 } otile;
 
+/* The code path of our own passes: portable C, AVX2 + FMA, or AVX-512. */
+typedef enum { VEC_C, VEC_AVX2, VEC_AVX512 } vec_isa;
+
 typedef struct ostep {
   step_kind kind;
   int node; /* node index, -1 for graph output copies */
@@ -274,7 +277,7 @@ typedef struct oeng {
   int amx;          /* int8 convs on AMX: 0 never, 1 always, 2 int8_prefer */
   bool bf16;        /* Conv/Gemm/MatMul in bf16 (see bf16_native) */
   int64_t wino_max; /* largest OC*IC for Winograd */
-  bool avx512;      /* the passes may use AVX-512 (dm__simd_ok) */
+  vec_isa vec;      /* the passes' code path (pick_vec) */
   bool stem;        /* map_stem may fuse (DERMAL_ONEDNN_STEM=0: never) */
   dnnl_engine_t eng;
   bigmem wmem;  /* reordered weights (virtual reservation) */
@@ -617,6 +620,24 @@ static bool pd_is_ref(const_dnnl_primitive_desc_t pd) {
   return strncmp(s, "ref", 3) == 0 || strstr(s, ":ref") != NULL;
 }
 
+/* The passes' code path: the widest the CPU has and oneDNN may use, so
+ * that ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 machine runs what an AVX2
+ * host runs.  DERMAL_ONEDNN_VEC=c or avx2 caps it (for tests: oneDNN reads
+ * its ISA limit once per process, this at every engine build). */
+static vec_isa pick_vec(void) {
+#if defined(__x86_64__)
+  const char *cap = getenv("DERMAL_ONEDNN_VEC");
+  if (cap && !strcmp(cap, "c")) return VEC_C;
+  bool avx2_cap = cap && !strcmp(cap, "avx2");
+  unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(),
+           a512 = (unsigned)dnnl_cpu_isa_avx512_core,
+           a2 = (unsigned)dnnl_cpu_isa_avx2;
+  if ((isa & a512) == a512 && dm__simd_ok() && !avx2_cap) return VEC_AVX512;
+  if ((isa & a2) == a2 && dm__avx2_ok()) return VEC_AVX2;
+#endif
+  return VEC_C;
+}
+
 /* ----------------------------------------------------------------- bf16 -- */
 
 /* Whether this CPU runs bf16 convolutions natively: the ISA oneDNN uses
@@ -723,14 +744,32 @@ DM_AVX512 static void swish_avx512(float *y, const float *x, size_t n) {
 }
 #endif
 
-static void swish_span(float *y, const float *x, size_t n, bool avx512) {
 #if defined(__x86_64__)
-  if (avx512) {
+DM_AVX2 static void swish_avx2(float *y, const float *x, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, swish8(_mm256_loadu_ps(x + i)));
+  if (i < n) { /* the tail through a copy */
+    float t[8] = {0};
+    memcpy(t, x + i, (n - i) * sizeof *t);
+    _mm256_storeu_ps(t, swish8(_mm256_loadu_ps(t)));
+    memcpy(y + i, t, (n - i) * sizeof *t);
+  }
+}
+#endif
+
+static void swish_span(float *y, const float *x, size_t n, vec_isa vec) {
+#if defined(__x86_64__)
+  if (vec == VEC_AVX512) {
     swish_avx512(y, x, n);
     return;
   }
+  if (vec == VEC_AVX2) {
+    swish_avx2(y, x, n);
+    return;
+  }
 #else
-  (void)avx512;
+  (void)vec;
 #endif
   for (size_t i = 0; i < n; i++)
     y[i] = x[i] / (1.f + expf(-x[i]));
@@ -801,6 +840,61 @@ DM_AVX512 static void fc_rows_avx512(const ostep *st, float *y, const float *x,
     memcpy(y + o, s4, k * sizeof *y);
   }
 }
+
+DM_AVX2 static inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* fc_rows_avx512 on AVX2: 8 floats a vector, the last c % 8 one by one. */
+DM_AVX2 static void fc_rows_avx2(const ostep *st, float *y, const float *x,
+                                 size_t o0, size_t o1) {
+  size_t c = st->c, full = c & ~(size_t)7, row = c * sizeof(float);
+  const char *w = st->wraw;
+  for (size_t o = o0; o < o1; o += 4) {
+    size_t k = o1 - o < 4 ? o1 - o : 4; /* rows here; the rest repeat */
+    const char *r[4];
+    for (size_t j = 0; j < 4; j++)
+      r[j] = w + (o + (j < k ? j : 0)) * row;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < full; i += 8) {
+      __m256 xv = _mm256_loadu_ps(x + i);
+      size_t b = i * sizeof(float);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(r[0] + b)), xv, a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(r[1] + b)), xv, a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(r[2] + b)), xv, a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(r[3] + b)), xv, a3);
+    }
+    float s4[4] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3)};
+    for (size_t j = 0; j < k; j++)
+      for (size_t i = full; i < c; i++) {
+        float wv;
+        memcpy(&wv, r[j] + i * sizeof wv, sizeof wv);
+        s4[j] += wv * x[i];
+      }
+    memcpy(y + o, s4, k * sizeof *y);
+  }
+}
+
+/* y[o0 .. o0+8) of fc_span, weights transposed (wt[i][o]): bias plus the
+ * dot products; fc_span applies the post-ops. */
+DM_AVX2 static void fc8_avx2(const ostep *st, float *y, const float *x,
+                             size_t o0) {
+  __m256 a0 = st->bias ? _mm256_loadu_ps(st->bias + o0) : _mm256_setzero_ps();
+  __m256 a1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 2 <= st->c; i += 2) {
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]),
+                         _mm256_loadu_ps(st->w + i * st->n + o0), a0);
+    a1 = _mm256_fmadd_ps(_mm256_set1_ps(x[i + 1]),
+                         _mm256_loadu_ps(st->w + (i + 1) * st->n + o0), a1);
+  }
+  if (i < st->c)
+    a0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]),
+                         _mm256_loadu_ps(st->w + i * st->n + o0), a0);
+  _mm256_storeu_ps(y + o0, _mm256_add_ps(a0, a1));
+}
 #endif
 
 /* libgomp's entry point for `#pragma omp parallel` (GCC's ABI since 4.9).
@@ -814,8 +908,10 @@ extern void GOMP_parallel(void (*fn)(void *), void *data, unsigned nthreads,
 static void fc_rows_part(const oeng *e, const ostep *st, float *y,
                          const float *x, size_t o0, size_t o1) {
 #if defined(__x86_64__)
-  if (e->avx512)
+  if (e->vec == VEC_AVX512)
     fc_rows_avx512(st, y, x, o0, o1);
+  else if (e->vec == VEC_AVX2)
+    fc_rows_avx2(st, y, x, o0, o1);
   else
 #endif
     for (size_t o = o0; o < o1; o++) {
@@ -872,19 +968,23 @@ static void fc_span(const oeng *e, const ostep *st, float *y, const float *x,
     fc_rows_part(e, st, y, x, o0, o1);
     return;
   }
+  size_t ov = o0; /* outputs [o0, ov) summed by the AVX2 code */
 #if defined(__x86_64__)
-  if (e->avx512) {
+  if (e->vec == VEC_AVX512) {
     for (size_t o = o0; o < o1; o += 16)
       fc16_avx512(e, st, y, x, o,
                   (__mmask16)(o1 - o >= 16 ? 0xffffu : (1u << (o1 - o)) - 1u));
     return;
   }
+  if (e->vec == VEC_AVX2)
+    for (; ov + 8 <= o1; ov += 8)
+      fc8_avx2(st, y, x, ov);
 #endif
   const dm_node *n = &e->g->nodes[st->node];
   const dm_act swish = {DM_UNARY_SWISH, 0.f, 0.f};
   for (size_t o = o0; o < o1; o++) {
-    float acc = st->bias ? st->bias[o] : 0.f;
-    for (size_t i = 0; i < st->c; i++)
+    float acc = o < ov ? y[o] : st->bias ? st->bias[o] : 0.f;
+    for (size_t i = 0; o >= ov && i < st->c; i++)
       acc += st->w[i * st->n + o] * x[i];
     for (int p = 0; p < n->n_post; p++)
       acc = dm__ref_act(&n->post[p].act, acc);
@@ -949,19 +1049,58 @@ DM_AVX512 static void qdq_avx512(const qdq_op *op, void *y, const void *x,
     }
   }
 }
+
+/* The same on AVX2, 8 at a time: the same division and rounding, so the
+ * same bits; the tail goes through qdq_span's portable loop. */
+DM_AVX2 static size_t qdq_avx2(const qdq_op *op, void *y, const void *x,
+                               size_t n) {
+  const __m256 s = _mm256_set1_ps(op->scale);
+  const __m256 zf = _mm256_set1_ps((float)op->zp);
+  const __m256i zi = _mm256_set1_epi32(op->zp);
+  const __m256 lo = _mm256_set1_ps(op->u8 ? 0.f : -128.f),
+               hi = _mm256_set1_ps(op->u8 ? 255.f : 127.f);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    if (op->quant) {
+      __m256 v = _mm256_div_ps(_mm256_loadu_ps((const float *)x + i), s);
+      v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q)); /* NaN -> 0 */
+      v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, zf), lo), hi);
+      if (op->fake) {
+        _mm256_storeu_ps((float *)y + i,
+                         _mm256_mul_ps(_mm256_sub_ps(v, zf), s));
+      } else { /* in range already: the packs do not saturate */
+        __m256i q = _mm256_cvtps_epi32(v);
+        __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q),
+                                    _mm256_extracti128_si256(q, 1));
+        w = op->u8 ? _mm_packus_epi16(w, w) : _mm_packs_epi16(w, w);
+        _mm_storel_epi64((__m128i *)((char *)y + i), w);
+      }
+    } else {
+      __m128i b = _mm_loadl_epi64((const __m128i *)((const char *)x + i));
+      __m256i q = op->u8 ? _mm256_cvtepu8_epi32(b) : _mm256_cvtepi8_epi32(b);
+      _mm256_storeu_ps(
+          (float *)y + i,
+          _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, zi)), s));
+    }
+  }
+  return i;
+}
 #endif
 
 static void qdq_span(const qdq_op *op, void *y, const void *x, size_t n,
-                     bool avx512) {
+                     vec_isa vec) {
+  size_t i = 0;
 #if defined(__x86_64__)
-  if (avx512) {
+  if (vec == VEC_AVX512) {
     qdq_avx512(op, y, x, n);
     return;
   }
+  if (vec == VEC_AVX2) i = qdq_avx2(op, y, x, n);
 #else
-  (void)avx512;
+  (void)vec;
 #endif
-  for (size_t i = 0; i < n; i++) {
+  for (; i < n; i++) {
     if (op->quant) {
       int32_t q =
           dm__quantize_one(((const float *)x)[i], op->scale, op->zp, op->u8);
@@ -1032,6 +1171,22 @@ DM_AVX512 static void cscale_avx512(float *y, const float *x, const float *s,
   }
 }
 
+/* y[p][k] = x[p][k] * s[k] for k < kn, x[p][k] for kn <= k < c (a
+ * blocked map's padding), pixels [0, n): whole vectors, then one by one. */
+DM_AVX2 static void cscale_avx2(float *y, const float *x, const float *s,
+                                size_t c, size_t kn, size_t n) {
+  for (size_t p = 0; p < n; p++, x += c, y += c) {
+    size_t k = 0;
+    for (; k + 8 <= kn; k += 8)
+      _mm256_storeu_ps(
+          y + k, _mm256_mul_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(s + k)));
+    for (; k < kn; k++)
+      y[k] = x[k] * s[k];
+    for (; k < c; k++)
+      y[k] = x[k];
+  }
+}
+
 /* y[k] = sum of x[p][c0 + k] over np pixels from x, k < 16 (masked by m),
  * c channels per pixel.  Four running sums, added as a tree. */
 DM_AVX512 static void gap_avx512(float *y, const float *x, size_t c, size_t np,
@@ -1066,7 +1221,7 @@ typedef struct ew_job {
   size_t n;       /* SWISH, QDQ: elements; others: images */
   size_t c, hw;
   size_t c_all; /* CSCALE: channels (c: those of one block, see ostep) */
-  bool avx512;
+  vec_isa vec;
   float *part; /* GAP on threads: c partial sums per thread */
   const dm_stem *stem;
   char *scratch; /* STEM: per thread or band, scratch_bytes each */
@@ -1076,7 +1231,7 @@ typedef struct ew_job {
 /* y[k] = the sum of channel k over np pixels from x (c channels each). */
 static void gap_sums(const ew_job *j, float *y, const float *x, size_t np) {
 #if defined(__x86_64__)
-  if (j->avx512) {
+  if (j->vec == VEC_AVX512) {
     for (size_t c0 = 0; c0 < j->c; c0 += 16) {
       size_t cn = j->c - c0 < 16 ? j->c - c0 : 16;
       gap_avx512(y, x, j->c, np, c0, (__mmask16)((1u << cn) - 1u));
@@ -1120,7 +1275,7 @@ static void ew_span(const ew_job *j, size_t b, size_t n, int slot) {
     size_t ys = j->qdq->quant && !j->qdq->fake ? 1 : 4,
            xs = j->qdq->quant ? 4 : 1;
     qdq_span(j->qdq, (char *)j->y + b * ys, (const char *)j->x + b * xs, n,
-             j->avx512);
+             j->vec);
     return;
   }
   case ST_NHWC: /* pixel q of the batch: image q / hw; runs within images */
@@ -1130,7 +1285,7 @@ static void ew_span(const ew_job *j, size_t b, size_t n, int slot) {
       const float *xi = x + img * 3 * j->hw;
       float *yi = y + img * 3 * j->hw;
 #if defined(__x86_64__)
-      if (j->avx512)
+      if (j->vec == VEC_AVX512)
         nhwc3_avx512(yi, xi, j->hw, p, k);
       else
 #endif
@@ -1150,8 +1305,10 @@ static void ew_span(const ew_job *j, size_t b, size_t n, int slot) {
       float *yp = y + b * j->c;
       const float *xp = x + b * j->c, *s = j->s + k0;
 #if defined(__x86_64__)
-      if (j->avx512 && kn == j->c)
+      if (j->vec == VEC_AVX512 && kn == j->c)
         cscale_avx512(yp, xp, s, j->c, np);
+      else if (j->vec != VEC_C)
+        cscale_avx2(yp, xp, s, j->c, kn, np);
       else
 #endif
         for (size_t p = 0; p < np; p++, xp += j->c, yp += j->c) {
@@ -1178,7 +1335,7 @@ static void ew_span(const ew_job *j, size_t b, size_t n, int slot) {
         yi[k] /= (float)j->hw;
     }
     return;
-  default: swish_span(y + b, x + b, n, j->avx512); return;
+  default: swish_span(y + b, x + b, n, j->vec); return;
   }
 }
 
@@ -4390,7 +4547,7 @@ static ew_job step_job(const oeng *e, const osess *ss, const ostep *st) {
                   st->c,
                   st->hw,
                   st->c_all,
-                  e->avx512,
+                  e->vec,
                   ss->gap_part,
                   st->stem,
                   ss->stem_part,
@@ -4843,8 +5000,7 @@ static dnnl_status_t tile_run(const oeng *e, osess *ss, int i, int b,
     size_t q = 2 * (size_t)(B->tile0 + k);
     dnnl_status_t s = dnnl_primitive_execute(
         t->a.prim, sm, A->n_args + (t->a.has_scratch ? 1 : 0), ss->targs[q]);
-    if (s == dnnl_success && B->tile_swish)
-      swish_span(map, map, t->n, e->avx512);
+    if (s == dnnl_success && B->tile_swish) swish_span(map, map, t->n, e->vec);
     if (s == dnnl_success)
       s = dnnl_primitive_execute(t->b.prim, sm,
                                  B->n_args + (t->b.has_scratch ? 1 : 0),
@@ -4904,9 +5060,7 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
   e->g = g;
   e->threads = threads;
 #if defined(__x86_64__)
-  /* DERMAL_ONEDNN_SCALAR=1: the passes' portable code, for tests */
-  const char *sc = getenv("DERMAL_ONEDNN_SCALAR");
-  e->avx512 = dm__simd_ok() && !(sc && sc[0] == '1');
+  e->vec = pick_vec();
 #endif
   const char *vb = getenv("DERMAL_ONEDNN_VERBOSE");
   e->verbose = vb && vb[0] && vb[0] != '0';
@@ -4929,7 +5083,7 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     const char *bf = getenv("DERMAL_ONEDNN_BAND_FC");
     e->band_fc = !(bf && bf[0] == '0');
     const char *sm = getenv("DERMAL_ONEDNN_STEM");
-    e->stem = e->avx512 && !(sm && sm[0] == '0');
+    e->stem = e->vec == VEC_AVX512 && !(sm && sm[0] == '0');
     const char *tl = getenv("DERMAL_ONEDNN_TILES");
     e->tiles = !(tl && tl[0] == '0');
     e->tile_kb = env_kib("DERMAL_ONEDNN_TILE_KB", 512);

@@ -1,7 +1,7 @@
-/* simd.h: AVX-512 helpers shared by the engine's own passes
- * (backend_onednn.c, stem.c).  Private to src/engine; every function is
- * compiled for AVX-512F whatever the build flags, so callers check the CPU
- * first (oeng.avx512). */
+/* simd.h: AVX-512 (and a few AVX2) helpers shared by the engine's own
+ * passes (backend_onednn.c, stem.c).  Private to src/engine; every function
+ * is compiled for its ISA whatever the build flags, so callers check the
+ * CPU first (oeng.vec). */
 #ifndef DM_ENGINE_SIMD_H
 #define DM_ENGINE_SIMD_H
 
@@ -19,6 +19,46 @@
 static inline bool dm__simd_ok(void) {
   return __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512dq");
+}
+
+/* The ISA of the engine's AVX2 functions (the passes on CPUs without
+ * AVX-512, which most small cloud hosts are): AVX2 and FMA. */
+#define DM_AVX2 __attribute__((target("avx2,fma")))
+
+static inline bool dm__avx2_ok(void) {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* AVX2: 1 / (1 + e^-v) as sigmoid16 computes it, without VREDUCEPS and
+ * VSCALEFPS: f = t - floor(t), 2^floor(t) built in the exponent bits, t
+ * clamped to [-126, 126] (so x > 87 gives 1 and x < -87 ~ 1e-38, as
+ * sigmoid16), the same polynomial; rcp and one Newton step. */
+DM_AVX2 static inline __m256 sigmoid8(__m256 v) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  const __m256 c1 = _mm256_set1_ps(0.6931530833f);
+  const __m256 c2 = _mm256_set1_ps(0.2401536107f);
+  const __m256 c3 = _mm256_set1_ps(0.0558263175f);
+  const __m256 c4 = _mm256_set1_ps(0.0089893397f);
+  const __m256 c5 = _mm256_set1_ps(0.0018775767f);
+  const __m256 c0 = _mm256_set1_ps(0.9999999404f);
+  __m256 t = _mm256_mul_ps(v, _mm256_set1_ps(-1.44269504088896341f));
+  t = _mm256_max_ps(_mm256_min_ps(t, _mm256_set1_ps(126.f)),
+                    _mm256_set1_ps(-126.f)); /* NaN -> 126: x * ~0 */
+  __m256 fl = _mm256_floor_ps(t), f = _mm256_sub_ps(t, fl);
+  __m256 q = _mm256_fmadd_ps(c5, f, c4);
+  q = _mm256_fmadd_ps(q, f, c3);
+  q = _mm256_fmadd_ps(q, f, c2);
+  q = _mm256_fmadd_ps(q, f, c1);
+  q = _mm256_fmadd_ps(q, f, c0);
+  __m256i ex = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(fl), _mm256_set1_epi32(127)), 23);
+  __m256 d = _mm256_fmadd_ps(q, _mm256_castsi256_ps(ex), one); /* 1+e^-x */
+  __m256 r = _mm256_rcp_ps(d);
+  return _mm256_fmadd_ps(_mm256_fnmadd_ps(d, r, one), r, r);
+}
+
+DM_AVX2 static inline __m256 swish8(__m256 v) {
+  return _mm256_mul_ps(v, sigmoid8(v));
 }
 
 /* AVX-512: e^-x = 2^t with t = -x log2 e; f = t - floor(t) in [0, 1) in

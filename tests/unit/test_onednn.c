@@ -663,12 +663,20 @@ static void case_channel_passes(void) {
   }
 }
 
-static void case_channel_passes_scalar(void) {
-  /* the same with the passes' portable (non-AVX-512) code */
-  setenv("DERMAL_ONEDNN_SCALAR", "1", 1);
-  case_channel_passes();
-  case_se_swish();
-  unsetenv("DERMAL_ONEDNN_SCALAR");
+static void case_gemm_matmul(void);
+
+static void case_channel_passes_narrow(void) {
+  /* the same, the SE FCs and Gemm/MatMul (FC passes), with the passes'
+   * AVX2 and portable code */
+  const char *vec[] = {"avx2", "c"};
+  for (int i = 0; i < 2; i++) {
+    setenv("DERMAL_ONEDNN_VEC", vec[i], 1);
+    case_channel_passes();
+    case_se_swish();
+    case_se_fc();
+    case_gemm_matmul();
+    unsetenv("DERMAL_ONEDNN_VEC");
+  }
 }
 
 static void case_pools(void) {
@@ -1227,7 +1235,7 @@ int main(void) {
   case_tiles();
   case_se_swish();
   case_channel_passes();
-  case_channel_passes_scalar();
+  case_channel_passes_narrow();
   case_pools();
   case_binaries();
   case_unaries();

@@ -263,39 +263,42 @@ static void test_quantize_axis(void) {
 /* ---------- DequantizeLinear ---------- */
 
 static void test_dequantize(void) {
-  static const uint8_t xu[6] = {0, 1, 127, 128, 254, 255};
-  static const int8_t xi[6] = {-128, -1, 0, 1, 126, 127};
+  /* 12 codes: one vector of the AVX2 pass and a tail */
+  static const uint8_t xu[12] = {0, 1,   127, 128, 254, 255,
+                                 3, 200, 64,  90,  17,  250};
+  static const int8_t xi[12] = {-128, -1, 0,  1,   126,  127,
+                                -77,  33, -5, 100, -100, 64};
   static const int32_t x32[6] = {-2147483647, -1000, 0, 1, 1000, 2147483647};
   float s = 0.25f;
   uint8_t zu = 128;
   int8_t zi = -1;
   int32_t z32 = 0;
-  int64_t d6[1] = {6};
+  int64_t d6[1] = {6}, d12[1] = {12};
   for (int b = 0; b < 2; b++) {
     model m;
-    float y[6];
+    float y[12];
     dm_errbuf eb = {{0}};
     m_init(&m, 13);
-    m_in(&m, "x", DM_ONNX_UINT8, 1, d6);
+    m_in(&m, "x", DM_ONNX_UINT8, 1, d12);
     m_const(&m, "s", DM_ONNX_FLOAT, 0, NULL, &s);
     m_const(&m, "z", DM_ONNX_UINT8, 0, NULL, &zu);
     m_node(&m, "DequantizeLinear", "x", "s", "z", "y", NULL, 0);
-    m_out(&m, "y", DM_ONNX_FLOAT, 1, d6);
+    m_out(&m, "y", DM_ONNX_FLOAT, 1, d12);
     dm_err rc = m_run(&m, backends[b], xu, y, sizeof y, &eb);
     bool ok = rc == DM_OK;
-    for (int i = 0; i < 6 && ok; i++)
+    for (int i = 0; i < 12 && ok; i++)
       ok = y[i] == ((float)xu[i] - 128.f) * s;
     CHECK(ok, "%s uint8 dequantize: rc %d %s", be_name[b], rc, eb.msg);
 
     m_init(&m, 13);
-    m_in(&m, "x", DM_ONNX_INT8, 1, d6);
+    m_in(&m, "x", DM_ONNX_INT8, 1, d12);
     m_const(&m, "s", DM_ONNX_FLOAT, 0, NULL, &s);
     m_const(&m, "z", DM_ONNX_INT8, 0, NULL, &zi);
     m_node(&m, "DequantizeLinear", "x", "s", "z", "y", NULL, 0);
-    m_out(&m, "y", DM_ONNX_FLOAT, 1, d6);
+    m_out(&m, "y", DM_ONNX_FLOAT, 1, d12);
     rc = m_run(&m, backends[b], xi, y, sizeof y, &eb);
     ok = rc == DM_OK;
-    for (int i = 0; i < 6 && ok; i++)
+    for (int i = 0; i < 12 && ok; i++)
       ok = y[i] == ((float)xi[i] + 1.f) * s;
     CHECK(ok, "%s int8 dequantize: rc %d %s", be_name[b], rc, eb.msg);
 
@@ -305,7 +308,7 @@ static void test_dequantize(void) {
     m_const(&m, "z", DM_ONNX_INT32, 0, NULL, &z32);
     m_node(&m, "DequantizeLinear", "x", "s", "z", "y", NULL, 0);
     m_out(&m, "y", DM_ONNX_FLOAT, 1, d6);
-    rc = m_run(&m, backends[b], x32, y, sizeof y, &eb);
+    rc = m_run(&m, backends[b], x32, y, 6 * sizeof *y, &eb);
     ok = rc == DM_OK;
     for (int i = 0; i < 6 && ok; i++)
       ok = y[i] == (float)x32[i] * s;
@@ -321,11 +324,52 @@ static void test_dequantize(void) {
     m_const(&m, "z", DM_ONNX_INT8, 1, d3, zc);
     m_node(&m, "DequantizeLinear", "x", "s", "z", "y", "axis", 0);
     m_out(&m, "y", DM_ONNX_FLOAT, 2, d32);
-    rc = m_run(&m, backends[b], xi, y, sizeof y, &eb);
+    rc = m_run(&m, backends[b], xi, y, 6 * sizeof *y, &eb);
     ok = rc == DM_OK;
     for (int i = 0; i < 6 && ok; i++)
       ok = y[i] == (float)xi[i] * sc[i / 2];
     CHECK(ok, "%s per-axis dequantize: rc %d %s", be_name[b], rc, eb.msg);
+  }
+}
+
+/* A QuantizeLinear read by two DequantizeLinears, their sum the output:
+ * onednn's quantize and dequantize passes (not the float-to-float pair)
+ * equal ref bit for bit, 19 elements (two AVX2 vectors and a tail). */
+static void test_qdq_passes(void) {
+  enum { N = 19 };
+  float x[N], y[2][N];
+  for (int i = 0; i < N; i++)
+    x[i] = ((float)i - 9.f) * 0.37f + (i % 2 ? 0.125f : -0.0625f);
+  float s = 0.125f; /* exact ties among the x / s */
+  uint8_t zu = 130;
+  int8_t zi = 5;
+  int64_t d[1] = {N};
+  for (int u8 = 0; u8 < 2; u8++) {
+    dm_err rc[2];
+    dm_errbuf eb = {{0}};
+    for (int b = 0; b < 2; b++) {
+      model m;
+      m_init(&m, 13);
+      m_in(&m, "x", DM_ONNX_FLOAT, 1, d);
+      m_const(&m, "s", DM_ONNX_FLOAT, 0, NULL, &s);
+      if (u8)
+        m_const(&m, "z", DM_ONNX_UINT8, 0, NULL, &zu);
+      else
+        m_const(&m, "z", DM_ONNX_INT8, 0, NULL, &zi);
+      m_node(&m, "QuantizeLinear", "x", "s", "z", "q", NULL, 0);
+      m_node(&m, "DequantizeLinear", "q", "s", "z", "a", NULL, 0);
+      m_node(&m, "DequantizeLinear", "q", "s", "z", "c", NULL, 0);
+      m_node(&m, "Add", "a", "c", NULL, "y", NULL, 0);
+      m_out(&m, "y", DM_ONNX_FLOAT, 1, d);
+      rc[b] = m_run(&m, backends[b], x, y[b], sizeof y[b], &eb);
+    }
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+      bad += memcmp(&y[0][i], &y[1][i], sizeof(float)) != 0;
+    CHECK(rc[0] == DM_OK && rc[1] == DM_OK && bad == 0,
+          "%s quantize + dequantize passes: rc %d %d %s; %d of %d differ "
+          "from ref",
+          u8 ? "uint8" : "int8", rc[0], rc[1], eb.msg, bad, N);
   }
 }
 
@@ -375,7 +419,7 @@ static void test_round_trips(void) {
 /* QuantizeLinear read only by a DequantizeLinear (an fp32 island in a QDQ
  * model): onednn runs the pair as one float-to-float pass; it must equal
  * ref bit for bit, ties, saturation and the tail included, on the AVX-512
- * code and on the portable one (DERMAL_ONEDNN_SCALAR=1). */
+ * code, the AVX2 one and the portable one (DERMAL_ONEDNN_VEC). */
 static void test_fake_quant(void) {
   enum { N = 1037 };
   static float x[N], y[2][N];
@@ -383,8 +427,9 @@ static void test_fake_quant(void) {
   for (int i = 0; i < N; i++)
     x[i] = i % 3 ? ((float)(i % 400) - 200.f + 0.5f) * s
                  : ((float)i - 518.f) * 0.0371f;
-  for (int sc = 0; sc < 2; sc++) {
-    if (sc) setenv("DERMAL_ONEDNN_SCALAR", "1", 1);
+  const char *vec[] = {NULL, "avx2", "c"};
+  for (int sc = 0; sc < 3; sc++) {
+    if (vec[sc]) setenv("DERMAL_ONEDNN_VEC", vec[sc], 1);
     for (int u8 = 0; u8 < 2; u8++) {
       uint8_t zu = 77;
       int8_t zi = -3;
@@ -410,10 +455,10 @@ static void test_fake_quant(void) {
         bad += memcmp(&y[0][i], &y[1][i], sizeof(float)) != 0;
       CHECK(rc[0] == DM_OK && rc[1] == DM_OK && bad == 0,
             "%s fake quant (%s): rc %d %d %s; %d of %d differ from ref",
-            u8 ? "uint8" : "int8", sc ? "portable" : "native", rc[0], rc[1],
+            u8 ? "uint8" : "int8", vec[sc] ? vec[sc] : "native", rc[0], rc[1],
             eb.msg, bad, N);
     }
-    if (sc) unsetenv("DERMAL_ONEDNN_SCALAR");
+    unsetenv("DERMAL_ONEDNN_VEC");
   }
 }
 
@@ -656,10 +701,18 @@ static void test_writer(void) {
 }
 
 int main(void) {
-  test_quantize_rounding();
+  /* the per-tensor passes on the native, AVX2 and portable code (their
+   * tests count once per code path) */
+  const char *vec[] = {NULL, "avx2", "c"};
+  for (int i = 0; i < 3; i++) {
+    if (vec[i]) setenv("DERMAL_ONEDNN_VEC", vec[i], 1);
+    test_quantize_rounding();
+    test_dequantize();
+    test_round_trips();
+    test_qdq_passes();
+    unsetenv("DERMAL_ONEDNN_VEC");
+  }
   test_quantize_axis();
-  test_dequantize();
-  test_round_trips();
   test_fake_quant();
   test_folding();
   test_errors();
