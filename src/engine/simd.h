@@ -29,18 +29,65 @@ static inline bool dm__avx2_ok(void) {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
+/* 2^f for f in [0, 1): c0 + f (c1 + f (c2 + f (c3 + f (c4 + f c5)))), a
+ * degree-5 minimax polynomial (sigmoid16, sigmoid8). */
+#define DM_EXP2_C0 0.9999999404f
+#define DM_EXP2_C1 0.6931530833f
+#define DM_EXP2_C2 0.2401536107f
+#define DM_EXP2_C3 0.0558263175f
+#define DM_EXP2_C4 0.0089893397f
+#define DM_EXP2_C5 0.0018775767f
+
+/* AVX-512: e^-x = 2^t with t = -x log2 e; f = t - floor(t) in [0, 1) in
+ * one VREDUCEPS, 2^f by a degree-5 minimax polynomial (relative error
+ * 1.6e-7 in float arithmetic), 2^floor(t) by VSCALEFPS, which floors its
+ * exponent itself; 1 / (1 + e^-x) by rcp14 and one Newton step.  Relative
+ * error against double precision < 2e-6 over [-30, 30].  t is clamped at
+ * 126 so that 1 + e^-x stays finite (x < -87: y ~ -1e-36, truly ~ -1e-38
+ * or less); NaN propagates through x, x = +inf gives 1.  14 vector
+ * operations per swish16, and the swish pass is bound by them, not by
+ * memory: 0.34-0.38 ns per float against 0.44-0.47 with the 16 of a
+ * round, a subtraction and a degree-6 polynomial on [-1/2, 1/2]
+ * (docs/engine.md). */
+/* 1 / (1 + e^-v) */
+DM_AVX512 static inline __m512 sigmoid16(__m512 v) {
+  const __m512 nlog2e = _mm512_set1_ps(-1.44269504088896341f);
+  const __m512 hi = _mm512_set1_ps(126.f), one = _mm512_set1_ps(1.f);
+  const __m512 c1 = _mm512_set1_ps(DM_EXP2_C1);
+  const __m512 c2 = _mm512_set1_ps(DM_EXP2_C2);
+  const __m512 c3 = _mm512_set1_ps(DM_EXP2_C3);
+  const __m512 c4 = _mm512_set1_ps(DM_EXP2_C4);
+  const __m512 c5 = _mm512_set1_ps(DM_EXP2_C5);
+  const __m512 c0 = _mm512_set1_ps(DM_EXP2_C0);
+  __m512 t = _mm512_min_ps(_mm512_mul_ps(v, nlog2e), hi);
+  /* imm 0x09: round down, keep no fraction bits, no precision exception */
+  __m512 f = _mm512_reduce_ps(t, 0x09);
+  __m512 q = _mm512_fmadd_ps(c5, f, c4);
+  q = _mm512_fmadd_ps(q, f, c3);
+  q = _mm512_fmadd_ps(q, f, c2);
+  q = _mm512_fmadd_ps(q, f, c1);
+  q = _mm512_fmadd_ps(q, f, c0);
+  __m512 d = _mm512_add_ps(_mm512_scalef_ps(q, t), one); /* 1 + e^-x */
+  __m512 r = _mm512_rcp14_ps(d);
+  return _mm512_fmadd_ps(_mm512_fnmadd_ps(d, r, one), r, r);
+}
+
+DM_AVX512 static inline __m512 swish16(__m512 v) {
+  return _mm512_mul_ps(v, sigmoid16(v));
+}
+
 /* AVX2: 1 / (1 + e^-v) as sigmoid16 computes it, without VREDUCEPS and
  * VSCALEFPS: f = t - floor(t), 2^floor(t) built in the exponent bits, t
  * clamped to [-126, 126] (so x > 87 gives 1 and x < -87 ~ 1e-38, as
  * sigmoid16), the same polynomial; rcp and one Newton step. */
 DM_AVX2 static inline __m256 sigmoid8(__m256 v) {
   const __m256 one = _mm256_set1_ps(1.f);
-  const __m256 c1 = _mm256_set1_ps(0.6931530833f);
-  const __m256 c2 = _mm256_set1_ps(0.2401536107f);
-  const __m256 c3 = _mm256_set1_ps(0.0558263175f);
-  const __m256 c4 = _mm256_set1_ps(0.0089893397f);
-  const __m256 c5 = _mm256_set1_ps(0.0018775767f);
-  const __m256 c0 = _mm256_set1_ps(0.9999999404f);
+  const __m256 c1 = _mm256_set1_ps(DM_EXP2_C1);
+  const __m256 c2 = _mm256_set1_ps(DM_EXP2_C2);
+  const __m256 c3 = _mm256_set1_ps(DM_EXP2_C3);
+  const __m256 c4 = _mm256_set1_ps(DM_EXP2_C4);
+  const __m256 c5 = _mm256_set1_ps(DM_EXP2_C5);
+  const __m256 c0 = _mm256_set1_ps(DM_EXP2_C0);
   __m256 t = _mm256_mul_ps(v, _mm256_set1_ps(-1.44269504088896341f));
   t = _mm256_max_ps(_mm256_min_ps(t, _mm256_set1_ps(126.f)),
                     _mm256_set1_ps(-126.f)); /* NaN -> 126: x * ~0 */
@@ -59,44 +106,6 @@ DM_AVX2 static inline __m256 sigmoid8(__m256 v) {
 
 DM_AVX2 static inline __m256 swish8(__m256 v) {
   return _mm256_mul_ps(v, sigmoid8(v));
-}
-
-/* AVX-512: e^-x = 2^t with t = -x log2 e; f = t - floor(t) in [0, 1) in
- * one VREDUCEPS, 2^f by a degree-5 minimax polynomial (relative error
- * 1.6e-7 in float arithmetic), 2^floor(t) by VSCALEFPS, which floors its
- * exponent itself; 1 / (1 + e^-x) by rcp14 and one Newton step.  Relative
- * error against double precision < 2e-6 over [-30, 30].  t is clamped at
- * 126 so that 1 + e^-x stays finite (x < -87: y ~ -1e-36, truly ~ -1e-38
- * or less); NaN propagates through x, x = +inf gives 1.  14 vector
- * operations per swish16, and the swish pass is bound by them, not by
- * memory: 0.34-0.38 ns per float against 0.44-0.47 with the 16 of a
- * round, a subtraction and a degree-6 polynomial on [-1/2, 1/2]
- * (docs/engine.md). */
-/* 1 / (1 + e^-v) */
-DM_AVX512 static inline __m512 sigmoid16(__m512 v) {
-  const __m512 nlog2e = _mm512_set1_ps(-1.44269504088896341f);
-  const __m512 hi = _mm512_set1_ps(126.f), one = _mm512_set1_ps(1.f);
-  const __m512 c1 = _mm512_set1_ps(0.6931530833f);
-  const __m512 c2 = _mm512_set1_ps(0.2401536107f);
-  const __m512 c3 = _mm512_set1_ps(0.0558263175f);
-  const __m512 c4 = _mm512_set1_ps(0.0089893397f);
-  const __m512 c5 = _mm512_set1_ps(0.0018775767f);
-  const __m512 c0 = _mm512_set1_ps(0.9999999404f);
-  __m512 t = _mm512_min_ps(_mm512_mul_ps(v, nlog2e), hi);
-  /* imm 0x09: round down, keep no fraction bits, no precision exception */
-  __m512 f = _mm512_reduce_ps(t, 0x09);
-  __m512 q = _mm512_fmadd_ps(c5, f, c4);
-  q = _mm512_fmadd_ps(q, f, c3);
-  q = _mm512_fmadd_ps(q, f, c2);
-  q = _mm512_fmadd_ps(q, f, c1);
-  q = _mm512_fmadd_ps(q, f, c0);
-  __m512 d = _mm512_add_ps(_mm512_scalef_ps(q, t), one); /* 1 + e^-x */
-  __m512 r = _mm512_rcp14_ps(d);
-  return _mm512_fmadd_ps(_mm512_fnmadd_ps(d, r, one), r, r);
-}
-
-DM_AVX512 static inline __m512 swish16(__m512 v) {
-  return _mm512_mul_ps(v, sigmoid16(v));
 }
 
 /* Whether act16v computes activation kind k (the others: act16). */

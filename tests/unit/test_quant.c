@@ -332,44 +332,61 @@ static void test_dequantize(void) {
   }
 }
 
-/* A QuantizeLinear read by two DequantizeLinears, their sum the output:
- * onednn's quantize and dequantize passes (not the float-to-float pair)
- * equal ref bit for bit, 19 elements (two AVX2 vectors and a tail). */
-static void test_qdq_passes(void) {
-  enum { N = 19 };
-  float x[N], y[2][N];
-  for (int i = 0; i < N; i++)
-    x[i] = ((float)i - 9.f) * 0.37f + (i % 2 ? 0.125f : -0.0625f);
-  float s = 0.125f; /* exact ties among the x / s */
+/* x -> QuantizeLinear (scale s, zero point 130 as uint8, codes above 127
+ * among the outputs, or -3 as int8) ->
+ * DequantizeLinear on both backends; with `twice`, two DequantizeLinears
+ * of q, added (onednn: a quantize pass and dequantize passes; without, the
+ * float-to-float pair).  Returns how many of the n outputs differ from
+ * ref's in their bits, -1 when a run failed (eb says why). */
+static int qdq_differs(const float *x, int64_t n, float s, bool u8, bool twice,
+                       dm_errbuf *eb) {
   uint8_t zu = 130;
-  int8_t zi = 5;
-  int64_t d[1] = {N};
-  for (int u8 = 0; u8 < 2; u8++) {
-    dm_err rc[2];
-    dm_errbuf eb = {{0}};
-    for (int b = 0; b < 2; b++) {
-      model m;
-      m_init(&m, 13);
-      m_in(&m, "x", DM_ONNX_FLOAT, 1, d);
-      m_const(&m, "s", DM_ONNX_FLOAT, 0, NULL, &s);
-      if (u8)
-        m_const(&m, "z", DM_ONNX_UINT8, 0, NULL, &zu);
-      else
-        m_const(&m, "z", DM_ONNX_INT8, 0, NULL, &zi);
-      m_node(&m, "QuantizeLinear", "x", "s", "z", "q", NULL, 0);
-      m_node(&m, "DequantizeLinear", "q", "s", "z", "a", NULL, 0);
+  int8_t zi = -3;
+  int64_t d[1] = {n};
+  float *y[2] = {calloc((size_t)n, sizeof(float)),
+                 calloc((size_t)n, sizeof(float))};
+  int bad = y[0] && y[1] ? 0 : -1;
+  for (int b = 0; b < 2 && bad == 0; b++) {
+    model m;
+    m_init(&m, 13);
+    m_in(&m, "x", DM_ONNX_FLOAT, 1, d);
+    m_const(&m, "s", DM_ONNX_FLOAT, 0, NULL, &s);
+    if (u8)
+      m_const(&m, "z", DM_ONNX_UINT8, 0, NULL, &zu);
+    else
+      m_const(&m, "z", DM_ONNX_INT8, 0, NULL, &zi);
+    m_node(&m, "QuantizeLinear", "x", "s", "z", "q", NULL, 0);
+    m_node(&m, "DequantizeLinear", "q", "s", "z", twice ? "a" : "y", NULL, 0);
+    if (twice) {
       m_node(&m, "DequantizeLinear", "q", "s", "z", "c", NULL, 0);
       m_node(&m, "Add", "a", "c", NULL, "y", NULL, 0);
-      m_out(&m, "y", DM_ONNX_FLOAT, 1, d);
-      rc[b] = m_run(&m, backends[b], x, y[b], sizeof y[b], &eb);
     }
-    int bad = 0;
-    for (int i = 0; i < N; i++)
-      bad += memcmp(&y[0][i], &y[1][i], sizeof(float)) != 0;
-    CHECK(rc[0] == DM_OK && rc[1] == DM_OK && bad == 0,
-          "%s quantize + dequantize passes: rc %d %d %s; %d of %d differ "
-          "from ref",
-          u8 ? "uint8" : "int8", rc[0], rc[1], eb.msg, bad, N);
+    m_out(&m, "y", DM_ONNX_FLOAT, 1, d);
+    if (m_run(&m, backends[b], x, y[b], (size_t)n * sizeof(float), eb))
+      bad = -1;
+  }
+  for (int64_t i = 0; i < n && bad >= 0; i++)
+    bad += memcmp(&y[0][i], &y[1][i], sizeof(float)) != 0;
+  free(y[0]);
+  free(y[1]);
+  return bad;
+}
+
+/* The quantize and dequantize passes (a QuantizeLinear read by two
+ * DequantizeLinears) equal ref bit for bit on 19 elements: two AVX2
+ * vectors and a tail. */
+static void test_qdq_passes(void) {
+  enum { N = 19 };
+  float x[N];
+  for (int i = 0; i < N; i++)
+    x[i] = ((float)i - 9.f) * 0.37f + (i % 2 ? 0.125f : -0.0625f);
+  for (int u8 = 0; u8 < 2; u8++) {
+    dm_errbuf eb = {{0}};
+    int bad = qdq_differs(x, N, 0.125f, u8, true, &eb); /* exact ties */
+    CHECK(bad == 0,
+          "%s quantize + dequantize passes: %d of %d differ from "
+          "ref %s",
+          u8 ? "uint8" : "int8", bad, N, eb.msg);
   }
 }
 
@@ -422,7 +439,7 @@ static void test_round_trips(void) {
  * code, the AVX2 one and the portable one (DERMAL_ONEDNN_VEC). */
 static void test_fake_quant(void) {
   enum { N = 1037 };
-  static float x[N], y[2][N];
+  static float x[N];
   float s = 0.0625f; /* exact ties: x = (k + 0.5) * s */
   for (int i = 0; i < N; i++)
     x[i] = i % 3 ? ((float)(i % 400) - 200.f + 0.5f) * s
@@ -431,32 +448,11 @@ static void test_fake_quant(void) {
   for (int sc = 0; sc < 3; sc++) {
     if (vec[sc]) setenv("DERMAL_ONEDNN_VEC", vec[sc], 1);
     for (int u8 = 0; u8 < 2; u8++) {
-      uint8_t zu = 77;
-      int8_t zi = -3;
-      int64_t d[1] = {N};
-      dm_err rc[2];
       dm_errbuf eb = {{0}};
-      for (int b = 0; b < 2; b++) {
-        model m;
-        m_init(&m, 13);
-        m_in(&m, "x", DM_ONNX_FLOAT, 1, d);
-        m_const(&m, "s", DM_ONNX_FLOAT, 0, NULL, &s);
-        if (u8)
-          m_const(&m, "z", DM_ONNX_UINT8, 0, NULL, &zu);
-        else
-          m_const(&m, "z", DM_ONNX_INT8, 0, NULL, &zi);
-        m_node(&m, "QuantizeLinear", "x", "s", "z", "q", NULL, 0);
-        m_node(&m, "DequantizeLinear", "q", "s", "z", "y", NULL, 0);
-        m_out(&m, "y", DM_ONNX_FLOAT, 1, d);
-        rc[b] = m_run(&m, backends[b], x, y[b], sizeof y[b], &eb);
-      }
-      int bad = 0;
-      for (int i = 0; i < N; i++)
-        bad += memcmp(&y[0][i], &y[1][i], sizeof(float)) != 0;
-      CHECK(rc[0] == DM_OK && rc[1] == DM_OK && bad == 0,
-            "%s fake quant (%s): rc %d %d %s; %d of %d differ from ref",
-            u8 ? "uint8" : "int8", vec[sc] ? vec[sc] : "native", rc[0], rc[1],
-            eb.msg, bad, N);
+      int bad = qdq_differs(x, N, s, u8, false, &eb);
+      CHECK(bad == 0, "%s fake quant (%s): %d of %d differ from ref %s",
+            u8 ? "uint8" : "int8", vec[sc] ? vec[sc] : "native", bad, N,
+            eb.msg);
     }
     unsetenv("DERMAL_ONEDNN_VEC");
   }
