@@ -237,8 +237,8 @@ typedef struct ostep {
                          /* STEM: output rows of the batch */
   size_t c, hw;          /* NHWC, CSCALE, GAP: channels, pixels per image */
                          /* STEM: elements per output row, 1 */
-                         /* CSCALE, blocked map: c is the block, n counts */
-  size_t c_all;          /* images x blocks; c_all: CSCALE's channels */
+  size_t c_all;          /* CSCALE: channels; on a blocked map (nChw8c) c */
+                         /* is the block and n counts images x blocks */
   const dm_stem *stem;   /* STEM (in e->wmem) */
   qdq_op qdq;            /* QDQ */
   const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */

@@ -22,7 +22,7 @@ static inline bool dm__simd_ok(void) {
 }
 
 /* The ISA of the engine's AVX2 functions (the passes on CPUs without
- * AVX-512, which most small cloud hosts are): AVX2 and FMA. */
+ * AVX-512, as on many small cloud hosts): AVX2 and FMA. */
 #define DM_AVX2 __attribute__((target("avx2,fma")))
 
 static inline bool dm__avx2_ok(void) {
