@@ -81,6 +81,9 @@ typedef struct dm_engine_stats {
   size_t folded_bn;     /* BatchNormalization folded into Conv */
   size_t fused_act;     /* activations/adds fused into Conv/Gemm */
   size_t int8_ops;      /* Conv/Add/MaxPool run on 8-bit data (QDQ fused) */
+  size_t int8_unfused;  /* int8 Conv/Gemm run dequantized: this CPU's int8 */
+                        /* kernels would saturate on their weights (no */
+                        /* VNNI, e.g. plain AVX2; see docs/engine.md) */
   size_t dead;          /* nodes removed as dead */
   size_t arena_bytes;   /* activation arena each session maps */
   size_t weight_bytes;  /* constant bytes used by the plan */

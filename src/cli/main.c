@@ -689,12 +689,14 @@ static int cmd_bench(int argc, char **argv) {
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"mean_ms\":%.3f,"
            "\"min_ms\":%.3f,\"peak_rss_mb\":%.1f,\"nodes_in\":%zu,"
            "\"nodes_run\":%zu,\"arena_bytes\":%zu,\"weight_bytes\":%zu,"
-           "\"weight_copied_bytes\":%zu,\"int8_ops\":%zu}\n",
+           "\"weight_copied_bytes\":%zu,\"int8_ops\":%zu,"
+           "\"int8_unfused\":%zu}\n",
            dm_engine_backend_name(e), dm_engine_precision_name(e),
            o.eng.threads, o.iters, load_ms, es->load_ms, first_ms,
            pct(lat, o.iters, 50), pct(lat, o.iters, 90), pct(lat, o.iters, 99),
            mean, lat[0], dm_cli_peak_rss_mb(), es->nodes_in, es->nodes_run,
-           es->arena_bytes, es->weight_bytes, es->weight_copied, es->int8_ops);
+           es->arena_bytes, es->weight_bytes, es->weight_copied, es->int8_ops,
+           es->int8_unfused);
   } else {
     char lab[64];
     printf("model      %s\n", o.model);

@@ -74,8 +74,13 @@ int dm_cli_parse_long(const char *flag, const char *s, long lo, long hi,
 }
 
 const char *dm_cli_precision_label(const dm_engine *e, char *buf, size_t n) {
-  size_t k = dm_engine_get_stats(e)->int8_ops;
-  if (k)
+  size_t k = dm_engine_get_stats(e)->int8_ops,
+         u = dm_engine_get_stats(e)->int8_unfused;
+  if (k && u)
+    snprintf(buf, n,
+             "int8 + %s, %zu int8 ops, %zu dequantized: no VNNI on this CPU",
+             dm_engine_precision_name(e), k, u);
+  else if (k)
     snprintf(buf, n, "int8 + %s, %zu int8 ops", dm_engine_precision_name(e), k);
   else
     snprintf(buf, n, "%s", dm_engine_precision_name(e));

@@ -2349,8 +2349,10 @@ static void fuse_qdq(dm_graph *g, bool *dead, int wmax) {
      * (shifted to u8 by 128, then multiplied in pairs: measured up to 2
      * steps off on AVX2), need small weights */
     bool depthwise = W->dims[1] == 1 && c->p.conv.group == W->dims[0];
-    if (!depthwise || xt != DM_ONNX_UINT8)
-      if (!weights_within(g, wd, wmax)) continue;
+    if ((!depthwise || xt != DM_ONNX_UINT8) && !weights_within(g, wd, wmax)) {
+      g->stats.int8_unfused++;
+      continue;
+    }
     attach_q(g, dead, c, q, wd, d, qi);
   }
 }
@@ -2399,7 +2401,10 @@ static void fuse_qgemm(dm_graph *g, bool *dead, int wmax) {
     dm_qconv *q = new_qconv(g, d, wd, qi, N);
     if (!q) continue;
     /* saturating pairs, as for dense convs (fuse_qdq) */
-    if (!weights_within(g, wd, wmax)) continue;
+    if (!weights_within(g, wd, wmax)) {
+      g->stats.int8_unfused++;
+      continue;
+    }
     if (mm) {
       n->op = DM_OP_GEMM;
       n->p.gemm.alpha = n->p.gemm.beta = 1.f;

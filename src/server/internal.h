@@ -68,6 +68,7 @@ typedef struct dm__lc_status {
   char cam_target[128];            /* Grad-CAM target tensor, "" when none */
   char backend[16], precision[16]; /* of the loaded engine */
   size_t int8_ops;                 /* its fused int8 ops (quantized model) */
+  size_t int8_unfused;             /* its int8 ops run dequantized here */
 } dm__lc_status;
 void dm__lc_status_get(dm__lifecycle *lc, dm__lc_status *st);
 

@@ -58,6 +58,14 @@ static void attempt_locked(dm__lifecycle *lc) {
   else
     dm__log(DM__LOG_INFO, "model loaded in %.1f ms: %s (sha256 %.12s...)", ms,
             lc->path, dm_model_get_info(m)->sha256);
+  size_t unfused =
+      rc ? 0 : dm_engine_get_stats(dm_model_engine(m))->int8_unfused;
+  if (unfused)
+    dm__log(DM__LOG_WARN,
+            "%zu int8 Conv/Gemm nodes of this quantized model run "
+            "dequantized: this CPU has no VNNI and its int8 kernels would "
+            "saturate; the fp32 model is faster here (docs/quantization.md)",
+            unfused);
 
   pthread_mutex_lock(&lc->mu);
   lc->loading = false;
@@ -188,6 +196,7 @@ void dm__lc_status_get(dm__lifecycle *lc, dm__lc_status *st) {
     snprintf(st->precision, sizeof st->precision, "%s",
              dm_engine_precision_name(eng));
     st->int8_ops = dm_engine_get_stats(eng)->int8_ops;
+    st->int8_unfused = dm_engine_get_stats(eng)->int8_unfused;
   }
   pthread_mutex_unlock(&lc->mu);
 }

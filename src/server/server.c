@@ -413,6 +413,9 @@ static enum MHD_Result get_health(dm_server *s, req *r) {
     json_object_set_new(o, "int8_ops",
                         st.loaded ? json_integer((json_int_t)st.int8_ops)
                                   : json_null());
+    json_object_set_new(o, "int8_unfused",
+                        st.loaded ? json_integer((json_int_t)st.int8_unfused)
+                                  : json_null());
     json_object_set_new(o, "gradcam_enabled", json_boolean(s->cfg.gradcam));
     json_object_set_new(o, "gradcam_available",
                         json_boolean(st.loaded && st.cam_target[0]));

@@ -157,10 +157,10 @@ def run(model, backend, x, isa=None, threads=1, env=None):
     return np.load(out)
 
 
-def int8_ops(model, isa=None):
+def int8_ops(model, isa=None, key="int8_ops"):
     r = subprocess.run([DERMAL, "bench", model, "--iters", "1", "--warmup", "0", "--json"],
                        check=True, capture_output=True, text=True, env=isa_env(isa))
-    return json.loads(r.stdout.strip().splitlines()[-1])["int8_ops"]
+    return json.loads(r.stdout.strip().splitlines()[-1])[key]
 
 
 CASES = [
@@ -215,6 +215,10 @@ for isa in (None, "AMX", "AVX2") if has_amx else (None, "AVX2"):
         dw = sum(1 for l in layers if l[4] > 1 and l[4] == l[0]) if at == "u8" else 0
         want = len(layers) + adds if isa != "AVX2" or wmax <= 64 else dw + adds
         check(n == want, "%s%s: %d 8-bit ops (convs, adds, pools), want %d" % (name, tag, n, want))
+        # the convs left dequantized for that reason are counted
+        unf, want_unf = int8_ops(path, isa, "int8_unfused"), len(layers) + adds - want
+        check(unf == want_unf, "%s%s: %d convs dequantized (no VNNI), want %d"
+              % (name, tag, unf, want_unf))
         x = np.random.default_rng(10 + i).uniform(-1, 1, size=(1, cin, size, size)).astype(np.float32)
         a, b = run(path, "ref", x), run(path, "onednn", x, isa)
         step = 0.05 + 0.01 * (len(layers) - 1)

@@ -145,7 +145,8 @@ check(st == 200 and d == {"status": "ok"}, "GET /health", (st, d))
 st, h, d = s.json("GET", "/health?verbose=1")
 keys = ["status", "model_loaded", "model_load_ms", "model_path", "model_sha256",
         "preload_mode", "gradcam_enabled", "rss_mb", "peak_rss_mb", "uptime_s",
-        "requests_total", "last_model_error", "model_loads", "precision", "int8_ops"]
+        "requests_total", "last_model_error", "model_loads", "precision", "int8_ops",
+        "int8_unfused"]
 check(st == 200 and all(k in d for k in keys), "verbose health has every key",
       [k for k in keys if k not in d])
 check(d.get("model_loaded") is True and d.get("model_loads") == 1 and
