@@ -3274,10 +3274,10 @@ static dm_err q_scales(oeng *e, const dm_node *n, int bv, int64_t no, int64_t K,
  * the file) reordered once, *bias (accumulator units, b_md; bv its value
  * or -1) handed to the buffer list, the output (sum_value as make_attr
  * set it). */
-static dm_err emit_q(oeng *e, int ni, dnnl_primitive_desc_t pd,
-                     const dnnl_memory_desc_t *w_plain,
-                     const dnnl_memory_desc_t *b_md, int bv, float **bias,
-                     int sum_value, dm_errbuf *eb) {
+static dm_err emit_q_pd(oeng *e, int ni, dnnl_primitive_desc_t pd,
+                        const dnnl_memory_desc_t *w_plain,
+                        const dnnl_memory_desc_t *b_md, int bv, float **bias,
+                        int sum_value, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   int x = n->in[0], y = n->out[0], q_w = n->q->w_q;
   const dnnl_memory_desc_t *smd =
@@ -3305,6 +3305,38 @@ static dm_err emit_q(oeng *e, int ni, dnnl_primitive_desc_t pd,
                {DNNL_ARG_DST, ty},
                {DNNL_ARG_BIAS, tb}};
   return emit_prim(e, ni, pd, a, 4, eb);
+}
+
+/* The step of an int8 conv or matmul (dm_qconv) from its operation
+ * descriptor od: output scales and bias for `no` outputs of K weights each
+ * (q_scales; fold: the source zero point folded into the bias, else left
+ * to oneDNN), the attributes (q_attr), the implementation (prefer, see
+ * pd_create_pref; NULL: oneDNN's first), then emit_q_pd.  DM_UNSUPPORTED
+ * when oneDNN offers only its reference implementation. */
+static dm_err emit_q(oeng *e, int ni, const_dnnl_op_desc_t od,
+                     const char *prefer, int64_t no, int64_t K, int64_t so,
+                     int64_t sk, bool fold, const dnnl_memory_desc_t *w_plain,
+                     const dnnl_memory_desc_t *b_md, int bv, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  float *sc = NULL, *bias = NULL;
+  int sum_value = -1;
+  dm_err rc = q_scales(e, n, bv, no, K, so, sk, fold, &sc, &bias, eb);
+  if (rc == DM_OK)
+    rc = q_attr(n, n->q, no, sc, fold ? 0 : n->q->x.zp[0], &attr, &sum_value);
+  if (rc == DM_OK) {
+    if (pd_create_pref(&pd, od, attr, e->eng, prefer) != dnnl_success)
+      pd = NULL;
+    rc = pd && !pd_is_ref(pd)
+             ? emit_q_pd(e, ni, pd, w_plain, b_md, bv, &bias, sum_value, eb)
+             : DM_UNSUPPORTED;
+  }
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  free(bias);
+  free(sc);
+  return rc;
 }
 
 /* A Conv on 8-bit data (dm_qconv, see internal.h) as a oneDNN int8
@@ -3345,39 +3377,19 @@ static dm_err map_qconv(oeng *e, int ni, dm_errbuf *eb) {
       md_plain_dt(&w_plain, wnd, wdims, dnnl_s8) ||
       md_plain_dims(&b_md, 1, &OC))
     return DM_UNSUPPORTED;
-  dnnl_primitive_attr_t attr = NULL;
-  dnnl_primitive_desc_t pd = NULL;
-  float *sc = NULL, *bias = NULL;
+  dnnl_convolution_desc_t cd;
+  if (dnnl_dilated_convolution_forward_desc_init(
+          &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_any,
+          &w_any, &b_md, &dst_any, strides, dil, pl, pr) != dnnl_success)
+    return DM_UNSUPPORTED;
   /* Where no padding reads it, the source zero point is a constant per
    * output channel, x.zp * sum(w[o]): folded into the bias, it leaves
    * oneDNN a zero-point-free conv.  Its AMX kernels run those 1.5-2.4x
    * faster (the default model's expand convs, whose sources are
    * projections with zero points: see int8_prefer). */
-  bool fold = unpadded(win);
   int64_t K = W->numel / OC;
-  dm_err rc = q_scales(e, n, bv, OC, K, K, 1, fold, &sc, &bias, eb);
-  if (rc != DM_OK) goto out;
-  int32_t xzp = fold ? 0 : q->x.zp[0];
-  int sum_value = -1;
-  if ((rc = q_attr(n, q, OC, sc, xzp, &attr, &sum_value)) != DM_OK) goto out;
-  rc = DM_UNSUPPORTED;
-  dnnl_convolution_desc_t cd;
-  if (dnnl_dilated_convolution_forward_desc_init(
-          &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_any,
-          &w_any, &b_md, &dst_any, strides, dil, pl, pr) != dnnl_success ||
-      pd_create_pref(&pd, &cd, attr, e->eng, int8_prefer(e, n)) !=
-          dnnl_success) {
-    pd = NULL;
-    goto out;
-  }
-  if (pd_is_ref(pd)) goto out;
-  rc = emit_q(e, ni, pd, &w_plain, &b_md, bv, &bias, sum_value, eb);
-out:
-  if (pd) dnnl_primitive_desc_destroy(pd);
-  if (attr) dnnl_primitive_attr_destroy(attr);
-  free(bias);
-  free(sc);
-  return rc;
+  return emit_q(e, ni, &cd, int8_prefer(e, n), OC, K, K, 1, unpadded(win),
+                &w_plain, &b_md, bv, eb);
 }
 
 /* A Gemm on 8-bit data (dm_qconv, fuse_qgemm) as a oneDNN int8 matmul:
@@ -3412,31 +3424,12 @@ static dm_err map_qgemm(oeng *e, int ni, dm_errbuf *eb) {
       md_plain_dims(&b_md, 2, bd) ||
       md_plain_dt(&dst_md, 2, Y->dims, fout ? dnnl_f32 : q8_dt(Y->dtype)))
     return DM_UNSUPPORTED;
-  dnnl_primitive_attr_t attr = NULL;
-  dnnl_primitive_desc_t pd = NULL;
-  float *sc = NULL, *bias = NULL;
-  dm_err rc =
-      q_scales(e, n, bv, N, K, tb ? K : 1, tb ? 1 : N, true, &sc, &bias, eb);
-  if (rc != DM_OK) goto out;
-  int sum_value = -1;
-  if ((rc = q_attr(n, q, N, sc, 0, &attr, &sum_value)) != DM_OK) goto out;
-  rc = DM_UNSUPPORTED;
   dnnl_matmul_desc_t md;
   if (dnnl_matmul_desc_init(&md, &src_md, &w_any, &b_md, &dst_md) !=
-          dnnl_success ||
-      dnnl_primitive_desc_create(&pd, &md, attr, e->eng, NULL) !=
-          dnnl_success) {
-    pd = NULL;
-    goto out;
-  }
-  if (pd_is_ref(pd)) goto out;
-  rc = emit_q(e, ni, pd, &w_plain, &b_md, bv, &bias, sum_value, eb);
-out:
-  if (pd) dnnl_primitive_desc_destroy(pd);
-  if (attr) dnnl_primitive_attr_destroy(attr);
-  free(bias);
-  free(sc);
-  return rc;
+      dnnl_success)
+    return DM_UNSUPPORTED;
+  return emit_q(e, ni, &md, NULL, N, K, tb ? K : 1, tb ? 1 : N, true, &w_plain,
+                &b_md, bv, eb);
 }
 
 /* An Add on 8-bit data (dm_qadd, see internal.h) as a oneDNN int8 binary
