@@ -2314,8 +2314,7 @@ retry:
     if (pd_create_pref(&pd, &cd, attr, e->eng,
                        attempt == 2   ? dw_prefer(e, n, false)
                        : attempt == 0 ? wino_prefer(e, n)
-                                      : NULL) !=
-        dnnl_success) {
+                                      : NULL) != dnnl_success) {
       pd = NULL;
       continue;
     }
