@@ -3113,8 +3113,19 @@ static dm_err map_reshape(oeng *e, int ni, dm_errbuf *eb) {
       val(e, x)->nbytes != val(e, y)->nbytes)
     return DM_UNSUPPORTED;
   int tx;
-  dm_err rc = get_plain(e, ni, x, &tx, eb);
-  if (rc != DM_OK) return rc;
+  dm_err rc;
+  const dm_value *X = val(e, x), *Y = val(e, y);
+  if (X->rank == Y->rank &&
+      !memcmp(X->dims, Y->dims, (size_t)X->rank * sizeof *X->dims)) {
+    /* same shape (Identity, Dropout, a Pad by zero): the input's tensor
+     * in whatever layout it has */
+    if ((rc = primary(e, x, &tx, eb)) != DM_OK) return rc;
+    const otensor *t = &e->t[tx];
+    if (new_tensor(e, y, t->buf, t->has_md ? &t->md : NULL, true) < 0)
+      return nomem(eb, n);
+    return DM_OK;
+  }
+  if ((rc = get_plain(e, ni, x, &tx, eb)) != DM_OK) return rc;
   dnnl_memory_desc_t md;
   bool f = val_dt(e, y) != dnnl_data_type_undef;
   if (f && md_plain(e, y, &md) != dnnl_success) return DM_UNSUPPORTED;

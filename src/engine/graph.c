@@ -1275,6 +1275,16 @@ static dm_err infer(builder *b, dm_node *n, int sub, int32_t *odt, int *orank,
         return NODE_ERR(b, DM_FORMAT, "edge pad of an empty axis");
       odims[0][d] = o;
     }
+    /* A Pad by zero on every axis (PyTorch exports one before DenseNet's
+     * transition pools) is an Identity: a view of its input, instead of a
+     * reference-kernel copy that also leaves its output in plain layout. */
+    bool none = true;
+    for (int d = 0; d < 2 * x->rank; d++)
+      if (pads[d]) none = false;
+    if (none) {
+      memset(&n->p, 0, sizeof n->p);
+      n->op = DM_OP_RESHAPE;
+    }
     return DM_OK;
   }
   case DM_OP_GEMM: {

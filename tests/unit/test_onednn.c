@@ -970,6 +970,35 @@ static void case_batchnorm_ref_ops(void) {
   check_case("batchnorm + ref ops", &g, 13, xd, 4, NULL, NULL);
 }
 
+static void case_zero_pad(void) {
+  /* DenseNet's transition: a Pad by zero on every axis before an
+   * AveragePool (graph.c makes it an Identity: a view in any layout), then
+   * a Concat reading the pool and the pad's output */
+  pb g = {0};
+  conv(&g, "c", "x", "c1", 8, 16, 1, 1, 1, 0, true);
+  int64_t zeros[8] = {0};
+  init_i64(&g, "pads", zeros, 8);
+  pb n = pb_node("Pad", "pad", IN("c1", "pads"), IN("p1"));
+  add(&g, &n);
+  n = pb_node("AveragePool", "ap", IN("p1"), IN("a1"));
+  int64_t k2[2] = {2, 2};
+  pb_attr_ints(&n, "kernel_shape", k2, 2);
+  pb_attr_ints(&n, "strides", k2, 2);
+  add(&g, &n);
+  conv(&g, "d", "a1", "d1", 16, 8, 1, 3, 1, 1, true);
+  n = pb_node("MaxPool", "mp", IN("p1"), IN("m1"));
+  pb_attr_ints(&n, "kernel_shape", k2, 2);
+  pb_attr_ints(&n, "strides", k2, 2);
+  add(&g, &n);
+  n = pb_node("Concat", "cat", IN("d1", "m1"), IN("y"));
+  pb_attr_int(&n, "axis", 1);
+  add(&g, &n);
+  output(&g, "y");
+  output(&g, "p1"); /* the view is also a graph output */
+  int64_t xd[4] = {1, 8, 10, 10};
+  check_case("zero pad", &g, 13, xd, 4, NULL, NULL);
+}
+
 /* ------------------------------------------------------ real models -- */
 
 static const char *const model_names[] = {
@@ -1251,6 +1280,7 @@ int main(void) {
   case_concat_softmax();
   case_gemm_matmul();
   case_batchnorm_ref_ops();
+  case_zero_pad();
   test_stem_quantize();
   test_concurrent();
   test_real_models();
