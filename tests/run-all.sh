@@ -55,6 +55,9 @@ for t in "$O"/tests/test_*; do
   [ -x "$t" ] || continue
   run "$(basename "$t")" "$t"
 done
+# oneDNN limited to AVX2 (the ISA of typical free-tier hosts): blocked
+# activation layouts (nChw8c) instead of channels-last, other kernels
+ONEDNN_MAX_CPU_ISA=AVX2 run test_onednn.avx2 "$O/tests/test_onednn"
 run conformance "$O/tests/conformance" --report "$O/conformance-report.tsv"
 for t in tests/integration/test_*.sh; do
   run "$(basename "$t" .sh)" bash "$t" "$O"

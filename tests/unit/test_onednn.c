@@ -845,6 +845,29 @@ static void case_concat_softmax(void) {
   int64_t xd[4] = {1, 8, 6, 6};
   check_case("concat + softmax", &g, 13, xd, 4, NULL, NULL);
 
+  /* Concats that are copies of whole runs (map_concat_copy): below
+   * AVX-512 (the test_onednn.avx2 run) conv outputs are nChw8c, and with
+   * whole channel blocks each input is one run of the output; 512 KB, so
+   * 2 and 3 threads split the copy.  12 + 4 channels: not whole blocks,
+   * oneDNN's concat.  The graph input x is plain: brought to the layout. */
+  pb r = {0};
+  conv(&r, "a", "x", "a1", 8, 32, 1, 3, 1, 1, true);
+  conv(&r, "b", "x", "b1", 8, 16, 1, 1, 1, 0, true);
+  n = pb_node("Concat", "cat", IN("a1", "b1", "a1", "x"), IN("c"));
+  pb_attr_int(&n, "axis", 1);
+  add(&r, &n);
+  conv(&r, "d", "c", "y1", 88, 8, 1, 3, 1, 1, true);
+  conv(&r, "e", "x", "e1", 8, 12, 1, 1, 1, 0, true);
+  conv(&r, "f", "x", "f1", 8, 4, 1, 1, 1, 0, true);
+  n = pb_node("Concat", "cat2", IN("e1", "f1"), IN("g"));
+  pb_attr_int(&n, "axis", 1);
+  add(&r, &n);
+  conv(&r, "h", "g", "y2", 16, 8, 1, 3, 1, 1, true);
+  output(&r, "y1");
+  output(&r, "y2");
+  int64_t rd[4] = {1, 8, 40, 40};
+  check_case("concat runs", &r, 13, rd, 4, NULL, NULL);
+
   /* legacy softmax (opset 11): coerced to 2-D at axis 1 */
   pb h = {0};
   conv(&h, "a", "x", "a1", 8, 4, 1, 3, 1, 1, true);
