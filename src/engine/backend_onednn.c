@@ -2731,6 +2731,40 @@ static dm_err map_pool(oeng *e, int ni, dm_errbuf *eb) {
   return rc;
 }
 
+/* ReduceMean over H and W of a float NCHW map (keepdims or not): a global
+ * average pool, Keras' and MNASNet's (`x.mean([2, 3])`).  It ran on the
+ * reference kernel, after a reorder to plain layout (MNASNet 1.0: 0.09 +
+ * 0.02 ms per run on one thread); now the ST_GAP pass on channels-last
+ * data, whose output, N x C floats, is Y's plain layout either way. */
+static dm_err map_reduce_gap(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (n->n_in != 1 || n->n_out != 1 || n->p.reduce.kind != DM_REDUCE_MEAN ||
+      n->p.reduce.axes_mask != ((1u << 2) | (1u << 3)))
+    return DM_UNSUPPORTED;
+  int x = n->in[0], y = n->out[0];
+  const dm_value *X = val(e, x), *Y = val(e, y);
+  if (!is_f32(e, x) || !is_f32(e, y) || X->rank != 4 || X->numel == 0 ||
+      Y->numel != X->dims[0] * X->dims[1])
+    return DM_UNSUPPORTED;
+  dnnl_memory_desc_t xmd, ymd;
+  if (md_channels_last(&xmd, 4, X->dims) != dnnl_success ||
+      md_plain(e, y, &ymd) != dnnl_success)
+    return DM_UNSUPPORTED;
+  int tx, ty;
+  dm_err rc = get_as(e, ni, x, &xmd, &tx, eb);
+  if (rc != DM_OK) return rc;
+  if ((ty = new_act(e, y, &ymd)) < 0) return nomem(eb, n);
+  ostep st;
+  memset(&st, 0, sizeof st);
+  st.kind = ST_GAP;
+  st.n = (size_t)X->dims[0];
+  st.c = (size_t)X->dims[1];
+  st.hw = (size_t)(X->dims[2] * X->dims[3]);
+  if (st.c * (size_t)e->threads > e->gap_part)
+    e->gap_part = st.c * (size_t)e->threads;
+  return add_pass(e, ni, &st, tx, ty, eb);
+}
+
 static dm_err map_batchnorm(oeng *e, int ni, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   if (n->n_in != 5 || n->n_out < 1) return DM_UNSUPPORTED;
@@ -3940,6 +3974,7 @@ static dm_err map_node(oeng *e, int ni, dm_errbuf *eb) {
   case DM_OP_GLOBALAVGPOOL:
   case DM_OP_GLOBALMAXPOOL: rc = map_pool(e, ni, eb); break;
   case DM_OP_BATCHNORM: rc = map_batchnorm(e, ni, eb); break;
+  case DM_OP_REDUCE: rc = map_reduce_gap(e, ni, eb); break;
   case DM_OP_UNARY: {
     int mi = swish_mul_of_sigmoid(e, ni);
     if (mi >= 0 && !e->done[mi]) { /* computed at the Mul */

@@ -752,6 +752,26 @@ static void case_pools(void) {
   output(&g, "a2");
   int64_t xd[4] = {1, 8, 13, 13};
   check_case("pools", &g, 13, xd, 4, NULL, NULL);
+
+  /* ReduceMean over H and W (keepdims 0 and 1, negative axes): the GAP
+   * pass (map_reduce_gap); over C and W: not a pool, the reference */
+  pb r = {0};
+  conv(&r, "c", "x", "c1", 8, 40, 1, 3, 1, 1, true);
+  int64_t hw[2] = {2, 3}, neg[2] = {-1, -2}, cw[2] = {1, 3};
+  n = pb_node("ReduceMean", "rm0", IN("c1"), IN("y0"));
+  pb_attr_ints(&n, "axes", hw, 2);
+  pb_attr_int(&n, "keepdims", 0);
+  add(&r, &n);
+  n = pb_node("ReduceMean", "rm1", IN("c1"), IN("y1"));
+  pb_attr_ints(&n, "axes", neg, 2);
+  add(&r, &n);
+  n = pb_node("ReduceMean", "rm2", IN("c1"), IN("y2"));
+  pb_attr_ints(&n, "axes", cw, 2);
+  add(&r, &n);
+  output(&r, "y0");
+  output(&r, "y1");
+  output(&r, "y2");
+  check_case("reducemean pools", &r, 13, xd, 4, NULL, NULL);
 }
 
 static void case_binaries(void) {
