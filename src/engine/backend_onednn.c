@@ -3107,17 +3107,14 @@ static dm_err map_concat_copy(oeng *e, int ni, dm_errbuf *eb) {
   }
   if ((tag == dnnl_format_tag_undef
            ? md_plain(e, y, &md)
-           : md_tag(&md, Y->dims, tag)) != dnnl_success) {
+           : md_tag(&md, Y->dims, tag)) != dnnl_success ||
+      dnnl_memory_desc_get_size(&md) != total) { /* same sizes: cannot be */
     rc = DM_UNSUPPORTED;
     goto out;
   }
   int ty = new_act(e, y, &md);
   if (ty < 0) {
     rc = nomem(eb, n);
-    goto out;
-  }
-  if (e->t[ty].bytes != total) { /* cannot happen: same sizes */
-    rc = DM_UNSUPPORTED;
     goto out;
   }
   args[n->n_in] = (oarg){DNNL_ARG_DST, ty};
