@@ -2635,6 +2635,25 @@ static dm_err emit_unary_like(oeng *e, int ni, dnnl_primitive_desc_t pd, int tx,
   return emit_prim(e, ni, pd, a, 2, eb);
 }
 
+/* An ST_GAP pass of node ni from tensor tx (a channels-last N x C x H x W
+ * map) to a new tensor of its output with layout ymd. */
+static dm_err emit_gap(oeng *e, int ni, int tx, const dnnl_memory_desc_t *ymd,
+                       dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  const dm_value *X = val(e, n->in[0]);
+  int ty = new_act(e, n->out[0], ymd);
+  if (ty < 0) return nomem(eb, n);
+  ostep st;
+  memset(&st, 0, sizeof st);
+  st.kind = ST_GAP;
+  st.n = (size_t)X->dims[0];
+  st.c = (size_t)X->dims[1];
+  st.hw = (size_t)(X->dims[2] * X->dims[3]);
+  if (st.c * (size_t)e->threads > e->gap_part)
+    e->gap_part = st.c * (size_t)e->threads;
+  return add_pass(e, ni, &st, tx, ty, eb);
+}
+
 static dm_err map_pool(oeng *e, int ni, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   if (n->n_in < 1 || n->n_out != 1) return DM_UNSUPPORTED;
@@ -2692,17 +2711,7 @@ static dm_err map_pool(oeng *e, int ni, dm_errbuf *eb) {
     dnnl_memory_desc_t md;
     if (md_channels_last(&md, nd, Y->dims) != dnnl_success)
       return DM_UNSUPPORTED;
-    int ty = new_act(e, y, &md);
-    if (ty < 0) return nomem(eb, n);
-    ostep st;
-    memset(&st, 0, sizeof st);
-    st.kind = ST_GAP;
-    st.n = (size_t)X->dims[0];
-    st.c = (size_t)X->dims[1];
-    st.hw = (size_t)(X->dims[2] * X->dims[3]);
-    if (st.c * (size_t)e->threads > e->gap_part)
-      e->gap_part = st.c * (size_t)e->threads;
-    return add_pass(e, ni, &st, tx, ty, eb);
+    return emit_gap(e, ni, tx, &md, eb);
   }
   dnnl_memory_desc_t dst_any; /* data type follows the source (bf16) */
   if (md_any_dt(&dst_any, nd, Y->dims, e->t[tx].md.data_type))
@@ -2750,19 +2759,10 @@ static dm_err map_reduce_gap(oeng *e, int ni, dm_errbuf *eb) {
   if (md_channels_last(&xmd, 4, X->dims) != dnnl_success ||
       md_plain(e, y, &ymd) != dnnl_success)
     return DM_UNSUPPORTED;
-  int tx, ty;
+  int tx;
   dm_err rc = get_as(e, ni, x, &xmd, &tx, eb);
   if (rc != DM_OK) return rc;
-  if ((ty = new_act(e, y, &ymd)) < 0) return nomem(eb, n);
-  ostep st;
-  memset(&st, 0, sizeof st);
-  st.kind = ST_GAP;
-  st.n = (size_t)X->dims[0];
-  st.c = (size_t)X->dims[1];
-  st.hw = (size_t)(X->dims[2] * X->dims[3]);
-  if (st.c * (size_t)e->threads > e->gap_part)
-    e->gap_part = st.c * (size_t)e->threads;
-  return add_pass(e, ni, &st, tx, ty, eb);
+  return emit_gap(e, ni, tx, &ymd, eb);
 }
 
 static dm_err map_batchnorm(oeng *e, int ni, dm_errbuf *eb) {
