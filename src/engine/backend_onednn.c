@@ -7,15 +7,17 @@
  *   PRIM  a oneDNN primitive (conv, inner product, matmul, pooling, eltwise,
  *         binary, concat, softmax, batchnorm, or a reorder between layouts);
  *   REF   dm__ref_node on plain row-major buffers;
- *   COPY  memcpy (graph outputs already in plain layout).
+ *   COPY  memcpy (graph outputs already in plain layout);
+ *   and our own passes (step_kind below).
  * Each graph value is held in one or more "tensors": a layout (oneDNN memory
  * descriptor; float32 only) over a "buffer".  A producer picks its output
  * layout (Conv with format_tag_any; pools, eltwise and binary follow their
  * input's layout), and a consumer that needs another layout gets a converted
  * copy, made once per (value, layout) and shared by later consumers.  Plain
  * copies are made only for REF nodes and graph outputs.  Tensors whose bytes
- * coincide (e.g. [1,C,1,1] in NHWC and NCHW, or a Reshape of a plain tensor)
- * share their buffer instead of being copied.
+ * coincide (e.g. [1,C,1,1] in NHWC and NCHW, a Reshape of a plain tensor,
+ * or a same-shape Identity in any layout) share their buffer instead of
+ * being copied.
  *
  * Buffers are either in the session arena (offsets from our own liveness
  * plan over steps, reusing memory), the caller's input/output buffers (bound
@@ -171,7 +173,9 @@ typedef struct qdq_op {
  * average pooling; ST_STEM: a network's first conv and depthwise conv (stem.c),
  * the NCHW image to channels-last rows; ST_TILES: a pointwise conv and the
  * conv after it, tile by tile (see plan_tiles), in place of the second;
- * ST_SKIP: the first of those (nothing to run). */
+ * ST_SKIP: the first of those (nothing to run); ST_CONCAT: a Concat whose
+ * inputs are consecutive runs of its output's bytes, copied (args: the
+ * inputs, then the output; map_concat_copy). */
 typedef enum {
   ST_PRIM,
   ST_REF,
