@@ -2881,8 +2881,9 @@ out:
 }
 
 /* The channel block of a float32 nChw8c or nChw16c map (oneDNN's layout
- * for activations below AVX-512), 0 for any other layout. */
-static size_t md_cblock(const dnnl_memory_desc_t *md) {
+ * for activations below AVX-512), 0 for any other layout; *tag (when not
+ * NULL) gets that layout's tag. */
+static size_t md_cblock(const dnnl_memory_desc_t *md, dnnl_format_tag_t *tag) {
   static const struct {
     dnnl_format_tag_t tag;
     size_t block;
@@ -2892,8 +2893,10 @@ static size_t md_cblock(const dnnl_memory_desc_t *md) {
     dnnl_memory_desc_t b;
     if (dnnl_memory_desc_init_by_tag(&b, 4, md->dims, dnnl_f32, k[i].tag) ==
             dnnl_success &&
-        dnnl_memory_desc_equal(md, &b))
+        dnnl_memory_desc_equal(md, &b)) {
+      if (tag) *tag = k[i].tag;
       return k[i].block;
+    }
   }
   return 0;
 }
@@ -2920,7 +2923,7 @@ static dm_err map_cscale(oeng *e, int ni, int ta, int b, dm_errbuf *eb) {
   const int64_t *d = val(e, y)->dims;
   ostep st;
   memset(&st, 0, sizeof st);
-  size_t block = md_cblock(&e->t[ta].md);
+  size_t block = md_cblock(&e->t[ta].md, NULL);
   st.kind = ST_CSCALE;
   st.aux = tb;
   st.c_all = (size_t)d[1];
@@ -2976,8 +2979,9 @@ static dm_err map_binary(oeng *e, int ni, dm_errbuf *eb) {
   dm_err rc = primary(e, a, &ta, eb);
   if (rc != DM_OK) return rc;
   if (alg == dnnl_binary_mul && !fb && r == 4 &&
-      (md_is_nhwc(&e->t[ta].md) || md_cblock(&e->t[ta].md)) && B->rank >= 3 &&
-      B->numel == Y->dims[1] && B->dims[B->rank - 3] == Y->dims[1])
+      (md_is_nhwc(&e->t[ta].md) || md_cblock(&e->t[ta].md, NULL)) &&
+      B->rank >= 3 && B->numel == Y->dims[1] &&
+      B->dims[B->rank - 3] == Y->dims[1])
     return map_cscale(e, ni, ta, b, eb);
   dnnl_primitive_desc_t pd = NULL;
   if (fb) {
@@ -3077,20 +3081,11 @@ static dm_err map_concat_copy(oeng *e, int ni, dm_errbuf *eb) {
     for (int d = 0; d < axis; d++)
       if (Y->dims[d] != 1) return DM_UNSUPPORTED;
   } else {
-    if (Y->rank != 4 || axis != 1 || Y->dims[0] != 1) return DM_UNSUPPORTED;
-    const dnnl_format_tag_t tags[2] = {dnnl_nChw8c, dnnl_nChw16c};
-    const int64_t blk[2] = {8, 16};
-    for (int k = 0; k < 2 && tag == dnnl_format_tag_undef; k++) {
-      dnnl_memory_desc_t b;
-      if (dnnl_memory_desc_init_by_tag(&b, 4, m0->dims, dnnl_f32, tags[k]) !=
-              dnnl_success ||
-          !dnnl_memory_desc_equal(&b, m0))
-        continue;
-      for (int i = 0; i < n->n_in; i++)
-        if (val(e, n->in[i])->dims[1] % blk[k]) return DM_UNSUPPORTED;
-      tag = tags[k];
-    }
-    if (tag == dnnl_format_tag_undef) return DM_UNSUPPORTED;
+    size_t blk = md_cblock(m0, &tag);
+    if (!blk || Y->rank != 4 || axis != 1 || Y->dims[0] != 1)
+      return DM_UNSUPPORTED;
+    for (int i = 0; i < n->n_in; i++)
+      if (val(e, n->in[i])->dims[1] % (int64_t)blk) return DM_UNSUPPORTED;
   }
   oarg *args = malloc(((size_t)n->n_in + 1) * sizeof *args);
   if (!args) return nomem(eb, n);
