@@ -141,6 +141,15 @@ PYEOF
     sz=$(stat -c %s "$Q") sf=$(stat -c %s "$M")
     if [ $((sz * 100)) -le $((sf * 30)) ]; then ok "int8 size $sz <= 30% of $sf"
     else no "int8 size $sz > 30% of $sf"; fi
+    # the int8 file's own quality depends on the CPU (below), so the fp32
+    # model's val numbers travel as source_val_*, never as its own val_*
+    "$DERMAL" inspect "$Q" --json > "$T/inspect8.json" && $PY - "$T/inspect8.json" "$T/inspect.json" <<'PYEOF' &&
+import json, sys
+q = json.load(open(sys.argv[1]))["metadata"]; m = json.load(open(sys.argv[2]))["metadata"]
+assert not [k for k in q if k.startswith("val_")], sorted(q)
+assert q["source_val_balanced_accuracy"] == m["val_balanced_accuracy"], q
+PYEOF
+      ok "int8 metadata: the fp32 val numbers as source_val_*" || no "int8 metadata carries val_* keys"
     "$DERMAL" eval --model "$M" --compare "$Q" --images "$D/images" --labels "$T/val.csv" --json \
       > "$T/cmp.json" 2>/dev/null
     # exit 0: issue 6's bars met; 3: only the regression floor (agreement
