@@ -2,6 +2,7 @@
 """Layer by layer: dermal's steps next to ONNX Runtime's nodes (--threads N).
 
     /usr/bin/python3 bench/layer_compare.py MODEL.onnx [--threads N] [--iters N]
+                                            [--depth N]
 
 Runs `dermal bench` with DERMAL_ONEDNN_PROFILE=1 (each step's mean time)
 and bench/ort_profile.js (each node's median kernel time), then groups
@@ -11,7 +12,9 @@ from the node's path the way torchvision's exports name them
 conv); other names group by their first path element.  Both runtimes fuse
 differently (dermal's tiles run an expand conv inside the next step; ORT
 folds activations into convs), so compare blocks, not single rows, where
-one side shows 0.  Run the two at once only on a quiet machine: they take
+one side shows 0.  --depth N groups the other names by their first N path
+elements instead (3 gives ResNet's single convs: layer1/layer1.0/conv1).
+Run the two at once only on a quiet machine: they take
 turns, but a slow phase between them moves the ratio.
 """
 import argparse
@@ -25,12 +28,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def layer(name):
+def layer(name, depth=1):
     m = re.search(r"features\.(\d+)/(?:features\.\d+\.\d+|conv/conv\.(\d+))", name)
     if m:
         return "f%s.%s" % (m.group(1), m.group(2) or "0")
+    name = re.sub(r"_token_\d+$", "", name)  # ORT's names for fused QDQ nodes
     parts = [p for p in name.split("/") if p]
-    return parts[0] if parts else name
+    return "/".join(parts[:depth]) if parts else name
 
 
 def main():
@@ -38,6 +42,7 @@ def main():
     ap.add_argument("model")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--depth", type=int, default=1)
     ap.add_argument("--dermal", default=os.path.join(ROOT, "build", "dermal"))
     a = ap.parse_args()
     env = dict(os.environ, DERMAL_ONEDNN_PROFILE="1")
@@ -58,7 +63,7 @@ def main():
             continue
         ms = float(m.group(3))
         total_d += ms
-        k = layer(m.group(2))
+        k = layer(m.group(2), a.depth)
         dt[k] = dt.get(k, 0.0) + ms
     ot = collections.OrderedDict()
     total_o = 0.0
@@ -66,7 +71,7 @@ def main():
         name, us = line.rsplit("\t", 1)
         ms = float(us) / 1000.0
         total_o += ms
-        k = layer(name)
+        k = layer(name, a.depth)
         ot[k] = ot.get(k, 0.0) + ms
     print("%-24s %9s %9s %6s" % ("layer", "dermal ms", "ORT ms", "ratio"))
     for k in list(dt) + [k for k in ot if k not in dt]:
