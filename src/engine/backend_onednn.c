@@ -175,7 +175,9 @@ typedef struct qdq_op {
  * conv after it, tile by tile (see plan_tiles), in place of the second;
  * ST_SKIP: the first of those (nothing to run); ST_CONCAT: a Concat whose
  * inputs are consecutive runs of its output's bytes, copied (args: the
- * inputs, then the output; map_concat_copy). */
+ * inputs, then the output; map_concat_copy); ST_CHAN: channels gathered
+ * pixel by pixel from channels-last maps (a channel Slice, a channel
+ * shuffle; ochan, args as ST_CONCAT's). */
 typedef enum {
   ST_PRIM,
   ST_REF,
@@ -189,7 +191,8 @@ typedef enum {
   ST_STEM,
   ST_TILES,
   ST_SKIP,
-  ST_CONCAT
+  ST_CONCAT,
+  ST_CHAN
 } step_kind;
 
 /* What a step is, for DERMAL_ONEDNN_VERBOSE and DERMAL_ONEDNN_PROFILE. */
@@ -198,7 +201,7 @@ static const char *const step_name[] = {
     [ST_SWISH] = "swish",   [ST_QDQ] = "qdq",     [ST_NHWC] = "nhwc",
     [ST_CSCALE] = "cscale", [ST_GAP] = "gap",     [ST_FC] = "fc",
     [ST_STEM] = "stem",     [ST_TILES] = "tiles", [ST_SKIP] = "(in tiles)",
-    [ST_CONCAT] = "concat"};
+    [ST_CONCAT] = "concat", [ST_CHAN] = "chan"};
 
 /* One band of a step that runs in bands (see plan_bands): a primitive made
  * for the band's part of the tensors, and where that part lies in them, or
@@ -223,6 +226,27 @@ typedef struct otile {
   size_t n;   /* elements of the tile's map (the swish pass) */
 } otile;
 
+/* An ST_CHAN step (map_cslice, map_shuffle): output channel k of every
+ * pixel is channel ch[k] of source src[k] at that pixel, all maps
+ * channels-last float32 with the same pixels.  mode tells the kernel the
+ * shape of that table: CHAN_RUN, one source's channels [ch[0], ch[0] +
+ * c) (a Slice along the channels); CHAN_ZIP2, two runs of c / 2
+ * channels interleaved, each in a source of its own (a shuffle of two
+ * groups read from a Concat of two halves: ShuffleNet v2) or the two
+ * halves of one source (a shuffle alone); CHAN_GATHER, anything else. */
+typedef enum { CHAN_RUN, CHAN_ZIP2, CHAN_GATHER } chan_mode;
+
+#define CHAN_MAX_SRC 16
+
+typedef struct ochan {
+  chan_mode mode;
+  int c, n_src;     /* output channels; sources (at most CHAN_MAX_SRC) */
+  int off;          /* CHAN_RUN: the first channel */
+  int zs[2], zo[2]; /* CHAN_ZIP2: the two runs' sources and first channels */
+  const int32_t *src_c;    /* per source: its channels */
+  const int32_t *src, *ch; /* per output channel (CHAN_GATHER) */
+} ochan;
+
 /* The code path of our own passes: portable C, AVX2 + FMA, or AVX-512. */
 typedef enum { VEC_C, VEC_AVX2, VEC_AVX512 } vec_isa;
 
@@ -246,6 +270,7 @@ typedef struct ostep {
   size_t c_all;          /* CSCALE: channels; on a blocked map (nChw8c) c */
                          /* is the block and n counts images x blocks */
   const dm_stem *stem;   /* STEM (in e->wmem) */
+  const ochan *chan;     /* CHAN (in e->wmem); n: pixels */
   qdq_op qdq;            /* QDQ */
   const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */
   bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left) */
@@ -1004,18 +1029,121 @@ static void concat_part(const oeng *e, const ostep *st, void *const *ptr,
   }
 }
 
-typedef struct concat_job {
+/* A CONCAT or CHAN step and the session's tensor pointers, for the
+ * threads that split it. */
+typedef struct span_job {
   const oeng *e;
   const ostep *st;
   void *const *ptr;
-} concat_job;
+} span_job;
 
 static void concat_thread(void *arg) {
-  const concat_job *j = arg;
+  const span_job *j = arg;
   int64_t lo, hi;
   band_range((int64_t)j->st->bytes, omp_get_thread_num(), omp_get_num_threads(),
              &lo, &hi);
   concat_part(j->e, j->st, j->ptr, (size_t)lo, (size_t)hi);
+}
+
+#if defined(__x86_64__)
+/* y[2j] = a[j], y[2j + 1] = b[j] for j < h. */
+DM_AVX512 static void zip2_avx512(float *y, const float *a, const float *b,
+                                  size_t h) {
+  const __m512i lo =
+      _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13,
+                                       29, 14, 30, 15, 31);
+  size_t j = 0;
+  for (; j + 16 <= h; j += 16) {
+    __m512 va = _mm512_loadu_ps(a + j), vb = _mm512_loadu_ps(b + j);
+    _mm512_storeu_ps(y + 2 * j, _mm512_permutex2var_ps(va, lo, vb));
+    _mm512_storeu_ps(y + 2 * j + 16, _mm512_permutex2var_ps(va, hi, vb));
+  }
+  if (j < h) { /* t < 16 pairs left: 2t outputs */
+    size_t t = h - j, o = 2 * t;
+    __mmask16 m = (__mmask16)((1u << t) - 1u);
+    __mmask16 m0 = (__mmask16)(o >= 16 ? 0xffffu : (1u << o) - 1u);
+    __mmask16 m1 = (__mmask16)(o > 16 ? (1u << (o - 16)) - 1u : 0u);
+    __m512 va = _mm512_maskz_loadu_ps(m, a + j);
+    __m512 vb = _mm512_maskz_loadu_ps(m, b + j);
+    _mm512_mask_storeu_ps(y + 2 * j, m0, _mm512_permutex2var_ps(va, lo, vb));
+    if (m1)
+      _mm512_mask_storeu_ps(y + 2 * j + 16, m1,
+                            _mm512_permutex2var_ps(va, hi, vb));
+  }
+}
+
+/* zip2_avx512 on AVX2: 8 pairs at a time, the rest one by one. */
+DM_AVX2 static void zip2_avx2(float *y, const float *a, const float *b,
+                              size_t h) {
+  size_t j = 0;
+  for (; j + 8 <= h; j += 8) {
+    __m256 va = _mm256_loadu_ps(a + j), vb = _mm256_loadu_ps(b + j);
+    __m256 lo = _mm256_unpacklo_ps(va, vb), hi = _mm256_unpackhi_ps(va, vb);
+    _mm256_storeu_ps(y + 2 * j, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(y + 2 * j + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+  }
+  for (; j < h; j++) {
+    y[2 * j] = a[j];
+    y[2 * j + 1] = b[j];
+  }
+}
+#endif
+
+/* ST_CHAN (ochan): pixels [p0, p1) of the output. */
+static void chan_part(const oeng *e, const ostep *st, void *const *ptr,
+                      size_t p0, size_t p1) {
+  const ochan *m = st->chan;
+  size_t c = (size_t)m->c;
+  const float *x[CHAN_MAX_SRC];
+  for (int i = 0; i < m->n_src; i++)
+    x[i] = ptr[st->args[i].tensor];
+  float *y = (float *)ptr[st->args[m->n_src].tensor] + p0 * c;
+  switch (m->mode) {
+  case CHAN_RUN: {
+    size_t c0 = (size_t)m->src_c[0];
+    for (size_t p = p0; p < p1; p++, y += c)
+      memcpy(y, x[0] + p * c0 + (size_t)m->off, c * sizeof *y);
+    return;
+  }
+  case CHAN_ZIP2: {
+    size_t h = c / 2, sa = (size_t)m->src_c[m->zs[0]],
+           sb = (size_t)m->src_c[m->zs[1]];
+    const float *xa = x[m->zs[0]] + m->zo[0], *xb = x[m->zs[1]] + m->zo[1];
+    for (size_t p = p0; p < p1; p++, y += c) {
+      const float *a = xa + p * sa, *b = xb + p * sb;
+#if defined(__x86_64__)
+      if (e->vec == VEC_AVX512) {
+        zip2_avx512(y, a, b, h);
+        continue;
+      }
+      if (e->vec == VEC_AVX2) {
+        zip2_avx2(y, a, b, h);
+        continue;
+      }
+#endif
+      for (size_t j = 0; j < h; j++) {
+        y[2 * j] = a[j];
+        y[2 * j + 1] = b[j];
+      }
+    }
+    return;
+  }
+  default:
+    for (size_t p = p0; p < p1; p++, y += c)
+      for (size_t k = 0; k < c; k++) {
+        int i = m->src[k];
+        y[k] = x[i][p * (size_t)m->src_c[i] + (size_t)m->ch[k]];
+      }
+  }
+}
+
+static void chan_thread(void *arg) {
+  const span_job *j = arg;
+  int64_t lo, hi;
+  band_range((int64_t)j->st->n, omp_get_thread_num(), omp_get_num_threads(),
+             &lo, &hi);
+  chan_part(j->e, j->st, j->ptr, (size_t)lo, (size_t)hi);
 }
 
 /* Thread t's share of a row-major FC's outputs. */
@@ -3134,6 +3262,204 @@ out:
   return rc;
 }
 
+/* ---- channel passes (ST_CHAN) ----
+ * ShuffleNet v2 splits each block's channels in halves (two Slices),
+ * concatenates the halves again and shuffles them (Reshape to [N, 2, C /
+ * 2, H, W], Transpose (0, 2, 1, 3, 4), Reshape back).  oneDNN has no
+ * channel slice or shuffle: those ran on the reference kernels over plain
+ * NCHW copies, with reorders from and to the convs' channels-last maps
+ * around them, about 0.5 ms of a 4.2 ms run (one thread, 2-vCPU Zen 4).
+ * On channels-last maps each is a pass over the pixels: a Slice copies
+ * one run of channels per pixel, a Concat followed by the shuffle
+ * interleaves its inputs' channels, and a shuffle alone gathers them. */
+
+/* The channel shuffle that reads value v ([N, C, H, W]) after node
+ * `from`: nodes[0] a Reshape of v to [N, g, C / g, H, W], nodes[1] a
+ * Transpose (0, 2, 1, 3, 4) of that, nodes[2] a Reshape back to v's dims,
+ * each value in between read only by the next node and not a graph
+ * output; v too when `only` (it will not be made). */
+static bool shuffle_after(const oeng *e, int from, int v, bool only, int64_t *g,
+                          int nodes[3]) {
+  const dm_value *V = val(e, v);
+  if (V->rank != 4 || !is_f32(e, v)) return false;
+  int cur = v;
+  for (int k = 0; k < 3; k++) {
+    if ((k || only) && (e->n_uses[cur] != 1 || val(e, cur)->is_output))
+      return false;
+    int r = next_reader(e, k ? nodes[k - 1] : from, cur);
+    if (r < 0 || e->done[r]) return false;
+    const dm_node *n = &e->g->nodes[r];
+    if (n->op != (k == 1 ? DM_OP_TRANSPOSE : DM_OP_RESHAPE) ||
+        n->in[0] != cur || n->n_out != 1 || !is_f32(e, n->out[0]))
+      return false;
+    nodes[k] = r;
+    cur = n->out[0];
+  }
+  const dm_value *R = val(e, e->g->nodes[nodes[0]].out[0]), *Y = val(e, cur);
+  const int64_t *perm = e->g->nodes[nodes[1]].p.transpose.perm;
+  if (R->rank != 5 || R->dims[0] != V->dims[0] || R->dims[1] < 1 ||
+      R->dims[1] * R->dims[2] != V->dims[1] || R->dims[3] != V->dims[2] ||
+      R->dims[4] != V->dims[3] || perm[0] != 0 || perm[1] != 2 ||
+      perm[2] != 1 || perm[3] != 3 || perm[4] != 4 || Y->rank != 4 ||
+      memcmp(Y->dims, V->dims, 4 * sizeof *Y->dims))
+    return false;
+  *g = R->dims[1];
+  return true;
+}
+
+/* An ST_CHAN step for node ni: value y (channels-last) from values
+ * xs[0..n), whose channels, one source after the other, are numbered
+ * 0, 1, ...: output channel k is number cat[k].  The sources must be
+ * channels-last float32 maps already (no reorder is added for them);
+ * DM_UNSUPPORTED otherwise. */
+static dm_err emit_chan(oeng *e, int ni, const int *xs, int n, int y,
+                        const int32_t *cat, dm_errbuf *eb) {
+  const dm_node *nd = &e->g->nodes[ni];
+  const dm_value *Y = val(e, y);
+  int c = (int)Y->dims[1], ts[CHAN_MAX_SRC];
+  if (n < 1 || n > CHAN_MAX_SRC || Y->rank != 4 || Y->numel == 0)
+    return DM_UNSUPPORTED;
+  for (int i = 0; i < n; i++) {
+    dm_err rc = primary(e, xs[i], &ts[i], eb);
+    if (rc != DM_OK) return rc;
+    const dm_value *X = val(e, xs[i]);
+    if (!e->t[ts[i]].has_md || !md_is_nhwc(&e->t[ts[i]].md) ||
+        X->dims[0] != Y->dims[0] || X->dims[2] != Y->dims[2] ||
+        X->dims[3] != Y->dims[3])
+      return DM_UNSUPPORTED;
+  }
+  ochan *m = big_take(&e->wmem, sizeof *m);
+  int32_t *src_c = big_take(&e->wmem, (size_t)n * sizeof *src_c);
+  int32_t *src = big_take(&e->wmem, (size_t)c * sizeof *src);
+  int32_t *ch = big_take(&e->wmem, (size_t)c * sizeof *ch);
+  if (!m || !src_c || !src || !ch) return DM_UNSUPPORTED; /* no room */
+  int64_t all = 0;
+  for (int i = 0; i < n; i++) {
+    src_c[i] = (int32_t)val(e, xs[i])->dims[1];
+    all += src_c[i];
+  }
+  bool run = n == 1, zip = c % 2 == 0;
+  for (int k = 0; k < c; k++) {
+    if (cat[k] < 0 || cat[k] >= all) return DM_UNSUPPORTED;
+    int i = 0;
+    int32_t j = cat[k];
+    while (j >= src_c[i])
+      j -= src_c[i++];
+    src[k] = i;
+    ch[k] = j;
+    run = run && cat[k] == cat[0] + k;
+  }
+  /* two runs interleaved: even channels from one, odd from the other */
+  for (int k = 0; zip && k < c; k++)
+    zip = src[k] == src[k % 2] && ch[k] == ch[k % 2] + k / 2;
+  *m = (ochan){.mode = run   ? CHAN_RUN
+                       : zip ? CHAN_ZIP2
+                             : CHAN_GATHER,
+               .c = c,
+               .n_src = n,
+               .off = cat[0],
+               .zs = {src[0], c > 1 ? src[1] : 0},
+               .zo = {ch[0], c > 1 ? ch[1] : 0},
+               .src_c = src_c,
+               .src = src,
+               .ch = ch};
+  dnnl_memory_desc_t md;
+  if (md_channels_last(&md, 4, Y->dims) != dnnl_success) return DM_UNSUPPORTED;
+  int ty = new_act(e, y, &md);
+  oarg *args = malloc(((size_t)n + 1) * sizeof *args);
+  if (ty < 0 || !args) {
+    free(args);
+    return nomem(eb, nd);
+  }
+  for (int i = 0; i < n; i++)
+    args[i] = (oarg){DNNL_ARG_MULTIPLE_SRC + i, ts[i]};
+  args[n] = (oarg){DNNL_ARG_DST, ty};
+  ostep st;
+  memset(&st, 0, sizeof st);
+  st.kind = ST_CHAN;
+  st.node = ni;
+  st.src = st.dst = -1;
+  st.args = args;
+  st.n_args = n + 1;
+  st.chan = m;
+  st.n = (size_t)(Y->dims[0] * Y->dims[2] * Y->dims[3]);
+  st.bytes = e->t[ty].bytes;
+  dm_err rc = add_step(e, &st, eb);
+  if (rc != DM_OK) {
+    free(args);
+    return rc;
+  }
+  if (e->verbose)
+    fprintf(stderr, "onednn: %-28s %-20s chan pass (%s)\n", nname(nd),
+            nd->op_type,
+            run   ? "channel run"
+            : zip ? "two runs interleaved"
+                  : "gather");
+  return DM_OK;
+}
+
+/* Output channel k of a shuffle of c channels in g groups: channel
+ * (k % g) * (c / g) + k / g of its input. */
+static int32_t *shuffle_table(int64_t c, int64_t g) {
+  int32_t *cat = malloc((size_t)c * sizeof *cat);
+  for (int64_t k = 0; cat && k < c; k++)
+    cat[k] = (int32_t)((k % g) * (c / g) + k / g);
+  return cat;
+}
+
+/* A channel shuffle of value x starting at Reshape node ni, or of the
+ * inputs of Concat node ni (along the channels) with the shuffle after
+ * it, as one ST_CHAN step; the shuffle's nodes are then done. */
+static dm_err map_shuffle(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  bool concat = n->op == DM_OP_CONCAT;
+  int64_t g;
+  int nodes[3];
+  if (concat) {
+    if (n->p.concat.axis != 1 || n->n_out != 1 ||
+        !shuffle_after(e, ni, n->out[0], true, &g, nodes))
+      return DM_UNSUPPORTED;
+  } else {
+    int x = n->in[0];
+    if (x < 0 || !shuffle_after(e, ni - 1, x, false, &g, nodes) ||
+        nodes[0] != ni)
+      return DM_UNSUPPORTED;
+  }
+  int y = e->g->nodes[nodes[2]].out[0];
+  int32_t *cat = shuffle_table(val(e, y)->dims[1], g);
+  if (!cat) return nomem(eb, n);
+  dm_err rc = emit_chan(e, ni, n->in, concat ? n->n_in : 1, y, cat, eb);
+  free(cat);
+  if (rc == DM_OK)
+    for (int k = concat ? 0 : 1; k < 3; k++)
+      e->done[nodes[k]] = 1;
+  return rc;
+}
+
+/* A Slice of a channels-last map along its channels only: one run of
+ * channels per pixel. */
+static dm_err map_cslice(oeng *e, int ni, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  if (n->n_in < 1 || n->n_out != 1 || n->in[0] < 0) return DM_UNSUPPORTED;
+  int x = n->in[0], y = n->out[0];
+  const dm_value *X = val(e, x), *Y = val(e, y);
+  if (!is_f32(e, x) || !is_f32(e, y) || X->rank != 4 || Y->rank != 4)
+    return DM_UNSUPPORTED;
+  for (int d = 0; d < 4; d++)
+    if (n->p.slice.step[d] != 1 ||
+        (d != 1 && (n->p.slice.start[d] != 0 || Y->dims[d] != X->dims[d])))
+      return DM_UNSUPPORTED;
+  int64_t c = Y->dims[1], off = n->p.slice.start[1];
+  if (off < 0 || off + c > X->dims[1]) return DM_UNSUPPORTED;
+  int32_t *cat = malloc((size_t)(c > 0 ? c : 1) * sizeof *cat);
+  if (!cat) return nomem(eb, n);
+  for (int64_t k = 0; k < c; k++)
+    cat[k] = (int32_t)(off + k);
+  dm_err rc = emit_chan(e, ni, &x, 1, y, cat, eb);
+  free(cat);
+  return rc;
+}
+
 static dm_err map_concat(oeng *e, int ni, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   if (n->n_in < 1 || n->n_out != 1) return DM_UNSUPPORTED;
@@ -3146,7 +3472,9 @@ static dm_err map_concat(oeng *e, int ni, dm_errbuf *eb) {
     if (n->in[i] < 0 || !is_f32(e, n->in[i]) || val(e, n->in[i])->rank != r ||
         val(e, n->in[i])->numel == 0)
       return DM_UNSUPPORTED;
-  dm_err rc = map_concat_copy(e, ni, eb);
+  dm_err rc = map_shuffle(e, ni, eb);
+  if (rc != DM_UNSUPPORTED) return rc;
+  rc = map_concat_copy(e, ni, eb);
   if (rc != DM_UNSUPPORTED) return rc;
   rc = DM_NOMEM;
   dnnl_memory_desc_t *mds = malloc((size_t)n->n_in * sizeof *mds);
@@ -3275,6 +3603,9 @@ static dm_err map_reshape(oeng *e, int ni, dm_errbuf *eb) {
   int tx;
   dm_err rc;
   const dm_value *X = val(e, x), *Y = val(e, y);
+  if (X->rank == 4 && Y->rank == 5 &&
+      (rc = map_shuffle(e, ni, eb)) != DM_UNSUPPORTED)
+    return rc;
   if (X->rank == Y->rank &&
       !memcmp(X->dims, Y->dims, (size_t)X->rank * sizeof *X->dims)) {
     /* same shape (Identity, Dropout, a Pad by zero): the input's tensor
@@ -4004,6 +4335,7 @@ static dm_err map_node(oeng *e, int ni, dm_errbuf *eb) {
   case DM_OP_CONCAT: rc = map_concat(e, ni, eb); break;
   case DM_OP_SOFTMAX: rc = map_softmax(e, ni, eb); break;
   case DM_OP_RESHAPE: rc = map_reshape(e, ni, eb); break;
+  case DM_OP_SLICE: rc = map_cslice(e, ni, eb); break;
   default: break;
   }
   if (rc == DM_UNSUPPORTED) rc = map_ref(e, ni, eb);
@@ -5658,11 +5990,17 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
     } else if (st->kind == ST_FC) {
       fc_run(e, st, ss->ptr[st->dst], ss->ptr[st->src]);
     } else if (st->kind == ST_CONCAT) {
-      concat_job j = {e, st, ss->ptr};
+      span_job j = {e, st, ss->ptr};
       if (e->threads > 1 && st->bytes >= ((size_t)256 << 10))
         GOMP_parallel(concat_thread, &j, (unsigned)e->threads, 0);
       else
         concat_part(e, st, ss->ptr, 0, st->bytes);
+    } else if (st->kind == ST_CHAN) {
+      span_job j = {e, st, ss->ptr};
+      if (e->threads > 1 && st->bytes >= ((size_t)256 << 10))
+        GOMP_parallel(chan_thread, &j, (unsigned)e->threads, 0);
+      else
+        chan_part(e, st, ss->ptr, 0, st->n);
     } else if (st->kind != ST_COPY) {
       ew_job j = step_job(e, ss, st);
       ew_run(&j, e->threads);

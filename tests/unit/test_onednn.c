@@ -673,10 +673,11 @@ static void case_channel_passes(void) {
 }
 
 static void case_gemm_matmul(void);
+static void case_channel_shuffle(void);
 
 static void case_channel_passes_narrow(void) {
-  /* the same, the SE FCs and Gemm/MatMul (FC passes), with the passes'
-   * AVX2 and portable code */
+  /* the same, the SE FCs, Gemm/MatMul (FC passes) and the channel
+   * shuffle, with the passes' AVX2 and portable code */
   const char *vec[] = {"avx2", "c"};
   for (int i = 0; i < 2; i++) {
     setenv("DERMAL_ONEDNN_VEC", vec[i], 1);
@@ -684,6 +685,7 @@ static void case_channel_passes_narrow(void) {
     case_se_swish();
     case_se_fc();
     case_gemm_matmul();
+    case_channel_shuffle();
     unsetenv("DERMAL_ONEDNN_VEC");
   }
 }
@@ -1042,6 +1044,84 @@ static void case_zero_pad(void) {
   check_case("zero pad", &g, 13, xd, 4, NULL, NULL);
 }
 
+/* A channel Slice (starts, ends, axes, steps as initializers) of x. */
+static void cslice(pb *g, const char *name, const char *x, const char *y,
+                   int64_t axis, int64_t a, int64_t b, int64_t step) {
+  char sn[4][80];
+  const int64_t v[4] = {a, b, axis, step};
+  const char *what[4] = {"starts", "ends", "axes", "steps"};
+  for (int i = 0; i < 4; i++) {
+    snprintf(sn[i], sizeof sn[i], "%s_%s", name, what[i]);
+    init_i64(g, sn[i], &v[i], 1);
+  }
+  pb n = pb_node("Slice", name, IN(x, sn[0], sn[1], sn[2], sn[3]), IN(y));
+  add(g, &n);
+}
+
+/* ShuffleNet's channel shuffle of x ([1, c, h, w]) in `groups` groups:
+ * Reshape, Transpose (0, 2, 1, 3, 4), Reshape back. */
+static void shuffle(pb *g, const char *name, const char *x, const char *y,
+                    int64_t c, int64_t groups, int64_t h, int64_t w) {
+  char s5[80], s4[80], r5[80], t5[80];
+  snprintf(s5, sizeof s5, "%s_s5", name);
+  snprintf(s4, sizeof s4, "%s_s4", name);
+  snprintf(r5, sizeof r5, "%s_r5", name);
+  snprintf(t5, sizeof t5, "%s_t5", name);
+  const int64_t d5[5] = {1, groups, c / groups, h, w}, d4[4] = {1, c, h, w};
+  init_i64(g, s5, d5, 5);
+  init_i64(g, s4, d4, 4);
+  pb n = pb_node("Reshape", r5, IN(x, s5), IN(r5));
+  add(g, &n);
+  n = pb_node("Transpose", t5, IN(r5), IN(t5));
+  const int64_t perm[5] = {0, 2, 1, 3, 4};
+  pb_attr_ints(&n, "perm", perm, 5);
+  add(g, &n);
+  n = pb_node("Reshape", name, IN(t5, s4), IN(y));
+  add(g, &n);
+}
+
+static void case_channel_shuffle(void) {
+  /* ShuffleNet v2's block (map_cslice, map_shuffle): the two halves of a
+   * channels-last map as Slices, one half through a conv, a Concat of the
+   * two and a shuffle in two groups (the interleaving kernel; 29-channel
+   * halves leave a partial vector); 40x40x58 floats, so 2 and 3 threads
+   * split the passes.  Then a shuffle alone in two groups (the two halves
+   * of one map) and in four (the gather), a Concat of three inputs
+   * followed by a shuffle, and Slices that stay on the reference kernel
+   * (a step of 2, along the height). */
+  pb g = {0};
+  conv(&g, "c0", "x", "t", 8, 58, 1, 1, 1, 0, true);
+  cslice(&g, "s1", "t", "h1", 1, 0, 29, 1);
+  cslice(&g, "s2", "t", "h2", 1, 29, 58, 1);
+  conv(&g, "c1", "h2", "b1", 29, 29, 1, 3, 1, 1, true);
+  pb n = pb_node("Concat", "cat", IN("h1", "b1"), IN("cat1"));
+  pb_attr_int(&n, "axis", 1);
+  add(&g, &n);
+  shuffle(&g, "sh1", "cat1", "u", 58, 2, 40, 40);
+  conv(&g, "c2", "u", "y1", 58, 8, 1, 1, 1, 0, true);
+  conv(&g, "c3", "u", "v", 58, 32, 1, 1, 1, 0, true);
+  shuffle(&g, "sh2", "v", "v2", 32, 2, 40, 40);
+  shuffle(&g, "sh4", "v2", "v4", 32, 4, 40, 40);
+  conv(&g, "c4", "v4", "y2", 32, 8, 1, 3, 1, 1, true);
+  conv(&g, "c5", "x", "w1", 8, 10, 1, 1, 1, 0, true);
+  conv(&g, "c6", "x", "w2", 8, 6, 1, 1, 1, 0, true);
+  n = pb_node("Concat", "cat3", IN("w1", "w2", "v"), IN("cat2"));
+  pb_attr_int(&n, "axis", 1);
+  add(&g, &n);
+  shuffle(&g, "sh3", "cat2", "y3", 48, 2, 40, 40);
+  cslice(&g, "s3", "v", "y4", 1, 1, 32, 2);
+  cslice(&g, "s4", "v", "y5", 2, 3, 17, 1);
+  cslice(&g, "s5", "v", "y6", 1, 5, 21, 1);
+  output(&g, "y1");
+  output(&g, "y2");
+  output(&g, "y3");
+  output(&g, "y4");
+  output(&g, "y5");
+  output(&g, "y6");
+  int64_t xd[4] = {1, 8, 40, 40};
+  check_case("channel shuffle", &g, 13, xd, 4, NULL, NULL);
+}
+
 /* ------------------------------------------------------ real models -- */
 
 static const char *const model_names[] = {
@@ -1324,6 +1404,7 @@ int main(void) {
   case_gemm_matmul();
   case_batchnorm_ref_ops();
   case_zero_pad();
+  case_channel_shuffle();
   test_stem_quantize();
   test_concurrent();
   test_real_models();
