@@ -4681,6 +4681,15 @@ static bool band_pass(const oeng *e, const ostep *st, int b, oband *ob) {
     ob->n = o0 < o1 ? o1 - o0 : 0;
     return true;
   }
+  if (st->kind == ST_CHAN) { /* one image's pixels, as the convs' bands */
+    const dm_value *v = val(e, e->t[st->args[st->n_args - 1].tensor].value);
+    int64_t lo, hi;
+    if (v->dims[0] != 1 || st->n * (size_t)st->chan->c < 1024) return false;
+    band_range((int64_t)st->n, b, e->n_bands, &lo, &hi);
+    ob->lo = (size_t)lo;
+    ob->n = (size_t)(hi - lo);
+    return hi > lo;
+  }
   if (st->kind == ST_GAP) { /* one image's pixels; a band may get none */
     int64_t lo, hi;
     if (st->n != 1 || !e->band_fc) return false;
@@ -4890,7 +4899,7 @@ static void plan_bands(oeng *e) {
     ostep *st = &e->s[i];
     if (st->kind == ST_PRIM || st->kind == ST_SWISH || st->kind == ST_QDQ ||
         st->kind == ST_CSCALE || st->kind == ST_NHWC || st->kind == ST_STEM ||
-        st->kind == ST_GAP || st->kind == ST_FC)
+        st->kind == ST_GAP || st->kind == ST_FC || st->kind == ST_CHAN)
       st->band = band_step(e, st, rs);
     else if (st->kind == ST_TILES)
       st->band = tile_bands(e, st);
@@ -4973,6 +4982,16 @@ static int step_accesses(const oeng *e, const ostep *st, bacc *a, bool late) {
         const oband *x = h ? &f->b : &f->a, *y = h ? &l->b : &l->a;
         n = acc_add(e, a, n, c->args[j].tensor, b, h == 1, x->off[j],
                     y->off[j] + dnnl_memory_desc_get_size(&y->md[j]));
+      }
+      continue;
+    }
+    if (st->kind == ST_CHAN) { /* the band's pixels of every map */
+      for (int j = 0; j < st->n_args; j++) {
+        size_t px =
+            (size_t)(j < st->chan->n_src ? st->chan->src_c[j] : st->chan->c) *
+            sizeof(float);
+        n = acc_add(e, a, n, st->args[j].tensor, b, j == st->chan->n_src,
+                    ob->lo * px, (ob->lo + ob->n) * px);
       }
       continue;
     }
@@ -5118,6 +5137,10 @@ static void band_exec(band_run *r, int i, int b) {
     if (ob->n)
       fc_span(e, st, ss->ptr[st->dst], ss->ptr[st->src], ob->lo,
               ob->lo + ob->n);
+    return;
+  }
+  if (st->kind == ST_CHAN) {
+    chan_part(e, st, ss->ptr, ob->lo, ob->lo + ob->n);
     return;
   }
   ew_job j = step_job(e, ss, st);
