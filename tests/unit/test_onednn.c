@@ -1122,6 +1122,44 @@ static void case_channel_shuffle(void) {
   check_case("channel shuffle", &g, 13, xd, 4, NULL, NULL);
 }
 
+static void case_dense_block(void) {
+  /* DenseNet's pattern: each layer's 3x3 conv (Winograd-eligible: 16
+   * output channels) reads a Concat of every earlier map, through a
+   * BatchNorm + Relu that cannot fold.  The Concats write more bytes than
+   * the convs, so every conv keeps nChw16c (follow) and the Concats copy
+   * whole blocks (map_concat_copy) on AVX-512; one Concat is also a graph
+   * output. */
+  pb g = {0};
+  conv(&g, "l1", "x", "a1", 16, 16, 1, 3, 1, 1, true);
+  pb n = pb_node("Concat", "cat1", IN("x", "a1"), IN("k1"));
+  pb_attr_int(&n, "axis", 1);
+  add(&g, &n);
+  conv(&g, "b1", "k1", "b1o", 32, 32, 1, 1, 1, 0, true);
+  unary(&g, "Relu", "b1o", "b1r");
+  conv(&g, "l2", "b1r", "a2", 32, 16, 1, 3, 1, 1, true);
+  n = pb_node("Concat", "cat2", IN("x", "a1", "a2"), IN("k2"));
+  pb_attr_int(&n, "axis", 1);
+  add(&g, &n);
+  n = pb_node("BatchNormalization", "bn", IN("k2", "s", "b", "mu", "var"),
+              IN("n2"));
+  add(&g, &n);
+  int64_t c48[1] = {48};
+  init(&g, "s", c48, 1, 0.5f, 1.5f, false);
+  init(&g, "b", c48, 1, -0.5f, 0.5f, false);
+  init(&g, "mu", c48, 1, -0.5f, 0.5f, false);
+  init(&g, "var", c48, 1, 0.5f, 1.5f, false);
+  unary(&g, "Relu", "n2", "n2r");
+  conv(&g, "l3", "n2r", "a3", 48, 16, 1, 3, 1, 1, true);
+  n = pb_node("Concat", "cat3", IN("k2", "a3"), IN("k3"));
+  pb_attr_int(&n, "axis", 1);
+  add(&g, &n);
+  conv(&g, "t", "k3", "y", 64, 8, 1, 1, 1, 0, true);
+  output(&g, "y");
+  output(&g, "k2");
+  int64_t xd[4] = {1, 16, 20, 20};
+  check_case("dense block", &g, 13, xd, 4, NULL, NULL);
+}
+
 /* ------------------------------------------------------ real models -- */
 
 static const char *const model_names[] = {
@@ -1405,6 +1443,7 @@ int main(void) {
   case_batchnorm_ref_ops();
   case_zero_pad();
   case_channel_shuffle();
+  case_dense_block();
   test_stem_quantize();
   test_concurrent();
   test_real_models();
