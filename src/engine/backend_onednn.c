@@ -1038,14 +1038,6 @@ typedef struct span_job {
   void *const *ptr;
 } span_job;
 
-static void concat_thread(void *arg) {
-  const span_job *j = arg;
-  int64_t lo, hi;
-  band_range((int64_t)j->st->bytes, omp_get_thread_num(), omp_get_num_threads(),
-             &lo, &hi);
-  concat_part(j->e, j->st, j->ptr, (size_t)lo, (size_t)hi);
-}
-
 #if defined(__x86_64__)
 /* y[2j] = a[j], y[2j + 1] = b[j] for j < h. */
 DM_AVX512 static void zip2_avx512(float *y, const float *a, const float *b,
@@ -1139,12 +1131,20 @@ static void chan_part(const oeng *e, const ostep *st, void *const *ptr,
   }
 }
 
-static void chan_thread(void *arg) {
-  const span_job *j = arg;
+/* Part t of nt of a CONCAT step (its bytes) or a CHAN step (its pixels). */
+static void span_part(const span_job *j, int t, int nt) {
+  const ostep *st = j->st;
+  bool cat = st->kind == ST_CONCAT;
   int64_t lo, hi;
-  band_range((int64_t)j->st->n, omp_get_thread_num(), omp_get_num_threads(),
-             &lo, &hi);
-  chan_part(j->e, j->st, j->ptr, (size_t)lo, (size_t)hi);
+  band_range((int64_t)(cat ? st->bytes : st->n), t, nt, &lo, &hi);
+  if (cat)
+    concat_part(j->e, st, j->ptr, (size_t)lo, (size_t)hi);
+  else
+    chan_part(j->e, st, j->ptr, (size_t)lo, (size_t)hi);
+}
+
+static void span_thread(void *arg) {
+  span_part(arg, omp_get_thread_num(), omp_get_num_threads());
 }
 
 /* Thread t's share of a row-major FC's outputs. */
@@ -1696,6 +1696,20 @@ static dm_err add_step(oeng *e, const ostep *st, dm_errbuf *eb) {
     return nomem(eb, NULL);
   e->s[e->n_s++] = *st;
   return DM_OK;
+}
+
+/* Appends step *st (kind and sizes set) of node ni over args[0 .. n)
+ * (the inputs, then the output: CONCAT, CHAN), which the step then owns;
+ * freed when it cannot be added. */
+static dm_err add_args_step(oeng *e, int ni, ostep *st, oarg *args, int n,
+                            dm_errbuf *eb) {
+  st->node = ni;
+  st->src = st->dst = -1;
+  st->args = args;
+  st->n_args = n;
+  dm_err rc = add_step(e, st, eb);
+  if (rc != DM_OK) free(args);
+  return rc;
 }
 
 /* Appends pass step *st (kind and sizes set) reading tensor src, writing
@@ -3246,15 +3260,9 @@ static dm_err map_concat_copy(oeng *e, int ni, dm_errbuf *eb) {
     goto out;
   }
   args[n->n_in] = (oarg){DNNL_ARG_DST, ty};
-  ostep st;
-  memset(&st, 0, sizeof st);
-  st.kind = ST_CONCAT;
-  st.node = ni;
-  st.src = st.dst = -1;
-  st.args = args;
-  st.n_args = n->n_in + 1;
-  st.bytes = total;
-  if ((rc = add_step(e, &st, eb)) != DM_OK) goto out;
+  ostep st = {.kind = ST_CONCAT, .bytes = total};
+  if ((rc = add_args_step(e, ni, &st, args, n->n_in + 1, eb)) != DM_OK)
+    return rc;
   if (e->verbose)
     fprintf(stderr, "onednn: %-28s %-20s concat pass\n", nname(n), n->op_type);
   return DM_OK;
@@ -3375,21 +3383,12 @@ static dm_err emit_chan(oeng *e, int ni, const int *xs, int n, int y,
   for (int i = 0; i < n; i++)
     args[i] = (oarg){DNNL_ARG_MULTIPLE_SRC + i, ts[i]};
   args[n] = (oarg){DNNL_ARG_DST, ty};
-  ostep st;
-  memset(&st, 0, sizeof st);
-  st.kind = ST_CHAN;
-  st.node = ni;
-  st.src = st.dst = -1;
-  st.args = args;
-  st.n_args = n + 1;
-  st.chan = m;
-  st.n = (size_t)(Y->dims[0] * Y->dims[2] * Y->dims[3]);
-  st.bytes = e->t[ty].bytes;
-  dm_err rc = add_step(e, &st, eb);
-  if (rc != DM_OK) {
-    free(args);
-    return rc;
-  }
+  ostep st = {.kind = ST_CHAN,
+              .chan = m,
+              .n = (size_t)(Y->dims[0] * Y->dims[2] * Y->dims[3]),
+              .bytes = e->t[ty].bytes};
+  dm_err rc = add_args_step(e, ni, &st, args, n + 1, eb);
+  if (rc != DM_OK) return rc;
   if (e->verbose)
     fprintf(stderr, "onednn: %-28s %-20s chan pass (%s)\n", nname(nd),
             nd->op_type,
@@ -6030,18 +6029,12 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
       if (rc != DM_OK) goto out;
     } else if (st->kind == ST_FC) {
       fc_run(e, st, ss->ptr[st->dst], ss->ptr[st->src]);
-    } else if (st->kind == ST_CONCAT) {
-      span_job j = {e, st, ss->ptr};
+    } else if (st->kind == ST_CONCAT || st->kind == ST_CHAN) {
+      span_job j = {e, st, ss->ptr}; /* threads from 256 KiB */
       if (e->threads > 1 && st->bytes >= ((size_t)256 << 10))
-        GOMP_parallel(concat_thread, &j, (unsigned)e->threads, 0);
+        GOMP_parallel(span_thread, &j, (unsigned)e->threads, 0);
       else
-        concat_part(e, st, ss->ptr, 0, st->bytes);
-    } else if (st->kind == ST_CHAN) {
-      span_job j = {e, st, ss->ptr};
-      if (e->threads > 1 && st->bytes >= ((size_t)256 << 10))
-        GOMP_parallel(chan_thread, &j, (unsigned)e->threads, 0);
-      else
-        chan_part(e, st, ss->ptr, 0, st->n);
+        span_part(&j, 0, 1);
     } else if (st->kind != ST_COPY) {
       ew_job j = step_job(e, ss, st);
       ew_run(&j, e->threads);
