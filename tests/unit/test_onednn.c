@@ -516,7 +516,21 @@ static void tiles_graph(pb *gp) {
   conv(&g, "e4", "f2", "h1", 16, 24, 1, 1, 1, 0, true);
   conv(&g, "d4", "h1", "h2", 24, 16, 1, 5, 1, 2, true);
   binary(&g, "Add", "h2", "f2", "y");
+  /* the other way round: a windowed conv (depthwise, dense) whose map
+   * only a pointwise conv reads (m2 has two readers: not a tile's map) */
+  unary(&g, "Relu", "y", "r"); /* maps in the arena, not graph outputs */
+  conv(&g, "k6", "r", "m2", 16, 32, 1, 3, 1, 1, true);
+  conv(&g, "d5", "m2", "m1", 32, 32, 32, 3, 1, 1, true);
+  conv(&g, "e5", "m1", "n1", 32, 8, 1, 1, 1, 0, true);
+  conv(&g, "c7", "n1", "y2", 8, 8, 1, 3, 1, 1, true);
+  conv(&g, "k7", "r", "m3", 16, 32, 1, 3, 1, 1, false);
+  conv(&g, "e7", "m3", "n2", 32, 8, 1, 1, 1, 0, false);
+  conv(&g, "c8", "n2", "y3", 8, 8, 1, 3, 1, 1, true);
+  conv(&g, "e6", "m2", "y4", 32, 8, 1, 1, 1, 0, true);
   output(&g, "y");
+  output(&g, "y2");
+  output(&g, "y3");
+  output(&g, "y4");
   *gp = g;
 }
 
