@@ -516,8 +516,9 @@ static void tiles_graph(pb *gp) {
   conv(&g, "e4", "f2", "h1", 16, 24, 1, 1, 1, 0, true);
   conv(&g, "d4", "h1", "h2", 24, 16, 1, 5, 1, 2, true);
   binary(&g, "Add", "h2", "f2", "y");
-  /* the other way round: a windowed conv (depthwise, dense) whose map
-   * only a pointwise conv reads (m2 has two readers: not a tile's map) */
+  /* the other way round: a windowed conv whose map only a pointwise conv
+   * reads, depthwise (tiled; m2 has two readers, so k6 is not) and dense
+   * (k7: Winograd on nChw16c here, so not tiled; checked all the same) */
   unary(&g, "Relu", "y", "r"); /* maps in the arena, not graph outputs */
   conv(&g, "k6", "r", "m2", 16, 32, 1, 3, 1, 1, true);
   conv(&g, "d5", "m2", "m1", 32, 32, 32, 3, 1, 1, true);
