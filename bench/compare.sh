@@ -238,11 +238,10 @@ if lrows:
     # each run, in order: a MISS from one slow phase of the VM (first
     # touches of memory cost microseconds each here, more in some minutes)
     # shows as one or two high values among low ones
-    for m in models:
-        d = loads.get((m, "dermal"))
-        if d and m == "mobilenet_v2":
-            print("dermal load ms, each 1-thread run of %s: %s" %
-                  (m, ", ".join("%.1f" % x[0] for x in d)))
+    d = loads.get(("mobilenet_v2", "dermal"))
+    if d:
+        print("dermal load ms, each 1-thread run of mobilenet_v2: %s" %
+              ", ".join("%.1f" % x[0] for x in d))
     print("")
 if any(v is None for v in verdicts) and all(v is None for v in verdicts):
     if any(cells[k].get("dermal") and cells[k]["dermal"][0] == "NOTBUILT" for k in rows):

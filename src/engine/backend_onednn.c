@@ -232,8 +232,9 @@ typedef struct otile {
  * channels-last float32 with the same pixels.  mode tells the kernel the
  * shape of that table: CHAN_RUN, one source's channels [ch[0], ch[0] +
  * c) (a Slice along the channels); CHAN_ZIP2, two runs of c / 2
- * channels interleaved, each in a source of its own (a shuffle of two
- * groups read from a Concat of two halves: ShuffleNet v2) or the two
+ * channels interleaved, the first starting at output channel 0's place,
+ * the second at channel 1's, each in a source of its own (a shuffle of
+ * two groups read from a Concat of two halves: ShuffleNet v2) or the two
  * halves of one source (a shuffle alone); CHAN_GATHER, anything else. */
 typedef enum { CHAN_RUN, CHAN_ZIP2, CHAN_GATHER } chan_mode;
 
@@ -241,11 +242,9 @@ typedef enum { CHAN_RUN, CHAN_ZIP2, CHAN_GATHER } chan_mode;
 
 typedef struct ochan {
   chan_mode mode;
-  int c, n_src;     /* output channels; sources (at most CHAN_MAX_SRC) */
-  int off;          /* CHAN_RUN: the first channel */
-  int zs[2], zo[2]; /* CHAN_ZIP2: the two runs' sources and first channels */
+  int c, n_src;            /* output channels; sources (at most CHAN_MAX_SRC) */
   const int32_t *src_c;    /* per source: its channels */
-  const int32_t *src, *ch; /* per output channel (CHAN_GATHER) */
+  const int32_t *src, *ch; /* per output channel */
 } ochan;
 
 /* The code path of our own passes: portable C, AVX2 + FMA, or AVX-512. */
@@ -465,6 +464,15 @@ static dnnl_status_t md_channels_last(dnnl_memory_desc_t *md, int nd,
   }
   st[0] = s;
   return dnnl_memory_desc_init_by_strides(md, nd, d, dnnl_f32, st);
+}
+
+/* A float32 4-D md of dims in layout tag. */
+static dnnl_status_t md_tag(dnnl_memory_desc_t *md, const int64_t *dims,
+                            dnnl_format_tag_t tag) {
+  dnnl_dims_t d;
+  for (int i = 0; i < 4; i++)
+    d[i] = dims[i];
+  return dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, tag);
 }
 
 /* oneDNN data type of a value the backend describes: float32, and 8-bit
@@ -973,6 +981,16 @@ extern void GOMP_parallel(void (*fn)(void *), void *data, unsigned nthreads,
 
 /* Outputs [o0, o1) of a row-major FC (wraw): the dot products, then
  * bias and post-ops. */
+/* An FC output acc after its sum: the node's activations, then the swish
+ * of a Sigmoid+Mul left after it, as the reference computes them. */
+static float fc_post(const oeng *e, const ostep *st, float acc) {
+  const dm_node *n = &e->g->nodes[st->node];
+  const dm_act swish = {DM_UNARY_SWISH, 0.f, 0.f};
+  for (int p = 0; p < n->n_post; p++)
+    acc = dm__ref_act(&n->post[p].act, acc);
+  return st->fc_swish ? dm__ref_act(&swish, acc) : acc;
+}
+
 static void fc_rows_part(const oeng *e, const ostep *st, float *y,
                          const float *x, size_t o0, size_t o1) {
 #if defined(__x86_64__)
@@ -991,18 +1009,10 @@ static void fc_rows_part(const oeng *e, const ostep *st, float *y,
       }
       y[o] = acc;
     }
-  const dm_node *n = &e->g->nodes[st->node];
   for (size_t o = o0; o < o1; o++) {
-    float acc = y[o], b = 0.f;
+    float b = 0.f;
     if (st->braw) memcpy(&b, (const char *)st->braw + o * sizeof b, sizeof b);
-    acc += b;
-    for (int p = 0; p < n->n_post; p++)
-      acc = dm__ref_act(&n->post[p].act, acc);
-    if (st->fc_swish) {
-      const dm_act swish = {DM_UNARY_SWISH, 0.f, 0.f};
-      acc = dm__ref_act(&swish, acc);
-    }
-    y[o] = acc;
+    y[o] = fc_post(e, st, y[o] + b);
   }
 }
 
@@ -1100,13 +1110,15 @@ static void chan_part(const oeng *e, const ostep *st, void *const *ptr,
   case CHAN_RUN: {
     size_t c0 = (size_t)m->src_c[0];
     for (size_t p = p0; p < p1; p++, y += c)
-      memcpy(y, x[0] + p * c0 + (size_t)m->off, c * sizeof *y);
+      memcpy(y, x[0] + p * c0 + (size_t)m->ch[0], c * sizeof *y);
     return;
   }
   case CHAN_ZIP2: {
-    size_t h = c / 2, sa = (size_t)m->src_c[m->zs[0]],
-           sb = (size_t)m->src_c[m->zs[1]];
-    const float *xa = x[m->zs[0]] + m->zo[0], *xb = x[m->zs[1]] + m->zo[1];
+    /* even channels from run 0, odd from run 1: where output channels 0
+     * and 1 come from */
+    size_t h = c / 2, sa = (size_t)m->src_c[m->src[0]],
+           sb = (size_t)m->src_c[m->src[1]];
+    const float *xa = x[m->src[0]] + m->ch[0], *xb = x[m->src[1]] + m->ch[1];
     for (size_t p = p0; p < p1; p++, y += c) {
       const float *a = xa + p * sa, *b = xb + p * sb;
 #if defined(__x86_64__)
@@ -1184,16 +1196,11 @@ static void fc_span(const oeng *e, const ostep *st, float *y, const float *x,
     for (; ov + 8 <= o1; ov += 8)
       fc8_avx2(st, y, x, ov);
 #endif
-  const dm_node *n = &e->g->nodes[st->node];
-  const dm_act swish = {DM_UNARY_SWISH, 0.f, 0.f};
   for (size_t o = o0; o < o1; o++) {
     float acc = o < ov ? y[o] : st->bias ? st->bias[o] : 0.f;
     for (size_t i = 0; o >= ov && i < st->c; i++)
       acc += st->w[i * st->n + o] * x[i];
-    for (int p = 0; p < n->n_post; p++)
-      acc = dm__ref_act(&n->post[p].act, acc);
-    if (st->fc_swish) acc = dm__ref_act(&swish, acc);
-    y[o] = acc;
+    y[o] = fc_post(e, st, acc);
   }
 }
 
@@ -2373,14 +2380,17 @@ static dm_err map_fc(oeng *e, int ni, dm_errbuf *eb) {
    * the bias; copied with memcpy: raw_data in the file is not aligned. */
   size_t oc = (size_t)W->dims[0], ic = (size_t)W->dims[1];
   bool rows = ic >= 32;
-  float *wt = rows ? NULL : big_take(&e->wmem, (oc * ic + oc) * sizeof *wt);
-  if (!rows && !wt)
-    return DM_UNSUPPORTED; /* reservation exhausted: map_conv goes on */
-  const char *w = W->data;
-  for (size_t o = 0; !rows && o < oc; o++)
-    for (size_t i = 0; i < ic; i++)
-      memcpy(&wt[i * oc + o], w + (o * ic + i) * sizeof *wt, sizeof *wt);
-  if (!rows && bv >= 0) memcpy(wt + oc * ic, val(e, bv)->data, oc * sizeof *wt);
+  float *wt = NULL;
+  if (!rows) {
+    wt = big_take(&e->wmem, (oc * ic + oc) * sizeof *wt);
+    if (!wt)
+      return DM_UNSUPPORTED; /* reservation exhausted: map_conv goes on */
+    const char *w = W->data;
+    for (size_t o = 0; o < oc; o++)
+      for (size_t i = 0; i < ic; i++)
+        memcpy(&wt[i * oc + o], w + (o * ic + i) * sizeof *wt, sizeof *wt);
+    if (bv >= 0) memcpy(wt + oc * ic, val(e, bv)->data, oc * sizeof *wt);
+  }
   int tx, ty;
   dm_err rc = get_as(e, ni, x, &xmd, &tx, eb);
   if (rc != DM_OK) return rc;
@@ -2474,17 +2484,9 @@ retry:
    * convs), 1 the producer's layout (blocked policy), 2 format_tag_any */
   bool wino = e->wino && conv_wino_ok(e, n);
   dnnl_memory_desc_t blk_src, blk_dst;
-  if (wino) {
-    dnnl_dims_t sd, dd;
-    for (int i = 0; i < 4; i++) {
-      sd[i] = X->dims[i];
-      dd[i] = Y->dims[i];
-    }
-    wino = dnnl_memory_desc_init_by_tag(&blk_src, 4, sd, dnnl_f32,
-                                        dnnl_nChw16c) == dnnl_success &&
-           dnnl_memory_desc_init_by_tag(&blk_dst, 4, dd, dnnl_f32,
-                                        dnnl_nChw16c) == dnnl_success;
-  }
+  if (wino)
+    wino = md_tag(&blk_src, X->dims, dnnl_nChw16c) == dnnl_success &&
+           md_tag(&blk_dst, Y->dims, dnnl_nChw16c) == dnnl_success;
   for (int attempt = -1; attempt < 3 && !pd; attempt++) {
     const dnnl_memory_desc_t *smd = &src_any, *dmd = &dst_any, *wmd0 = &w_any;
     dnnl_alg_kind_t alg = dnnl_convolution_direct;
@@ -3210,15 +3212,6 @@ static dm_err map_binary(oeng *e, int ni, dm_errbuf *eb) {
   return rc;
 }
 
-/* A float32 4-D md of dims in layout tag. */
-static dnnl_status_t md_tag(dnnl_memory_desc_t *md, const int64_t *dims,
-                            dnnl_format_tag_t tag) {
-  dnnl_dims_t d;
-  for (int i = 0; i < 4; i++)
-    d[i] = dims[i];
-  return dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, tag);
-}
-
 /* A Concat whose inputs are whole runs of bytes in its output, one after
  * the other: along the outermost axis of a plain map (only 1s before it),
  * or along the channels of one image in nChw8c or nChw16c when every input
@@ -3355,19 +3348,22 @@ static dm_err emit_chan(oeng *e, int ni, const int *xs, int n, int y,
         X->dims[3] != Y->dims[3])
       return DM_UNSUPPORTED;
   }
+  int64_t all = 0;
+  for (int i = 0; i < n; i++)
+    all += val(e, xs[i])->dims[1];
+  for (int k = 0; k < c; k++)
+    if (cat[k] < 0 || cat[k] >= all) return DM_UNSUPPORTED;
+  dnnl_memory_desc_t md;
+  if (md_channels_last(&md, 4, Y->dims) != dnnl_success) return DM_UNSUPPORTED;
   ochan *m = big_take(&e->wmem, sizeof *m);
   int32_t *src_c = big_take(&e->wmem, (size_t)n * sizeof *src_c);
   int32_t *src = big_take(&e->wmem, (size_t)c * sizeof *src);
   int32_t *ch = big_take(&e->wmem, (size_t)c * sizeof *ch);
   if (!m || !src_c || !src || !ch) return DM_UNSUPPORTED; /* no room */
-  int64_t all = 0;
-  for (int i = 0; i < n; i++) {
+  for (int i = 0; i < n; i++)
     src_c[i] = (int32_t)val(e, xs[i])->dims[1];
-    all += src_c[i];
-  }
   bool run = n == 1, zip = c % 2 == 0;
   for (int k = 0; k < c; k++) {
-    if (cat[k] < 0 || cat[k] >= all) return DM_UNSUPPORTED;
     int i = 0;
     int32_t j = cat[k];
     while (j >= src_c[i])
@@ -3384,14 +3380,9 @@ static dm_err emit_chan(oeng *e, int ni, const int *xs, int n, int y,
                              : CHAN_GATHER,
                .c = c,
                .n_src = n,
-               .off = cat[0],
-               .zs = {src[0], c > 1 ? src[1] : 0},
-               .zo = {ch[0], c > 1 ? ch[1] : 0},
                .src_c = src_c,
                .src = src,
                .ch = ch};
-  dnnl_memory_desc_t md;
-  if (md_channels_last(&md, 4, Y->dims) != dnnl_success) return DM_UNSUPPORTED;
   int ty = new_act(e, y, &md);
   oarg *args = malloc(((size_t)n + 1) * sizeof *args);
   if (ty < 0 || !args) {
@@ -5347,6 +5338,14 @@ static bool buf_used_elsewhere(const oeng *e, int bf, int i0, int i1) {
   return false;
 }
 
+/* Whether conv cd with weights wmd is pointwise: 1x1, stride 1, unpadded. */
+static bool conv_pointwise(const dnnl_convolution_desc_t *cd,
+                           const dnnl_memory_desc_t *wmd) {
+  return wmd->dims[wmd->ndims - 1] == 1 && wmd->dims[wmd->ndims - 2] == 1 &&
+         cd->strides[0] == 1 && cd->strides[1] == 1 && !cd->padding[0][0] &&
+         !cd->padding[0][1] && !cd->padding[1][0] && !cd->padding[1][1];
+}
+
 /* Steps i (a conv), maybe a swish pass on its map (EfficientNet), and the
  * conv that alone reads that map, as tiles, when one of the two is
  * pointwise (1x1, stride 1, unpadded); false: they stay as they are. */
@@ -5402,17 +5401,9 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
   if (!wa || !wb || !md_nhwc1(&e->t[ty].md, &c, &h, &w) ||
       !md_nhwc1(&e->t[B->args[bd].tensor].md, &oc, &oh, &ow))
     return false;
-  int64_t ka = wa->dims[wa->ndims - 1] * wa->dims[wa->ndims - 2];
-  int64_t kb = wb->dims[wb->ndims - 1] * wb->dims[wb->ndims - 2];
   size_t row = (size_t)(w * c) * dnnl_data_type_size(e->t[ty].md.data_type);
-  bool a_pw = ka == 1 && ca->strides[0] == 1 && ca->strides[1] == 1 &&
-              !ca->padding[0][0] && !ca->padding[0][1] && !ca->padding[1][0] &&
-              !ca->padding[1][1];
-  bool b_pw = kb == 1 && cb->strides[0] == 1 && cb->strides[1] == 1 &&
-              !cb->padding[0][0] && !cb->padding[0][1] && !cb->padding[1][0] &&
-              !cb->padding[1][1];
-  if ((!a_pw && !b_pw) || e->t[ty].md.data_type != dnnl_f32 ||
-      row * (size_t)h < e->tile_min)
+  if ((!conv_pointwise(ca, wa) && !conv_pointwise(cb, wb)) ||
+      e->t[ty].md.data_type != dnnl_f32 || row * (size_t)h < e->tile_min)
     return false;
   /* output rows per tile: the most whose map rows fit the budget */
   int64_t s = cb->strides[0];
