@@ -178,7 +178,8 @@ typedef struct qdq_op {
  * inputs are consecutive runs of its output's bytes, copied (args: the
  * inputs, then the output; map_concat_copy); ST_CHAN: channels gathered
  * pixel by pixel from channels-last maps (a channel Slice, a channel
- * shuffle; ochan, args as ST_CONCAT's). */
+ * shuffle; ochan, args as ST_CONCAT's); ST_PW: a 1x1 conv to 16 q + 8
+ * channels on channels-last maps (pw.c; dm_pw, n pixels). */
 typedef enum {
   ST_PRIM,
   ST_REF,
@@ -193,7 +194,8 @@ typedef enum {
   ST_TILES,
   ST_SKIP,
   ST_CONCAT,
-  ST_CHAN
+  ST_CHAN,
+  ST_PW
 } step_kind;
 
 /* What a step is, for DERMAL_ONEDNN_VERBOSE and DERMAL_ONEDNN_PROFILE. */
@@ -202,7 +204,7 @@ static const char *const step_name[] = {
     [ST_SWISH] = "swish",   [ST_QDQ] = "qdq",     [ST_NHWC] = "nhwc",
     [ST_CSCALE] = "cscale", [ST_GAP] = "gap",     [ST_FC] = "fc",
     [ST_STEM] = "stem",     [ST_TILES] = "tiles", [ST_SKIP] = "(in tiles)",
-    [ST_CONCAT] = "concat", [ST_CHAN] = "chan"};
+    [ST_CONCAT] = "concat", [ST_CHAN] = "chan",   [ST_PW] = "pw"};
 
 /* One band of a step that runs in bands (see plan_bands): a primitive made
  * for the band's part of the tensors, and where that part lies in them, or
@@ -271,6 +273,7 @@ typedef struct ostep {
                          /* is the block and n counts images x blocks */
   const dm_stem *stem;   /* STEM (in e->wmem) */
   const ochan *chan;     /* CHAN (in e->wmem); n: pixels */
+  const dm_pw *pw;       /* PW (in e->wmem); n: pixels */
   qdq_op qdq;            /* QDQ */
   const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */
   bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left) */
@@ -311,6 +314,7 @@ typedef struct oeng {
   int64_t wino_max; /* largest OC*IC for Winograd */
   vec_isa vec;      /* the passes' code path (pick_vec) */
   bool stem;        /* map_stem may fuse (DERMAL_ONEDNN_STEM=0: never) */
+  bool pw;          /* map_pw may take a conv (dm__pw_cpu; DERMAL_ONEDNN_PW) */
   dnnl_engine_t eng;
   bigmem wmem;  /* reordered weights (virtual reservation) */
   bigmem stage; /* during run_jobs: a weight copied out of the file */
@@ -1212,6 +1216,25 @@ static void fc_run(const oeng *e, const ostep *st, float *y, const float *x) {
     return;
   }
   fc_span(e, st, y, x, 0, st->n);
+}
+
+/* Thread t's share of an ST_PW step's pixels (fc_job: y, x, st). */
+static void pw_thread(void *arg) {
+  const fc_job *j = arg;
+  int64_t p0, p1;
+  band_range((int64_t)j->st->n, omp_get_thread_num(), omp_get_num_threads(),
+             &p0, &p1);
+  if (p1 > p0) dm__pw_rows(j->st->pw, j->y, j->x, (size_t)p0, (size_t)p1);
+}
+
+/* ST_PW outside bands: on all threads from 32768 output floats. */
+static void pw_run(const oeng *e, const ostep *st, float *y, const float *x) {
+  if (e->threads > 1 && st->n * (size_t)st->pw->oc >= 32768) {
+    fc_job j = {e, st, y, x};
+    GOMP_parallel(pw_thread, &j, (unsigned)e->threads, 0);
+    return;
+  }
+  dm__pw_rows(st->pw, y, x, 0, st->n);
 }
 
 /* ------------------------------------------------- quantize, dequantize -- */
@@ -2417,6 +2440,69 @@ static dm_err map_fc(oeng *e, int ni, dm_errbuf *eb) {
 
 static dm_err map_stem(oeng *e, int ni, dm_errbuf *eb);
 
+/* A float 1x1 conv, stride 1, no padding, to 16 q + 8 channels, on a
+ * channels-last input, with bias and post-ops act16v computes (and one
+ * residual sum): an ST_PW pass (pw.c) when e->pw.  DM_UNSUPPORTED,
+ * before it made any tensor, when it does not qualify. */
+static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
+  const dm_node *n = &e->g->nodes[ni];
+  const dm_value *X = val(e, n->in[0]), *W = val(e, n->in[1]);
+  const dm_window *win = &n->p.conv.w;
+  if (!e->pw || e->bf16 || n->p.conv.group != 1 || X->rank != 4 || W->rank != 4 ||
+      win->nsp != 2 || W->dims[2] != 1 || W->dims[3] != 1 || !W->data ||
+      W->dims[1] != X->dims[1] || !dm__pw_shape((int)W->dims[0]) ||
+      (bv >= 0 && !val(e, bv)->data))
+    return DM_UNSUPPORTED;
+  for (int i = 0; i < 2; i++)
+    if (win->stride[i] != 1 || win->dil[i] != 1 || win->pad_b[i] ||
+        win->pad_e[i])
+      return DM_UNSUPPORTED;
+  int mul, sum_value = -1;
+  if (conv_swish(e, ni, &mul) >= 0) return DM_UNSUPPORTED;
+  dm_pw p;
+  memset(&p, 0, sizeof p);
+  for (int i = 0; i < n->n_post; i++) {
+    const dm_post *q = &n->post[i];
+    if (q->kind == DM_POST_ACT && act16v_has(q->act.kind)) {
+      p.act[i] = q->act;
+    } else if (q->kind == DM_POST_ADD && sum_value < 0 && q->input >= 0 &&
+               q->input < n->n_in && n->in[q->input] >= 0) {
+      p.sum[i] = true;
+      sum_value = n->in[q->input];
+    } else {
+      return DM_UNSUPPORTED;
+    }
+  }
+  p.n_post = n->n_post;
+  int tx0;
+  dm_err rc = primary(e, n->in[0], &tx0, eb);
+  if (rc != DM_OK) return rc;
+  dnnl_memory_desc_t xmd, ymd;
+  const dm_value *Y = val(e, n->out[0]);
+  if (!e->t[tx0].has_md || !md_is_nhwc(&e->t[tx0].md) ||
+      md_tag(&xmd, X->dims, dnnl_nhwc) != dnnl_success ||
+      md_tag(&ymd, Y->dims, dnnl_nhwc) != dnnl_success)
+    return DM_UNSUPPORTED;
+  p.k = (int)W->dims[1];
+  p.oc = (int)W->dims[0];
+  dm_pw *keep = big_take(&e->wmem, sizeof *keep);
+  float *mem = big_take(&e->wmem, dm__pw_floats(&p) * sizeof(float));
+  if (!keep || !mem) return DM_UNSUPPORTED; /* reservation exhausted */
+  dm__pw_pack(&p, mem, W->data, bv >= 0 ? val(e, bv)->data : NULL);
+  *keep = p;
+  int tx, ty;
+  if ((rc = get_as(e, ni, n->in[0], &xmd, &tx, eb)) != DM_OK) return rc;
+  if ((rc = dst_for(e, ni, n->out[0], &ymd, sum_value, &tx, 1, &ty, eb)) !=
+      DM_OK)
+    return rc;
+  ostep st;
+  memset(&st, 0, sizeof st);
+  st.kind = ST_PW;
+  st.pw = keep;
+  st.n = (size_t)(Y->dims[0] * Y->dims[2] * Y->dims[3]);
+  return add_pass(e, ni, &st, tx, ty, eb);
+}
+
 static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
   const dm_graph *g = e->g;
   const dm_node *n = &g->nodes[ni];
@@ -2431,6 +2517,10 @@ static dm_err map_conv(oeng *e, int ni, dm_errbuf *eb) {
   if (bv >= 0 && (!is_f32(e, bv) || !is_const(e, bv))) return DM_UNSUPPORTED;
   if (fc_conv(e, n)) { /* UNSUPPORTED before it made any tensor */
     dm_err r = map_fc(e, ni, eb);
+    if (r != DM_UNSUPPORTED) return r;
+  }
+  {
+    dm_err r = map_pw(e, ni, bv, eb);
     if (r != DM_UNSUPPORTED) return r;
   }
   const dm_value *X = val(e, x), *W = val(e, w), *Y = val(e, y);
@@ -4690,10 +4780,11 @@ static bool band_pass(const oeng *e, const ostep *st, int b, oband *ob) {
     ob->n = o0 < o1 ? o1 - o0 : 0;
     return true;
   }
-  if (st->kind == ST_CHAN) { /* one image's pixels, as the convs' bands */
-    const dm_value *v = val(e, e->t[st->args[st->n_args - 1].tensor].value);
+  if (st->kind == ST_CHAN || st->kind == ST_PW) { /* one image's pixels */
+    int ty = st->kind == ST_PW ? st->dst : st->args[st->n_args - 1].tensor;
+    size_t c = st->kind == ST_PW ? (size_t)st->pw->oc : (size_t)st->chan->c;
     int64_t lo, hi;
-    if (v->dims[0] != 1 || st->n * (size_t)st->chan->c < 1024) return false;
+    if (val(e, e->t[ty].value)->dims[0] != 1 || st->n * c < 1024) return false;
     band_range((int64_t)st->n, b, e->n_bands, &lo, &hi);
     ob->lo = (size_t)lo;
     ob->n = (size_t)(hi - lo);
@@ -4908,7 +4999,8 @@ static void plan_bands(oeng *e) {
     ostep *st = &e->s[i];
     if (st->kind == ST_PRIM || st->kind == ST_SWISH || st->kind == ST_QDQ ||
         st->kind == ST_CSCALE || st->kind == ST_NHWC || st->kind == ST_STEM ||
-        st->kind == ST_GAP || st->kind == ST_FC || st->kind == ST_CHAN)
+        st->kind == ST_GAP || st->kind == ST_FC || st->kind == ST_CHAN ||
+        st->kind == ST_PW)
       st->band = band_step(e, st, rs);
     else if (st->kind == ST_TILES)
       st->band = tile_bands(e, st);
@@ -5030,6 +5122,9 @@ static int step_accesses(const oeng *e, const ostep *st, bacc *a, bool late) {
       ys = st->c; /* 8-bit */
     } else if (st->kind == ST_FC) {
       xs = 0; /* every output reads the whole input */
+    } else if (st->kind == ST_PW) {
+      xs = 4 * (size_t)st->pw->k;
+      ys = 4 * (size_t)st->pw->oc;
     }
     if (xs)
       n = acc_add(e, a, n, st->src, b, false, ob->lo * xs,
@@ -5150,6 +5245,11 @@ static void band_exec(band_run *r, int i, int b) {
   }
   if (st->kind == ST_CHAN) {
     chan_part(e, st, ss->ptr, ob->lo, ob->lo + ob->n);
+    return;
+  }
+  if (st->kind == ST_PW) {
+    dm__pw_rows(st->pw, ss->ptr[st->dst], ss->ptr[st->src], ob->lo,
+                ob->lo + ob->n);
     return;
   }
   ew_job j = step_job(e, ss, st);
@@ -5665,6 +5765,9 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     e->band_fc = !(bf && bf[0] == '0');
     const char *sm = getenv("DERMAL_ONEDNN_STEM");
     e->stem = e->vec == VEC_AVX512 && !(sm && sm[0] == '0');
+    /* DERMAL_ONEDNN_PW=0: never; =1: on any AVX-512 CPU (tests) */
+    const char *pw = getenv("DERMAL_ONEDNN_PW");
+    e->pw = e->vec == VEC_AVX512 && (pw ? pw[0] == '1' : dm__pw_cpu());
     const char *tl = getenv("DERMAL_ONEDNN_TILES");
     e->tiles = !(tl && tl[0] == '0');
     e->tile_kb = env_kib("DERMAL_ONEDNN_TILE_KB", 512);
@@ -6051,6 +6154,8 @@ static dm_err onednn_run(void *state, void *sess, const void *const *inputs,
       if (rc != DM_OK) goto out;
     } else if (st->kind == ST_FC) {
       fc_run(e, st, ss->ptr[st->dst], ss->ptr[st->src]);
+    } else if (st->kind == ST_PW) {
+      pw_run(e, st, ss->ptr[st->dst], ss->ptr[st->src]);
     } else if (st->kind == ST_CONCAT || st->kind == ST_CHAN) {
       span_job j = {e, st, ss->ptr}; /* threads from 256 KiB */
       if (e->threads > 1 && st->bytes >= ((size_t)256 << 10))

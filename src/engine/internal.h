@@ -525,6 +525,40 @@ size_t dm__stem_scratch(const dm_stem *s);
 void dm__stem_rows(const dm_stem *s, void *y, const float *x, int64_t r0,
                    int64_t r1, void *scratch);
 
+/* pw.c: a float 1x1 convolution (stride 1, no padding) on channels-last
+ * maps whose output channels are 16 q + 8 (dm__pw_shape), with its bias
+ * and post-ops, for CPUs where an 8-lane FMA costs half a 16-lane one
+ * (dm__pw_cpu: Zen 4).  Weights packed by dm__pw_pack. */
+typedef struct dm_pw {
+  int k, oc;     /* input channels, output channels */
+  float *w;      /* (k, oc) */
+  float *b;      /* (oc), zeros without a bias */
+  int n_post;    /* post-ops in order: */
+  bool sum[DM_MAX_POST + 1];       /* y += what y held before (a residual) */
+  dm_act act[DM_MAX_POST + 1];     /* else this activation */
+} dm_pw;
+
+/* Whether dm__pw_rows takes oc output channels: 24, 40 or 56. */
+bool dm__pw_shape(int oc);
+
+/* Whether the CPU is one the pass is for: AVX-512 on an AMD family 19h
+ * core (Zen 4, whose 512-bit FMAs are two 256-bit halves). */
+bool dm__pw_cpu(void);
+
+/* Floats of packed weights for p (k, oc set): w, then b. */
+size_t dm__pw_floats(const dm_pw *p);
+
+/* Points p's weights into mem (dm__pw_floats of them) and fills them from
+ * a Conv's (oc, k, 1, 1) float weights and bias (may be NULL); the
+ * sources may be unaligned (raw_data in a mapped file). */
+void dm__pw_pack(dm_pw *p, float *mem, const void *w, const void *b);
+
+/* Pixels [p0, p1) of a channels-last batch: y (oc floats a pixel; read
+ * first where a post-op is a sum) from x (k floats a pixel).  Needs
+ * AVX-512F; threads may run disjoint pixel ranges at once. */
+void dm__pw_rows(const dm_pw *p, float *y, const float *x, size_t p0,
+                 size_t p1);
+
 /* A backend executes a built graph. */
 typedef struct dm_backend {
   const char *name;

@@ -1175,6 +1175,109 @@ static void case_dense_block(void) {
   check_case("dense block", &g, 13, xd, 4, NULL, NULL);
 }
 
+static void case_pointwise8(void) {
+  /* 1x1 convs to 16 q + 8 channels (24, 40, 56): the ST_PW pass where the
+   * CPU has AVX-512 (DERMAL_ONEDNN_PW=1 forces it off Zen 4), with and
+   * without a bias, activations, a residual sum in place and one copied
+   * (its addend read again later), an activation after the sum; 143
+   * pixels (not a multiple of the kernels' 8 or 6), batch 1 and 2 */
+  const char *on[] = {"1", "0"};
+  for (int k = 0; k < 2; k++) {
+    setenv("DERMAL_ONEDNN_PW", on[k], 1);
+    for (int batch = 1; batch <= 2; batch++) {
+      pb g = {0};
+      conv(&g, "a", "x", "a1", 3, 32, 1, 3, 1, 1, true);
+      unary(&g, "Relu", "a1", "a2");
+      conv(&g, "p1", "a2", "b1", 32, 24, 1, 1, 1, 0, true);
+      conv(&g, "p2", "b1", "c1", 24, 40, 1, 1, 1, 0, false);
+      unary(&g, "Relu", "c1", "c2");
+      conv(&g, "p3", "c2", "d1", 40, 56, 1, 1, 1, 0, true);
+      unary(&g, "HardSwish", "d1", "d2");
+      conv(&g, "p4", "d2", "e1", 56, 24, 1, 1, 1, 0, true);
+      binary(&g, "Add", "e1", "b1", "e2"); /* b1 read again: a copy */
+      unary(&g, "Relu", "e2", "e3");
+      conv(&g, "p5", "e3", "f1", 24, 24, 1, 1, 1, 0, true);
+      binary(&g, "Add", "b1", "f1", "f2"); /* b1's last read: in place */
+      conv(&g, "p6", "f2", "g1", 24, 40, 1, 1, 1, 0, true);
+      binary(&g, "Add", "g1", "c2", "y"); /* in place over c2 */
+      output(&g, "y");
+      int64_t xd[4] = {batch, 3, 11, 13};
+      char name[64];
+      snprintf(name, sizeof name, "pointwise 16q+8, PW=%s, batch %d", on[k],
+               batch);
+      check_case(name, &g, 13, xd, 4, NULL, NULL);
+    }
+  }
+  unsetenv("DERMAL_ONEDNN_PW");
+}
+
+/* dm__pw_rows against a plain loop: every register shape, pixel ranges
+ * that start and end inside a block, post-op chains with the sum first,
+ * last and between activations. */
+static void test_pw_kernel(void) {
+  if (!__builtin_cpu_supports("avx512f") ||
+      !__builtin_cpu_supports("avx512dq")) {
+    printf("skip pw kernel: no AVX-512\n");
+    return;
+  }
+  const int ocs[] = {24, 40, 56};
+  for (int oi = 0; oi < 3; oi++) {
+    for (int chain = 0; chain < 3; chain++) {
+      int oc = ocs[oi], k = 37, np = 29;
+      dm_pw p;
+      memset(&p, 0, sizeof p);
+      p.k = k;
+      p.oc = oc;
+      if (chain == 1) { /* relu, sum */
+        p.n_post = 2;
+        p.act[0].kind = DM_UNARY_RELU;
+        p.sum[1] = true;
+      } else if (chain == 2) { /* sum, clip, swish */
+        p.n_post = 3;
+        p.sum[0] = true;
+        p.act[1] = (dm_act){DM_UNARY_CLIP, -1.f, 1.5f};
+        p.act[2].kind = DM_UNARY_SWISH;
+      }
+      float *w = malloc((size_t)(oc * k) * sizeof *w);
+      float *b = malloc((size_t)oc * sizeof *b);
+      float *mem = malloc(dm__pw_floats(&p) * sizeof *mem);
+      float *x = malloc((size_t)(np * k) * sizeof *x);
+      float *y = malloc((size_t)(np * oc) * sizeof *y);
+      float *want = malloc((size_t)(np * oc) * sizeof *want);
+      if (!w || !b || !mem || !x || !y || !want) abort();
+      for (int i = 0; i < oc * k; i++)
+        w[i] = frand();
+      for (int i = 0; i < oc; i++)
+        b[i] = frand();
+      for (int i = 0; i < np * k; i++)
+        x[i] = frand();
+      for (int i = 0; i < np * oc; i++)
+        y[i] = want[i] = frand();
+      dm__pw_pack(&p, mem, w, chain == 1 ? NULL : b);
+      int p0 = 3, p1 = np - 2; /* pixels outside stay as they were */
+      for (int q = p0; q < p1; q++)
+        for (int o = 0; o < oc; o++) {
+          float acc = chain == 1 ? 0.f : b[o];
+          for (int i = 0; i < k; i++)
+            acc = fmaf(x[q * k + i], w[o * k + i], acc);
+          for (int j = 0; j < p.n_post; j++)
+            acc = p.sum[j] ? acc + want[q * oc + o]
+                           : dm__ref_act(&p.act[j], acc);
+          want[q * oc + o] = acc;
+        }
+      dm__pw_rows(&p, y, x, (size_t)p0, (size_t)p1);
+      double e = rel_err(y, want, (size_t)(np * oc));
+      CHECK(e <= 1e-5, "pw kernel oc %d chain %d: %.3g", oc, chain, e);
+      free(w);
+      free(b);
+      free(mem);
+      free(x);
+      free(y);
+      free(want);
+    }
+  }
+}
+
 /* ------------------------------------------------------ real models -- */
 
 static const char *const model_names[] = {
@@ -1459,6 +1562,8 @@ int main(void) {
   case_zero_pad();
   case_channel_shuffle();
   case_dense_block();
+  case_pointwise8();
+  test_pw_kernel();
   test_stem_quantize();
   test_concurrent();
   test_real_models();
