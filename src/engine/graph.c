@@ -2153,6 +2153,12 @@ static void fuse_post(dm_graph *g, bool *dead) {
         c->post[c->n_post].act = n->p.unary;
         c->n_post++;
       } else if (n->op == DM_OP_BINARY && n->p.binary.kind == DM_BINARY_ADD) {
+        /* one residual sum per node: oneDNN 2.6 takes a single sum
+         * post-op, and a Conv with two ran whole on the reference kernel */
+        bool has_add = false;
+        for (int k = 0; k < c->n_post; k++)
+          has_add |= c->post[k].kind == DM_POST_ADD;
+        if (has_add) break;
         int other = n->in[0] == c->out[0] ? n->in[1] : n->in[0];
         if (other == c->out[0]) break;
         const dm_value *o = &g->values[other];

@@ -1211,6 +1211,54 @@ static void case_pointwise8(void) {
   unsetenv("DERMAL_ONEDNN_PW");
 }
 
+/* Conv -> Add -> Add: graph.c fuses the first sum only (oneDNN takes one
+ * sum post-op; with two, the whole conv ran on the reference kernel) and
+ * the result still matches. */
+static void case_two_sums(void) {
+  pb g = {0};
+  conv(&g, "b", "x", "x2", 8, 16, 1, 1, 1, 0, false);
+  conv(&g, "a", "x", "a1", 8, 16, 1, 3, 1, 1, true);
+  conv(&g, "c", "a1", "c1", 16, 16, 1, 1, 1, 0, true);
+  binary(&g, "Add", "c1", "a1", "s1");
+  binary(&g, "Add", "s1", "x2", "y");
+  output(&g, "y");
+  int64_t xd[4] = {1, 8, 9, 7};
+  pb_value_info(&g, 11, "x", xd, 4);
+  pb bytes = pb_model(&g, 13);
+  dm_errbuf eb = {{0}};
+  dm_onnx_model *m = NULL;
+  dm_graph *gr = NULL;
+  dm_graph_opts o = {.fuse = true, .alias_views = true};
+  CHECK(dm_onnx_parse(bytes.p, bytes.n, NULL, &m, &eb) == DM_OK &&
+            dm__graph_build(m, &o, &gr, &eb) == DM_OK,
+        "two sums: graph: %s", eb.msg);
+  if (gr) {
+    int sums = -1, adds = 0;
+    for (int i = 0; i < gr->n_nodes; i++) {
+      const dm_node *n = &gr->nodes[i];
+      adds += n->op == DM_OP_BINARY;
+      if (!strcmp(n->name, "c")) {
+        sums = 0;
+        for (int k = 0; k < n->n_post; k++)
+          sums += n->post[k].kind == DM_POST_ADD;
+      }
+    }
+    CHECK(sums == 1 && adds == 1, "two sums: conv c fuses %d, %d Add left",
+          sums, adds);
+    dm__graph_free(gr);
+  }
+  dm_onnx_free(m);
+  free(bytes.p);
+  pb h = {0};
+  conv(&h, "b", "x", "x2", 8, 16, 1, 1, 1, 0, false);
+  conv(&h, "a", "x", "a1", 8, 16, 1, 3, 1, 1, true);
+  conv(&h, "c", "a1", "c1", 16, 16, 1, 1, 1, 0, true);
+  binary(&h, "Add", "c1", "a1", "s1");
+  binary(&h, "Add", "s1", "x2", "y");
+  output(&h, "y");
+  check_case("two sums", &h, 13, xd, 4, NULL, NULL);
+}
+
 /* dm__pw_rows against a plain loop: every register shape, pixel ranges
  * that start and end inside a block, post-op chains with the sum first,
  * last and between activations. */
@@ -1563,6 +1611,7 @@ int main(void) {
   case_channel_shuffle();
   case_dense_block();
   case_pointwise8();
+  case_two_sums();
   test_pw_kernel();
   test_stem_quantize();
   test_concurrent();
