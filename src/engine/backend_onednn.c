@@ -314,7 +314,7 @@ typedef struct oeng {
   int64_t wino_max; /* largest OC*IC for Winograd */
   vec_isa vec;      /* the passes' code path (pick_vec) */
   bool stem;        /* map_stem may fuse (DERMAL_ONEDNN_STEM=0: never) */
-  bool pw;          /* map_pw may take a conv (dm__pw_cpu; DERMAL_ONEDNN_PW) */
+  int pw;           /* map_pw: 0 off, 1 its rule, 2 every 1x1 it can take */
   dnnl_engine_t eng;
   bigmem wmem;  /* reordered weights (virtual reservation) */
   bigmem stage; /* during run_jobs: a weight copied out of the file */
@@ -2448,9 +2448,9 @@ static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   const dm_value *X = val(e, n->in[0]), *W = val(e, n->in[1]);
   const dm_window *win = &n->p.conv.w;
-  if (!e->pw || e->bf16 || n->p.conv.group != 1 || X->rank != 4 || W->rank != 4 ||
-      win->nsp != 2 || W->dims[2] != 1 || W->dims[3] != 1 || !W->data ||
-      W->dims[1] != X->dims[1] || !dm__pw_shape((int)W->dims[0]) ||
+  if (!e->pw || e->bf16 || n->p.conv.group != 1 || X->rank != 4 ||
+      W->rank != 4 || win->nsp != 2 || W->dims[2] != 1 || W->dims[3] != 1 ||
+      !W->data || W->dims[1] != X->dims[1] || !dm__pw_shape((int)W->dims[0]) ||
       (bv >= 0 && !val(e, bv)->data))
     return DM_UNSUPPORTED;
   for (int i = 0; i < 2; i++)
@@ -2485,6 +2485,14 @@ static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
     return DM_UNSUPPORTED;
   p.k = (int)W->dims[1];
   p.oc = (int)W->dims[0];
+  /* The rule (e->pw 1): where the pass measured faster than oneDNN in the
+   * network, output channels 16 q + 8 (the 8-lane FMA) or a swish after
+   * the conv (its own pass otherwise: EfficientNet-B0's expansions).
+   * Elsewhere oneDNN's kernel is as fast or faster (docs/engine.md). */
+  bool swish = false;
+  for (int i = 0; i < p.n_post; i++)
+    swish |= !p.sum[i] && p.act[i].kind == DM_UNARY_SWISH;
+  if (e->pw == 1 && p.oc % 16 != 8 && !swish) return DM_UNSUPPORTED;
   dm_pw *keep = big_take(&e->wmem, sizeof *keep);
   float *mem = big_take(&e->wmem, dm__pw_floats(&p) * sizeof(float));
   if (!keep || !mem) return DM_UNSUPPORTED; /* reservation exhausted */
@@ -5765,9 +5773,14 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     e->band_fc = !(bf && bf[0] == '0');
     const char *sm = getenv("DERMAL_ONEDNN_STEM");
     e->stem = e->vec == VEC_AVX512 && !(sm && sm[0] == '0');
-    /* DERMAL_ONEDNN_PW=0: never; =1: on any AVX-512 CPU (tests) */
+    /* DERMAL_ONEDNN_PW=0: never; =1: map_pw's rule on any AVX-512 CPU
+     * (tests); =all: every 1x1 conv it can take (measurements) */
     const char *pw = getenv("DERMAL_ONEDNN_PW");
-    e->pw = e->vec == VEC_AVX512 && (pw ? pw[0] == '1' : dm__pw_cpu());
+    e->pw = e->vec != VEC_AVX512 ? 0
+            : !pw                ? (dm__pw_cpu() ? 1 : 0)
+            : !strcmp(pw, "all") ? 2
+            : pw[0] == '1'       ? 1
+                                 : 0;
     const char *tl = getenv("DERMAL_ONEDNN_TILES");
     e->tiles = !(tl && tl[0] == '0');
     e->tile_kb = env_kib("DERMAL_ONEDNN_TILE_KB", 512);

@@ -526,19 +526,19 @@ void dm__stem_rows(const dm_stem *s, void *y, const float *x, int64_t r0,
                    int64_t r1, void *scratch);
 
 /* pw.c: a float 1x1 convolution (stride 1, no padding) on channels-last
- * maps whose output channels are 16 q + 8 (dm__pw_shape), with its bias
- * and post-ops, for CPUs where an 8-lane FMA costs half a 16-lane one
- * (dm__pw_cpu: Zen 4).  Weights packed by dm__pw_pack. */
+ * maps, any multiple of 8 output channels, with its bias and post-ops,
+ * for Zen 4 (dm__pw_cpu), where it beats oneDNN 2.6's kernel.  Weights
+ * packed by dm__pw_pack. */
 typedef struct dm_pw {
-  int k, oc;     /* input channels, output channels */
-  float *w;      /* (k, oc) */
-  float *b;      /* (oc), zeros without a bias */
-  int n_post;    /* post-ops in order: */
-  bool sum[DM_MAX_POST + 1];       /* y += what y held before (a residual) */
-  dm_act act[DM_MAX_POST + 1];     /* else this activation */
+  int k, oc;  /* input channels, output channels */
+  float *w;   /* per group of 64 output channels (k, 64), then the rest */
+  float *b;   /* (oc), zeros without a bias */
+  int n_post; /* post-ops in order: */
+  bool sum[DM_MAX_POST + 1];   /* y += what y held before (a residual) */
+  dm_act act[DM_MAX_POST + 1]; /* else this activation */
 } dm_pw;
 
-/* Whether dm__pw_rows takes oc output channels: 24, 40 or 56. */
+/* Whether dm__pw_rows takes oc output channels: a multiple of 8. */
 bool dm__pw_shape(int oc);
 
 /* Whether the CPU is one the pass is for: AVX-512 on an AMD family 19h

@@ -536,6 +536,9 @@ static void tiles_graph(pb *gp) {
 }
 
 static void case_tiles(void) {
+  /* tiles pair oneDNN primitives: keep the pw pass (pw.c) off, which on
+   * Zen 4 takes this graph's convs to 24 or 8 channels and with a swish */
+  setenv("DERMAL_ONEDNN_PW", "0", 1);
   setenv("DERMAL_ONEDNN_TILE_KB", "4", 1);
   setenv("DERMAL_ONEDNN_TILE_MIN_KB", "8", 1);
   pb g;
@@ -567,6 +570,7 @@ static void case_tiles(void) {
   pb h; /* the same graph, against the reference */
   tiles_graph(&h);
   check_case("tiles", &h, 13, xd, 4, NULL, NULL);
+  unsetenv("DERMAL_ONEDNN_PW");
   unsetenv("DERMAL_ONEDNN_TILE_KB");
   unsetenv("DERMAL_ONEDNN_TILE_MIN_KB");
 }
@@ -1175,14 +1179,16 @@ static void case_dense_block(void) {
   check_case("dense block", &g, 13, xd, 4, NULL, NULL);
 }
 
-static void case_pointwise8(void) {
-  /* 1x1 convs to 16 q + 8 channels (24, 40, 56): the ST_PW pass where the
-   * CPU has AVX-512 (DERMAL_ONEDNN_PW=1 forces it off Zen 4), with and
-   * without a bias, activations, a residual sum in place and one copied
-   * (its addend read again later), an activation after the sum; 143
-   * pixels (not a multiple of the kernels' 8 or 6), batch 1 and 2 */
-  const char *on[] = {"1", "0"};
-  for (int k = 0; k < 2; k++) {
+static void case_pointwise(void) {
+  /* 1x1 convs the ST_PW pass (pw.c) takes where the CPU has AVX-512
+   * (DERMAL_ONEDNN_PW=1 applies its rule off Zen 4 too: 16 q + 8 output
+   * channels or a swish after; =all takes every one, here also 64 ->
+   * 56): with and without a bias, activations, a residual sum in place
+   * and one copied (its addend read again later), an activation after
+   * the sum; 143 pixels (not a multiple of the kernels' 8 or 6), batch 1
+   * and 2 */
+  const char *on[] = {"1", "0", "all"};
+  for (int k = 0; k < 3; k++) {
     setenv("DERMAL_ONEDNN_PW", on[k], 1);
     for (int batch = 1; batch <= 2; batch++) {
       pb g = {0};
@@ -1191,7 +1197,10 @@ static void case_pointwise8(void) {
       conv(&g, "p1", "a2", "b1", 32, 24, 1, 1, 1, 0, true);
       conv(&g, "p2", "b1", "c1", 24, 40, 1, 1, 1, 0, false);
       unary(&g, "Relu", "c1", "c2");
-      conv(&g, "p3", "c2", "d1", 40, 56, 1, 1, 1, 0, true);
+      conv(&g, "p3", "c2", "d0", 40, 64, 1, 1, 1, 0, true);
+      unary(&g, "Sigmoid", "d0", "d0s"); /* swish: taken by the rule */
+      binary(&g, "Mul", "d0", "d0s", "d0m");
+      conv(&g, "p7", "d0m", "d1", 64, 56, 1, 1, 1, 0, true);
       unary(&g, "HardSwish", "d1", "d2");
       conv(&g, "p4", "d2", "e1", 56, 24, 1, 1, 1, 0, true);
       binary(&g, "Add", "e1", "b1", "e2"); /* b1 read again: a copy */
@@ -1203,8 +1212,7 @@ static void case_pointwise8(void) {
       output(&g, "y");
       int64_t xd[4] = {batch, 3, 11, 13};
       char name[64];
-      snprintf(name, sizeof name, "pointwise 16q+8, PW=%s, batch %d", on[k],
-               batch);
+      snprintf(name, sizeof name, "pointwise, PW=%s, batch %d", on[k], batch);
       check_case(name, &g, 13, xd, 4, NULL, NULL);
     }
   }
@@ -1268,10 +1276,12 @@ static void test_pw_kernel(void) {
     printf("skip pw kernel: no AVX-512\n");
     return;
   }
-  const int ocs[] = {24, 40, 56};
-  for (int oi = 0; oi < 3; oi++) {
-    for (int chain = 0; chain < 3; chain++) {
-      int oc = ocs[oi], k = 37, np = 29;
+  const int ocs[] = {8, 16, 24, 32, 40, 48, 56, 64, 72, 120, 200};
+  for (int oi = 0; oi < 11; oi++) {
+    for (int chain = 0; chain < 4; chain++) {
+      /* chain 3: inputs of 2049 channels, so that 131 pixels take three
+       * chunks (CHUNK_BYTES) */
+      int oc = ocs[oi], k = chain == 3 ? 2049 : 37, np = chain == 3 ? 131 : 29;
       dm_pw p;
       memset(&p, 0, sizeof p);
       p.k = k;
@@ -1309,8 +1319,8 @@ static void test_pw_kernel(void) {
           for (int i = 0; i < k; i++)
             acc = fmaf(x[q * k + i], w[o * k + i], acc);
           for (int j = 0; j < p.n_post; j++)
-            acc = p.sum[j] ? acc + want[q * oc + o]
-                           : dm__ref_act(&p.act[j], acc);
+            acc =
+                p.sum[j] ? acc + want[q * oc + o] : dm__ref_act(&p.act[j], acc);
           want[q * oc + o] = acc;
         }
       dm__pw_rows(&p, y, x, (size_t)p0, (size_t)p1);
@@ -1610,7 +1620,7 @@ int main(void) {
   case_zero_pad();
   case_channel_shuffle();
   case_dense_block();
-  case_pointwise8();
+  case_pointwise();
   case_two_sums();
   test_pw_kernel();
   test_stem_quantize();
