@@ -273,7 +273,8 @@ typedef struct ostep {
                          /* is the block and n counts images x blocks */
   const dm_stem *stem;   /* STEM (in e->wmem) */
   const ochan *chan;     /* CHAN (in e->wmem); n: pixels */
-  const dm_pw *pw;       /* PW (in e->wmem); n: pixels */
+  const dm_pw *pw;       /* PW (in e->wmem); n: pixels, pw_h: their rows */
+  int64_t pw_h;
   qdq_op qdq;            /* QDQ */
   const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */
   bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left) */
@@ -2508,6 +2509,7 @@ static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
   st.kind = ST_PW;
   st.pw = keep;
   st.n = (size_t)(Y->dims[0] * Y->dims[2] * Y->dims[3]);
+  st.pw_h = Y->dims[0] * Y->dims[2];
   return add_pass(e, ni, &st, tx, ty, eb);
 }
 
@@ -4508,7 +4510,10 @@ static dm_err plan_memory(oeng *e, dm_errbuf *eb) {
     if (st->kind == ST_SKIP) continue;
     if (st->kind == ST_TILES) { /* both convs' args but the map */
       touch_at a = {e, s, DNNL_ARG_DST}, b = {e, s, DNNL_ARG_SRC};
-      each_tensor(e, &e->s[st->xa], touch_one, &a);
+      if (e->s[st->xa].pw)
+        touch(e, e->s[st->xa].src, s);
+      else
+        each_tensor(e, &e->s[st->xa], touch_one, &a);
       each_tensor(e, st, touch_one, &b);
     } else {
       touch_at c = {e, s, 0};
@@ -5085,12 +5090,17 @@ static int step_accesses(const oeng *e, const ostep *st, bacc *a, bool late) {
       if (!ob->n) continue;
       const ostep *A = &e->s[st->xa];
       const otile *f = &st->tile[ob->lo], *l = &st->tile[ob->lo + ob->n - 1];
-      for (int h = 0; h < 2; h++) {
+      for (int h = A->pw ? 1 : 0; h < 2; h++) {
         const ostep *c = h ? st : A;
         int j = arg_index(c, h ? DNNL_ARG_DST : DNNL_ARG_SRC);
         const oband *x = h ? &f->b : &f->a, *y = h ? &l->b : &l->a;
         n = acc_add(e, a, n, c->args[j].tensor, b, h == 1, x->off[j],
                     y->off[j] + dnnl_memory_desc_get_size(&y->md[j]));
+      }
+      if (A->pw) { /* a pw pass: its input rows (a: lo, n) */
+        size_t row = A->n / (size_t)A->pw_h * (size_t)A->pw->k * sizeof(float);
+        n = acc_add(e, a, n, A->src, b, false, f->a.lo * row,
+                    (l->a.lo + l->a.n) * row);
       }
       continue;
     }
@@ -5464,22 +5474,31 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
     B = &e->s[i + 2];
   }
   int last = S ? i + 2 : i + 1;
-  const_dnnl_primitive_desc_t pa, pb;
-  const_dnnl_primitive_attr_t aa, ab;
-  bool a_sum;
-  if (!step_pd(A, &pa, &aa, &a_sum) || !step_pd(B, &pb, &ab, NULL))
+  const_dnnl_primitive_desc_t pa = NULL, pb;
+  const_dnnl_primitive_attr_t aa = NULL, ab;
+  bool a_sum = false, apw = A->kind == ST_PW; /* A: a pw pass (pw.c) */
+  if (apw) /* one image: its tiles are rows of that image's map */
+    for (int k = 0; k < A->pw->n_post; k++)
+      a_sum |= A->pw->sum[k];
+  if ((apw ? A->pw_h != val(e, e->t[A->dst].value)->dims[2]
+           : !step_pd(A, &pa, &aa, &a_sum)) ||
+      !step_pd(B, &pb, &ab, NULL))
     return false;
   const dnnl_convolution_desc_t *ca = NULL, *cb = NULL;
-  if (dnnl_primitive_desc_query(pa, dnnl_query_convolution_d, 0, &ca) !=
-          dnnl_success ||
+  if ((!apw && (dnnl_primitive_desc_query(pa, dnnl_query_convolution_d, 0,
+                                          &ca) != dnnl_success ||
+                !ca)) ||
       dnnl_primitive_desc_query(pb, dnnl_query_convolution_d, 0, &cb) !=
           dnnl_success ||
-      !ca || !cb)
+      !cb)
     return false;
-  int ad = arg_index(A, DNNL_ARG_DST), bs = arg_index(B, DNNL_ARG_SRC);
-  int as = arg_index(A, DNNL_ARG_SRC), bd = arg_index(B, DNNL_ARG_DST);
+  int ad = apw ? 0 : arg_index(A, DNNL_ARG_DST),
+      bs = arg_index(B, DNNL_ARG_SRC);
+  int as = apw ? 0 : arg_index(A, DNNL_ARG_SRC),
+      bd = arg_index(B, DNNL_ARG_DST);
   if (ad < 0 || bs < 0 || as < 0 || bd < 0) return false;
-  int ty = A->args[ad].tensor, t2 = ty; /* the map; after the swish */
+  int tx = apw ? A->src : A->args[as].tensor;
+  int ty = apw ? A->dst : A->args[ad].tensor, t2 = ty; /* the map; swish */
   if (S) {
     if (S->src != ty || !arg_tensor_ok(e, S->dst) ||
         e->b[e->t[S->dst].buf].kind != BUF_ARENA ||
@@ -5489,8 +5508,7 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
     t2 = S->dst;
   }
   if (B->args[bs].tensor != t2 || !arg_tensor_ok(e, ty) ||
-      !arg_tensor_ok(e, A->args[as].tensor) ||
-      !arg_tensor_ok(e, B->args[bd].tensor) ||
+      !arg_tensor_ok(e, tx) || !arg_tensor_ok(e, B->args[bd].tensor) ||
       e->b[e->t[ty].buf].kind != BUF_ARENA)
     return false;
   /* the map: nobody else's; the second conv's output: not where the
@@ -5499,18 +5517,18 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
    * addend is not in the tile's map) */
   if (val(e, e->t[ty].value)->is_output ||
       buf_used_elsewhere(e, e->t[ty].buf, i, last) ||
-      e->t[B->args[bd].tensor].buf == e->t[A->args[as].tensor].buf || a_sum)
+      e->t[B->args[bd].tensor].buf == e->t[tx].buf || a_sum)
     return false;
   const dnnl_memory_desc_t *wa =
-      dnnl_primitive_desc_query_md(pa, dnnl_query_weights_md, 0);
+      apw ? NULL : dnnl_primitive_desc_query_md(pa, dnnl_query_weights_md, 0);
   const dnnl_memory_desc_t *wb =
       dnnl_primitive_desc_query_md(pb, dnnl_query_weights_md, 0);
   int64_t c, h, w, oc, oh, ow;
-  if (!wa || !wb || !md_nhwc1(&e->t[ty].md, &c, &h, &w) ||
+  if ((!wa && !apw) || !wb || !md_nhwc1(&e->t[ty].md, &c, &h, &w) ||
       !md_nhwc1(&e->t[B->args[bd].tensor].md, &oc, &oh, &ow))
     return false;
   size_t row = (size_t)(w * c) * dnnl_data_type_size(e->t[ty].md.data_type);
-  if ((!conv_pointwise(ca, wa) && !conv_pointwise(cb, wb)) ||
+  if ((!apw && !conv_pointwise(ca, wa) && !conv_pointwise(cb, wb)) ||
       e->t[ty].md.data_type != dnnl_f32 || row * (size_t)h < e->tile_min)
     return false;
   /* output rows per tile: the most whose map rows fit the budget */
@@ -5536,9 +5554,13 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
                    p ? &p->b : NULL))
       goto no;
     vsel va = {.band = -1, .r0 = vb.a, .r1 = vb.z, .dst_tile = true};
-    if (!view_prim(e, A, pa, aa, &va, &t[k].a, rs, &e->tile_scratch,
-                   p ? &p->a : NULL))
+    if (apw) { /* the pass's rows */
+      t[k].a.lo = (size_t)vb.a;
+      t[k].a.n = (size_t)(vb.z - vb.a);
+    } else if (!view_prim(e, A, pa, aa, &va, &t[k].a, rs, &e->tile_scratch,
+                          p ? &p->a : NULL)) {
       goto no;
+    }
     size_t need = (size_t)(vb.z - vb.a) * row;
     t[k].n = (size_t)(vb.z - vb.a) * (size_t)(w * c);
     if (need > buf) buf = need;
@@ -5556,8 +5578,8 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
   if (e->verbose) {
     int own = 0, prims = 0;
     for (int k = 0; k < nt; k++) {
-      prims += !t[k].a.shared + !t[k].b.shared;
-      own += (!t[k].a.shared && t[k].a.warg >= 0) +
+      prims += (!apw && !t[k].a.shared) + !t[k].b.shared;
+      own += (!apw && !t[k].a.shared && t[k].a.warg >= 0) +
              (!t[k].b.shared && t[k].b.warg >= 0);
     }
     fprintf(stderr,
@@ -5685,8 +5707,17 @@ static dnnl_status_t tile_run(const oeng *e, osess *ss, int i, int b,
   for (int k = k0; k < k1; k++) {
     const otile *t = &B->tile[k];
     size_t q = 2 * (size_t)(B->tile0 + k);
-    dnnl_status_t s = dnnl_primitive_execute(
-        t->a.prim, sm, A->n_args + (t->a.has_scratch ? 1 : 0), ss->targs[q]);
+    dnnl_status_t s = dnnl_success;
+    if (A->pw) { /* map rows [lo, lo + n) from the same input rows */
+      size_t px = A->n / (size_t)A->pw_h;
+      dm__pw_rows(A->pw, map,
+                  (const float *)ss->ptr[A->src] +
+                      t->a.lo * px * (size_t)A->pw->k,
+                  0, t->a.n * px);
+    } else {
+      s = dnnl_primitive_execute(
+          t->a.prim, sm, A->n_args + (t->a.has_scratch ? 1 : 0), ss->targs[q]);
+    }
     if (s == dnnl_success && B->tile_swish) swish_span(map, map, t->n, e->vec);
     if (s == dnnl_success)
       s = dnnl_primitive_execute(t->b.prim, sm,

@@ -536,40 +536,45 @@ static void tiles_graph(pb *gp) {
 }
 
 static void case_tiles(void) {
-  /* tiles pair oneDNN primitives: keep the pw pass (pw.c) off, which on
-   * Zen 4 takes this graph's convs to 24 or 8 channels and with a swish */
-  setenv("DERMAL_ONEDNN_PW", "0", 1);
-  setenv("DERMAL_ONEDNN_TILE_KB", "4", 1);
-  setenv("DERMAL_ONEDNN_TILE_MIN_KB", "8", 1);
-  pb g;
-  tiles_graph(&g);
-  int64_t xd[4] = {1, 8, 23, 17};
-  pb_value_info(&g, 11, "x", xd, 4);
-  pb bytes = pb_model(&g, 13);
-  dm_errbuf eb = {{0}};
-  dm_onnx_model *m = NULL;
-  CHECK(dm_onnx_parse(bytes.p, bytes.n, NULL, &m, &eb) == DM_OK,
-        "tiles: parse: %s", eb.msg);
-  if (m) { /* the pointwise convs' maps get no arena bytes */
-    size_t tiled = arena_of(m);
-    setenv("DERMAL_ONEDNN_TILES", "0", 1);
-    size_t whole = arena_of(m);
-    unsetenv("DERMAL_ONEDNN_TILES");
-    /* tiles take channels-last maps, which oneDNN keeps with AVX-512 only
-     * (below it, nChw8c: nothing is tiled, the outputs still checked) */
-    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(),
-             a512 = (unsigned)dnnl_cpu_isa_avx512_core;
-    if ((isa & a512) != a512)
-      printf("skip tiles arena: oneDNN below AVX-512 (blocked maps)\n");
-    else
-      CHECK(tiled > 0 && tiled < whole, "tiles: arena %zu B, untiled %zu B",
-            tiled, whole);
-    dm_onnx_free(m);
+  /* PW=0: every conv a oneDNN primitive; PW=1: the pw pass (pw.c) takes
+   * this graph's convs to 24 or 8 channels and the one with a swish, and
+   * a pass can be a tile's first step (e2, then d2) */
+  const char *pw[] = {"0", "1"};
+  for (int v = 0; v < 2; v++) {
+    setenv("DERMAL_ONEDNN_PW", pw[v], 1);
+    setenv("DERMAL_ONEDNN_TILE_KB", "4", 1);
+    setenv("DERMAL_ONEDNN_TILE_MIN_KB", "8", 1);
+    pb g;
+    tiles_graph(&g);
+    int64_t xd[4] = {1, 8, 23, 17};
+    pb_value_info(&g, 11, "x", xd, 4);
+    pb bytes = pb_model(&g, 13);
+    dm_errbuf eb = {{0}};
+    dm_onnx_model *m = NULL;
+    CHECK(dm_onnx_parse(bytes.p, bytes.n, NULL, &m, &eb) == DM_OK,
+          "tiles: parse: %s", eb.msg);
+    if (m) { /* the pointwise convs' maps get no arena bytes */
+      size_t tiled = arena_of(m);
+      setenv("DERMAL_ONEDNN_TILES", "0", 1);
+      size_t whole = arena_of(m);
+      unsetenv("DERMAL_ONEDNN_TILES");
+      /* tiles take channels-last maps, which oneDNN keeps with AVX-512
+       * only (below it, nChw8c: nothing is tiled, the outputs still
+       * checked) */
+      unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(),
+               a512 = (unsigned)dnnl_cpu_isa_avx512_core;
+      if ((isa & a512) != a512)
+        printf("skip tiles arena: oneDNN below AVX-512 (blocked maps)\n");
+      else
+        CHECK(tiled > 0 && tiled < whole,
+              "tiles (PW=%s): arena %zu B, untiled %zu B", pw[v], tiled, whole);
+      dm_onnx_free(m);
+    }
+    free(bytes.p);
+    pb h; /* the same graph, against the reference */
+    tiles_graph(&h);
+    check_case(v ? "tiles, pw pass" : "tiles", &h, 13, xd, 4, NULL, NULL);
   }
-  free(bytes.p);
-  pb h; /* the same graph, against the reference */
-  tiles_graph(&h);
-  check_case("tiles", &h, 13, xd, 4, NULL, NULL);
   unsetenv("DERMAL_ONEDNN_PW");
   unsetenv("DERMAL_ONEDNN_TILE_KB");
   unsetenv("DERMAL_ONEDNN_TILE_MIN_KB");
