@@ -178,8 +178,8 @@ typedef struct qdq_op {
  * inputs are consecutive runs of its output's bytes, copied (args: the
  * inputs, then the output; map_concat_copy); ST_CHAN: channels gathered
  * pixel by pixel from channels-last maps (a channel Slice, a channel
- * shuffle; ochan, args as ST_CONCAT's); ST_PW: a 1x1 conv to 16 q + 8
- * channels on channels-last maps (pw.c; dm_pw, n pixels). */
+ * shuffle; ochan, args as ST_CONCAT's); ST_PW: a float 1x1 conv on
+ * channels-last maps, our own kernel (pw.c; map_pw; n pixels). */
 typedef enum {
   ST_PRIM,
   ST_REF,
@@ -2441,10 +2441,11 @@ static dm_err map_fc(oeng *e, int ni, dm_errbuf *eb) {
 
 static dm_err map_stem(oeng *e, int ni, dm_errbuf *eb);
 
-/* A float 1x1 conv, stride 1, no padding, to 16 q + 8 channels, on a
- * channels-last input, with bias and post-ops act16v computes (and one
- * residual sum): an ST_PW pass (pw.c) when e->pw.  DM_UNSUPPORTED,
- * before it made any tensor, when it does not qualify. */
+/* A float 1x1 conv, stride 1, no padding, to a multiple of 8 channels,
+ * on a channels-last input, with bias and post-ops act16v computes (and
+ * one residual sum): an ST_PW pass (pw.c) when e->pw and, at e->pw 1,
+ * the rule below.  DM_UNSUPPORTED, before it made any tensor, when it
+ * does not qualify. */
 static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   const dm_value *X = val(e, n->in[0]), *W = val(e, n->in[1]);
@@ -5477,7 +5478,7 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
   const_dnnl_primitive_desc_t pa = NULL, pb;
   const_dnnl_primitive_attr_t aa = NULL, ab;
   bool a_sum = false, apw = A->kind == ST_PW; /* A: a pw pass (pw.c) */
-  if (apw) /* one image: its tiles are rows of that image's map */
+  if (apw) /* its tiles: rows of one image's map (pw_h, batch 1) */
     for (int k = 0; k < A->pw->n_post; k++)
       a_sum |= A->pw->sum[k];
   if ((apw ? A->pw_h != val(e, e->t[A->dst].value)->dims[2]
