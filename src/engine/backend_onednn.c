@@ -2441,7 +2441,7 @@ static dm_err map_fc(oeng *e, int ni, dm_errbuf *eb) {
 
 static dm_err map_stem(oeng *e, int ni, dm_errbuf *eb);
 
-/* A float 1x1 conv, stride 1, no padding, to a multiple of 8 channels,
+/* A float 1x1 conv, no padding, to a multiple of 8 channels,
  * on a channels-last input, with bias and post-ops act16v computes (and
  * one residual sum): an ST_PW pass (pw.c) when e->pw and, at e->pw 1,
  * the rule below.  DM_UNSUPPORTED, before it made any tensor, when it
@@ -2456,8 +2456,8 @@ static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
       (bv >= 0 && !val(e, bv)->data))
     return DM_UNSUPPORTED;
   for (int i = 0; i < 2; i++)
-    if (win->stride[i] != 1 || win->dil[i] != 1 || win->pad_b[i] ||
-        win->pad_e[i])
+    if (win->stride[i] != win->stride[0] || win->stride[i] < 1 ||
+        win->dil[i] != 1 || win->pad_b[i] || win->pad_e[i])
       return DM_UNSUPPORTED;
   int mul, sum_value = -1;
   if (conv_swish(e, ni, &mul) >= 0) return DM_UNSUPPORTED;
@@ -2487,14 +2487,21 @@ static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
     return DM_UNSUPPORTED;
   p.k = (int)W->dims[1];
   p.oc = (int)W->dims[0];
+  p.stride = (int)win->stride[0];
+  p.ih = (int)X->dims[2];
+  p.iw = (int)X->dims[3];
+  p.oh = (int)Y->dims[2];
+  p.ow = (int)Y->dims[3];
   /* The rule (e->pw 1): where the pass measured faster than oneDNN in the
-   * network, output channels 16 q + 8 (the 8-lane FMA) or a swish after
-   * the conv (its own pass otherwise: EfficientNet-B0's expansions).
+   * network, output channels 16 q + 8 (the 8-lane FMA), a swish after the
+   * conv (its own pass otherwise: EfficientNet-B0's expansions), or a
+   * stride (ResNet's downsampling convs, which oneDNN runs slower).
    * Elsewhere oneDNN's kernel is as fast or faster (docs/engine.md). */
   bool swish = false;
   for (int i = 0; i < p.n_post; i++)
     swish |= !p.sum[i] && p.act[i].kind == DM_UNARY_SWISH;
-  if (e->pw == 1 && p.oc % 16 != 8 && !swish) return DM_UNSUPPORTED;
+  if (e->pw == 1 && p.oc % 16 != 8 && !swish && p.stride == 1)
+    return DM_UNSUPPORTED;
   dm_pw *keep = big_take(&e->wmem, sizeof *keep);
   float *mem = big_take(&e->wmem, dm__pw_floats(&p) * sizeof(float));
   if (!keep || !mem) return DM_UNSUPPORTED; /* reservation exhausted */
@@ -5140,9 +5147,9 @@ static int step_accesses(const oeng *e, const ostep *st, bacc *a, bool late) {
       xs = 0;     /* rows of the image around the band's: the whole input */
       ys = st->c; /* 8-bit */
     } else if (st->kind == ST_FC) {
-      xs = 0; /* every output reads the whole input */
-    } else if (st->kind == ST_PW) {
-      xs = 4 * (size_t)st->pw->k;
+      xs = 0;                       /* every output reads the whole input */
+    } else if (st->kind == ST_PW) { /* strided: the whole input */
+      xs = st->pw->stride == 1 ? 4 * (size_t)st->pw->k : 0;
       ys = 4 * (size_t)st->pw->oc;
     }
     if (xs)
@@ -5481,7 +5488,8 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
   if (apw) /* its tiles: rows of one image's map (pw_h, batch 1) */
     for (int k = 0; k < A->pw->n_post; k++)
       a_sum |= A->pw->sum[k];
-  if ((apw ? A->pw_h != val(e, e->t[A->dst].value)->dims[2]
+  if ((apw ? A->pw->stride != 1 ||
+                 A->pw_h != val(e, e->t[A->dst].value)->dims[2]
            : !step_pd(A, &pa, &aa, &a_sum)) ||
       !step_pd(B, &pb, &ab, NULL))
     return false;

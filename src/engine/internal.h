@@ -525,12 +525,14 @@ size_t dm__stem_scratch(const dm_stem *s);
 void dm__stem_rows(const dm_stem *s, void *y, const float *x, int64_t r0,
                    int64_t r1, void *scratch);
 
-/* pw.c: a float 1x1 convolution (stride 1, no padding) on channels-last
+/* pw.c: a float 1x1 convolution (no padding) on channels-last
  * maps, any multiple of 8 output channels, with its bias and post-ops,
  * for Zen 4 (dm__pw_cpu), where it beats oneDNN 2.6's kernel.  Weights
  * packed by dm__pw_pack. */
 typedef struct dm_pw {
-  int k, oc;  /* input channels, output channels */
+  int k, oc;          /* input channels, output channels */
+  int stride;         /* 1, or both dims' stride, with the maps below: */
+  int ih, iw, oh, ow; /* one image's input and output map */
   float *w;   /* per group of 64 output channels (k, 64), then the rest */
   float *b;   /* (oc), zeros without a bias */
   int n_post; /* post-ops in order: */

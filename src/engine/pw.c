@@ -1,19 +1,20 @@
 /* pw.c: 1x1 convolutions on channels-last float maps, our own kernel.
  *
- * Two things oneDNN 2.6's brgemm 1x1 kernel leaves on the table on the
- * Zen 4 VMs we measure on (DERMAL_ONEDNN_PROFILE, one thread):
+ * Where it beats oneDNN 2.6's brgemm 1x1 kernel on the Zen 4 VMs we
+ * measure on (map_pw's rule; docs/engine.md has the numbers):
  * - Output channels that end in a half vector (24, 40: MobileNet-v2's
  *   and EfficientNet-B0's projections) get a masked 16-lane vector for
  *   the last 8, and Zen 4 executes a 512-bit FMA as two 256-bit halves,
  *   so the masked half costs as much as the live one: 144->24 at 56x56
  *   ran at 65 % of the FMA peak.  Here the last 8 channels take a 256-bit
  *   FMA, half the cost.
- * - Weights that come from memory each run (a network's weights do not
- *   stay in the 1 MB L2 from one run to the next).  This kernel reads
- *   each weight once per chunk of pixels, front to back, which the
- *   hardware prefetchers follow: with the caches flushed before each call,
- *   160->960 at 7x7 took 0.16 ms against brgemm's 0.19, 96->576 at 14x14
- *   0.23 against 0.26-0.29 (a throwaway program, both in one process).
+ * - A swish after the conv is applied before the store, where oneDNN
+ *   needs a pass of its own over the map (its swish post-op is slower).
+ * - Strided convs (ResNet's downsampling 1x1s) read their pixels in place;
+ *   brgemm's 512->1024 from 28x28 to 14x14 ran at 70 % of the peak.
+ * Elsewhere brgemm is as fast in the network, though with the caches
+ * flushed before each call this kernel was 7-20 % faster on MobileNet's
+ * shapes: it reads each weight once per chunk of pixels, front to back.
  *
  * Loop order: chunks of pixels whose inputs fit in L2 (CHUNK_BYTES); in a
  * chunk, groups of 64 output channels, then the rest (16 q + 8 h), each
@@ -95,11 +96,14 @@ INLINE __m512 post16(const dm_pw *p, __m512 v, const float *yp, bool half) {
   return v;
 }
 
-/* Output channels [c0, c0 + 16 Q + 8 H) of pixels [0, P): x holds k
- * floats a pixel, y oc, w the group's packed (k, 16 Q + 8 H) weights.  P,
- * Q and H are constants where this is inlined. */
-INLINE void pw_block(const dm_pw *p, float *y, const float *x, const float *w,
-                     size_t c0, int P, int Q, int H) {
+/* Output channels [c0, c0 + 16 Q + 8 H) of pixels [0, P): pixel i's k
+ * input floats at x + i k, or at xp[i] when S (a stride), y oc floats a
+ * pixel, w the group's packed (k, 16 Q + 8 H) weights; next: the inputs
+ * the next block starts with.  P, Q, H and S are constants where this is
+ * inlined. */
+INLINE void pw_block(const dm_pw *p, float *y, const float *x,
+                     const float *const *xp, const char *next, const float *w,
+                     size_t c0, int P, int Q, int H, bool S) {
   const size_t k = (size_t)p->k, oc = (size_t)p->oc;
   const size_t gw = 16 * (size_t)Q + 8 * (size_t)H;
   const float *bias = p->b + c0;
@@ -112,8 +116,7 @@ INLINE void pw_block(const dm_pw *p, float *y, const float *x, const float *w,
       a[i][j] = _mm512_loadu_ps(bias + 16 * j);
     if (H) t[i] = _mm256_loadu_ps(bias + 16 * Q);
   }
-  /* the next block's inputs (P k floats after these), over the k steps */
-  const char *next = (const char *)(x + (size_t)P * k);
+  /* the next block's inputs (about P k floats), over the k steps */
   for (size_t c = 0; c < k; c++, w += gw) {
     __builtin_prefetch(next + c * (size_t)P * sizeof(float));
     __m512 w0 = Q > 0 ? _mm512_loadu_ps(w) : _mm512_setzero_ps();
@@ -124,7 +127,7 @@ INLINE void pw_block(const dm_pw *p, float *y, const float *x, const float *w,
     __m256 wt = H ? _mm256_loadu_ps(w + 16 * Q) : _mm256_setzero_ps();
 #pragma GCC unroll 8
     for (int i = 0; i < P; i++) {
-      __m512 xv = _mm512_set1_ps(x[(size_t)i * k + c]);
+      __m512 xv = _mm512_set1_ps(S ? xp[i][c] : x[(size_t)i * k + c]);
       if (Q > 0) a[i][0] = _mm512_fmadd_ps(xv, w0, a[i][0]);
       if (Q > 1) a[i][1] = _mm512_fmadd_ps(xv, w1, a[i][1]);
       if (Q > 2) a[i][2] = _mm512_fmadd_ps(xv, w2, a[i][2]);
@@ -145,45 +148,98 @@ INLINE void pw_block(const dm_pw *p, float *y, const float *x, const float *w,
   }
 }
 
-/* One group's channels over pixels [p0, p1): blocks of P, the rest one
- * by one. */
-INLINE void pw_group(const dm_pw *p, float *y, const float *x, size_t p0,
-                     size_t p1, size_t c0, int P, int Q, int H) {
-  const size_t k = (size_t)p->k, oc = (size_t)p->oc;
-  const float *w = p->w + c0 * k;
-  size_t i = p0;
-  for (; i + (size_t)P <= p1; i += (size_t)P)
-    pw_block(p, y + i * oc, x + i * k, w, c0, P, Q, H);
-  for (; i < p1; i++)
-    pw_block(p, y + i * oc, x + i * k, w, c0, 1, Q, H);
+/* Where output pixel q's inputs are: pixel q of x at stride 1, else the
+ * pixel (s oy, s ox) of its image. */
+INLINE const float *in_px(const dm_pw *p, const float *x, size_t q) {
+  if (p->stride <= 1) return x + q * (size_t)p->k;
+  size_t ohw = (size_t)p->oh * (size_t)p->ow, r = q % ohw;
+  size_t oy = r / (size_t)p->ow, ox = r % (size_t)p->ow, s = (size_t)p->stride;
+  size_t at = (q / ohw * (size_t)p->ih + s * oy) * (size_t)p->iw + s * ox;
+  return x + at * (size_t)p->k;
 }
 
-/* The channels past the last whole group of 64: 16 q + 8 h of them. */
-__attribute__((target(PW_ISA))) static void pw_rest(const dm_pw *p, float *y,
-                                                    const float *x, size_t p0,
-                                                    size_t p1, size_t c0) {
-  switch ((p->oc - (int)c0) / 8) {
-  case 1: pw_group(p, y, x, p0, p1, c0, 8, 0, 1); break;
-  case 2: pw_group(p, y, x, p0, p1, c0, 8, 1, 0); break;
-  case 3: pw_group(p, y, x, p0, p1, c0, 8, 1, 1); break;
-  case 4: pw_group(p, y, x, p0, p1, c0, 8, 2, 0); break;
-  case 5: pw_group(p, y, x, p0, p1, c0, 8, 2, 1); break;
-  case 6: pw_group(p, y, x, p0, p1, c0, 6, 3, 0); break;
-  default: pw_group(p, y, x, p0, p1, c0, 6, 3, 1); break;
+/* One group's channels over pixels [p0, p1): blocks of P, the rest one
+ * by one. */
+INLINE void pw_group_s(const dm_pw *p, float *y, const float *x, size_t p0,
+                       size_t p1, size_t c0, int P, int Q, int H, bool S) {
+  const size_t k = (size_t)p->k, oc = (size_t)p->oc;
+  const float *w = p->w + c0 * k;
+  const float *xp[8] = {0};
+  size_t i = p0;
+  for (; i + (size_t)P <= p1; i += (size_t)P) {
+    for (int j = 0; S && j < P; j++)
+      xp[j] = in_px(p, x, i + (size_t)j);
+    const float *nx = S ? in_px(p, x, i + (size_t)P < p1 ? i + (size_t)P : i)
+                        : x + (i + (size_t)P) * k;
+    pw_block(p, y + i * oc, x + i * k, xp, (const char *)nx, w, c0, P, Q, H, S);
+  }
+  for (; i < p1; i++) {
+    xp[0] = S ? in_px(p, x, i) : x + i * k;
+    pw_block(p, y + i * oc, xp[0], xp, (const char *)xp[0], w, c0, 1, Q, H, S);
   }
 }
 
-__attribute__((target(PW_ISA))) void
-dm__pw_rows(const dm_pw *p, float *y, const float *x, size_t p0, size_t p1) {
+/* The channels past the last whole group of 64: 16 q + 8 h of them. */
+INLINE void pw_rest_s(const dm_pw *p, float *y, const float *x, size_t p0,
+                      size_t p1, size_t c0, bool S) {
+  switch ((p->oc - (int)c0) / 8) {
+  case 1: pw_group_s(p, y, x, p0, p1, c0, 8, 0, 1, S); break;
+  case 2: pw_group_s(p, y, x, p0, p1, c0, 8, 1, 0, S); break;
+  case 3: pw_group_s(p, y, x, p0, p1, c0, 8, 1, 1, S); break;
+  case 4: pw_group_s(p, y, x, p0, p1, c0, 8, 2, 0, S); break;
+  case 5: pw_group_s(p, y, x, p0, p1, c0, 8, 2, 1, S); break;
+  case 6: pw_group_s(p, y, x, p0, p1, c0, 6, 3, 0, S); break;
+  default: pw_group_s(p, y, x, p0, p1, c0, 6, 3, 1, S); break;
+  }
+}
+
+/* pw_rest_s for each S, and pw_rows below likewise, as functions of their
+ * own: with the rest inlined into one function, the stride-1 steps ran 7 %
+ * slower (MobileNet-v2's projections to 24 channels, the profile). */
+__attribute__((target(PW_ISA), noinline)) static void
+pw_rest_dense(const dm_pw *p, float *y, const float *x, size_t p0, size_t p1,
+              size_t c0) {
+  pw_rest_s(p, y, x, p0, p1, c0, false);
+}
+
+__attribute__((target(PW_ISA), noinline)) static void
+pw_rest_strided(const dm_pw *p, float *y, const float *x, size_t p0, size_t p1,
+                size_t c0) {
+  pw_rest_s(p, y, x, p0, p1, c0, true);
+}
+
+/* Pixels [p0, p1) in chunks, each chunk's groups of 64 channels, then the
+ * rest; S: strided (per-pixel input addresses). */
+INLINE void pw_rows(const dm_pw *p, float *y, const float *x, size_t p0,
+                    size_t p1, bool S) {
   const size_t oc = (size_t)p->oc, full = oc & ~(size_t)63;
   size_t chunk = CHUNK_BYTES / ((size_t)p->k * sizeof(float));
   chunk = chunk < 48 ? 48 : chunk / 48 * 48;
   for (size_t q0 = p0; q0 < p1; q0 += chunk) {
     size_t q1 = p1 - q0 < chunk ? p1 : q0 + chunk;
     for (size_t c0 = 0; c0 < full; c0 += 64)
-      pw_group(p, y, x, q0, q1, c0, 6, 4, 0);
-    if (full < oc) pw_rest(p, y, x, q0, q1, full);
+      pw_group_s(p, y, x, q0, q1, c0, 6, 4, 0, S);
+    if (full < oc) (S ? pw_rest_strided : pw_rest_dense)(p, y, x, q0, q1, full);
   }
+}
+
+__attribute__((target(PW_ISA), noinline)) static void
+pw_rows_dense(const dm_pw *p, float *y, const float *x, size_t p0, size_t p1) {
+  pw_rows(p, y, x, p0, p1, false);
+}
+
+__attribute__((target(PW_ISA), noinline)) static void
+pw_rows_strided(const dm_pw *p, float *y, const float *x, size_t p0,
+                size_t p1) {
+  pw_rows(p, y, x, p0, p1, true);
+}
+
+void dm__pw_rows(const dm_pw *p, float *y, const float *x, size_t p0,
+                 size_t p1) {
+  if (p->stride > 1)
+    pw_rows_strided(p, y, x, p0, p1);
+  else
+    pw_rows_dense(p, y, x, p0, p1);
 }
 #else
 void dm__pw_rows(const dm_pw *p, float *y, const float *x, size_t p0,

@@ -1187,11 +1187,11 @@ static void case_dense_block(void) {
 static void case_pointwise(void) {
   /* 1x1 convs the ST_PW pass (pw.c) takes where the CPU has AVX-512
    * (DERMAL_ONEDNN_PW=1 applies its rule off Zen 4 too: 16 q + 8 output
-   * channels or a swish after; =all takes every one, here also 64 ->
-   * 56): with and without a bias, activations, a residual sum in place
+   * channels, a swish after or a stride; =all every one it can take; =0
+   * none): with and without a bias, activations, a residual sum in place
    * and one copied (its addend read again later), an activation after
-   * the sum; 143 pixels (not a multiple of the kernels' 8 or 6), batch 1
-   * and 2 */
+   * the sum, a stride of 2 (11x13 -> 6x7); 143 pixels (not a multiple of
+   * the kernels' 8 or 6), batch 1 and 2 */
   const char *on[] = {"1", "0", "all"};
   for (int k = 0; k < 3; k++) {
     setenv("DERMAL_ONEDNN_PW", on[k], 1);
@@ -1214,7 +1214,9 @@ static void case_pointwise(void) {
       binary(&g, "Add", "b1", "f1", "f2"); /* b1's last read: in place */
       conv(&g, "p6", "f2", "g1", 24, 40, 1, 1, 1, 0, true);
       binary(&g, "Add", "g1", "c2", "y"); /* in place over c2 */
+      conv(&g, "p8", "f2", "y2", 24, 32, 1, 1, 2, 0, true); /* strided */
       output(&g, "y");
+      output(&g, "y2");
       int64_t xd[4] = {batch, 3, 11, 13};
       char name[64];
       snprintf(name, sizeof name, "pointwise, PW=%s, batch %d", on[k], batch);
@@ -1291,6 +1293,7 @@ static void test_pw_kernel(void) {
       memset(&p, 0, sizeof p);
       p.k = k;
       p.oc = oc;
+      p.stride = 1;
       if (chain == 1) { /* relu, sum */
         p.n_post = 2;
         p.act[0].kind = DM_UNARY_RELU;
