@@ -315,7 +315,7 @@ typedef struct oeng {
   int64_t wino_max; /* largest OC*IC for Winograd */
   vec_isa vec;      /* the passes' code path (pick_vec) */
   bool stem;        /* map_stem may fuse (DERMAL_ONEDNN_STEM=0: never) */
-  int pw;           /* map_pw: 0 off, 1 its rule, 2 every 1x1 it can take */
+  bool pw;          /* map_pw may take 1x1 convs (dm__pw_cpu; _PW) */
   dnnl_engine_t eng;
   bigmem wmem;  /* reordered weights (virtual reservation) */
   bigmem stage; /* during run_jobs: a weight copied out of the file */
@@ -2441,11 +2441,10 @@ static dm_err map_fc(oeng *e, int ni, dm_errbuf *eb) {
 
 static dm_err map_stem(oeng *e, int ni, dm_errbuf *eb);
 
-/* A float 1x1 conv, no padding, to a multiple of 8 channels,
- * on a channels-last input, with bias and post-ops act16v computes (and
- * one residual sum): an ST_PW pass (pw.c) when e->pw and, at e->pw 1,
- * the rule below.  DM_UNSUPPORTED, before it made any tensor, when it
- * does not qualify. */
+/* A float 1x1 conv, no padding, to a multiple of 8 channels, on a
+ * channels-last input, with bias and post-ops act16v computes (and one
+ * residual sum): an ST_PW pass (pw.c) when e->pw.  DM_UNSUPPORTED, before
+ * it made any tensor, when it does not qualify. */
 static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
   const dm_node *n = &e->g->nodes[ni];
   const dm_value *X = val(e, n->in[0]), *W = val(e, n->in[1]);
@@ -2492,16 +2491,6 @@ static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
   p.iw = (int)X->dims[3];
   p.oh = (int)Y->dims[2];
   p.ow = (int)Y->dims[3];
-  /* The rule (e->pw 1): where the pass measured faster than oneDNN in the
-   * network, output channels 16 q + 8 (the 8-lane FMA), a swish after the
-   * conv (its own pass otherwise: EfficientNet-B0's expansions), or a
-   * stride (ResNet's downsampling convs, which oneDNN runs slower).
-   * Elsewhere oneDNN's kernel is as fast or faster (docs/engine.md). */
-  bool swish = false;
-  for (int i = 0; i < p.n_post; i++)
-    swish |= !p.sum[i] && p.act[i].kind == DM_UNARY_SWISH;
-  if (e->pw == 1 && p.oc % 16 != 8 && !swish && p.stride == 1)
-    return DM_UNSUPPORTED;
   dm_pw *keep = big_take(&e->wmem, sizeof *keep);
   float *mem = big_take(&e->wmem, dm__pw_floats(&p) * sizeof(float));
   if (!keep || !mem) return DM_UNSUPPORTED; /* reservation exhausted */
@@ -4522,7 +4511,10 @@ static dm_err plan_memory(oeng *e, dm_errbuf *eb) {
         touch(e, e->s[st->xa].src, s);
       else
         each_tensor(e, &e->s[st->xa], touch_one, &a);
-      each_tensor(e, st, touch_one, &b);
+      if (st->pw)
+        touch(e, st->dst, s);
+      else
+        each_tensor(e, st, touch_one, &b);
     } else {
       touch_at c = {e, s, 0};
       each_tensor(e, st, touch_one, &c);
@@ -5098,7 +5090,7 @@ static int step_accesses(const oeng *e, const ostep *st, bacc *a, bool late) {
       if (!ob->n) continue;
       const ostep *A = &e->s[st->xa];
       const otile *f = &st->tile[ob->lo], *l = &st->tile[ob->lo + ob->n - 1];
-      for (int h = A->pw ? 1 : 0; h < 2; h++) {
+      for (int h = A->pw ? 1 : 0; h < (st->pw ? 1 : 2); h++) {
         const ostep *c = h ? st : A;
         int j = arg_index(c, h ? DNNL_ARG_DST : DNNL_ARG_SRC);
         const oband *x = h ? &f->b : &f->a, *y = h ? &l->b : &l->a;
@@ -5109,6 +5101,12 @@ static int step_accesses(const oeng *e, const ostep *st, bacc *a, bool late) {
         size_t row = A->n / (size_t)A->pw_h * (size_t)A->pw->k * sizeof(float);
         n = acc_add(e, a, n, A->src, b, false, f->a.lo * row,
                     (l->a.lo + l->a.n) * row);
+      }
+      if (st->pw) { /* a pw pass second: its output rows (b: lo, n) */
+        size_t row =
+            st->n / (size_t)st->pw_h * (size_t)st->pw->oc * sizeof(float);
+        n = acc_add(e, a, n, st->dst, b, true, f->b.lo * row,
+                    (l->b.lo + l->b.n) * row);
       }
       continue;
     }
@@ -5482,31 +5480,38 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
     B = &e->s[i + 2];
   }
   int last = S ? i + 2 : i + 1;
-  const_dnnl_primitive_desc_t pa = NULL, pb;
-  const_dnnl_primitive_attr_t aa = NULL, ab;
-  bool a_sum = false, apw = A->kind == ST_PW; /* A: a pw pass (pw.c) */
-  if (apw) /* its tiles: rows of one image's map (pw_h, batch 1) */
+  const_dnnl_primitive_desc_t pa = NULL, pb = NULL;
+  const_dnnl_primitive_attr_t aa = NULL, ab = NULL;
+  /* A or B may be a pw pass (pw.c), its tiles rows of one image's map */
+  bool a_sum = false, apw = A->kind == ST_PW, bpw = B->kind == ST_PW;
+  for (int h = 0; h < 2; h++) {
+    const ostep *P = h ? B : A;
+    if (P->kind == ST_PW &&
+        (P->pw->stride != 1 || P->pw_h != val(e, e->t[P->dst].value)->dims[2]))
+      return false;
+  }
+  if (apw)
     for (int k = 0; k < A->pw->n_post; k++)
       a_sum |= A->pw->sum[k];
-  if ((apw ? A->pw->stride != 1 ||
-                 A->pw_h != val(e, e->t[A->dst].value)->dims[2]
-           : !step_pd(A, &pa, &aa, &a_sum)) ||
-      !step_pd(B, &pb, &ab, NULL))
+  if ((apw && bpw) || (!apw && !step_pd(A, &pa, &aa, &a_sum)) ||
+      (!bpw && !step_pd(B, &pb, &ab, NULL)))
     return false;
   const dnnl_convolution_desc_t *ca = NULL, *cb = NULL;
   if ((!apw && (dnnl_primitive_desc_query(pa, dnnl_query_convolution_d, 0,
                                           &ca) != dnnl_success ||
                 !ca)) ||
-      dnnl_primitive_desc_query(pb, dnnl_query_convolution_d, 0, &cb) !=
-          dnnl_success ||
-      !cb)
+      (!bpw && (dnnl_primitive_desc_query(pb, dnnl_query_convolution_d, 0,
+                                          &cb) != dnnl_success ||
+                !cb)))
     return false;
   int ad = apw ? 0 : arg_index(A, DNNL_ARG_DST),
-      bs = arg_index(B, DNNL_ARG_SRC);
+      bs = bpw ? 0 : arg_index(B, DNNL_ARG_SRC);
   int as = apw ? 0 : arg_index(A, DNNL_ARG_SRC),
-      bd = arg_index(B, DNNL_ARG_DST);
+      bd = bpw ? 0 : arg_index(B, DNNL_ARG_DST);
   if (ad < 0 || bs < 0 || as < 0 || bd < 0) return false;
   int tx = apw ? A->src : A->args[as].tensor;
+  int tbs = bpw ? B->src : B->args[bs].tensor;
+  int tbd = bpw ? B->dst : B->args[bd].tensor;
   int ty = apw ? A->dst : A->args[ad].tensor, t2 = ty; /* the map; swish */
   if (S) {
     if (S->src != ty || !arg_tensor_ok(e, S->dst) ||
@@ -5516,9 +5521,8 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
       return false;
     t2 = S->dst;
   }
-  if (B->args[bs].tensor != t2 || !arg_tensor_ok(e, ty) ||
-      !arg_tensor_ok(e, tx) || !arg_tensor_ok(e, B->args[bd].tensor) ||
-      e->b[e->t[ty].buf].kind != BUF_ARENA)
+  if (tbs != t2 || !arg_tensor_ok(e, ty) || !arg_tensor_ok(e, tx) ||
+      !arg_tensor_ok(e, tbd) || e->b[e->t[ty].buf].kind != BUF_ARENA)
     return false;
   /* the map: nobody else's; the second conv's output: not where the
    * first conv's input lies (a residual sum written in place over it
@@ -5526,23 +5530,24 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
    * addend is not in the tile's map) */
   if (val(e, e->t[ty].value)->is_output ||
       buf_used_elsewhere(e, e->t[ty].buf, i, last) ||
-      e->t[B->args[bd].tensor].buf == e->t[tx].buf || a_sum)
+      e->t[tbd].buf == e->t[tx].buf || a_sum)
     return false;
   const dnnl_memory_desc_t *wa =
       apw ? NULL : dnnl_primitive_desc_query_md(pa, dnnl_query_weights_md, 0);
   const dnnl_memory_desc_t *wb =
-      dnnl_primitive_desc_query_md(pb, dnnl_query_weights_md, 0);
+      bpw ? NULL : dnnl_primitive_desc_query_md(pb, dnnl_query_weights_md, 0);
   int64_t c, h, w, oc, oh, ow;
-  if ((!wa && !apw) || !wb || !md_nhwc1(&e->t[ty].md, &c, &h, &w) ||
-      !md_nhwc1(&e->t[B->args[bd].tensor].md, &oc, &oh, &ow))
+  if ((!wa && !apw) || (!wb && !bpw) || !md_nhwc1(&e->t[ty].md, &c, &h, &w) ||
+      !md_nhwc1(&e->t[tbd].md, &oc, &oh, &ow))
     return false;
   size_t row = (size_t)(w * c) * dnnl_data_type_size(e->t[ty].md.data_type);
-  if ((!apw && !conv_pointwise(ca, wa) && !conv_pointwise(cb, wb)) ||
+  if ((!apw && !bpw && !conv_pointwise(ca, wa) && !conv_pointwise(cb, wb)) ||
       e->t[ty].md.data_type != dnnl_f32 || row * (size_t)h < e->tile_min)
     return false;
   /* output rows per tile: the most whose map rows fit the budget */
-  int64_t s = cb->strides[0];
-  int64_t kext = (wb->dims[wb->ndims - 2] - 1) * (cb->dilates[0] + 1) + 1;
+  int64_t s = bpw ? 1 : cb->strides[0];
+  int64_t kext =
+      bpw ? 1 : (wb->dims[wb->ndims - 2] - 1) * (cb->dilates[0] + 1) + 1;
   int64_t zr = ((int64_t)(e->tile_kb * 1024 / row) - kext) / s + 1;
   if (zr < 1) zr = 1;
   for (int64_t d = zr; d > zr / 2; d--) /* equal tiles: fewer shapes, */
@@ -5559,9 +5564,15 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
     vsel vb = {.band = -1, .r0 = k * zr, .r1 = (k + 1) * zr, .src_tile = true};
     if (vb.r1 > oh) vb.r1 = oh;
     const otile *p = k ? &t[k - 1] : NULL; /* middle tiles share theirs */
-    if (!view_prim(e, B, pb, ab, &vb, &t[k].b, rs, &e->tile_scratch,
-                   p ? &p->b : NULL))
+    if (bpw) { /* the pass's rows, the same rows of the map */
+      vb.a = vb.r0;
+      vb.z = vb.r1;
+      t[k].b.lo = (size_t)vb.r0;
+      t[k].b.n = (size_t)(vb.r1 - vb.r0);
+    } else if (!view_prim(e, B, pb, ab, &vb, &t[k].b, rs, &e->tile_scratch,
+                          p ? &p->b : NULL)) {
       goto no;
+    }
     vsel va = {.band = -1, .r0 = vb.a, .r1 = vb.z, .dst_tile = true};
     if (apw) { /* the pass's rows */
       t[k].a.lo = (size_t)vb.a;
@@ -5587,9 +5598,9 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
   if (e->verbose) {
     int own = 0, prims = 0;
     for (int k = 0; k < nt; k++) {
-      prims += (!apw && !t[k].a.shared) + !t[k].b.shared;
+      prims += (!apw && !t[k].a.shared) + (!bpw && !t[k].b.shared);
       own += (!apw && !t[k].a.shared && t[k].a.warg >= 0) +
-             (!t[k].b.shared && t[k].b.warg >= 0);
+             (!bpw && !t[k].b.shared && t[k].b.warg >= 0);
     }
     fprintf(stderr,
             "onednn: %s%s + %s in %d tiles of %lld rows (%d primitives, %d "
@@ -5728,10 +5739,16 @@ static dnnl_status_t tile_run(const oeng *e, osess *ss, int i, int b,
           t->a.prim, sm, A->n_args + (t->a.has_scratch ? 1 : 0), ss->targs[q]);
     }
     if (s == dnnl_success && B->tile_swish) swish_span(map, map, t->n, e->vec);
-    if (s == dnnl_success)
+    if (s == dnnl_success && B->pw) { /* rows [lo, lo + n) from the map's */
+      size_t px = B->n / (size_t)B->pw_h;
+      dm__pw_rows(B->pw,
+                  (float *)ss->ptr[B->dst] + t->b.lo * px * (size_t)B->pw->oc,
+                  map, 0, t->b.n * px);
+    } else if (s == dnnl_success) {
       s = dnnl_primitive_execute(t->b.prim, sm,
                                  B->n_args + (t->b.has_scratch ? 1 : 0),
                                  ss->targs[q + 1]);
+    }
     if (s != dnnl_success) return s;
   }
   return dnnl_success;
@@ -5813,14 +5830,9 @@ static dm_err onednn_prepare(const dm_graph *g, const dm_engine_opts *o,
     e->band_fc = !(bf && bf[0] == '0');
     const char *sm = getenv("DERMAL_ONEDNN_STEM");
     e->stem = e->vec == VEC_AVX512 && !(sm && sm[0] == '0');
-    /* DERMAL_ONEDNN_PW=0: never; =1: map_pw's rule on any AVX-512 CPU
-     * (tests); =all: every 1x1 conv it can take (measurements) */
+    /* DERMAL_ONEDNN_PW=0: never; =1: on any AVX-512 CPU (tests) */
     const char *pw = getenv("DERMAL_ONEDNN_PW");
-    e->pw = e->vec != VEC_AVX512 ? 0
-            : !pw                ? (dm__pw_cpu() ? 1 : 0)
-            : !strcmp(pw, "all") ? 2
-            : pw[0] == '1'       ? 1
-                                 : 0;
+    e->pw = e->vec == VEC_AVX512 && (pw ? pw[0] == '1' : dm__pw_cpu());
     const char *tl = getenv("DERMAL_ONEDNN_TILES");
     e->tiles = !(tl && tl[0] == '0');
     e->tile_kb = env_kib("DERMAL_ONEDNN_TILE_KB", 512);
