@@ -169,8 +169,8 @@ INLINE void pw_group_s(const dm_pw *p, float *y, const float *x, size_t p0,
   for (; i + (size_t)P <= p1; i += (size_t)P) {
     for (int j = 0; S && j < P; j++)
       xp[j] = in_px(p, x, i + (size_t)j);
-    const float *nx = S ? in_px(p, x, i + (size_t)P < p1 ? i + (size_t)P : i)
-                        : x + (i + (size_t)P) * k;
+    size_t in = i + (size_t)P < p1 ? i + (size_t)P : i; /* stays inside */
+    const float *nx = S ? in_px(p, x, in) : x + in * k;
     pw_block(p, y + i * oc, x + i * k, xp, (const char *)nx, w, c0, P, Q, H, S);
   }
   for (; i < p1; i++) {
