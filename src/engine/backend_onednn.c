@@ -2451,8 +2451,9 @@ static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
   const dm_window *win = &n->p.conv.w;
   if (!e->pw || e->bf16 || n->p.conv.group != 1 || X->rank != 4 ||
       W->rank != 4 || win->nsp != 2 || W->dims[2] != 1 || W->dims[3] != 1 ||
-      !W->data || W->dims[1] != X->dims[1] || !dm__pw_shape((int)W->dims[0]) ||
-      (bv >= 0 && !val(e, bv)->data))
+      !W->data || W->dims[1] != X->dims[1] || W->dims[0] > INT_MAX ||
+      W->dims[1] > INT_MAX || X->dims[2] > INT_MAX || X->dims[3] > INT_MAX ||
+      !dm__pw_shape((int)W->dims[0]) || (bv >= 0 && !val(e, bv)->data))
     return DM_UNSUPPORTED;
   for (int i = 0; i < 2; i++)
     if (win->stride[i] != win->stride[0] || win->stride[i] < 1 ||
