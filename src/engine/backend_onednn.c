@@ -273,8 +273,7 @@ typedef struct ostep {
                          /* is the block and n counts images x blocks */
   const dm_stem *stem;   /* STEM (in e->wmem) */
   const ochan *chan;     /* CHAN (in e->wmem); n: pixels */
-  const dm_pw *pw;       /* PW (in e->wmem); n: pixels, pw_h: their rows */
-  int64_t pw_h;
+  const dm_pw *pw;       /* PW (in e->wmem); n: pixels */
   qdq_op qdq;            /* QDQ */
   const float *w, *bias; /* FC: weights [c][n] (our copy), bias or NULL */
   bool fc_swish;         /* FC: then y * sigmoid(y) (a Sigmoid+Mul left) */
@@ -984,8 +983,6 @@ DM_AVX2 static void fc8_avx2(const ostep *st, float *y, const float *x,
 extern void GOMP_parallel(void (*fn)(void *), void *data, unsigned nthreads,
                           unsigned flags);
 
-/* Outputs [o0, o1) of a row-major FC (wraw): the dot products, then
- * bias and post-ops. */
 /* An FC output acc after its sum: the node's activations, then the swish
  * of a Sigmoid+Mul left after it, as the reference computes them. */
 static float fc_post(const oeng *e, const ostep *st, float acc) {
@@ -996,6 +993,8 @@ static float fc_post(const oeng *e, const ostep *st, float acc) {
   return st->fc_swish ? dm__ref_act(&swish, acc) : acc;
 }
 
+/* Outputs [o0, o1) of a row-major FC (wraw): the dot products, then
+ * bias and post-ops. */
 static void fc_rows_part(const oeng *e, const ostep *st, float *y,
                          const float *x, size_t o0, size_t o1) {
 #if defined(__x86_64__)
@@ -1021,12 +1020,16 @@ static void fc_rows_part(const oeng *e, const ostep *st, float *y,
   }
 }
 
-typedef struct fc_job {
+/* A step whose st->n units (an FC's outputs, a pw pass's pixels) the
+ * threads split: part computes units [u0, u1). */
+typedef struct rows_job {
   const oeng *e;
   const ostep *st;
   float *y;
   const float *x;
-} fc_job;
+  void (*part)(const oeng *e, const ostep *st, float *y, const float *x,
+               size_t u0, size_t u1);
+} rows_job;
 
 /* Band b of n over `units`: [*lo, *hi) (threads' shares too). */
 static void band_range(int64_t units, int b, int n, int64_t *lo, int64_t *hi) {
@@ -1168,13 +1171,13 @@ static void span_thread(void *arg) {
   span_part(arg, omp_get_thread_num(), omp_get_num_threads());
 }
 
-/* Thread t's share of a row-major FC's outputs. */
-static void fc_rows_thread(void *arg) {
-  const fc_job *j = arg;
-  int64_t o0, o1;
+/* Thread t's share of a rows_job's units. */
+static void rows_thread(void *arg) {
+  const rows_job *j = arg;
+  int64_t u0, u1;
   band_range((int64_t)j->st->n, omp_get_thread_num(), omp_get_num_threads(),
-             &o0, &o1);
-  if (o1 > o0) fc_rows_part(j->e, j->st, j->y, j->x, (size_t)o0, (size_t)o1);
+             &u0, &u1);
+  if (u1 > u0) j->part(j->e, j->st, j->y, j->x, (size_t)u0, (size_t)u1);
 }
 
 /* ST_FC: y[o] = post(bias[o] + sum_i w[i][o] * x[i]) for o < st->n, i <
@@ -1212,27 +1215,25 @@ static void fc_span(const oeng *e, const ostep *st, float *y, const float *x,
 static void fc_run(const oeng *e, const ostep *st, float *y, const float *x) {
   if (st->wraw && e->threads > 1 && st->n * st->c >= 262144) {
     /* row-major: on all threads from 256 K weights */
-    fc_job j = {e, st, y, x};
-    GOMP_parallel(fc_rows_thread, &j, (unsigned)e->threads, 0);
+    rows_job j = {e, st, y, x, fc_rows_part};
+    GOMP_parallel(rows_thread, &j, (unsigned)e->threads, 0);
     return;
   }
   fc_span(e, st, y, x, 0, st->n);
 }
 
-/* Thread t's share of an ST_PW step's pixels (fc_job: y, x, st). */
-static void pw_thread(void *arg) {
-  const fc_job *j = arg;
-  int64_t p0, p1;
-  band_range((int64_t)j->st->n, omp_get_thread_num(), omp_get_num_threads(),
-             &p0, &p1);
-  if (p1 > p0) dm__pw_rows(j->st->pw, j->y, j->x, (size_t)p0, (size_t)p1);
+/* Pixels [p0, p1) of an ST_PW step (a rows_job part). */
+static void pw_part(const oeng *e, const ostep *st, float *y, const float *x,
+                    size_t p0, size_t p1) {
+  (void)e;
+  dm__pw_rows(st->pw, y, x, p0, p1);
 }
 
 /* ST_PW outside bands: on all threads from 32768 output floats. */
 static void pw_run(const oeng *e, const ostep *st, float *y, const float *x) {
   if (e->threads > 1 && st->n * (size_t)st->pw->oc >= 32768) {
-    fc_job j = {e, st, y, x};
-    GOMP_parallel(pw_thread, &j, (unsigned)e->threads, 0);
+    rows_job j = {e, st, y, x, pw_part};
+    GOMP_parallel(rows_thread, &j, (unsigned)e->threads, 0);
     return;
   }
   dm__pw_rows(st->pw, y, x, 0, st->n);
@@ -2507,7 +2508,6 @@ static dm_err map_pw(oeng *e, int ni, int bv, dm_errbuf *eb) {
   st.kind = ST_PW;
   st.pw = keep;
   st.n = (size_t)(Y->dims[0] * Y->dims[2] * Y->dims[3]);
-  st.pw_h = Y->dims[0] * Y->dims[2];
   return add_pass(e, ni, &st, tx, ty, eb);
 }
 
@@ -5099,13 +5099,12 @@ static int step_accesses(const oeng *e, const ostep *st, bacc *a, bool late) {
                     y->off[j] + dnnl_memory_desc_get_size(&y->md[j]));
       }
       if (A->pw) { /* a pw pass: its input rows (a: lo, n) */
-        size_t row = A->n / (size_t)A->pw_h * (size_t)A->pw->k * sizeof(float);
+        size_t row = (size_t)A->pw->iw * (size_t)A->pw->k * sizeof(float);
         n = acc_add(e, a, n, A->src, b, false, f->a.lo * row,
                     (l->a.lo + l->a.n) * row);
       }
       if (st->pw) { /* a pw pass second: its output rows (b: lo, n) */
-        size_t row =
-            st->n / (size_t)st->pw_h * (size_t)st->pw->oc * sizeof(float);
+        size_t row = (size_t)st->pw->ow * (size_t)st->pw->oc * sizeof(float);
         n = acc_add(e, a, n, st->dst, b, true, f->b.lo * row,
                     (l->b.lo + l->b.n) * row);
       }
@@ -5483,12 +5482,13 @@ static bool tile_pair(oeng *e, int i, dnnl_stream_t rs) {
   int last = S ? i + 2 : i + 1;
   const_dnnl_primitive_desc_t pa = NULL, pb = NULL;
   const_dnnl_primitive_attr_t aa = NULL, ab = NULL;
-  /* A or B may be a pw pass (pw.c), its tiles rows of one image's map */
+  /* A or B may be a pw pass (pw.c) of stride 1 over one image: its tiles
+   * are rows of that image's map */
   bool a_sum = false, apw = A->kind == ST_PW, bpw = B->kind == ST_PW;
   for (int h = 0; h < 2; h++) {
     const ostep *P = h ? B : A;
     if (P->kind == ST_PW &&
-        (P->pw->stride != 1 || P->pw_h != val(e, e->t[P->dst].value)->dims[2]))
+        (P->pw->stride != 1 || val(e, e->t[P->dst].value)->dims[0] != 1))
       return false;
   }
   if (apw)
@@ -5730,7 +5730,7 @@ static dnnl_status_t tile_run(const oeng *e, osess *ss, int i, int b,
     size_t q = 2 * (size_t)(B->tile0 + k);
     dnnl_status_t s = dnnl_success;
     if (A->pw) { /* map rows [lo, lo + n) from the same input rows */
-      size_t px = A->n / (size_t)A->pw_h;
+      size_t px = (size_t)A->pw->iw; /* = ow: stride 1 */
       dm__pw_rows(A->pw, map,
                   (const float *)ss->ptr[A->src] +
                       t->a.lo * px * (size_t)A->pw->k,
@@ -5741,7 +5741,7 @@ static dnnl_status_t tile_run(const oeng *e, osess *ss, int i, int b,
     }
     if (s == dnnl_success && B->tile_swish) swish_span(map, map, t->n, e->vec);
     if (s == dnnl_success && B->pw) { /* rows [lo, lo + n) from the map's */
-      size_t px = B->n / (size_t)B->pw_h;
+      size_t px = (size_t)B->pw->ow;
       dm__pw_rows(B->pw,
                   (float *)ss->ptr[B->dst] + t->b.lo * px * (size_t)B->pw->oc,
                   map, 0, t->b.n * px);

@@ -148,10 +148,9 @@ INLINE void pw_block(const dm_pw *p, float *y, const float *x,
   }
 }
 
-/* Where output pixel q's inputs are: pixel q of x at stride 1, else the
- * pixel (s oy, s ox) of its image. */
+/* Where output pixel q's inputs are in a strided conv: the pixel (s oy,
+ * s ox) of its image (at stride 1, pixel q: pw_group_s adds q k itself). */
 INLINE const float *in_px(const dm_pw *p, const float *x, size_t q) {
-  if (p->stride <= 1) return x + q * (size_t)p->k;
   size_t ohw = (size_t)p->oh * (size_t)p->ow, r = q % ohw;
   size_t oy = r / (size_t)p->ow, ox = r % (size_t)p->ow, s = (size_t)p->stride;
   size_t at = (q / ohw * (size_t)p->ih + s * oy) * (size_t)p->iw + s * ox;
